@@ -1,0 +1,83 @@
+"""flowtrace: bcc tracing as composable async pipelines.
+
+A pipeline is ``source | operator | ... | sink``. Sources are bcc programs
+(or recordings, or lists of events); operators transform batches of events;
+sinks print, write or forward them. See ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from .clock import Clock, ManualClock, MonotonicClock
+from .context import SourceContext, StageContext
+from .errors import (
+    AttachError,
+    EventDefinitionError,
+    FlowtraceError,
+    KernelError,
+    PipelineDefinitionError,
+    PipelineFileError,
+    StageError,
+)
+from .events import Event, Layout, layout_of
+from .kernel_source import KernelSource
+from .pipeline import Flow, Overflow, Pipeline
+from .probes import (
+    Fentry,
+    Fexit,
+    Kprobe,
+    Kretprobe,
+    Param,
+    PerfEvent,
+    Probe,
+    RawTracepoint,
+    Tracepoint,
+    Uprobe,
+    Uretprobe,
+    Usdt,
+    syscall_entry,
+    syscall_exit,
+)
+from .stages import Emit, Operator, Sink, Source
+from .stats import PipelineStats, StageStats
+
+__all__ = [
+    "AttachError",
+    "Clock",
+    "Emit",
+    "Event",
+    "EventDefinitionError",
+    "Fentry",
+    "Fexit",
+    "Flow",
+    "FlowtraceError",
+    "KernelError",
+    "KernelSource",
+    "Kprobe",
+    "Kretprobe",
+    "Layout",
+    "ManualClock",
+    "MonotonicClock",
+    "Operator",
+    "Overflow",
+    "Param",
+    "PerfEvent",
+    "Pipeline",
+    "PipelineDefinitionError",
+    "PipelineFileError",
+    "PipelineStats",
+    "Probe",
+    "RawTracepoint",
+    "Sink",
+    "Source",
+    "SourceContext",
+    "StageContext",
+    "StageError",
+    "StageStats",
+    "Tracepoint",
+    "Uprobe",
+    "Uretprobe",
+    "Usdt",
+    "layout_of",
+    "syscall_entry",
+    "syscall_exit",
+]

@@ -1,0 +1,122 @@
+"""The ``flowtrace`` command: run, explain, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from .doctor import as_json_objects, run_checks
+from .errors import FlowtraceError, PipelineFileError
+from .loader import load_pipeline
+from .pipeline import Pipeline
+
+__all__ = ["main"]
+
+_LIVE_INTERVAL = 1.0
+
+
+def _say(line: str) -> None:
+    print(f"flowtrace: {line}", file=sys.stderr, flush=True)
+
+
+async def _watch_signals(pipeline: Pipeline, scope: anyio.CancelScope) -> None:
+    """First Ctrl-C/SIGTERM: graceful stop. Second: cancel (probes still detach)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stopping = False
+        async for _ in signals:
+            if stopping:
+                scope.cancel()
+                return
+            stopping = True
+            pipeline.stop()
+
+
+async def _report_losses(pipeline: Pipeline) -> None:
+    """Print a line whenever a stage's loss or drop count grows."""
+    shown = (0, 0)
+    while True:
+        await anyio.sleep(_LIVE_INTERVAL)
+        now = (pipeline.stats.lost, pipeline.stats.dropped)
+        if now != shown:
+            _say(f"so far {now[0]} events lost in the kernel, {now[1]} dropped in the pipeline")
+            shown = now
+
+
+async def _run(pipeline: Pipeline, duration: float | None) -> None:
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, pipeline, scope)
+            tg.start_soon(_report_losses, pipeline)
+            await pipeline.run(duration=duration, report=_say)
+            tg.cancel_scope.cancel()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.pipeline, args.args)
+    try:
+        anyio.run(_run, pipeline, args.duration)
+    finally:
+        for line in pipeline.stats.summary():
+            _say(line)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    pipeline = load_pipeline(args.pipeline, args.args)
+    print("\n".join(pipeline.describe()))
+    program = getattr(pipeline.source, "program", None)
+    if program is not None:
+        print("\n/* BPF program */")
+        print(program().text)
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    checks = run_checks()
+    if args.json:
+        print(json.dumps(as_json_objects(checks), indent=2))
+    else:
+        print("\n".join(c.line() for c in checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowtrace", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a pipeline file until Ctrl-C or its end")
+    run.add_argument("pipeline", help="FILE[:NAME], NAME defaults to 'pipeline'")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the pipeline")
+    run.set_defaults(handler=_cmd_run)
+    explain = commands.add_parser(
+        "explain", help="print the attach plan and BPF program without attaching"
+    )
+    explain.add_argument("pipeline", help="FILE[:NAME]")
+    explain.add_argument("args", nargs=argparse.REMAINDER)
+    explain.set_defaults(handler=_cmd_explain)
+    doctor = commands.add_parser("doctor", help="check this machine for tracing")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except PipelineFileError as exc:
+        _say(f"error: {exc}")
+        return 2
+    except FlowtraceError as exc:
+        _say(f"error: {exc}")
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""What a running stage gets from the pipeline: its counters, a clock, and
+(for sources) the stop request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+
+from .clock import Clock
+from .stats import StageStats
+
+__all__ = ["SourceContext", "StageContext"]
+
+
+class StageContext:
+    """Handed to a stage when the pipeline starts it."""
+
+    def __init__(self, stats: StageStats, clock: Clock, report: Callable[[str], None]) -> None:
+        self.stats = stats
+        self.clock = clock
+        self._report = report
+
+    def report(self, message: str) -> None:
+        """Tell the user something about this stage (how a probe attached)."""
+        self._report(f"{self.stats.name}: {message}")
+
+
+class SourceContext(StageContext):
+    """A source's context: also says when to stop."""
+
+    def __init__(self, stats: StageStats, clock: Clock, report: Callable[[str], None]) -> None:
+        super().__init__(stats, clock, report)
+        self._stopping = False
+        self._waits: set[anyio.CancelScope] = set()
+        self._ready = anyio.Event()
+
+    def ready(self) -> None:
+        """Say the source is producing (its probes are attached); a pipeline
+        started with ``task_group.start`` returns to its caller from then on."""
+        self._ready.set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once the pipeline asked sources to stop; a source then
+        detaches, emits what it already holds, and returns."""
+        return self._stopping
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        for scope in list(self._waits):
+            scope.cancel()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, waking early when a stop is requested."""
+        with self._woken_by_stop(seconds):
+            await anyio.sleep(seconds)
+
+    async def wait_readable(self, fd: int, max_wait: float) -> None:
+        """Wait until ``fd`` is readable, ``max_wait`` seconds pass, or a stop is requested."""
+        with self._woken_by_stop(max_wait):
+            await anyio.wait_readable(fd)
+
+    @contextmanager
+    def _woken_by_stop(self, timeout: float) -> Iterator[None]:
+        with anyio.move_on_after(timeout) as scope:
+            if self._stopping:
+                scope.cancel()
+            self._waits.add(scope)
+            try:
+                yield
+            finally:
+                self._waits.discard(scope)

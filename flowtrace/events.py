@@ -1,0 +1,150 @@
+"""Typed events and the record layout derived from them.
+
+An :class:`Event` subclass is the single definition of a record: the C struct
+the BPF program fills and the decoder for the bytes it emits are both derived
+from its annotated fields (see :mod:`flowtrace.ktypes`). Fields are laid out
+in declaration order with C's natural alignment, so the derived struct and the
+decoder agree by construction.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+import numpy as np
+
+from .errors import EventDefinitionError
+from .ktypes import KernelType
+
+__all__ = ["Event", "FieldLayout", "Layout", "layout_of"]
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """Base class of every event.
+
+    Subclasses declare fields annotated with kernel types. Instances are
+    immutable; they hold only ints and strs, so they can never be part of a
+    reference cycle (hence ``gc=False``).
+    """
+
+    kind: ClassVar[str] = "event"
+
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class FieldLayout:
+    """One field of a record: its name, kernel type and byte offset."""
+
+    name: str
+    ktype: KernelType
+    offset: int
+
+
+@dataclass(frozen=True)
+class Layout(Generic[E]):
+    """The byte layout of one event type, as the BPF program writes it."""
+
+    event: type[E]
+    fields: tuple[FieldLayout, ...]
+    size: int
+    align: int
+
+    @property
+    def c_name(self) -> str:
+        return f"ft_{self.event.__name__.lower()}"
+
+    def c_struct(self) -> str:
+        """The C definition of the record struct."""
+        lines = [f"struct {self.c_name} {{"]
+        lines += [f"    {f.ktype.c_declaration(f.name)}" for f in self.fields]
+        lines.append("};")
+        return "\n".join(lines)
+
+    def c_fill(self, var: str) -> str:
+        """C statements filling the automatically filled fields of ``var``."""
+        return "\n".join(
+            f.ktype.fill.format(field=f"{var}.{f.name}") for f in self.fields if f.ktype.fill
+        )
+
+    def dtype(self, header: int = 0, stride: int | None = None) -> np.dtype[Any]:
+        """A numpy dtype for records at ``stride`` bytes, payload after ``header`` bytes."""
+        return np.dtype(
+            {
+                "names": [f.name for f in self.fields],
+                "formats": [f.ktype.numpy_code for f in self.fields],
+                "offsets": [header + f.offset for f in self.fields],
+                "itemsize": stride if stride is not None else header + self.size,
+            }
+        )
+
+    def decode(self, records: np.ndarray[Any, Any]) -> list[E]:
+        """Decode an array of records (of :meth:`dtype`) into events, in order."""
+        columns: list[list[Any]] = []
+        for f in self.fields:
+            column = records[f.name].tolist()
+            if f.ktype.is_string:
+                column = [_c_string(raw) for raw in column]
+            columns.append(column)
+        return list(map(self.event, *columns))
+
+    def decode_bytes(
+        self, data: bytes | bytearray | memoryview, count: int = -1, offset: int = 0
+    ) -> list[E]:
+        """Decode ``count`` records packed back to back in ``data``."""
+        return self.decode(np.frombuffer(data, dtype=self.dtype(), count=count, offset=offset))
+
+    def encode(self, event: E) -> bytes:
+        """The bytes the BPF program would emit for ``event`` (for tests and replay)."""
+        record = np.zeros(1, dtype=self.dtype())
+        for f in self.fields:
+            value = getattr(event, f.name)
+            record[f.name] = value.encode() if f.ktype.is_string else value
+        return record.tobytes()
+
+
+def _c_string(raw: bytes) -> str:
+    return raw.partition(b"\0")[0].decode("utf-8", "replace")
+
+
+def _align(offset: int, alignment: int) -> int:
+    return (offset + alignment - 1) // alignment * alignment
+
+
+def layout_of(event: type[E]) -> Layout[E]:
+    """The record layout of ``event``, derived once from its annotations."""
+    layout: Layout[E] = _derive_layout(event)
+    return layout
+
+
+@functools.cache
+def _derive_layout(event: type[Event]) -> Layout[Any]:
+    try:
+        hints = typing.get_type_hints(event, include_extras=True)
+    except NameError as exc:
+        raise EventDefinitionError(f"{event.__name__}: cannot resolve annotation ({exc})") from exc
+    fields: list[FieldLayout] = []
+    offset = 0
+    max_align = 1
+    for name in event.__struct_fields__:
+        ktype = next(
+            (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, KernelType)),
+            None,
+        )
+        if ktype is None:
+            raise EventDefinitionError(
+                f"{event.__name__}.{name}: annotate it with a kernel type "
+                "(u32, s64, comm, Char(N), ... from flowtrace.ktypes)"
+            )
+        offset = _align(offset, ktype.align)
+        fields.append(FieldLayout(name, ktype, offset))
+        offset += ktype.size
+        max_align = max(max_align, ktype.align)
+    if not fields:
+        raise EventDefinitionError(f"{event.__name__} declares no fields")
+    return Layout(event, tuple(fields), _align(offset, max_align), max_align)

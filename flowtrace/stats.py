@@ -1,0 +1,67 @@
+"""Counters every stage keeps, readable while a pipeline runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["PipelineStats", "StageStats"]
+
+
+@dataclass
+class StageStats:
+    """Events a stage received, emitted downstream, and dropped (by reason).
+
+    For a source, ``received`` is what it read from its origin (the kernel
+    buffer, a list, a recording) and ``lost`` what its origin reports it could
+    not deliver (records the kernel failed to write into a full buffer). Every
+    count is exact; none is sampled.
+    """
+
+    name: str
+    received: int = 0
+    emitted: int = 0
+    lost: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int) -> None:
+        """Count ``count`` events dropped for ``reason``."""
+        if count:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def describe(self) -> str:
+        text = f"{self.name}: {self.received} in, {self.emitted} out"
+        if self.lost:
+            text += f", {self.lost} lost before delivery"
+        for reason, count in sorted(self.dropped.items()):
+            text += f", {count} dropped ({reason})"
+        return text
+
+
+@dataclass
+class PipelineStats:
+    """Counters of every stage in pipeline order, and how each probe attached."""
+
+    stages: list[StageStats] = field(default_factory=list)
+    attached: list[str] = field(default_factory=list)
+
+    def stage(self, name: str) -> StageStats:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    @property
+    def lost(self) -> int:
+        return sum(s.lost for s in self.stages)
+
+    @property
+    def dropped(self) -> int:
+        return sum(s.dropped_total for s in self.stages)
+
+    def summary(self) -> list[str]:
+        """Lines for the end-of-run report, one per stage."""
+        return [s.describe() for s in self.stages]

@@ -1,0 +1,21 @@
+"""Lesson 7, hello_perf_output: new processes through the perf buffer.
+
+The tutorial's BPF_PERF_OUTPUT lesson; this pipeline asks for the perf
+buffer explicitly (other pipelines use the ring buffer where the kernel has
+one). Time is seconds since the first event.
+
+    $ flowtrace run pipelines/hello_perf_output.py
+    TIME(s)            COMM             PID    MESSAGE
+"""
+
+from flowtrace.sinks.console import Column, ConsoleSink, RelativeSeconds
+from flowtrace.sources.processes import Clone, clones
+
+columns: list[Column[Clone]] = [
+    Column("TIME(s)", RelativeSeconds("ts"), 18, ".9f"),
+    Column("COMM", lambda e: e.comm, 16),
+    Column("PID", lambda e: e.pid, 6),
+    Column("MESSAGE", lambda e: "Hello, perf_output!"),
+]
+
+pipeline = clones(transport="perf") | ConsoleSink(columns)

@@ -1,0 +1,1 @@
+"""Sinks shipped with flowtrace, imported as ``flowtrace.sinks.*``."""

@@ -1,0 +1,1 @@
+"""Sources shipped with flowtrace, imported as ``flowtrace.sources.*``."""

@@ -1,0 +1,31 @@
+"""Running pipelines against the real kernel inside a test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from flowtrace import Pipeline, Source
+from flowtrace.loader import load_pipeline
+from flowtrace.testing import CollectSink
+
+
+async def collect(
+    source: Source[Any], workload: Callable[[], Any], settle: float = 0.3
+) -> list[Any]:
+    """Attach ``source``, run ``workload`` in a thread, stop, return every event."""
+    sink = CollectSink[Any]()
+    pipeline = Pipeline(source, [], sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await anyio.to_thread.run_sync(workload)
+        await anyio.sleep(settle)
+        pipeline.stop()
+    return sink.items
+
+
+def lesson_source(path: str, args: list[str] | None = None) -> Source[Any]:
+    return load_pipeline(path, args).source

@@ -1,0 +1,156 @@
+"""The flowtrace command: one-line errors for bad pipeline files, and every
+lesson pipeline run under the CLI, stopped with SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from workloads import forker, run_syncs
+
+FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
+
+
+def flowtrace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLOWTRACE, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no pipeline file"),
+        ("pipeline = (\n", "syntax error: '(' was never closed"),
+        ("x = 1\n", "defines no 'pipeline'"),
+        ("pipeline = 3\n", "is a int, not a Pipeline"),
+        ("import no_such_module_here\n", "failed while loading: ModuleNotFoundError"),
+        ("def pipeline(args):\n    return 'no'\n", "returned str, not a Pipeline"),
+    ],
+)
+def test_bad_pipeline_file_is_one_line_exit_2(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "p.py"
+    if content is not None:
+        path.write_text(content)
+    result = flowtrace("run", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("flowtrace: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_pipeline_taking_no_arguments_rejects_them() -> None:
+    result = flowtrace("run", "pipelines/sys_sync.py", "extra")
+    assert result.returncode == 2
+    assert "takes no arguments" in result.stderr
+
+
+class Running:
+    """A ``flowtrace run`` process, ready once its probes are attached."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [FLOWTRACE, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert self.process.stderr is not None
+        self.err_lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.err_lines.append(line)
+            if "attached" in line:
+                return
+        self.process.kill()
+        raise AssertionError(f"never attached: {''.join(self.err_lines)}")
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+        time.sleep(0.3)
+        self.process.send_signal(sig)
+        out, err = self.process.communicate(timeout=30)
+        return self.process.returncode, out, "".join(self.err_lines) + err
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sys_sync_under_the_cli(sig: int) -> None:
+    run = Running("pipelines/sys_sync.py")
+    run_syncs(3)
+    code, out, err = run.stop(sig)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "Tracing sys_sync()... Ctrl-C to end."
+    assert lines[1:].count("sys_sync() called") >= 3
+    assert "flowtrace: sync: " in err and " in, " in err  # the final summary
+    assert "Traceback" not in err
+
+
+def _fork_lines(out: str, pid: int) -> list[str]:
+    return [line for line in out.splitlines() if f"-{pid} " in line or f" {pid} " in line]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    ("lesson", "title"),
+    [
+        ("pipelines/hello_world.py", None),
+        ("pipelines/hello_fields.py", "TIME(s)            COMM             PID    MESSAGE"),
+        ("pipelines/hello_perf_output.py", "TIME(s)            COMM             PID    MESSAGE"),
+    ],
+)
+def test_process_lessons_under_the_cli(lesson: str, title: str | None) -> None:
+    run = Running(lesson)
+    workload = forker(4)
+    workload.go()
+    code, out, err = run.stop()
+    assert code == 0, err
+    if title:
+        assert out.splitlines()[0] == title
+    ours = _fork_lines(out, workload.pid)
+    assert len(ours) == 4, out
+    assert all("python3" in line for line in ours)
+    assert "flowtrace: clones: " in err
+
+
+@pytest.mark.kernel
+def test_explain_prints_plan_and_program_without_attaching() -> None:
+    result = flowtrace("explain", "pipelines/sys_sync.py")
+    assert result.returncode == 0, result.stderr
+    from flowtrace.sources.syscalls import sync_calls
+
+    source = sync_calls()
+    (choice,) = source.plan()
+    assert choice.describe() in result.stdout
+    assert source.program().text in result.stdout
+
+
+@pytest.mark.kernel
+def test_doctor_json_reports_every_check() -> None:
+    import json
+
+    result = flowtrace("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)}
+    assert set(checks) >= {
+        "privileges",
+        "bcc",
+        "kernel headers",
+        "tracefs",
+        "tracepoints",
+        "kprobes",
+        "fentry",
+        "uprobes",
+        "usdt",
+        "perf_events",
+        "ringbuf",
+        "btf",
+    }
+    assert all(c["status"] in ("ok", "warn", "fail") for c in checks.values())
+    assert all(c["fix"] for c in checks.values() if c["status"] != "ok")
+    assert result.returncode == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)

@@ -1,0 +1,184 @@
+"""The pipeline runtime on synthetic events: order, counts, stop, overflow,
+errors, and embedding under asyncio and trio. No kernel needed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import pytest
+import trio
+
+from flowtrace import Operator, Overflow, Pipeline, PipelineDefinitionError, StageError
+from flowtrace.testing import CollectSink, ListSource
+
+
+class Double(Operator[int, int]):
+    name = "double"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def process(self, batch: list[int]) -> Sequence[int]:
+        return [2 * x for x in batch]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class SumAtEnd(Operator[int, int]):
+    """Holds a running sum; emits it only at end of stream."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def process(self, batch: list[int]) -> Sequence[int]:
+        self.total += sum(batch)
+        return []
+
+    def finish(self) -> Sequence[int]:
+        return [self.total]
+
+
+class Ticker(Operator[int, str]):
+    tick_interval = 0.01
+
+    def process(self, batch: list[int]) -> Sequence[str]:
+        return []
+
+    def tick(self) -> Sequence[str]:
+        return ["tick"]
+
+
+class SlowSink(CollectSink[int]):
+    async def write(self, batch: list[int]) -> None:
+        await anyio.sleep(0.002)
+        await super().write(batch)
+
+
+class Exploding(Operator[int, int]):
+    name = "exploding"
+
+    def process(self, batch: list[int]) -> Sequence[int]:
+        raise ValueError("bad event")
+
+
+@pytest.mark.anyio
+async def test_events_flow_in_order_through_operators() -> None:
+    sink = CollectSink[int]()
+    double = Double()
+    pipeline = ListSource(range(1000), batch_size=7) | double | sink
+    stats = await pipeline.run()
+    assert sink.items == [2 * x for x in range(1000)]
+    assert [(s.name, s.received, s.emitted) for s in stats.stages] == [
+        ("list", 1000, 1000),
+        ("double", 1000, 1000),
+        ("collect", 1000, 1000),
+    ]
+    assert double.closed and sink.closed
+
+
+@pytest.mark.anyio
+async def test_finish_emits_what_an_operator_holds() -> None:
+    sink = CollectSink[int]()
+    await (ListSource([1, 2, 3, 4]) | SumAtEnd() | sink).run()
+    assert sink.items == [10]
+
+
+@pytest.mark.anyio
+async def test_tick_runs_without_events() -> None:
+    sink = CollectSink[str]()
+    pipeline = ListSource([1], interval=0.2) | Ticker() | sink
+    await pipeline.run()
+    assert sink.items.count("tick") >= 5
+
+
+@pytest.mark.anyio
+async def test_drop_policy_counts_exactly_what_it_drops() -> None:
+    sink = SlowSink()
+    pipeline = Pipeline(
+        ListSource(range(5000), batch_size=10), [], sink, capacity=1, overflow=Overflow.DROP
+    )
+    stats = await pipeline.run()
+    source = stats.stages[0]
+    assert source.dropped["overflow"] > 0
+    assert len(sink.items) + source.dropped["overflow"] == 5000
+    assert source.emitted == len(sink.items)
+
+
+@pytest.mark.anyio
+async def test_block_policy_loses_nothing() -> None:
+    sink = SlowSink()
+    stats = await Pipeline(ListSource(range(500), batch_size=10), [], sink, capacity=1).run()
+    assert sink.items == list(range(500))
+    assert stats.dropped == 0
+
+
+@pytest.mark.anyio
+async def test_failing_stage_is_named_and_everything_closes() -> None:
+    sink = CollectSink[int]()
+    double = Double()
+    with pytest.raises(
+        StageError, match=r"stage 'exploding' failed: ValueError: bad event"
+    ) as info:
+        await (ListSource(range(10)) | double | Exploding() | sink).run()
+    assert info.value.stage == "exploding"
+    assert isinstance(info.value.__cause__, ValueError)
+    assert sink.closed and double.closed
+
+
+@pytest.mark.anyio
+async def test_stop_ends_the_source_and_drains() -> None:
+    sink = CollectSink[int]()
+    pipeline = ListSource(range(100), batch_size=1, interval=0.01) | SumAtEnd() | sink
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await anyio.sleep(0.05)
+        pipeline.stop()
+    received = pipeline.stats.stages[0].received
+    assert 0 < received < 100
+    assert sink.items == [sum(range(received))]
+
+
+@pytest.mark.anyio
+async def test_duration_stops_the_pipeline() -> None:
+    pipeline = ListSource(range(1000), batch_size=1, interval=0.01) | CollectSink[int]()
+    with anyio.fail_after(5):
+        stats = await pipeline.run(duration=0.1)
+    assert 0 < stats.stages[0].received < 1000
+
+
+@pytest.mark.anyio
+async def test_a_pipeline_runs_once() -> None:
+    pipeline = ListSource([1]) | CollectSink[int]()
+    await pipeline.run()
+    with pytest.raises(PipelineDefinitionError, match="runs once"):
+        await pipeline.run()
+
+
+def test_piping_into_something_else_is_an_error() -> None:
+    with pytest.raises(PipelineDefinitionError, match="expected an Operator or a Sink"):
+        ListSource([1]) | print  # type: ignore[operator]
+
+
+async def _embedded(expected: int) -> int:
+    """An application's own task group running a pipeline and reading live counters."""
+    sink = CollectSink[int]()
+    pipeline = ListSource(range(expected), batch_size=1, interval=0.001) | Double() | sink
+    seen_live = 0
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        while pipeline.stats.stages[-1].received < expected:
+            seen_live = max(seen_live, pipeline.stats.stages[-1].received)
+            await anyio.sleep(0.005)
+    assert sink.items == [2 * x for x in range(expected)]
+    return seen_live
+
+
+@pytest.mark.asyncio
+async def test_embedded_in_asyncio() -> None:
+    assert 0 < await _embedded(50) <= 50
+
+
+def test_embedded_in_trio() -> None:
+    assert 0 < trio.run(_embedded, 50) <= 50
