@@ -20,7 +20,6 @@ from pathlib import Path
 __all__ = [
     "Feature",
     "HeaderStatus",
-    "bpf_program_ids",
     "features",
     "find_kernel_function",
     "kernel_headers",
@@ -35,7 +34,6 @@ _EVENT_SOURCES = Path("/sys/bus/event_source/devices")
 # bpf(2) commands, program and map types used by the probes below.
 _BPF_MAP_CREATE = 0
 _BPF_PROG_LOAD = 5
-_BPF_PROG_GET_NEXT_ID = 11
 _BPF_PROG_TYPE_KPROBE = 2
 _BPF_PROG_TYPE_TRACING = 26
 _BPF_TRACE_FENTRY = 24
@@ -140,20 +138,6 @@ def _load_minimal_program(prog_type: int, attach_type: int = 0, btf_id: int = 0)
     attr.license = ctypes.addressof(license_)
     attr.attach_btf_id = btf_id
     return _bpf(_BPF_PROG_LOAD, attr)[1]
-
-
-def bpf_program_ids() -> set[int]:
-    """Ids of every BPF program loaded in the kernel (needs root)."""
-    ids: set[int] = set()
-    attr = _BpfAttr()
-    start = ctypes.cast(ctypes.byref(attr), ctypes.POINTER(ctypes.c_uint32))
-    while True:
-        result, _ = _bpf(_BPF_PROG_GET_NEXT_ID, attr)
-        if result < 0:
-            return ids
-        next_id = start[1]
-        ids.add(next_id)
-        start[0] = next_id
 
 
 @dataclass(frozen=True)

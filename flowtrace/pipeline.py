@@ -130,17 +130,23 @@ class Pipeline:
         self._stop_early = False
         self._started = False
 
-    def with_options(
-        self, *, capacity: int | None = None, overflow: Overflow | None = None
+    def replace(
+        self,
+        *,
+        source: Source[Any] | None = None,
+        sink: Sink[Any] | None = None,
+        capacity: int | None = None,
+        overflow: Overflow | None = None,
+        clock: Clock | None = None,
     ) -> Pipeline:
-        """A copy with other edge settings (same stage objects)."""
+        """A new, not yet run pipeline with some parts replaced (others shared)."""
         return Pipeline(
-            self.source,
+            source or self.source,
             self.operators,
-            self.sink,
+            sink or self.sink,
             capacity=capacity or self.capacity,
             overflow=overflow or self.overflow,
-            clock=self.clock,
+            clock=clock or self.clock,
         )
 
     def stop(self) -> None:
@@ -248,10 +254,11 @@ class Pipeline:
         outbox: _Edge,
     ) -> None:
         interval = op.tick_interval or 0.0
-        deadline = anyio.current_time() + interval
+        clock = ctx.clock
+        deadline = clock.now() + interval
         while True:
             batch: Batch | None = None
-            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+            with anyio.move_on_after(max(0.0, deadline - clock.now())):
                 try:
                     batch = await inbox.receive()
                 except anyio.EndOfStream:
@@ -259,10 +266,12 @@ class Pipeline:
             if batch is not None:
                 ctx.stats.received += len(batch)
                 await outbox.send(list(op.process(batch)))
-            now = anyio.current_time()
+            now = clock.now()
             if now >= deadline:
+                # one tick, however far a (virtual) clock jumped: tick() emits
+                # everything due at clock.now()
                 await outbox.send(list(op.tick()))
-                deadline = max(deadline + interval, now)
+                deadline += interval * (1 + (now - deadline) // interval)
 
     async def _run_sink(self, ctx: StageContext, inbox: _Edge) -> None:
         try:

@@ -72,9 +72,12 @@ class Operator(_Named, ABC, Generic[In, Out]):
     """Transforms batches; synchronous, so it never blocks the pipeline.
 
     ``process`` gets each batch and returns what to emit now (possibly
-    nothing). If ``tick_interval`` is set, ``tick`` runs every that many
-    seconds of the pipeline clock, also when no events arrive. ``finish`` runs
-    once at end of stream and returns what is still held (open windows).
+    nothing). If ``tick_interval`` is set, ``tick`` runs whenever that many
+    seconds of the pipeline clock (``self.ctx.clock``) have passed since the
+    last tick, also when no events arrive; it must emit everything due at
+    ``ctx.clock.now()``, since a virtual clock may jump several intervals at
+    once. ``finish`` runs once at end of stream and returns what is still held
+    (open windows).
     """
 
     tick_interval: float | None = None

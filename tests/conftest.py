@@ -2,7 +2,8 @@
 
 Kernel tests (marked ``kernel``) skip where BPF cannot be used, unless
 FLOWTRACE_REQUIRE_KERNEL=1 (as in CI), where they fail instead. Every kernel
-test is checked afterwards for BPF programs or probe events it left behind.
+test is checked afterwards for BPF objects or attachments it left open, and
+for probe events left registered in tracefs.
 """
 
 from __future__ import annotations
@@ -38,6 +39,20 @@ def _kernel_unavailable() -> str | None:
     return None
 
 
+def _kernel_handles() -> list[str]:
+    """This process's open BPF objects and perf events (an attachment is one)."""
+    fds = Path("/proc/self/fd")
+    kinds = []
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith(("anon_inode:bpf", "anon_inode:[perf_event]", "anon_inode:btf")):
+            kinds.append(target)
+    return sorted(kinds)
+
+
 def _probe_events() -> list[str]:
     return [line for f in PROBE_EVENT_FILES if f.exists() for line in f.read_text().splitlines()]
 
@@ -52,13 +67,12 @@ def _kernel_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         if REQUIRE_KERNEL:
             pytest.fail(f"kernel path broken: {reason}")
         pytest.skip(reason)
-    from flowtrace.kernel import bpf_program_ids
-
-    programs_before = bpf_program_ids()
+    handles_before = _kernel_handles()
     events_before = _probe_events()
     yield
-    leaked = bpf_program_ids() - programs_before
-    assert not leaked, f"BPF programs left loaded: {sorted(leaked)}"
+    # Per process, so parallel test runs cannot disturb it: a program or an
+    # attachment still open here is one this test left behind.
+    assert _kernel_handles() == handles_before, "BPF programs, maps or attachments left open"
     assert _probe_events() == events_before, "probe events left registered in tracefs"
 
 
