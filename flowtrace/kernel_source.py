@@ -106,7 +106,6 @@ class KernelSource(Source[E], Generic[E]):
         self, ctx: SourceContext, emit: Emit[E], loaded: _Loaded, reader: Transport
     ) -> None:
         stats = ctx.stats
-        fd = getattr(reader, "fd", -1)
         while not ctx.stop_requested:
             batch = reader.read(_BATCH_LIMIT)
             if batch:
@@ -114,10 +113,7 @@ class KernelSource(Source[E], Generic[E]):
                 await emit(batch)  # type: ignore[arg-type]
                 continue
             stats.lost = loaded.lost()
-            if fd >= 0:
-                await ctx.wait_readable(fd, _LOST_REFRESH)
-            else:
-                await ctx.sleep(0.05)
+            await ctx.wait_readable(reader.fd, _LOST_REFRESH)
         loaded.detach()
         while batch := reader.read(_BATCH_LIMIT):
             stats.received += len(batch)
@@ -135,7 +131,6 @@ class _Loaded:
     def __init__(self) -> None:
         self.bpf: Any = None
         self.reader: Transport | None = None
-        self._perf: PerfBufferReader | None = None
 
     def load(self, program: Program, cflags: Sequence[str]) -> None:
         try:
@@ -145,8 +140,13 @@ class _Loaded:
                 "bcc is not importable: install python3-bpfcc and run flowtrace doctor"
             ) from exc
         contexts = [c for point, fn in program.entries for c in point.usdt_contexts(fn)]
+        # Held before construction: bcc's constructor may load programs and
+        # attach (tracepoints, USDT) before it fails; release() frees those.
+        self.bpf = BPF.__new__(BPF)
         try:
-            self.bpf = BPF(text=program.text.encode(), usdt_contexts=contexts, cflags=list(cflags))
+            self.bpf.__init__(
+                text=program.text.encode(), usdt_contexts=contexts, cflags=list(cflags)
+            )
         except Exception as exc:
             raise KernelError(f"bcc could not load the program: {_one_line(exc)}") from exc
         for point, fn in program.entries:
@@ -160,16 +160,17 @@ class _Loaded:
             table = self.bpf[EVENTS_MAP.encode()]
             self.reader = RingBufferReader(table.map_fd, pages * os.sysconf("SC_PAGE_SIZE"), layout)
         else:
-            self._perf = PerfBufferReader(self.bpf, EVENTS_MAP.encode(), layout, pages)
-            self.reader = self._perf
+            from bcc.utils import get_online_cpus
+
+            table = self.bpf[EVENTS_MAP.encode()]
+            self.reader = PerfBufferReader(table, layout, pages, get_online_cpus())
         return self.reader
 
     def lost(self) -> int:
-        """Records the kernel could not write, counted in the program and by bcc."""
+        """Records the program could not write to its full buffer."""
         if self.bpf is None:
             return 0
-        counted = int(self.bpf[LOST_MAP.encode()].sum(0).value)
-        return counted + (self._perf.lost if self._perf else 0)
+        return int(self.bpf[LOST_MAP.encode()].sum(0).value)
 
     def detach(self) -> None:
         """Detach every probe but keep the maps, so the buffer can be drained."""

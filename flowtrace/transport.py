@@ -6,14 +6,19 @@ in one numpy pass: no Python callback per record. Its map fd is pollable, so
 the event loop waits on it (``anyio.wait_readable``) without blocking.
 
 :class:`PerfBufferReader` is the fallback for kernels without ring buffers
-(before 5.8). It reads through bcc's perf buffer, which calls back per record
-(bcc offers no batched read); records are appended raw and decoded in bulk.
+(before 5.8): it maps the per-CPU perf rings itself, so it too reads in bulk
+without a callback per record.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import mmap
+import os
+import platform
+import select
 import struct
 from typing import Any, Protocol
 
@@ -30,7 +35,13 @@ _POS = struct.Struct("<Q")
 
 
 class Transport(Protocol):
-    """Reads decoded events from one kernel output buffer."""
+    """Reads decoded events from one kernel output buffer.
+
+    ``fd`` becomes readable when records arrive (wait on it with
+    ``anyio.wait_readable``).
+    """
+
+    fd: int
 
     def read(self, limit: int) -> list[Event]:
         """Up to ``limit`` events that are ready now, oldest first; never blocks."""
@@ -92,37 +103,178 @@ class RingBufferReader:
         self._data.close()
 
 
-class PerfBufferReader:
-    """Perf buffer fallback: bcc's per-CPU perf rings, decoded in bulk.
+class _PerfEventAttr(ctypes.Structure):
+    """The leading fields of ``struct perf_event_attr`` (PERF_ATTR_SIZE_VER5)."""
 
-    bcc calls :meth:`_on_record` once per record while polling; the reader only
-    copies the bytes there. Records the kernel could not write are reported by
-    bcc's lost callback and added to :attr:`lost`.
-    """
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),
+        ("config2", ctypes.c_uint64),
+        ("branch_sample_type", ctypes.c_uint64),
+        ("sample_regs_user", ctypes.c_uint64),
+        ("sample_stack_user", ctypes.c_uint32),
+        ("clockid", ctypes.c_int32),
+        ("sample_regs_intr", ctypes.c_uint64),
+        ("aux_watermark", ctypes.c_uint32),
+        ("sample_max_stack", ctypes.c_uint16),
+        ("_reserved", ctypes.c_uint16),
+    ]
 
-    def __init__(self, bpf: Any, table: bytes, layout: Layout[Any], pages: int) -> None:
-        self._bpf = bpf
-        self._layout = layout
-        self._raw: list[bytes] = []
-        self.lost = 0
-        self.fd = -1
-        bpf[table].open_perf_buffer(self._on_record, page_cnt=pages, lost_cb=self._on_lost)
 
-    def _on_record(self, _cpu: int, data: int, size: int) -> None:
-        self._raw.append(ctypes.string_at(data, self._layout.size))
+_PERF_TYPE_SOFTWARE = 1
+_PERF_COUNT_SW_BPF_OUTPUT = 10
+_PERF_SAMPLE_RAW = 1 << 10
+_PERF_FLAG_FD_CLOEXEC = 1 << 3
+_PERF_EVENT_IOC_ENABLE = 0x2400
+_PERF_RECORD_SAMPLE = 9
+_DATA_HEAD = 1024  # offsets in struct perf_event_mmap_page
+_DATA_TAIL = 1032
+_PERF_HEADER = struct.Struct("<IHH")
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}.get(platform.machine())
 
-    def _on_lost(self, count: int) -> None:
-        self.lost += count
 
-    def pending(self) -> bool:
-        self._bpf.perf_buffer_poll(timeout=0)
-        return bool(self._raw)
+def _perf_event_open(cpu: int) -> int:
+    if _SYS_PERF_EVENT_OPEN is None:
+        raise OSError(errno.ENOSYS, "perf_event_open: unsupported architecture")
+    attr = _PerfEventAttr(
+        type=_PERF_TYPE_SOFTWARE,
+        size=ctypes.sizeof(_PerfEventAttr),
+        config=_PERF_COUNT_SW_BPF_OUTPUT,
+        sample_period=1,
+        sample_type=_PERF_SAMPLE_RAW,
+        wakeup_events=1,
+    )
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(
+        libc.syscall(_SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, cpu, -1, _PERF_FLAG_FD_CLOEXEC)
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"perf_event_open on CPU {cpu}: {os.strerror(err)}")
+    return fd
 
-    def read(self, limit: int) -> list[Event]:
-        if not self._raw:
-            self._bpf.perf_buffer_poll(timeout=0)
-        raw, self._raw = self._raw[:limit], self._raw[limit:]
-        return self._layout.decode_bytes(b"".join(raw)) if raw else []
+
+class _PerfRing:
+    """One CPU's perf ring: a metadata page, then ``size`` bytes of data."""
+
+    def __init__(self, cpu: int, pages: int) -> None:
+        self.fd = _perf_event_open(cpu)
+        page = mmap.PAGESIZE
+        self.size = pages * page
+        self.map = mmap.mmap(
+            self.fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
+        self._page = page
+        fcntl.ioctl(self.fd, _PERF_EVENT_IOC_ENABLE, 0)
+
+    def take(self) -> bytes:
+        """Every complete record written since the last call, unwrapped."""
+        head = _POS.unpack_from(self.map, _DATA_HEAD)[0]
+        tail = _POS.unpack_from(self.map, _DATA_TAIL)[0]
+        if head == tail:
+            return b""
+        start = self._page + tail % self.size
+        end = start + (head - tail)
+        limit = self._page + self.size
+        if end <= limit:
+            data = self.map[start:end]
+        else:
+            data = self.map[start:limit] + self.map[self._page : self._page + end - limit]
+        _POS.pack_into(self.map, _DATA_TAIL, head)
+        return data
 
     def close(self) -> None:
-        self._raw.clear()
+        self.map.close()
+        os.close(self.fd)
+
+
+class PerfBufferReader:
+    """Fallback for kernels without ring buffers: per-CPU perf rings, read in bulk.
+
+    Opens one BPF-output perf event per CPU, maps its ring, and stores its fd in
+    the program's ``BPF_PERF_OUTPUT`` map. One epoll fd covers every CPU, so
+    the event loop waits on a single descriptor. Each read copies whatever
+    the rings hold and, when every record there is a sample of the expected
+    size (the normal case), decodes them all in one numpy pass. Loss is not
+    taken from the kernel's lost-record notices (they arrive late, when space
+    frees): every failed output is already counted by the BPF program. Events
+    from different CPUs are ordered per CPU only, as with any perf buffer.
+    """
+
+    def __init__(self, table: Any, layout: Layout[Any], pages: int, cpus: list[int]) -> None:
+        self._layout = layout
+        raw = 4 + layout.size
+        self._stride = _PERF_HEADER.size + (raw + 7) // 8 * 8
+        self._dtype = layout.dtype(header=_PERF_HEADER.size + 4, stride=self._stride)
+        self._headers = np.dtype(
+            {
+                "names": ["type", "size"],
+                "formats": ["<u4", "<u2"],
+                "offsets": [0, 6],
+                "itemsize": self._stride,
+            }
+        )
+        self._rings: list[_PerfRing] = []
+        self._epoll = select.epoll()
+        self.fd = self._epoll.fileno()
+        try:
+            for cpu in cpus:
+                ring = _PerfRing(cpu, pages)
+                self._rings.append(ring)
+                table[table.Key(cpu)] = table.Leaf(ring.fd)
+                self._epoll.register(ring.fd, select.EPOLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    def pending(self) -> bool:
+        return any(
+            _POS.unpack_from(r.map, _DATA_HEAD)[0] != _POS.unpack_from(r.map, _DATA_TAIL)[0]
+            for r in self._rings
+        )
+
+    def read(self, limit: int) -> list[Event]:
+        """Everything the rings hold now (a ring never holds more than its size)."""
+        events: list[Event] = []
+        for ring in self._rings:
+            data = ring.take()
+            if data:
+                events += self._decode(data)
+        return events
+
+    def _decode(self, data: bytes) -> list[Event]:
+        count = len(data) // self._stride
+        if count * self._stride == len(data):
+            headers = np.frombuffer(data, self._headers, count)
+            if bool(
+                np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self._stride))
+            ):
+                return self._layout.decode(np.frombuffer(data, self._dtype, count))
+        return self._decode_mixed(data)
+
+    def _decode_mixed(self, data: bytes) -> list[Event]:
+        """Walk records one by one, skipping lost-record notices."""
+        samples = bytearray()
+        offset = 0
+        while offset + _PERF_HEADER.size <= len(data):
+            kind, _misc, size = _PERF_HEADER.unpack_from(data, offset)
+            if kind == _PERF_RECORD_SAMPLE and size == self._stride:
+                samples += data[offset : offset + size]
+            offset += size
+        if not samples:
+            return []
+        return self._layout.decode(np.frombuffer(bytes(samples), self._dtype))
+
+    def close(self) -> None:
+        for ring in self._rings:
+            ring.close()
+        self._rings.clear()
+        self._epoll.close()

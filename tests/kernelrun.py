@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -29,3 +30,17 @@ async def collect(
 
 def lesson_source(path: str, args: list[str] | None = None) -> Source[Any]:
     return load_pipeline(path, args).source
+
+
+@contextmanager
+def bpf_program(text: str) -> Iterator[Any]:
+    """A bcc BPF object for ``text``, cleaned up afterwards even when its
+    constructor fails half-way (bcc does not free what it built then)."""
+    from bcc import BPF
+
+    bpf = BPF.__new__(BPF)
+    try:
+        bpf.__init__(text=text.encode())
+        yield bpf
+    finally:
+        bpf.cleanup()

@@ -7,7 +7,7 @@ import sys
 
 import anyio
 import pytest
-from kernelrun import collect, lesson_source
+from kernelrun import bpf_program, collect, lesson_source
 from workloads import forker, getppid_loop, run_syncs
 
 from flowtrace import (
@@ -61,11 +61,11 @@ class Getppid(Event, frozen=True):
     comm: task_comm
 
 
-def getppid_source(pid: int, pages: int) -> KernelSource[Getppid]:
+def getppid_source(pid: int, pages: int, transport: str = "auto") -> KernelSource[Getppid]:
     probe = Probe(
         "entry of getppid(2)", *syscall_entry("getppid"), body=f"if (e.pid != {pid}) return 0;"
     )
-    return KernelSource(Getppid, probe, name="getppid", buffer_pages=pages)
+    return KernelSource(Getppid, probe, name="getppid", buffer_pages=pages, transport=transport)
 
 
 class Stalling(CollectSink[Getppid]):
@@ -77,18 +77,19 @@ class Stalling(CollectSink[Getppid]):
 
 
 @pytest.mark.anyio
-async def test_flooded_source_accounts_for_every_event() -> None:
+@pytest.mark.parametrize("transport", ["ringbuf", "perf"])
+async def test_flooded_source_accounts_for_every_event(transport: str) -> None:
     count = 200_000
     workload = getppid_loop(count)
     sink = Stalling()
-    pipeline = Pipeline(getppid_source(workload.pid, pages=1), [], sink, capacity=1)
+    pipeline = Pipeline(getppid_source(workload.pid, 1, transport), [], sink, capacity=1)
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload.go)
         await anyio.sleep(0.2)
         pipeline.stop()
     source = pipeline.stats.stages[0]
-    assert source.lost > 0, "the flood should overflow a one-page ring buffer"
+    assert source.lost > 0, "the flood should overflow a one-page buffer"
     assert len(sink.items) == source.received
     assert source.received + source.lost == count
 
@@ -129,36 +130,26 @@ def test_kprobe_alternative_compiles_and_loads_here() -> None:
     source = KernelSource(Getppid, probe)
     for alternative in probe.alternatives:
         program = source.program([Choice(probe, alternative, ())])
-        bpf = BPF(text=program.text.encode())
-        try:
+        with bpf_program(program.text) as bpf:
             for _, fn in program.entries:
                 assert bpf.load_func(fn.encode(), BPF.KPROBE).fd >= 0
-        finally:
-            bpf.cleanup()
 
 
 def _kprobe_attaches() -> bool:
-    from bcc import BPF
-
-    bpf = BPF(text=b"int probe(struct pt_regs *ctx) { return 0; }")
-    try:
-        bpf.attach_kprobe(event=str(kernel.syscall_function("sync")).encode(), fn_name=b"probe")
+    with bpf_program("int probe(struct pt_regs *ctx) { return 0; }") as bpf:
+        try:
+            bpf.attach_kprobe(event=str(kernel.syscall_function("sync")).encode(), fn_name=b"probe")
+        except Exception:
+            return False
         return True
-    except Exception:
-        return False
-    finally:
-        bpf.cleanup()
 
 
 def _fentry_loads() -> bool:
-    from bcc import BPF
-
     try:
-        bpf = BPF(text=f"KFUNC_PROBE({kernel.syscall_function('sync')}) {{ return 0; }}".encode())
+        with bpf_program(f"KFUNC_PROBE({kernel.syscall_function('sync')}) {{ return 0; }}"):
+            return True
     except Exception:
         return False
-    bpf.cleanup()
-    return True
 
 
 def test_doctor_tells_the_truth_about_kprobes_and_fentry() -> None:
@@ -181,3 +172,11 @@ def test_no_alternative_fits_gives_one_clear_error() -> None:
     assert "tracepoint nosuch:event: no tracepoint nosuch:event" in message
     assert "kprobe no_such_function_x" in message
     assert "\n" not in message
+
+
+@pytest.mark.anyio
+async def test_program_that_does_not_compile_is_a_clean_error() -> None:
+    probe = Probe("entry of sync(2)", *syscall_entry("sync"), body="e.pid = no_such_variable;")
+    pipeline = Pipeline(KernelSource(Getppid, probe, name="broken"), [], CollectSink[Getppid]())
+    with pytest.raises(StageError, match="stage 'broken' failed: KernelError: bcc could not load"):
+        await pipeline.run()
