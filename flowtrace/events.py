@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -54,6 +54,7 @@ class Layout(Generic[E]):
     fields: tuple[FieldLayout, ...]
     size: int
     align: int
+    _strings: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def c_name(self) -> str:
@@ -89,7 +90,7 @@ class Layout(Generic[E]):
         for f in self.fields:
             column = records[f.name].tolist()
             if f.ktype.is_string:
-                column = [_c_string(raw) for raw in column]
+                column = _decode_strings(column, self._strings)
             columns.append(column)
         return list(map(self.event, *columns))
 
@@ -108,8 +109,21 @@ class Layout(Generic[E]):
         return record.tobytes()
 
 
-def _c_string(raw: bytes) -> str:
-    return raw.partition(b"\0")[0].decode("utf-8", "replace")
+_STRING_CACHE_LIMIT = 65536
+
+
+def _decode_strings(raw: list[bytes], cache: dict[bytes, str]) -> list[str]:
+    """NUL-terminated, UTF-8 (invalid bytes replaced). Strings repeat (command
+    names, paths), so decoded values are memoised, up to a bounded count."""
+    if len(cache) > _STRING_CACHE_LIMIT:
+        cache.clear()
+    out = []
+    for value in raw:
+        text = cache.get(value)
+        if text is None:
+            text = cache[value] = value.partition(b"\0")[0].decode("utf-8", "replace")
+        out.append(text)
+    return out
 
 
 def _align(offset: int, alignment: int) -> int:

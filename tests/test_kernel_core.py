@@ -180,3 +180,30 @@ async def test_program_that_does_not_compile_is_a_clean_error() -> None:
     pipeline = Pipeline(KernelSource(Getppid, probe, name="broken"), [], CollectSink[Getppid]())
     with pytest.raises(StageError, match="stage 'broken' failed: KernelError: bcc could not load"):
         await pipeline.run()
+
+
+async def _count_syncs_embedded() -> tuple[list[int], list[int]]:
+    """An application's task group running a kernel pipeline. Stopping right
+    after the workload loses nothing: the source drains its buffer on stop."""
+    from flowtrace.sources.syscalls import SyncCall, sync_calls
+
+    sink = CollectSink[SyncCall]()
+    pipeline = Pipeline(sync_calls(), [], sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        pids = await anyio.to_thread.run_sync(run_syncs, 2)
+        pipeline.stop()
+    return pids, [e.pid for e in sink.items if e.pid in pids]
+
+
+@pytest.mark.asyncio
+async def test_kernel_pipeline_embedded_in_asyncio() -> None:
+    pids, seen = await _count_syncs_embedded()
+    assert sorted(seen) == sorted(pids)
+
+
+def test_kernel_pipeline_embedded_in_trio() -> None:
+    import trio
+
+    pids, seen = trio.run(_count_syncs_embedded)
+    assert sorted(seen) == sorted(pids)
