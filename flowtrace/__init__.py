@@ -37,10 +37,11 @@ from .probes import (
     syscall_entry,
     syscall_exit,
 )
-from .stages import Emit, Operator, Sink, Source
+from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
 
 __all__ = [
+    "AsyncOperator",
     "AttachError",
     "Clock",
     "Emit",

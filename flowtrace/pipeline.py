@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, Generic, TypeVar, overload
 
 import anyio
@@ -29,7 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .clock import Clock, MonotonicClock
 from .context import SourceContext, StageContext
 from .errors import PipelineDefinitionError, StageError
-from .stages import Operator, Sink, Source
+from .stages import AsyncOperator, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
 
 if sys.version_info < (3, 11):
@@ -233,10 +234,13 @@ class Pipeline:
         try:
             op.open(ctx)
             async with inbox.receive_stream:
-                if op.tick_interval is None:
+                if isinstance(op, AsyncOperator):
+                    await self._run_async(op, ctx, inbox.receive_stream, outbox)
+                elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
                         ctx.stats.received += len(batch)
                         await outbox.send(list(op.process(batch)))
+                        self._stop_if_asked(op)
                 else:
                     await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
             await outbox.send(list(op.finish()))
@@ -246,8 +250,38 @@ class Pipeline:
             outbox.close()
             op.close()
 
-    @staticmethod
+    def _stop_if_asked(self, op: Operator[Any, Any]) -> None:
+        if op.pipeline_stop_requested:
+            self.stop()
+
+    async def _run_async(
+        self,
+        op: AsyncOperator[Any, Any],
+        ctx: StageContext,
+        inbox: MemoryObjectReceiveStream[Batch],
+        outbox: _Edge,
+    ) -> None:
+        async def batches() -> AsyncGenerator[Batch, None]:
+            async for batch in inbox:
+                ctx.stats.received += len(batch)
+                yield batch
+
+        await op.setup()
+        try:
+            async with aclosing(batches()) as stream:
+                await op.run(stream, outbox.send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await op.teardown()
+        # run() returned: if input is left, the operator ended early; stop the
+        # source and drain (counted) so nothing upstream waits forever
+        async for batch in inbox:
+            self.stop()
+            ctx.stats.received += len(batch)
+            ctx.stats.drop("after_operator_end", len(batch))
+
     async def _run_ticking(
+        self,
         op: Operator[Any, Any],
         ctx: StageContext,
         inbox: MemoryObjectReceiveStream[Batch],
@@ -272,6 +306,7 @@ class Pipeline:
                 # everything due at clock.now()
                 await outbox.send(list(op.tick()))
                 deadline += interval * (1 + (now - deadline) // interval)
+            self._stop_if_asked(op)
 
     async def _run_sink(self, ctx: StageContext, inbox: _Edge) -> None:
         try:

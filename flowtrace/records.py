@@ -1,18 +1,40 @@
-"""Result records operators emit: histograms, count tables, window results.
+"""Result records operators emit: histograms, count tables, window results,
+join pairs and side records.
 
 Like events, they are ``msgspec.Struct`` types, so every sink can encode
 them; ``kind`` names the record type in NDJSON output and lets sinks (the
 metrics sink, the console) recognise them. Multi-field keys stay structured:
 a key is a mapping from field name to value, never a joined string.
+
+The per-event records (join pairs, incomplete joins, late events) hold only
+a key of plain values and events; they are frozen and nothing they refer to
+refers back to them, so they can never be part of a reference cycle, hence
+``gc=False`` (the collector never rescans them: a join emits one per
+request, and tracking them tripled its cost).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-__all__ = ["Bucket", "CountRow", "CountTable", "Histogram", "Record", "WindowResult"]
+__all__ = [
+    "Bucket",
+    "CountRow",
+    "CountTable",
+    "Histogram",
+    "JoinIncomplete",
+    "JoinPair",
+    "LateEvent",
+    "Record",
+    "SideRecord",
+    "WindowResult",
+]
+
+S = TypeVar("S")
+C = TypeVar("C")
+E = TypeVar("E")
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,17 +84,73 @@ class CountRow(msgspec.Struct, frozen=True):
 
 class CountTable(Record, frozen=True, kw_only=True):
     """Counts by key, highest first; ``others`` counts events whose keys were
-    cut by a top-N limit."""
+    cut by a top-N limit. ``key_fields`` names the key's fields (so an empty
+    table still has column titles)."""
 
     kind: ClassVar[str] = "count_table"
     rows: list[CountRow]
     others: int = 0
+    key_fields: list[str] = msgspec.field(default_factory=list)
 
 
 class WindowResult(Record, frozen=True, kw_only=True):
-    """A scalar aggregate (count, sum, min, max) or collected events of one window."""
+    """A scalar aggregate (count, sum, min, max, rate) or collected events of
+    one window; ``field`` names the aggregated field (None for count/rate)."""
 
     kind: ClassVar[str] = "window"
     aggregate: str
     value: Any
     key: dict[str, Any] | None = None
+    field: str | None = None
+
+
+class SideRecord(Record, frozen=True, kw_only=True):
+    """Base of side outputs: what an operator could not fold into its results
+    (a late event, a start that never completed) but passes on rather than
+    lose. Aggregating operators pass side records through unchanged."""
+
+    kind: ClassVar[str] = "side"
+
+
+class LateEvent(SideRecord, Generic[E], frozen=True, kw_only=True, gc=False):
+    """An event that arrived after every window it belongs to was emitted
+    (event time beyond the allowed lateness). ``window_start``/``window_end``
+    are those of the latest window it belonged to; ``watermark`` is the
+    event-time watermark (seconds) when it arrived."""
+
+    kind: ClassVar[str] = "late_event"
+    event: E
+    watermark: float
+
+
+class JoinPair(Record, Generic[S, C], frozen=True, kw_only=True, gc=False):
+    """A start event and the complete event with the same key.
+
+    ``latency_ns`` is the complete's timestamp minus the start's (both in
+    nanoseconds), or the difference of their arrival times when the join
+    has no timestamp field.
+    """
+
+    kind: ClassVar[str] = "join_pair"
+    key: dict[str, Any]
+    start: S
+    complete: C
+    latency_ns: int
+
+
+class JoinIncomplete(SideRecord, Generic[S], frozen=True, kw_only=True, gc=False):
+    """A start event that got no complete event.
+
+    ``reason`` is ``"timeout"`` (pending longer than the join's timeout),
+    ``"replaced"`` (a later start with the same key took its place),
+    ``"repeated"`` (it came while a start with its key was pending, and the
+    join keeps the first) or ``"end_of_stream"`` (still pending when the
+    stream ended); ``waited`` is how long it was pending, in seconds of the
+    pipeline clock.
+    """
+
+    kind: ClassVar[str] = "join_incomplete"
+    key: dict[str, Any]
+    start: S
+    reason: str
+    waited: float

@@ -18,7 +18,7 @@ Lifecycle guarantees, for every stage a pipeline runs:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from .context import SourceContext, StageContext
@@ -26,7 +26,7 @@ from .context import SourceContext, StageContext
 if TYPE_CHECKING:
     from .pipeline import Flow, Pipeline
 
-__all__ = ["Emit", "Operator", "Sink", "Source"]
+__all__ = ["AsyncOperator", "Emit", "Operator", "Sink", "Source"]
 
 T = TypeVar("T")
 In = TypeVar("In")
@@ -78,13 +78,24 @@ class Operator(_Named, ABC, Generic[In, Out]):
     ``ctx.clock.now()``, since a virtual clock may jump several intervals at
     once. ``finish`` runs once at end of stream and returns what is still held
     (open windows).
+
+    An operator that has seen enough (a window operator after its last
+    window) calls :meth:`request_pipeline_stop`.
     """
 
     tick_interval: float | None = None
+    pipeline_stop_requested: bool = False
 
     def open(self, ctx: StageContext) -> None:
         """Called once before the first batch."""
         self.ctx = ctx
+        self.pipeline_stop_requested = False
+
+    def request_pipeline_stop(self) -> None:
+        """Ask the pipeline to stop as :meth:`Pipeline.stop` does: the source
+        stops, what is in flight still flows through ``process``, then
+        ``finish`` runs. Takes effect when the current call returns."""
+        self.pipeline_stop_requested = True
 
     @abstractmethod
     def process(self, batch: list[In]) -> Sequence[Out]: ...
@@ -97,6 +108,38 @@ class Operator(_Named, ABC, Generic[In, Out]):
 
     def close(self) -> None:
         """Called once at the end, also on failure."""
+
+
+class AsyncOperator(Operator[In, Out]):
+    """An operator that runs as its own task, for logic that awaits or is
+    written as one loop over the stream (see
+    :func:`flowtrace.operators.stream_operator`).
+
+    The pipeline calls ``open(ctx)``, awaits :meth:`setup`, then awaits
+    :meth:`run` with the input batches and an ``emit`` function, then awaits
+    :meth:`teardown` (once ``setup`` has returned: also on failure or
+    cancellation, shielded from it), and finally calls ``close()``. ``tick``
+    and ``tick_interval`` are not used (await in ``run`` instead); ``process``
+    must not be called. Each batch ``run`` takes from ``batches`` counts as received;
+    ``await emit(list)`` sends a batch on (waiting when downstream is full).
+    If ``run`` returns before its input ends, the pipeline is asked to stop
+    and the rest of the input is counted as dropped (``after_operator_end``).
+    """
+
+    async def setup(self) -> None:
+        """Acquire what ``run`` needs (may await)."""
+
+    @abstractmethod
+    async def run(self, batches: AsyncIterator[list[In]], emit: Emit[Out]) -> None: ...
+
+    async def teardown(self) -> None:
+        """Release what ``setup`` acquired (may await)."""
+
+    def process(self, batch: list[In]) -> Sequence[Out]:
+        raise TypeError(
+            f"{self.stage_name()} is an AsyncOperator: the pipeline runs it with run(),"
+            " not process()"
+        )
 
 
 class Sink(_Named, ABC, Generic[In]):

@@ -1,4 +1,5 @@
-"""Printing events to the terminal, in the tutorial's aligned columns."""
+"""Printing to the terminal: events in the tutorial's aligned columns,
+histograms exactly as bcc prints them, count tables as aligned rows."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
 from flowtrace.context import StageContext
+from flowtrace.operators.render import count_table_lines, histogram_lines, section_line
+from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
 from flowtrace.stages import Sink
 
-__all__ = ["Column", "ConsoleSink", "RelativeSeconds"]
+__all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
 
 T = TypeVar("T")
 
@@ -43,12 +46,78 @@ class RelativeSeconds:
         return (ts - self._first) / 1e9
 
 
+@dataclass(frozen=True)
+class HistogramStyle:
+    """How :class:`~flowtrace.records.Histogram` records print.
+
+    The histogram itself is exactly bcc's ``print_log2_hist(unit)`` /
+    ``print_linear_hist(unit)`` output. ``blank_line`` prints an empty line
+    before each one (bitehist and vfsreadlat call ``print()`` first). A
+    per-key histogram is preceded, as in bcc, by an empty line and
+    ``{section_header} = {key!r}`` (``section_header`` defaults to the key's
+    field names; ``section`` formats the key mapping yourself).
+    """
+
+    blank_line: bool = True
+    strip_leading_zero: bool = False
+    section_header: str | None = None
+    section: Callable[[dict[str, Any]], str] | None = None
+
+    def lines(self, hist: Histogram) -> list[str]:
+        lines = [""] if self.blank_line and hist.key is None else []
+        if hist.key is not None:
+            if self.section is not None:
+                lines += ["", self.section(hist.key)]
+            else:
+                lines += ["", section_line(hist.key, self.section_header)]
+        return lines + histogram_lines(hist, self.strip_leading_zero)
+
+
+@dataclass(frozen=True)
+class TableStyle:
+    """How :class:`~flowtrace.records.CountTable` records print.
+
+    By default: aligned columns (key fields, then COUNT) under a title row,
+    highest count first. ``line`` formats each row yourself (strlen_count:
+    ``'%10d "%s"' % (r.count, r.key["s"])``); ``title`` replaces the title
+    row (with ``line``, no title row is printed unless given). ``ascending``
+    prints the lowest count first (ties in order of first appearance), as
+    bcc's tools that sort by value do.
+    """
+
+    line: Callable[[CountRow], str] | None = None
+    title: str | None = None
+    ascending: bool = False
+    blank_line: bool = False
+
+    def lines(self, table: CountTable) -> list[str]:
+        lines = [""] if self.blank_line else []
+        if self.line is None:
+            body = count_table_lines(table, ascending=self.ascending, title=self.title is None)
+            return lines + ([self.title] if self.title is not None else []) + body
+        rows = sorted(table.rows, key=_count) if self.ascending else table.rows
+        if self.title is not None:
+            lines.append(self.title)
+        lines += [self.line(row) for row in rows]
+        if table.others:
+            lines.append(f"(others: {table.others})")
+        return lines
+
+
 class ConsoleSink(Sink[T], Generic[T]):
-    """Writes one line per event to ``stream`` (stdout by default).
+    """Writes lines to ``stream`` (stdout by default).
 
     ``header`` lines are printed when the sink opens; with ``columns``, a row
-    of column titles follows. Each batch is written with one call and flushed,
-    so output appears as soon as events arrive. Holds nothing between batches.
+    of column titles follows. Events print one line each, through ``line``
+    or ``columns``. Result records print by their type: histograms as bcc
+    does (``histogram`` style), count tables as aligned rows (``table``
+    style); side records (late events, incomplete joins) as one
+    ``kind: field=value ...`` line each; other records (window results, join
+    pairs) through ``line``/``columns`` when given, else as such a line.
+    Each batch is written with one call and flushed, so output appears as
+    soon as it arrives. Holds nothing between batches. An event it cannot
+    print (no ``line`` or ``columns``) fails the stage with a message saying
+    to pass one.
     """
 
     def __init__(
@@ -57,14 +126,16 @@ class ConsoleSink(Sink[T], Generic[T]):
         *,
         line: Callable[[T], str] | None = None,
         header: str | Sequence[str] = (),
+        histogram: HistogramStyle | None = None,
+        table: TableStyle | None = None,
         stream: TextIO | None = None,
         name: str = "console",
     ) -> None:
-        if not columns and line is None:
-            raise ValueError("ConsoleSink needs columns or a line function")
         self.columns = tuple(columns)
-        self.line = line or self._row
+        self.line = line or (self._row if columns else None)
         self.header = [header] if isinstance(header, str) else list(header)
+        self.histogram = histogram or HistogramStyle()
+        self.table = table or TableStyle()
         self.stream = stream
         self.name = name
 
@@ -91,7 +162,39 @@ class ConsoleSink(Sink[T], Generic[T]):
             self._out().write("\n".join(lines) + "\n")
             self._out().flush()
 
+    def lines(self, item: T) -> list[str]:
+        """The lines printed for one item."""
+        if isinstance(item, Histogram):
+            return self.histogram.lines(item)
+        if isinstance(item, CountTable):
+            return self.table.lines(item)
+        if isinstance(item, SideRecord):
+            return [_record_line(item)]
+        if self.line is not None:
+            return [self.line(item)]
+        if isinstance(item, Record):
+            return [_record_line(item)]
+        raise ValueError(
+            f"ConsoleSink cannot print a {type(item).__name__}: pass columns=... or line=..."
+        )
+
     async def write(self, batch: list[T]) -> None:
         out = self._out()
-        out.write("".join(self.line(e) + "\n" for e in batch))
+        line = self.line
+        if line is not None and not any(isinstance(e, _SPECIAL) for e in batch):
+            out.write("".join(line(e) + "\n" for e in batch))
+        else:
+            out.write("".join(text + "\n" for item in batch for text in self.lines(item)))
         out.flush()
+
+
+_SPECIAL = (Histogram, CountTable, SideRecord)
+
+
+def _count(row: CountRow) -> int:
+    return row.count
+
+
+def _record_line(record: Record) -> str:
+    fields = [f for f in record.__struct_fields__ if getattr(record, f) is not None]
+    return f"{record.kind}: " + " ".join(f"{f}={getattr(record, f)!r}" for f in fields)

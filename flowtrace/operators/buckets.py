@@ -1,0 +1,257 @@
+"""Log2 and linear histograms, with bcc's bucket indexes.
+
+A log2 histogram puts a value ``v`` in slot ``bpf_log2l(v)``, exactly as
+bcc's BPF helper does for an unsigned 64-bit value: ``floor(log2(v)) + 1``
+for ``v >= 1``, and slot 1 for ``v == 0`` too (the helper returns 1 for 0,
+which is why bcc prints the first row as ``0 -> 1``). Slot ``i >= 2`` holds
+``2**(i-1) .. 2**i - 1``. A linear histogram puts ``v`` in slot ``v`` (bcc's
+``print_linear_hist`` prints the slot as the value).
+
+Values are taken as the kernel's ``u64`` would hold them: integers modulo
+2**64 (a negative value lands in slot 64, as it would in a BPF map), floats
+truncated with ``int()``; ``divisor`` divides them first (integer
+division), like ``bytes / 1024`` in bitehist's C.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import PipelineDefinitionError
+from ..records import Bucket, Histogram, Record
+from ._fields import KeySpec, ValueGetter, ValueSpec
+from .aggregates import Aggregate
+from .windows import DEFAULT_MAX_KEYS, Window, window_params
+
+__all__ = [
+    "LOG2_SLOTS",
+    "Linear",
+    "Log2",
+    "linear_histogram",
+    "log2_bounds",
+    "log2_histogram",
+    "log2_index",
+]
+
+U64 = (1 << 64) - 1
+LOG2_SLOTS = 65
+"""Slots of a log2 histogram (bcc's ``log2_index_max``): 0..64."""
+
+
+def log2_index(value: int) -> int:
+    """bcc's ``bpf_log2l(value)`` for ``value`` as an unsigned 64-bit integer."""
+    return (int(value) & U64).bit_length() or 1
+
+
+def log2_bounds(slot: int) -> tuple[int, int]:
+    """The values ``(low, high)`` a log2 slot holds, as bcc prints them."""
+    if not 1 <= slot < LOG2_SLOTS:
+        raise ValueError(f"log2 slot {slot} out of range 1..{LOG2_SLOTS - 1}")
+    if slot == 1:
+        return 0, 1
+    return 1 << (slot - 1), (1 << slot) - 1
+
+
+def _as_u64(values: list[Any]) -> list[int]:
+    """The values as the kernel's u64 holds them (the slow path)."""
+    return [int(v) & U64 for v in values]
+
+
+class _Histogram(Aggregate[Any, Any]):
+    scale = ""
+
+    def __init__(self, value: ValueSpec, unit: str, divisor: int) -> None:
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise PipelineDefinitionError(
+                f"{type(self).__name__}: divisor must be a positive integer, got {divisor!r}"
+            )
+        self.value = ValueGetter.of(value, type(self).__name__)
+        self.unit = unit
+        self.divisor = divisor
+
+    def values(self, events: list[Any]) -> list[Any]:
+        get, divisor = self.value.get, self.divisor
+        if divisor == 1:
+            return list(map(get, events))
+        try:
+            return [get(e) // divisor for e in events]
+        except TypeError:  # not integers: truncate, then divide
+            return [int(get(e)) // divisor for e in events]
+
+    def histogram(
+        self, buckets: list[Bucket], start: float, end: float, key: dict[str, Any] | None
+    ) -> Record:
+        return Histogram(
+            field=self.value.name,
+            unit=self.unit,
+            scale=self.scale,
+            buckets=buckets,
+            key=key,
+            window_start=start,
+            window_end=end,
+        )
+
+
+class Log2(_Histogram):
+    """A log2 histogram of a field (or function), as bcc's ``BPF_HISTOGRAM``
+    filled with ``bpf_log2l()``: emits a :class:`~flowtrace.records.Histogram`
+    with ``scale="log2"`` whose buckets run from the lowest to the highest
+    non-empty slot. Holds 65 counters per window interval (and key)."""
+
+    name = "log2"
+    scale = "log2"
+
+    def __init__(self, value: ValueSpec, unit: str = "value", divisor: int = 1) -> None:
+        super().__init__(value, unit, divisor)
+
+    def new(self) -> list[int]:
+        return [0] * LOG2_SLOTS
+
+    def add(self, acc: list[int], events: list[Any]) -> list[int]:
+        values = self.values(events)
+        if not values:
+            return acc
+        try:
+            if min(values) < 0 or max(values) > U64:
+                values = _as_u64(values)
+            slots = Counter(map(int.bit_length, values))
+        except TypeError:  # floats: truncate like a C conversion
+            slots = Counter(map(int.bit_length, _as_u64(values)))
+        for slot, count in slots.items():
+            acc[slot or 1] += count  # bpf_log2l(0) == 1
+        return acc
+
+    def merge(self, accs: Sequence[list[int]]) -> list[int]:
+        return [sum(column) for column in zip(*accs, strict=True)]
+
+    def result(
+        self, acc: list[int], start: float, end: float, key: dict[str, Any] | None
+    ) -> Record:
+        used = [i for i, count in enumerate(acc) if count]
+        buckets = (
+            [Bucket(*log2_bounds(i), acc[i]) for i in range(used[0], used[-1] + 1)] if used else []
+        )
+        return self.histogram(buckets, start, end, key)
+
+
+class Linear(_Histogram):
+    """A linear histogram: value ``v`` (after ``divisor``) counts in slot
+    ``v``, as bcc's ``print_linear_hist`` shows slots. Emits a
+    :class:`~flowtrace.records.Histogram` with ``scale="linear"`` whose
+    buckets have ``low == high == slot``. Bounded: slots ``0..max_index``
+    (bcc's limit is 1024); values outside are counted as dropped
+    (``out_of_range``) and left out."""
+
+    name = "linear"
+    scale = "linear"
+
+    def __init__(
+        self, value: ValueSpec, unit: str = "value", divisor: int = 1, max_index: int = 1024
+    ) -> None:
+        super().__init__(value, unit, divisor)
+        if isinstance(max_index, bool) or not isinstance(max_index, int) or max_index < 0:
+            raise PipelineDefinitionError(
+                f"Linear: max_index must be a non-negative integer, got {max_index!r}"
+            )
+        self.max_index = max_index
+
+    def new(self) -> Counter[int]:
+        return Counter()
+
+    def add(self, acc: Counter[int], events: list[Any]) -> Counter[int]:
+        values = self.values(events)
+        if not values:
+            return acc
+        if not all(isinstance(v, int) for v in values):
+            values = [int(v) for v in values]
+        if min(values) < 0 or max(values) > self.max_index:
+            kept = [v for v in values if 0 <= v <= self.max_index]
+            self.ctx.stats.drop("out_of_range", len(values) - len(kept))
+            values = kept
+        acc.update(values)
+        return acc
+
+    def merge(self, accs: Sequence[Counter[int]]) -> Counter[int]:
+        total: Counter[int] = Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def result(
+        self, acc: Counter[int], start: float, end: float, key: dict[str, Any] | None
+    ) -> Record:
+        used = [i for i, count in acc.items() if count]
+        buckets = (
+            [Bucket(i, i, acc.get(i, 0)) for i in range(min(used), max(used) + 1)] if used else []
+        )
+        return self.histogram(buckets, start, end, key)
+
+
+def log2_histogram(
+    value: ValueSpec,
+    *,
+    unit: str = "value",
+    divisor: int = 1,
+    by: KeySpec | None = None,
+    every: float | None = None,
+    window: float | None = None,
+    time_field: str | None = None,
+    lateness: float = 0.0,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    limit: int | None = None,
+    name: str = "",
+) -> Window[Any]:
+    """A log2 histogram of ``value`` with bcc's buckets (see :class:`Log2`).
+
+    Emitted at end of stream by default (bitehist prints it on Ctrl-C):
+    ``log2_histogram("bytes", unit="kbytes", divisor=1024)``. With
+    ``every=S``: one histogram per S seconds (vfsreadlat; ``limit=N`` stops
+    the pipeline after N). ``window``/``every`` make it sliding, ``by`` one
+    histogram per key, ``time_field`` event time. See
+    :class:`~flowtrace.operators.Window` for timing, bounds and end of stream.
+    """
+    size, slide = window_params(window, every, name or "log2_histogram")
+    return Window(
+        Log2(value, unit, divisor),
+        size=size,
+        slide=slide,
+        by=by,
+        time_field=time_field,
+        lateness=lateness,
+        max_keys=max_keys,
+        limit=limit,
+        name=name or "log2_histogram",
+    )
+
+
+def linear_histogram(
+    value: ValueSpec,
+    *,
+    unit: str = "value",
+    divisor: int = 1,
+    max_index: int = 1024,
+    by: KeySpec | None = None,
+    every: float | None = None,
+    window: float | None = None,
+    time_field: str | None = None,
+    lateness: float = 0.0,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    limit: int | None = None,
+    name: str = "",
+) -> Window[Any]:
+    """A linear histogram of ``value`` (see :class:`Linear`); emission and
+    windows as :func:`log2_histogram`."""
+    size, slide = window_params(window, every, name or "linear_histogram")
+    return Window(
+        Linear(value, unit, divisor, max_index),
+        size=size,
+        slide=slide,
+        by=by,
+        time_field=time_field,
+        lateness=lateness,
+        max_keys=max_keys,
+        limit=limit,
+        name=name or "linear_histogram",
+    )

@@ -1,0 +1,112 @@
+"""Counting events by key: ``count(by="comm")``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from itertools import islice
+from typing import Any
+
+from ..errors import PipelineDefinitionError
+from ..records import CountRow, CountTable, Record
+from ._fields import KeyGetter, KeySpec
+from .aggregates import Aggregate
+from .windows import DEFAULT_MAX_KEYS, Window, window_params
+
+__all__ = ["CountBy", "count"]
+
+
+class CountBy(Aggregate[Any, "Counter[Hashable]"]):
+    """Events per key: emits one :class:`~flowtrace.records.CountTable` per
+    window, rows highest count first (ties in order of first appearance).
+
+    Bounded: at most ``max_keys`` distinct keys per window interval; events
+    of further keys are counted as dropped (``key_limit``) and left out. With
+    ``top=N`` the table keeps the N highest rows and ``others`` counts the
+    events of the rows cut.
+    """
+
+    name = "count"
+    keyed = False
+
+    def __init__(
+        self, by: KeySpec, *, top: int | None = None, max_keys: int = DEFAULT_MAX_KEYS
+    ) -> None:
+        self.key = KeyGetter.of(by, "count")
+        for what, value in (("top", top), ("max_keys", max_keys)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise PipelineDefinitionError(
+                    f"count: {what} must be a positive integer, got {value!r}"
+                )
+        self.top = top
+        self.max_keys = max_keys
+
+    def new(self) -> Counter[Hashable]:
+        return Counter()
+
+    def add(self, acc: Counter[Hashable], events: list[Any]) -> Counter[Hashable]:
+        acc.update(map(self.key.get, events))
+        if len(acc) > self.max_keys:
+            # keys keep insertion order, so the ones past the bound are exactly
+            # this batch's new keys first seen after the table was full
+            extra = list(islice(acc, self.max_keys, None))
+            self.ctx.stats.drop("key_limit", sum(map(acc.pop, extra)))
+        return acc
+
+    def merge(self, accs: Sequence[Counter[Hashable]]) -> Counter[Hashable]:
+        total: Counter[Hashable] = Counter()
+        for acc in accs:
+            total.update(acc)
+        return total
+
+    def result(
+        self, acc: Counter[Hashable], start: float, end: float, key: dict[str, Any] | None
+    ) -> Record:
+        ranked = sorted(acc.items(), key=lambda item: -item[1])  # stable: ties keep first-seen
+        others = 0
+        if self.top is not None and len(ranked) > self.top:
+            others = sum(n for _, n in ranked[self.top :])
+            ranked = ranked[: self.top]
+        as_dict = self.key.as_dict
+        return CountTable(
+            rows=[CountRow(as_dict(k), n) for k, n in ranked],
+            others=others,
+            key_fields=list(self.key.names),
+            window_start=start,
+            window_end=end,
+        )
+
+
+def count(
+    by: KeySpec,
+    *,
+    top: int | None = None,
+    every: float | None = None,
+    window: float | None = None,
+    time_field: str | None = None,
+    lateness: float = 0.0,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    limit: int | None = None,
+    name: str = "",
+) -> Window[Any]:
+    """Count events by key: a field (``"comm"``), several fields
+    (``["prev_pid", "next_pid"]``), or a function.
+
+    Emits one :class:`~flowtrace.records.CountTable` at end of stream by
+    default (strlen_count prints it on Ctrl-C), or one per ``every`` seconds
+    (``window`` for sliding counts, ``time_field`` for event time, ``limit``
+    to stop after N tables). See :class:`CountBy` for order and bounds and
+    :class:`~flowtrace.operators.Window` for timing and end of stream.
+    """
+    size, slide = window_params(window, every, name or "count")
+    return Window(
+        CountBy(by, top=top, max_keys=max_keys),
+        size=size,
+        slide=slide,
+        time_field=time_field,
+        lateness=lateness,
+        limit=limit,
+        name=name or "count",
+    )

@@ -1,0 +1,205 @@
+"""Operators a tracing user reaches for next: rate, sample, distinct, throttle.
+
+(Top-N is ``count(by, top=N)``.)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from itertools import repeat
+from typing import Any, Generic, TypeVar
+
+from ..context import StageContext
+from ..errors import PipelineDefinitionError
+from ..records import SideRecord
+from ..stages import Operator
+from ._fields import KeyGetter, KeySpec, missing_field, positive
+from .aggregates import Rate
+from .windows import DEFAULT_MAX_KEYS, Window, window_params
+
+__all__ = ["Distinct", "Sample", "Throttle", "distinct", "rate", "sample", "throttle"]
+
+T = TypeVar("T")
+
+
+def _count(value: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineDefinitionError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def rate(
+    every: float = 1.0,
+    *,
+    by: KeySpec | None = None,
+    window: float | None = None,
+    time_field: str | None = None,
+    lateness: float = 0.0,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    limit: int | None = None,
+    name: str = "",
+) -> Window[Any]:
+    """Events per second, every ``every`` seconds (per key with ``by``):
+    ``WindowResult(aggregate="rate", value=events / window length)``. An
+    interval without events reports 0.0 (unkeyed). ``window`` averages over a
+    longer sliding window. Timing, bounds and end of stream as
+    :class:`~flowtrace.operators.Window` (the last, partial interval is
+    divided by its real length)."""
+    size, slide = window_params(window, every, name or "rate")
+    return Window(
+        Rate(),
+        size=size,
+        slide=slide,
+        by=by,
+        time_field=time_field,
+        lateness=lateness,
+        max_keys=max_keys,
+        limit=limit,
+        name=name or "rate",
+    )
+
+
+class Sample(Operator[T, T], Generic[T]):
+    """Passes one event in ``n``: the 1st, the (n+1)th, ... counted across
+    batches, in order. Buffers nothing. The events it skips are what was
+    asked for, not losses: the stage's in/out counters show them."""
+
+    def __init__(self, n: int, *, name: str = "") -> None:
+        self.n = _count(n, "sample: n")
+        self.name = name or "sample"
+
+    def open(self, ctx: StageContext) -> None:
+        super().open(ctx)
+        self._skip = 0  # events to skip before the next one passed
+
+    def process(self, batch: list[T]) -> Sequence[T]:
+        size, skip, n = len(batch), self._skip, self.n
+        if skip >= size:
+            self._skip = skip - size
+            return []
+        kept = batch[skip::n]
+        self._skip = skip + len(kept) * n - size
+        return kept
+
+
+class Distinct(Operator[T, T], Generic[T]):
+    """Passes the first event of each key and holds back later ones with a
+    key it remembers, in order.
+
+    Remembers at most ``max_keys`` keys: beyond that, the key first seen
+    longest ago is forgotten (and passes again when it recurs). With
+    ``forget_after``, a key is also forgotten that many seconds (pipeline
+    clock) after it was first passed. Side records from upstream pass
+    through unchanged. Holding back repeats is what was asked
+    for, not a loss: the stage's in/out counters show how many. Errors: a
+    missing key field fails the stage with a message naming it.
+    """
+
+    def __init__(
+        self,
+        by: KeySpec,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        forget_after: float | None = None,
+        name: str = "",
+    ) -> None:
+        self.key = KeyGetter.of(by, "distinct")
+        self.max_keys = _count(max_keys, "distinct: max_keys")
+        positive(forget_after, "distinct: forget_after")
+        self.forget_after = forget_after
+        self.name = name or "distinct"
+
+    def open(self, ctx: StageContext) -> None:
+        super().open(ctx)
+        self._seen: OrderedDict[Hashable, float] = OrderedDict()
+
+    def process(self, batch: list[T]) -> Sequence[T]:
+        if not any(map(isinstance, batch, repeat(SideRecord))):
+            return self._first_of_keys(batch)
+        out: list[T] = []
+        for part in _split_side(batch):  # side records pass through, in order
+            out += part if isinstance(part[0], SideRecord) else self._first_of_keys(part)
+        return out
+
+    def _first_of_keys(self, batch: list[T]) -> list[T]:
+        seen, now = self._seen, self.ctx.clock.now()
+        if self.forget_after is not None:
+            due = now - self.forget_after
+            while seen and next(iter(seen.values())) <= due:
+                seen.popitem(last=False)
+        out = []
+        try:
+            for event, key in zip(batch, map(self.key.get, batch), strict=True):
+                if key not in seen:
+                    seen[key] = now
+                    out.append(event)
+                    if len(seen) > self.max_keys:
+                        seen.popitem(last=False)
+        except AttributeError as exc:
+            raise missing_field(exc, self.stage_name()) from exc
+        return out
+
+
+def _split_side(batch: list[T]) -> list[list[T]]:
+    """``batch`` cut into runs of side records (each alone) and other events."""
+    parts: list[list[T]] = [[]]
+    for event in batch:
+        if isinstance(event, SideRecord):
+            parts += [[event], []]
+        else:
+            parts[-1].append(event)
+    return [p for p in parts if p]
+
+
+class Throttle(Operator[T, T], Generic[T]):
+    """Passes at most ``limit`` events per ``per`` seconds of the pipeline
+    clock (fixed intervals from when the operator opened), the first ones of
+    each interval, in order; the rest are counted as dropped (``throttled``).
+    Protects a console or a socket from a flood without hiding that it
+    happened. Buffers nothing."""
+
+    def __init__(self, limit: int, per: float = 1.0, *, name: str = "") -> None:
+        self.limit = _count(limit, "throttle: limit")
+        positive(per, "throttle: per", allow_none=False)
+        self.per = per
+        self.name = name or "throttle"
+
+    def open(self, ctx: StageContext) -> None:
+        super().open(ctx)
+        self._origin = ctx.clock.now()
+        self._interval = 0
+        self._passed = 0
+
+    def process(self, batch: list[T]) -> Sequence[T]:
+        interval = int((self.ctx.clock.now() - self._origin) // self.per)
+        if interval != self._interval:
+            self._interval, self._passed = interval, 0
+        room = self.limit - self._passed
+        if len(batch) <= room:
+            self._passed += len(batch)
+            return batch
+        self._passed = self.limit
+        self.ctx.stats.drop("throttled", len(batch) - room)
+        return batch[:room]
+
+
+def sample(n: int, *, name: str = "") -> Sample[Any]:
+    """One event in ``n``. See :class:`Sample`."""
+    return Sample(n, name=name)
+
+
+def distinct(
+    by: KeySpec,
+    *,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    forget_after: float | None = None,
+    name: str = "",
+) -> Distinct[Any]:
+    """The first event of each key. See :class:`Distinct`."""
+    return Distinct(by, max_keys=max_keys, forget_after=forget_after, name=name)
+
+
+def throttle(limit: int, per: float = 1.0, *, name: str = "") -> Throttle[Any]:
+    """At most ``limit`` events per ``per`` seconds. See :class:`Throttle`."""
+    return Throttle(limit, per, name=name)

@@ -1,0 +1,330 @@
+"""Windows: tumbling, sliding and whole-stream, in processing or event time.
+
+Time is cut into intervals of ``slide`` seconds (tumbling: ``slide == size``);
+a window covers ``size / slide`` consecutive intervals and is numbered by its
+last one. Each interval keeps one accumulator per key (see
+:mod:`~flowtrace.operators.aggregates`), never the events themselves (except
+for :class:`~flowtrace.operators.Collect`); a sliding window merges its
+intervals' accumulators when it is emitted, so every event is folded once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, Generic, TypeVar
+
+from ..context import StageContext
+from ..errors import PipelineDefinitionError
+from ..records import LateEvent, Record, SideRecord
+from ..stages import Operator
+from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
+from ._intervals import Intervals
+from .aggregates import Aggregate
+
+__all__ = ["DEFAULT_MAX_KEYS", "Window", "window"]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_KEYS = 10_240
+"""Distinct keys an interval holds by default (bcc's default map size)."""
+
+
+class Window(Operator[T, Record], Generic[T]):
+    """Applies ``aggregate`` to the events of each window; emits one record per
+    window (per key with ``by``), oldest window first, keys in order of first
+    appearance.
+
+    *Whole stream* (``size=None``): one window from ``open`` to end of stream,
+    emitted by ``finish`` (Ctrl-C prints bitehist's histogram).
+
+    *Processing time* (default): an event belongs to the interval of
+    ``ctx.clock.now()`` when its batch arrives; intervals are aligned to the
+    time the operator opened. A window is emitted by the first ``process`` or
+    ``tick`` at or after its end, also when no events arrive and also when it
+    is empty (for unkeyed aggregates: an empty histogram each interval).
+
+    *Event time* (``time_field``): an event belongs to the interval of its
+    timestamp (nanoseconds, ``bpf_ktime_get_ns()``), intervals aligned to 0.
+    The watermark is the largest timestamp seen minus ``lateness`` seconds
+    and advances per batch; a window is emitted once the watermark reaches
+    its end, and only if it holds events. An event whose windows were all
+    emitted already is *late*: counted as dropped (``late``) and, with
+    ``emit_late``, emitted as a :class:`~flowtrace.records.LateEvent` so
+    nothing disappears unseen. Without new events the watermark does not
+    move; end of stream emits everything.
+
+    Bounds: at most ``max_keys`` distinct keys per interval; events of
+    further keys are counted as dropped (``key_limit``) and left out. A
+    sliding window merges ``size / slide`` intervals. Processing time holds
+    at most ``size / slide + 1`` intervals; event time those within
+    ``size + lateness`` of the watermark.
+
+    ``limit``: emit at most that many windows, then ask the pipeline to stop
+    (vfsreadlat's ``count``); events that fall in no emitted window are then
+    counted as dropped (``after_limit``).
+
+    Side records from upstream (:class:`~flowtrace.records.SideRecord`: late
+    events, incomplete joins) pass through unchanged, ahead of the results
+    emitted for their batch.
+
+    End of stream: every window holding events and not yet emitted is emitted
+    (with its end cut to the current time in processing time), and in
+    processing time the current window even if empty. Errors: a missing
+    field fails the stage with a one-line message naming the field.
+    """
+
+    def __init__(
+        self,
+        aggregate: Aggregate[T, Any],
+        *,
+        size: float | None = None,
+        slide: float | None = None,
+        by: KeySpec | None = None,
+        time_field: str | None = None,
+        lateness: float = 0.0,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        limit: int | None = None,
+        emit_late: bool = True,
+        name: str = "",
+    ) -> None:
+        self.name = name or f"window({aggregate.name})"
+        what = self.name
+        positive(size, f"{what}: window size")
+        positive(slide, f"{what}: slide")
+        positive(max_keys, f"{what}: max_keys")
+        positive(limit, f"{what}: limit")
+        if lateness < 0:
+            raise PipelineDefinitionError(f"{what}: lateness must be >= 0, got {lateness!r}")
+        if size is None:
+            if slide is not None or time_field is not None or limit is not None:
+                raise PipelineDefinitionError(
+                    f"{what}: slide, time_field and limit need a window size (size or every=...)"
+                )
+            slide = None
+        elif slide is None:
+            slide = size
+        self.panes_per_window = 1
+        if size is not None and slide is not None:
+            n = round(size / slide)
+            if n < 1 or abs(n * slide - size) > 1e-9 * size:
+                raise PipelineDefinitionError(
+                    f"{what}: window size {size} s is not a whole multiple of the interval"
+                    f" {slide} s; choose a size that is"
+                )
+            self.panes_per_window = n
+        if by is not None and not aggregate.keyed:
+            raise PipelineDefinitionError(
+                f"{what}: {aggregate.name} is keyed already; drop by= or use another aggregate"
+            )
+        self.aggregate = aggregate
+        self.size = size
+        self.slide = slide
+        self.key = KeyGetter.of(by, what) if by is not None else None
+        self.time = ValueGetter.of(time_field, what) if time_field is not None else None
+        self.lateness = lateness
+        self.max_keys = max_keys
+        self.limit = limit
+        self.emit_late = emit_late
+        self.tick_interval = slide if size is not None and time_field is None else None
+
+    # -- lifecycle ------------------------------------------------------
+
+    def open(self, ctx: StageContext) -> None:
+        super().open(ctx)
+        self.aggregate.open(ctx)
+        self._origin = ctx.clock.now()
+        self._state = Intervals(self.aggregate, self.key, self.panes_per_window, self.max_keys, ctx)
+        self._next = 0  # processing time: the oldest window not yet emitted
+        self._closed: int | None = None  # event time: the newest window settled
+        self._max_ts: int | None = None
+        self._emitted = 0
+        self._stopped = False
+        self._slide_ns = round(self.slide * 1e9) if self.slide is not None else 0
+        self._lateness_ns = round(self.lateness * 1e9)
+
+    def process(self, batch: list[T]) -> Sequence[Record]:
+        side: list[Record] = []
+        if any(map(isinstance, batch, repeat(SideRecord))):
+            side = [e for e in batch if isinstance(e, SideRecord)]
+            batch = [e for e in batch if not isinstance(e, SideRecord)]
+        if self._stopped:
+            self.ctx.stats.drop("after_limit", len(batch))
+            return side
+        try:
+            if self.time is not None:
+                return side + self._process_event_time(batch)
+            if self.slide is None:
+                self._state.fold(0, batch)
+                return side
+            current = self._interval_of(self.ctx.clock.now())
+            out = side + self._emit_through(current - 1)
+            if self._stopped:
+                self.ctx.stats.drop("after_limit", len(batch))
+            else:
+                self._state.fold(current, batch)
+            return out
+        except AttributeError as exc:
+            raise missing_field(exc, self.stage_name()) from exc
+
+    def tick(self) -> Sequence[Record]:
+        if self._stopped:
+            return []
+        return self._emit_through(self._interval_of(self.ctx.clock.now()) - 1)
+
+    def finish(self) -> Sequence[Record]:
+        if self._stopped:
+            return []
+        now = self.ctx.clock.now()
+        if self.slide is None:
+            return self._state.records(0, self._origin, now, empty=True)
+        if self.time is not None:
+            if not self._state.accs:
+                return []
+            return self._emit_event_windows(max(self._state.accs) + self.panes_per_window - 1)
+        current = self._interval_of(now)
+        out = self._emit_through(current - 1)
+        last = current + self.panes_per_window - 1
+        windows = set(self._state.windows_with_events(self._next, last))
+        if self.key is None:
+            windows.add(current)  # the current interval is reported even if empty
+        for q in sorted(windows):
+            if self._stopped:
+                break
+            start, end = self._bounds(q)
+            out += self._emit(q, start, min(end, now))
+        return out
+
+    # -- time -----------------------------------------------------------
+
+    def _interval_of(self, now: float) -> int:
+        assert self.slide is not None
+        return int((now - self._origin) // self.slide)
+
+    def _bounds(self, q: int) -> tuple[float, float]:
+        """Window ``q``'s start and end (processing time: not before open)."""
+        assert self.slide is not None
+        first = q - self.panes_per_window + 1
+        if self.time is not None:
+            return first * self._slide_ns / 1e9, (q + 1) * self._slide_ns / 1e9
+        start = max(self._origin, self._origin + first * self.slide)
+        return start, self._origin + (q + 1) * self.slide
+
+    def _emit_through(self, last: int) -> list[Record]:
+        """Processing time: emit every window up to ``last``, empty ones too."""
+        out: list[Record] = []
+        while self._next <= last and not self._stopped:
+            q = self._next
+            self._next += 1
+            out += self._emit(q, *self._bounds(q))
+        return out
+
+    def _process_event_time(self, batch: list[T]) -> list[Record]:
+        if not batch:
+            return []
+        assert self.time is not None
+        stamps = list(map(self.time.get, batch))
+        slide = self._slide_ns
+        newest = max(stamps)
+        out: list[Record] = []
+        if min(stamps) // slide == newest // slide:
+            self._fold_or_late(newest // slide, batch, out)
+        else:
+            groups: dict[int, list[T]] = {}
+            for event, ts in zip(batch, stamps, strict=True):
+                group = groups.get(ts // slide)
+                if group is None:
+                    groups[ts // slide] = [event]
+                else:
+                    group.append(event)
+            for interval, events in groups.items():
+                self._fold_or_late(interval, events, out)
+        if self._max_ts is None or newest > self._max_ts:
+            self._max_ts = newest
+        watermark = self._max_ts - self._lateness_ns
+        return out + self._emit_event_windows(watermark // slide - 1)
+
+    def _fold_or_late(self, interval: int, events: list[T], out: list[Record]) -> None:
+        last_window = interval + self.panes_per_window - 1
+        if self._closed is None or last_window > self._closed:
+            self._state.fold(interval, events)
+            return
+        self.ctx.stats.drop("late", len(events))
+        if self.emit_late:
+            assert self._max_ts is not None
+            start, end = self._bounds(last_window)
+            watermark = (self._max_ts - self._lateness_ns) / 1e9
+            out += [
+                LateEvent(event=e, watermark=watermark, window_start=start, window_end=end)
+                for e in events
+            ]
+
+    def _emit_event_windows(self, last: int) -> list[Record]:
+        """Event time: settle the windows up to ``last``, emitting those with events."""
+        if self._closed is not None and last <= self._closed:
+            return []
+        first = self._closed + 1 if self._closed is not None else min(self._state.accs, default=0)
+        out: list[Record] = []
+        for q in self._state.windows_with_events(first, last):
+            if self._stopped:
+                break
+            out += self._emit(q, *self._bounds(q))
+        self._closed = last
+        return out
+
+    def _emit(self, q: int, start: float, end: float) -> list[Record]:
+        out = self._state.records(q, start, end, empty=self.time is None)
+        self._state.release_through(q)
+        self._emitted += 1
+        if self.limit is not None and self._emitted >= self.limit:
+            self._stopped = True
+            self.ctx.stats.drop("after_limit", self._state.events_after(q))
+            self._state.clear()
+            self.request_pipeline_stop()
+        return out
+
+
+def window(
+    aggregate: Aggregate[T, Any],
+    size: float | None = None,
+    *,
+    every: float | None = None,
+    by: KeySpec | None = None,
+    time_field: str | None = None,
+    lateness: float = 0.0,
+    max_keys: int = DEFAULT_MAX_KEYS,
+    limit: int | None = None,
+    emit_late: bool = True,
+    name: str = "",
+) -> Window[T]:
+    """Aggregate events per window.
+
+    ``window(Count(), 1.0)``: tumbling one-second windows.
+    ``window(Sum("bytes"), 10.0, every=1.0)``: the last ten seconds, every
+    second (sliding). ``window(Max("lat"))``: the whole stream, at its end.
+    See :class:`Window` for time, lateness, bounds and end-of-stream rules.
+    """
+    size, slide = window_params(size, every, name or "window", "size")
+    return Window(
+        aggregate,
+        size=size,
+        slide=slide,
+        by=by,
+        time_field=time_field,
+        lateness=lateness,
+        max_keys=max_keys,
+        limit=limit,
+        emit_late=emit_late,
+        name=name,
+    )
+
+
+def window_params(
+    size: float | None, every: float | None, what: str, size_name: str = "window"
+) -> tuple[float | None, float | None]:
+    """(size, slide) from the user's ``window``/``every``: each defaults to the other."""
+    positive(every, f"{what}: every")
+    positive(size, f"{what}: {size_name}")
+    if size is None and every is None:
+        return None, None
+    return (size if size is not None else every), (every if every is not None else size)

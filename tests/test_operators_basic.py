@@ -1,0 +1,115 @@
+"""filter, map, flat_map and field predicates, against plain Python."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowtrace.errors import PipelineDefinitionError, StageError
+from flowtrace.operators import AllOf, Compare, F, Not, Predicate, field, filter, flat_map, map
+from flowtrace.testing import CollectSink, ListSource, OperatorHarness
+
+
+class Proc(msgspec.Struct, frozen=True):
+    pid: int
+    comm: str
+    uid: int = 0
+
+
+procs = st.lists(
+    st.builds(Proc, st.integers(0, 50), st.sampled_from(["bash", "sh", "vi"]), st.integers(0, 2)),
+    max_size=200,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(procs, st.integers(0, 50), st.sets(st.sampled_from(["bash", "sh", "vi"])))
+def test_field_predicates_mean_what_python_means(
+    events: list[Proc], pid: int, comms: set[str]
+) -> None:
+    cases: list[tuple[Predicate, Callable[[Proc], bool]]] = [
+        (F.pid == pid, lambda e: e.pid == pid),
+        (F.pid != pid, lambda e: e.pid != pid),
+        (F.pid < pid, lambda e: e.pid < pid),
+        (F.pid <= pid, lambda e: e.pid <= pid),
+        (F.pid > pid, lambda e: e.pid > pid),
+        (F.pid >= pid, lambda e: e.pid >= pid),
+        (F.comm.isin(comms), lambda e: e.comm in comms),
+        (F.comm.notin(comms), lambda e: e.comm not in comms),
+        ((F.pid > pid) & (F.uid == 0), lambda e: e.pid > pid and e.uid == 0),
+        ((F.pid > pid) | F.comm.isin(comms), lambda e: e.pid > pid or e.comm in comms),
+        (~(F.uid == 1), lambda e: e.uid != 1),
+    ]
+    for predicate, reference in cases:
+        expected = [e for e in events if reference(e)]
+        assert [e for e in events if predicate(e)] == expected
+        assert OperatorHarness(filter(predicate)).feed(events) == expected
+
+
+def test_predicates_are_data() -> None:
+    p = (F.pid == 42) & F.comm.isin({"sh", "bash"}) & ~(field("uid") == 0)
+    assert isinstance(p, AllOf)
+    first, second, third = p.parts
+    assert (first.field, first.op, first.value) == ("pid", "==", 42)  # type: ignore[attr-defined]
+    assert (second.field, second.op, second.value) == ("comm", "in", frozenset({"sh", "bash"}))  # type: ignore[attr-defined]
+    assert isinstance(third, Not)
+    assert p.fields() == {"pid", "comm", "uid"}
+    assert repr(p) == "(F.pid == 42) & (F.comm in ['bash', 'sh']) & (~(F.uid == 0))"
+    op = filter(p)
+    assert op.predicate is p
+    assert filter(lambda e: True).predicate is None
+    kw = filter(pid=42, comm="sh").predicate
+    assert isinstance(kw, AllOf)
+    assert [(c.field, c.op, c.value) for c in kw.parts] == [("pid", "==", 42), ("comm", "==", "sh")]  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+async def test_filter_map_flat_map_in_a_pipeline() -> None:
+    events = [Proc(i, "bash" if i % 3 else "sh") for i in range(1000)]
+    sink = CollectSink[int]()
+    pipeline = (
+        ListSource(events, batch_size=64)
+        | filter(F.comm == "bash")
+        | map(lambda e: e.pid)
+        | flat_map(lambda pid: [pid] * (pid % 3))
+        | sink
+    )
+    stats = await pipeline.run()
+    expected = [p for e in events if e.comm == "bash" for p in [e.pid] * (e.pid % 3)]
+    assert sink.items == expected
+    assert [(s.received, s.emitted) for s in stats.stages[1:4]] == [
+        (1000, 666),
+        (666, 666),
+        (666, len(expected)),
+    ]
+    assert stats.dropped == 0
+
+
+@pytest.mark.anyio
+async def test_missing_field_fails_with_a_line_naming_it() -> None:
+    pipeline = ListSource([Proc(1, "sh")]) | filter(F.tid == 3) | CollectSink[Proc]()
+    with pytest.raises(
+        StageError, match=r"event Proc has no field 'tid'; its fields are pid, comm, uid"
+    ):
+        await pipeline.run()
+
+
+def test_bad_definitions() -> None:
+    with pytest.raises(
+        PipelineDefinitionError, match="filter expects a function or a field predicate"
+    ):
+        filter(42)  # type: ignore[call-overload]
+    with pytest.raises(PipelineDefinitionError, match="not both"):
+        filter(F.pid == 1, comm="sh")  # type: ignore[call-overload]
+    with pytest.raises(PipelineDefinitionError, match="needs a predicate"):
+        filter()
+    with pytest.raises(PipelineDefinitionError, match="cannot combine a field predicate"):
+        (F.pid == 1) & (lambda e: True)  # type: ignore[operator]
+    with pytest.raises(PipelineDefinitionError, match="unknown comparison '=~'"):
+        Compare("comm", "=~", "x")
+    with pytest.raises(PipelineDefinitionError, match="map expects a function"):
+        map("pid")  # type: ignore[arg-type]

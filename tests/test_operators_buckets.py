@@ -1,0 +1,254 @@
+"""Log2 and linear histograms: bucket indexes against a transliteration of
+bcc's bpf_log2l(), and the console rendering against bcc's own
+print_log2_hist/print_linear_hist output for the same counts."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+from collections import Counter
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowtrace.errors import PipelineDefinitionError, StageError
+from flowtrace.operators import Linear, Log2, linear_histogram, log2_bounds, log2_histogram
+from flowtrace.operators import log2_index as our_log2_index
+from flowtrace.operators.render import histogram_counts, histogram_lines, linear_lines, log2_lines
+from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.testing import CollectSink, ListSource, OperatorHarness
+
+bcc_table = pytest.importorskip("bcc.table")
+
+U64 = (1 << 64) - 1
+
+
+class Sized(msgspec.Struct, frozen=True):
+    bytes: int
+
+
+def ref_bpf_log2(v: int) -> int:
+    """bcc's bpf_log2(unsigned int), statement by statement."""
+    v &= 0xFFFFFFFF
+    r = int(v > 0xFFFF) << 4
+    v >>= r
+    shift = int(v > 0xFF) << 3
+    v >>= shift
+    r |= shift
+    shift = int(v > 0xF) << 2
+    v >>= shift
+    r |= shift
+    shift = int(v > 0x3) << 1
+    v >>= shift
+    r |= shift
+    r |= v >> 1
+    return r
+
+
+def ref_bpf_log2l(v: int) -> int:
+    """bcc's bpf_log2l(unsigned long)."""
+    v &= U64
+    hi = v >> 32
+    return ref_bpf_log2(hi) + 32 + 1 if hi else ref_bpf_log2(v) + 1
+
+
+def bcc_prints(fn: object, *args: object) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        fn(*args)  # type: ignore[operator]
+    return out.getvalue()
+
+
+def ours(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
+u64s = st.one_of(
+    st.integers(0, 70),
+    st.integers(0, U64),
+    st.integers(0, 64).map(lambda b: (1 << b) - 1),
+    st.integers(0, 63).map(lambda b: 1 << b),
+)
+
+
+@given(st.one_of(u64s, st.integers(-(1 << 70), 1 << 70)))
+def test_log2_index_is_bpf_log2l(value: int) -> None:
+    assert our_log2_index(value) == ref_bpf_log2l(value)
+
+
+def test_log2_index_of_edges() -> None:
+    assert [ref_bpf_log2l(v) for v in (0, 1, 2, 3, 4, 1023, 1024, U64)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        10,
+        11,
+        64,
+    ]
+    assert [our_log2_index(v) for v in (0, 1, 2, 3, 4, 1023, 1024, U64)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        10,
+        11,
+        64,
+    ]
+    assert log2_bounds(1) == (0, 1)
+    assert log2_bounds(11) == (1024, 2047)
+    assert log2_bounds(64) == (1 << 63, U64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(u64s, max_size=300), st.integers(1, 50))
+def test_log2_histogram_counts_equal_reference(values: list[int], batch: int) -> None:
+    h = OperatorHarness(log2_histogram("bytes", unit="kbytes"))
+    events = [Sized(v) for v in values]
+    for i in range(0, len(events), batch):
+        h.feed(events[i : i + batch])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    expected = Counter(ref_bpf_log2l(v) for v in values)
+    got = {b.high.bit_length(): b.count for b in hist.buckets if b.count}
+    assert got == dict(expected)
+    assert hist.total == len(values)
+    # buckets are contiguous from the lowest to the highest non-empty slot
+    for b in hist.buckets:
+        assert (b.low, b.high) == log2_bounds(b.high.bit_length())
+    if values:
+        slots = [b.high.bit_length() for b in hist.buckets]
+        assert slots == list(range(min(expected), max(expected) + 1))
+    else:
+        assert hist.buckets == []
+
+
+slot_counts = st.lists(st.integers(0, 10_000), min_size=65, max_size=65)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    slot_counts, st.booleans(), st.sampled_from(["usecs", "kbytes", "value", "a-long-unit-name-x"])
+)
+def test_log2_rendering_is_bccs(counts: list[int], strip: bool, unit: str) -> None:
+    counts[0] = 0  # bpf_log2l never fills slot 0
+    assert ours(log2_lines(counts, unit, strip)) == bcc_prints(
+        bcc_table._print_log2_hist, counts, unit, strip
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 5000), min_size=1, max_size=200),
+    st.booleans(),
+    st.sampled_from(["len", "slot", "a-long-unit-name"]),
+)
+def test_linear_rendering_is_bccs(counts: list[int], strip: bool, unit: str) -> None:
+    padded = counts + [0] * (1025 - len(counts))
+    assert ours(linear_lines(counts, unit, strip)) == bcc_prints(
+        bcc_table._print_linear_hist, padded, unit, strip
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(u64s, max_size=200), st.booleans())
+def test_histogram_record_renders_as_bcc_prints_the_same_values(
+    values: list[int], strip: bool
+) -> None:
+    h = OperatorHarness(log2_histogram("bytes", unit="usecs"))
+    h.feed([Sized(v) for v in values])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    table = [0] * 65
+    for v in values:
+        table[ref_bpf_log2l(v)] += 1
+    assert ours(histogram_lines(hist, strip)) == bcc_prints(
+        bcc_table._print_log2_hist, table, "usecs", strip
+    )
+
+
+def test_wide_layout_and_empty_histograms_match_bcc() -> None:
+    table = [0] * 65
+    table[40] = 7
+    table[3] = 1
+    assert ours(log2_lines(table, "ns")) == bcc_prints(
+        bcc_table._print_log2_hist, table, "ns", None
+    )
+    assert log2_lines(table, "ns")[0].startswith("               ns ")
+    assert log2_lines([0] * 65, "usecs") == []
+    assert bcc_prints(bcc_table._print_log2_hist, [0] * 65, "usecs", None) == ""
+
+
+def test_divisor_negative_and_float_values_as_the_kernel_sees_them() -> None:
+    class Latency(msgspec.Struct, frozen=True):
+        ns: float
+
+    h = OperatorHarness(log2_histogram("ns", unit="usecs", divisor=1000))
+    h.feed([Latency(0.0), Latency(999.0), Latency(1000.0), Latency(4500.5)])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    # 0 and 0 -> slot 1, 1 -> slot 1, 4 -> slot 3
+    assert [(b.low, b.high, b.count) for b in hist.buckets] == [(0, 1, 3), (2, 3, 0), (4, 7, 1)]
+    h = OperatorHarness(log2_histogram("bytes"))
+    h.feed([Sized(-1)])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    assert [(b.low, b.high, b.count) for b in hist.buckets] == [(1 << 63, U64, 1)]
+
+
+def test_linear_histogram_slots_and_out_of_range_are_counted() -> None:
+    h = OperatorHarness(linear_histogram("bytes", unit="len", max_index=10))
+    values = [0, 3, 3, 10, 11, -1, 500]
+    h.feed([Sized(v) for v in values])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    assert hist.scale == "linear"
+    assert [(b.low, b.count) for b in hist.buckets] == [
+        (0, 1), (1, 0), (2, 0), (3, 2), (4, 0), (5, 0), (6, 0), (7, 0), (8, 0), (9, 0), (10, 1)
+    ]  # fmt: skip
+    assert all(b.low == b.high for b in hist.buckets)
+    assert h.stats.dropped == {"out_of_range": 3}
+    counts = histogram_counts(hist)
+    assert ours(histogram_lines(hist)) == bcc_prints(
+        bcc_table._print_linear_hist, counts + [0] * (1025 - len(counts)), "len", None
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 1024), max_size=300))
+def test_linear_counts_equal_reference(values: list[int]) -> None:
+    h = OperatorHarness(linear_histogram("bytes"))
+    h.feed([Sized(v) for v in values])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    assert {b.low: b.count for b in hist.buckets if b.count} == dict(Counter(values))
+
+
+def test_histogram_counts_reject_foreign_buckets() -> None:
+    bad = Histogram(field="x", unit="u", scale="log2", buckets=[Bucket(3, 9, 1)])
+    with pytest.raises(ValueError, match="not a log2 bucket"):
+        histogram_counts(bad)
+    with pytest.raises(ValueError, match="neither"):
+        histogram_counts(Histogram(field="x", unit="u", scale="log10", buckets=[]))
+
+
+def test_bad_parameters_fail_with_one_line() -> None:
+    with pytest.raises(PipelineDefinitionError, match="divisor must be a positive integer"):
+        Log2("bytes", divisor=0)
+    with pytest.raises(PipelineDefinitionError, match="max_index"):
+        Linear("bytes", max_index=-1)
+    with pytest.raises(PipelineDefinitionError, match="'by tes' is not a field name"):
+        log2_histogram("by tes")
+
+
+@pytest.mark.anyio
+async def test_missing_field_names_the_field_and_the_events_fields() -> None:
+    events = [Sized(random.randrange(100)) for _ in range(10)]
+    pipeline = ListSource(events) | log2_histogram("size") | CollectSink[Record]()
+    with pytest.raises(StageError, match=r"event Sized has no field 'size'; its fields are bytes"):
+        await pipeline.run()

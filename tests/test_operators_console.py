@@ -1,0 +1,190 @@
+"""The console sink with operator results: the tutorial lessons' output,
+compared with what bcc's own code prints for the same data.
+
+The %-formats below are the tutorial tools' own format strings, on purpose.
+"""
+
+# ruff: noqa: UP031
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import Counter
+from typing import Any
+
+import msgspec
+import pytest
+
+from flowtrace.clock import ManualClock
+from flowtrace.operators import count, join, log2_histogram
+from flowtrace.records import CountRow, CountTable, JoinIncomplete
+from flowtrace.sinks.console import Column, ConsoleSink, HistogramStyle, TableStyle
+from flowtrace.testing import ListSource, OperatorHarness
+
+bcc_table = pytest.importorskip("bcc.table")
+
+
+class BlockIO(msgspec.Struct, frozen=True):
+    bytes: int
+    comm: str = "dd"
+
+
+class Strlen(msgspec.Struct, frozen=True):
+    s: str
+
+
+class Switch(msgspec.Struct, frozen=True):
+    prev_pid: int
+    next_pid: int
+
+
+def bcc_prints(fn: Any, *args: Any) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        fn(*args)
+    return out.getvalue()
+
+
+async def run(events: list[Any], *stages: Any, sink: ConsoleSink[Any]) -> None:
+    flow: Any = ListSource(events, batch_size=7)
+    for stage in stages:
+        flow = flow | stage
+    await (flow | sink).run()
+
+
+SIZES = [512, 4096, 4096, 8192, 131072, 131072, 131072, 1 << 20, 0, 100]
+
+
+@pytest.mark.anyio
+async def test_bitehist_prints_the_histogram_as_bcc_at_the_end() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink[Any](header="Tracing block I/O... Hit Ctrl-C to end.", stream=out)
+    await run(
+        [BlockIO(n) for n in SIZES],
+        log2_histogram("bytes", unit="kbytes", divisor=1024),
+        sink=sink,
+    )
+    table = [0] * 65
+    for n in SIZES:
+        table[max(1, (n // 1024).bit_length())] += 1
+    expected = bcc_prints(bcc_table._print_log2_hist, table, "kbytes", None)
+    assert out.getvalue() == "Tracing block I/O... Hit Ctrl-C to end.\n" + "\n" + expected
+    assert "       128 -> 255        : 3        |" in expected  # 128 KiB writes
+
+
+def test_vfsreadlat_prints_one_histogram_per_interval() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(log2_histogram("bytes", unit="usecs", every=1.0, limit=3), clock)
+    h.feed([BlockIO(5), BlockIO(700)])
+    h.advance(1.0)  # an interval with reads
+    h.advance(1.0)  # a quiet one
+    h.feed([BlockIO(1)])
+    h.advance(1.0)
+    assert h.pipeline_stop_requested
+    sink = ConsoleSink[Any](stream=(out := io.StringIO()))
+    text = "".join(line + "\n" for item in h.emitted for line in sink.lines(item))
+    first, quiet, third = [0] * 65, [0] * 65, [0] * 65
+    first[3] = first[10] = 1
+    third[1] = 1
+    expected = "".join(
+        "\n" + bcc_prints(bcc_table._print_log2_hist, t, "usecs", None)
+        for t in (first, quiet, third)
+    )
+    assert text == expected
+    assert out.getvalue() == ""
+
+
+@pytest.mark.anyio
+async def test_strlen_count_prints_count_string_lowest_first() -> None:
+    words = ["a", "bb", "a", "ccc", "bb", "a", "dd"]
+    out = io.StringIO()
+    style = TableStyle(
+        title="%10s %s" % ("COUNT", "STRING"),
+        line=lambda r: '%10d "%s"' % (r.count, r.key["s"]),
+        ascending=True,
+    )
+    await run(
+        [Strlen(w) for w in words], count("s"), sink=ConsoleSink[Any](table=style, stream=out)
+    )
+    # what strlen_count.py prints: sorted by value, formatted with its strings
+    counts = Counter(words)
+    expected = "%10s %s\n" % ("COUNT", "STRING") + "".join(
+        '%10d "%s"\n' % (v, k) for k, v in sorted(counts.items(), key=lambda kv: kv[1])
+    )
+    assert out.getvalue() == expected
+
+
+@pytest.mark.anyio
+async def test_task_switch_prints_one_line_per_pair() -> None:
+    pairs = [(1, 2), (2, 1), (1, 2), (3, 1)]
+    out = io.StringIO()
+    style = TableStyle(
+        line=lambda r: "task_switch[%5d->%5d]=%u" % (r.key["prev_pid"], r.key["next_pid"], r.count)
+    )
+    await run(
+        [Switch(p, n) for p, n in pairs],
+        count(["prev_pid", "next_pid"]),
+        sink=ConsoleSink[Any](table=style, stream=out),
+    )
+    assert out.getvalue() == (
+        "task_switch[    1->    2]=2\ntask_switch[    2->    1]=1\ntask_switch[    3->    1]=1\n"
+    )
+
+
+def test_default_count_table_is_aligned_columns() -> None:
+    table = CountTable(
+        rows=[
+            CountRow({"comm": "systemd-journal", "pid": 7}, 1200),
+            CountRow({"comm": "sh", "pid": 42}, 3),
+        ],
+        others=5,
+        key_fields=["comm", "pid"],
+    )
+    assert ConsoleSink[Any]().lines(table) == [
+        "COMM            PID COUNT",
+        "systemd-journal 7    1200",
+        "sh              42      3",
+        "(others)                5",
+    ]
+    empty = CountTable(rows=[], key_fields=["comm"])
+    assert ConsoleSink[Any]().lines(empty) == ["COMM COUNT"]
+
+
+def test_keyed_histograms_have_bcc_section_lines() -> None:
+    h = OperatorHarness(log2_histogram("bytes", unit="bytes", by="comm"))
+    h.feed([BlockIO(3, "dd"), BlockIO(9, "cp")])
+    dd, cp = h.finish()
+    sink = ConsoleSink[Any](histogram=HistogramStyle(section_header="comm"))
+    assert sink.lines(dd)[:2] == ["", "comm = 'dd'"]
+    assert sink.lines(cp)[:2] == ["", "comm = 'cp'"]
+    custom = ConsoleSink[Any](histogram=HistogramStyle(section=lambda k: f"== {k['comm']} =="))
+    assert custom.lines(cp)[:3] == [
+        "",
+        "== cp ==",
+        "     bytes               : count     distribution",
+    ]
+
+
+def test_side_records_and_events_print_one_line_each() -> None:
+    h = OperatorHarness(join(BlockIO, Strlen, key="comm", time_field=None))
+    [incomplete] = h.feed([BlockIO(1, "x"), BlockIO(2, "x")])
+    assert isinstance(incomplete, JoinIncomplete)
+    assert ConsoleSink[Any]().lines(incomplete) == [
+        "join_incomplete: key={'comm': 'x'} start=BlockIO(bytes=1, comm='x')"
+        " reason='replaced' waited=0.0"
+    ]
+    with pytest.raises(
+        ValueError, match=r"cannot print a BlockIO: pass columns=\.\.\. or line=\.\.\."
+    ):
+        ConsoleSink[Any]().lines(BlockIO(1))
+
+
+@pytest.mark.anyio
+async def test_columns_still_print_events() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink[BlockIO](
+        [Column("BYTES", lambda e: e.bytes, 8), Column("COMM", lambda e: e.comm)], stream=out
+    )
+    await run([BlockIO(1), BlockIO(22, "cp")], sink=sink)
+    assert out.getvalue() == "BYTES    COMM\n1        dd\n22       cp\n"

@@ -1,0 +1,90 @@
+"""rate, sample, distinct, throttle on synthetic events and a virtual clock."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowtrace.clock import ManualClock
+from flowtrace.errors import PipelineDefinitionError
+from flowtrace.operators import distinct, rate, sample, throttle
+from flowtrace.records import JoinIncomplete, WindowResult
+from flowtrace.testing import OperatorHarness
+
+
+class Ev(msgspec.Struct, frozen=True):
+    n: int
+    comm: str = "a"
+
+
+def test_rate_is_events_per_second_per_interval() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(rate(2.0), clock)
+    h.feed([Ev(i) for i in range(10)])
+    out = h.advance(2.0)
+    h.feed([Ev(0)])
+    clock.advance(0.5)
+    out += h.finish()
+    assert [
+        (r.window_start, r.window_end, r.value) for r in out if isinstance(r, WindowResult)
+    ] == [
+        (0.0, 2.0, 5.0),
+        (2.0, 2.5, 2.0),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 300), st.integers(1, 7), st.integers(1, 40))
+def test_sample_keeps_one_in_n_across_batches(total: int, n: int, batch: int) -> None:
+    h = OperatorHarness(sample(n))
+    events = [Ev(i) for i in range(total)]
+    out = [e for b in range(0, total, batch) for e in h.feed(events[b : b + batch])]
+    assert out == events[::n]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abcdefg"), max_size=100), st.integers(1, 10))
+def test_distinct_passes_first_of_each_key_within_its_memory(comms: list[str], keys: int) -> None:
+    h = OperatorHarness(distinct("comm", max_keys=keys))
+    out = h.feed([Ev(i, c) for i, c in enumerate(comms)])
+    # reference: remember the `keys` most recently first-seen keys
+    remembered: list[str] = []
+    expected = []
+    for i, c in enumerate(comms):
+        if c not in remembered:
+            expected.append(i)
+            remembered.append(c)
+            remembered = remembered[-keys:]
+    assert [e.n for e in out] == expected
+
+
+def test_distinct_forgets_after_a_while_and_passes_side_records() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(distinct("comm", forget_after=10.0), clock)
+    side = JoinIncomplete(key={"k": 1}, start=Ev(9), reason="timeout", waited=1.0)
+    assert h.feed([Ev(1, "a"), side, Ev(2, "a"), Ev(3, "b")]) == [Ev(1, "a"), side, Ev(3, "b")]
+    clock.advance(9.0)
+    assert h.feed([Ev(4, "a")]) == []
+    clock.advance(1.0)
+    assert h.feed([Ev(5, "a"), Ev(6, "b")]) == [Ev(5, "a"), Ev(6, "b")]
+
+
+def test_throttle_passes_the_first_per_interval_and_counts_the_rest() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(throttle(3, per=1.0), clock)
+    assert [e.n for e in h.feed([Ev(i) for i in range(2)])] == [0, 1]
+    assert [e.n for e in h.feed([Ev(i) for i in range(2, 6)])] == [2]
+    clock.advance(1.0)
+    assert [e.n for e in h.feed([Ev(i) for i in range(6, 8)])] == [6, 7]
+    assert h.stats.dropped == {"throttled": 3}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(PipelineDefinitionError, match="sample: n must be a positive integer"):
+        sample(0)
+    with pytest.raises(PipelineDefinitionError, match="throttle: per must be a positive number"):
+        throttle(1, per=0)
+    with pytest.raises(PipelineDefinitionError, match="rate: every must be a positive number"):
+        rate(-1.0)

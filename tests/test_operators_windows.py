@@ -1,0 +1,316 @@
+"""Windows on a virtual clock: tumbling and sliding, processing and event
+time, lateness, limits, end of stream; each checked against a reference."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowtrace.clock import ManualClock
+from flowtrace.errors import PipelineDefinitionError
+from flowtrace.operators import Collect, Count, CountBy, Max, Min, Rate, Sum, log2_histogram, window
+from flowtrace.records import Histogram, JoinIncomplete, LateEvent, Record, WindowResult
+from flowtrace.testing import CollectSink, ListSource, OperatorHarness
+
+
+class Ev(msgspec.Struct, frozen=True):
+    n: int  # a unique id, so multisets are sets
+    ts: int = 0
+    comm: str = "a"
+    size: int = 1
+
+
+def collected(items: list[Any]) -> list[WindowResult]:
+    return [r for r in items if isinstance(r, WindowResult)]
+
+
+# -- processing time ----------------------------------------------------
+
+steps = st.lists(
+    st.tuples(st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.5, 3.0, 7.25]), st.integers(0, 5)),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps, st.sampled_from([1.0, 2.0, 0.5]))
+def test_tumbling_processing_time_windows_partition_the_events(
+    schedule: list[tuple[float, int]], size: float
+) -> None:
+    clock = ManualClock(10.0)
+    h = OperatorHarness(window(Collect(), size), clock)
+    fed_at: dict[int, float] = {}
+    n = 0
+    for dt, count in schedule:
+        h.advance(dt)
+        batch = [Ev(n + i) for i in range(count)]
+        n += count
+        for e in batch:
+            fed_at[e.n] = clock.now()
+        h.feed(batch)
+    h.finish()
+    windows = collected(h.emitted)
+    # every event exactly once, in order
+    assert [e.n for w in windows for e in w.value] == list(range(n))
+    # each in the window of the time it arrived
+    for w in windows:
+        assert w.window_start is not None and w.window_end is not None
+        for e in w.value:
+            assert (
+                w.window_start <= fed_at[e.n] < w.window_end
+                or fed_at[e.n] == w.window_end == clock.now()
+            )
+    # one window per interval, consecutive, including empty ones
+    starts = [w.window_start for w in windows]
+    assert starts == [10.0 + i * size for i in range(len(windows))]
+    assert len(windows) == int((clock.now() - 10.0) // size) + 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps, st.sampled_from([(2.0, 1.0), (3.0, 1.0), (1.0, 0.5), (2.0, 2.0)]))
+def test_sliding_processing_time_windows_hold_what_arrived_in_them(
+    schedule: list[tuple[float, int]], shape: tuple[float, float]
+) -> None:
+    size, every = shape
+    clock = ManualClock(0.0)
+    h = OperatorHarness(window(Collect(), size, every=every), clock)
+    arrivals: list[tuple[float, int]] = []
+    n = 0
+    for dt, count in schedule:
+        h.advance(dt)
+        h.feed([Ev(n + i) for i in range(count)])
+        arrivals += [(clock.now(), n + i) for i in range(count)]
+        n += count
+    end = clock.now()
+    before_end = collected(h.emitted)
+    at_end = collected(h.finish())
+    for w in before_end + at_end:
+        assert w.window_start is not None and w.window_end is not None
+        expected = [i for t, i in arrivals if w.window_start <= t < w.window_end]
+        if w in at_end:  # cut at end of stream, so it holds what arrived "now" too
+            assert w.window_end <= end
+            expected = [i for t, i in arrivals if w.window_start <= t <= w.window_end]
+        assert [e.n for e in w.value] == expected
+    # every event is in at least one window
+    assert {e.n for w in collected(h.emitted) for e in w.value} == set(range(n))
+
+
+def test_processing_time_emits_empty_windows_and_the_current_one_at_end() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(window(Count(), 1.0), clock)
+    h.feed([Ev(1), Ev(2)])
+    out = h.advance(3.0)  # one tick, three windows due
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [
+        (0.0, 1.0, 2),
+        (1.0, 2.0, 0),
+        (2.0, 3.0, 0),
+    ]
+    clock.advance(0.25)
+    assert [(r.window_start, r.window_end, r.value) for r in collected(h.finish())] == [
+        (3.0, 3.25, 0)
+    ]
+
+
+def test_scalar_aggregates_per_window_and_key() -> None:
+    clock = ManualClock()
+    events = [Ev(1, comm="a", size=5), Ev(2, comm="b", size=1), Ev(3, comm="a", size=7)]
+    results = {}
+    for agg in (Count(), Sum("size"), Min("size"), Max("size"), Rate()):
+        h = OperatorHarness(window(agg, 2.0, by="comm"), clock := ManualClock())
+        h.feed(events)
+        out = collected(h.advance(2.0))
+        results[agg.name] = [(r.key, r.value) for r in out]
+    assert results == {
+        "count": [({"comm": "a"}, 2), ({"comm": "b"}, 1)],
+        "sum": [({"comm": "a"}, 12), ({"comm": "b"}, 1)],
+        "min": [({"comm": "a"}, 5), ({"comm": "b"}, 1)],
+        "max": [({"comm": "a"}, 7), ({"comm": "b"}, 1)],
+        "rate": [({"comm": "a"}, 1.0), ({"comm": "b"}, 0.5)],
+    }
+    h = OperatorHarness(window(Max("size"), 1.0), clock)
+    assert [r.value for r in collected(h.advance(1.0))] == [None]  # empty window
+
+
+def test_whole_stream_histogram_per_key_at_end() -> None:
+    clock = ManualClock(5.0)
+    h = OperatorHarness(log2_histogram("size", unit="kbytes", by="comm"), clock)
+    assert h.feed([Ev(1, comm="b", size=4), Ev(2, comm="a", size=1), Ev(3, comm="b", size=5)]) == []
+    assert h.advance(100.0) == []
+    out = h.finish()
+    assert [
+        (r.key, [(b.low, b.count) for b in r.buckets]) for r in out if isinstance(r, Histogram)
+    ] == [
+        ({"comm": "b"}, [(4, 2)]),
+        ({"comm": "a"}, [(0, 1)]),
+    ]
+    assert all((r.window_start, r.window_end) == (5.0, 105.0) for r in out)
+
+
+def test_key_limit_per_interval_is_counted() -> None:
+    h = OperatorHarness(window(Count(), by="comm", max_keys=2))
+    h.feed([Ev(i, comm=c) for i, c in enumerate("abcacd")])
+    out = collected(h.finish())
+    assert [(r.key, r.value) for r in out] == [({"comm": "a"}, 2), ({"comm": "b"}, 1)]
+    assert h.stats.dropped == {"key_limit": 3}
+
+
+def test_side_records_pass_through_unchanged() -> None:
+    side = JoinIncomplete(key={"k": 1}, start=Ev(0), reason="timeout", waited=1.0)
+    h = OperatorHarness(window(Count()))
+    assert h.feed([Ev(1), side, Ev(2)]) == [side]
+    assert [r.value for r in collected(h.finish())] == [2]
+
+
+# -- event time ---------------------------------------------------------
+
+SECOND = 1_000_000_000
+
+stamped = st.lists(st.integers(0, 20 * SECOND), max_size=150)
+
+
+def reference_event_time(
+    stamps: list[int], batch: int, size: int, lateness: int
+) -> tuple[dict[int, list[int]], set[int]]:
+    """Tumbling event-time windows, simulated: window start -> event ids,
+    and the ids of late events (all their windows closed by the watermark of
+    the batches before theirs)."""
+    windows: dict[int, list[int]] = defaultdict(list)
+    late: set[int] = set()
+    newest: int | None = None
+    for b in range(0, len(stamps), batch):
+        part = list(enumerate(stamps))[b : b + batch]
+        for i, ts in part:
+            start = ts // size * size
+            if newest is not None and start + size <= newest - lateness:
+                late.add(i)
+            else:
+                windows[start].append(i)
+        newest = max([ts for _, ts in part] + ([newest] if newest is not None else []))
+    return dict(windows), late
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamped, st.integers(1, 20), st.sampled_from([1, 2, 5]), st.sampled_from([0, 1, 3]))
+def test_event_time_tumbling_windows_partition_the_events(
+    stamps: list[int], batch: int, size_s: int, lateness_s: int
+) -> None:
+    op = window(Collect(), float(size_s), time_field="ts", lateness=float(lateness_s))
+    h = OperatorHarness(op)
+    events = [Ev(i, ts) for i, ts in enumerate(stamps)]
+    for b in range(0, len(events), batch):
+        h.feed(events[b : b + batch])
+    h.finish()
+    windows, late = reference_event_time(stamps, batch, size_s * SECOND, lateness_s * SECOND)
+    got = {round(w.window_start * 1e9): [e.n for e in w.value] for w in collected(h.emitted)}  # type: ignore[operator]
+    assert got == windows
+    assert {r.event.n for r in h.emitted if isinstance(r, LateEvent)} == late
+    assert h.stats.dropped.get("late", 0) == len(late)
+    # windows come out oldest first and each holds only its own time range
+    starts = [w.window_start or 0.0 for w in collected(h.emitted)]
+    assert starts == sorted(starts)
+    for w in collected(h.emitted):
+        assert all(round(w.window_start * 1e9) <= e.ts < round(w.window_end * 1e9) for e in w.value)  # type: ignore[operator]
+
+
+@settings(max_examples=150, deadline=None)
+@given(stamped, st.integers(1, 20), st.sampled_from([(4, 1), (2, 1), (6, 2)]))
+def test_event_time_sliding_windows_hold_each_event_size_over_slide_times(
+    stamps: list[int], batch: int, shape: tuple[int, int]
+) -> None:
+    size, every = shape
+    op = window(Collect(), float(size), every=float(every), time_field="ts", lateness=100.0)
+    h = OperatorHarness(op)
+    events = [Ev(i, ts) for i, ts in enumerate(stamps)]
+    for b in range(0, len(events), batch):
+        h.feed(events[b : b + batch])
+    h.finish()
+    seen = Counter(e.n for w in collected(h.emitted) for e in w.value)
+    assert seen == Counter(dict.fromkeys(range(len(stamps)), size // every))
+    for w in collected(h.emitted):
+        assert all(round(w.window_start * 1e9) <= e.ts < round(w.window_end * 1e9) for e in w.value)  # type: ignore[operator]
+    assert not any(isinstance(r, LateEvent) for r in h.emitted)
+
+
+def test_late_events_are_counted_and_passed_on_or_only_counted() -> None:
+    for emit_late in (True, False):
+        h = OperatorHarness(window(Count(), 1.0, time_field="ts", emit_late=emit_late))
+        first = h.feed([Ev(1, 5 * SECOND + 10)])
+        assert first == []
+        out = h.feed([Ev(2, 7 * SECOND), Ev(3, 2 * SECOND)])
+        assert [(r.window_start, r.value) for r in collected(out)] == [(5.0, 1)]
+        late = [r for r in out if isinstance(r, LateEvent)]
+        assert [(r.event.n, r.window_start, r.watermark) for r in late] == (
+            [(3, 2.0, 5.00000001)] if emit_late else []
+        )
+        assert h.stats.dropped == {"late": 1}
+        assert [(r.window_start, r.value) for r in collected(h.finish())] == [(7.0, 1)]
+
+
+# -- limit and stopping -------------------------------------------------
+
+
+def test_limit_emits_that_many_windows_then_asks_to_stop() -> None:
+    clock = ManualClock()
+    h = OperatorHarness(window(Count(), 1.0, limit=2), clock)
+    h.feed([Ev(1)])
+    assert not h.pipeline_stop_requested
+    out = h.advance(1.0)
+    h.feed([Ev(2), Ev(3)])
+    out += h.advance(1.0)
+    h.feed([Ev(4)])
+    assert h.pipeline_stop_requested
+    assert [r.value for r in collected(out)] == [1, 2]
+    assert h.finish() == []
+    assert h.stats.dropped == {"after_limit": 1}
+
+
+@pytest.mark.anyio
+async def test_limit_stops_a_live_pipeline_after_n_windows() -> None:
+    """vfsreadlat's count: three histograms, then the pipeline ends by itself."""
+    source = ListSource([Ev(i, size=i) for i in range(100_000)], batch_size=10, interval=0.005)
+    sink = CollectSink[Record]()
+    pipeline = source | log2_histogram("size", unit="usecs", every=0.05, limit=3) | sink
+    with anyio.fail_after(30):
+        stats = await pipeline.run()
+    assert len([r for r in sink.items if isinstance(r, Histogram)]) == 3
+    assert stats.stages[0].received < 100_000
+    hist = stats.stages[1]
+    # every event read was either in an emitted histogram or counted
+    emitted_events = sum(r.total for r in sink.items if isinstance(r, Histogram))
+    assert emitted_events + hist.dropped.get("after_limit", 0) == hist.received
+
+
+@pytest.mark.anyio
+async def test_limit_stops_a_pipeline_without_ticks() -> None:
+    """Event time has no tick: the stop request is acted on after process()."""
+    events = [Ev(i, ts=i * SECOND // 10) for i in range(100_000)]  # ten per second
+    source = ListSource(events, batch_size=5, interval=0.001)
+    sink = CollectSink[Record]()
+    with anyio.fail_after(30):
+        stats = await (source | window(Count(), 1.0, time_field="ts", limit=2) | sink).run()
+    assert [(r.window_start, r.value) for r in collected(sink.items)] == [(0.0, 10), (1.0, 10)]
+    assert stats.stages[0].received < 100_000
+    op = stats.stages[1]
+    assert op.received == 20 + op.dropped["after_limit"]
+
+
+def test_bad_window_definitions() -> None:
+    with pytest.raises(PipelineDefinitionError, match="not a whole multiple"):
+        window(Count(), 3.0, every=2.0)
+    with pytest.raises(PipelineDefinitionError, match="need a window size"):
+        window(Count(), time_field="ts")
+    with pytest.raises(PipelineDefinitionError, match="keyed already"):
+        window(CountBy("comm"), 1.0, by="comm")
+    with pytest.raises(PipelineDefinitionError, match="lateness must be >= 0"):
+        window(Count(), 1.0, lateness=-1)
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"Collect\(max_items=0\): max_items must be a positive integer",
+    ):
+        Collect(0)
