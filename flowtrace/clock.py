@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock"]
+__all__ = ["Clock", "ManualClock", "MonotonicClock", "TickSchedule"]
 
 
 class Clock(Protocol):
     """A source of monotonic time in seconds."""
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """Seconds on a clock that never goes backwards."""
+        ...
 
 
 class MonotonicClock:
@@ -34,3 +36,36 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds
+
+
+class TickSchedule:
+    """When an operator's ``tick()`` is due, on a clock, in whole nanoseconds.
+
+    Ticks fall on ``start + k * interval``; :meth:`due` answers once per
+    reached tick time however far the clock jumped (a virtual clock may skip
+    several intervals; the operator's tick then emits everything due).
+    Integer arithmetic keeps 10 steps of 0.1 s exactly 10 ticks.
+    """
+
+    def __init__(self, clock: Clock, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("a tick interval must be positive")
+        self._clock = clock
+        self._interval = round(interval * 1e9)
+        self._next = _ns(clock.now()) + self._interval
+
+    def seconds_left(self) -> float:
+        """Seconds until the next tick (0 when one is due)."""
+        return max(0, self._next - _ns(self._clock.now())) / 1e9
+
+    def due(self) -> bool:
+        """Whether a tick is due now; if so, the schedule moves past ``now``."""
+        now = _ns(self._clock.now())
+        if now < self._next:
+            return False
+        self._next += self._interval * (1 + (now - self._next) // self._interval)
+        return True
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)

@@ -81,9 +81,9 @@ def generate(
     layout: Layout[Any],
     choices: Sequence[Choice],
     *,
-    prelude: str = "",
-    transport: str = "ringbuf",
-    ring_pages: int = 64,
+    prelude: str,
+    transport: str,
+    ring_pages: int,
 ) -> Program:
     """The program for ``choices`` (one per probe) emitting ``layout`` records."""
     parts = [_HEADER, layout.c_struct(), _outputs(layout, transport, ring_pages)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -54,7 +54,6 @@ class Layout(Generic[E]):
     fields: tuple[FieldLayout, ...]
     size: int
     align: int
-    _strings: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def c_name(self) -> str:
@@ -84,13 +83,21 @@ class Layout(Generic[E]):
             }
         )
 
-    def decode(self, records: np.ndarray[Any, Any]) -> list[E]:
-        """Decode an array of records (of :meth:`dtype`) into events, in order."""
+    def decode(
+        self, records: np.ndarray[Any, Any], strings: dict[bytes, str] | None = None
+    ) -> list[E]:
+        """Decode an array of records (of :meth:`dtype`) into events, in order.
+
+        ``strings`` memoises decoded strings across calls (a reader keeps one:
+        command names and paths repeat); it is cleared when it passes 65536
+        entries, so it holds at most that many plus one batch's worth.
+        """
+        cache = {} if strings is None else strings
         columns: list[list[Any]] = []
         for f in self.fields:
             column = records[f.name].tolist()
             if f.ktype.is_string:
-                column = _decode_strings(column, self._strings)
+                column = _decode_strings(column, cache)
             columns.append(column)
         return list(map(self.event, *columns))
 
@@ -113,8 +120,7 @@ _STRING_CACHE_LIMIT = 65536
 
 
 def _decode_strings(raw: list[bytes], cache: dict[bytes, str]) -> list[str]:
-    """NUL-terminated, UTF-8 (invalid bytes replaced). Strings repeat (command
-    names, paths), so decoded values are memoised, up to a bounded count."""
+    """NUL-terminated, UTF-8 (invalid bytes replaced), memoised in ``cache``."""
     if len(cache) > _STRING_CACHE_LIMIT:
         cache.clear()
     out = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -24,7 +24,8 @@ __all__ = ["KernelSource"]
 E = TypeVar("E", bound=Event)
 
 _BATCH_LIMIT = 8192
-_LOST_REFRESH = 0.25  # seconds between reads of the kernel's lost counter
+_LOST_REFRESH = 0.25  # seconds between reads of the program's lost counter
+_DRAIN_GRACE = 0.1  # seconds a stop waits for records still being written
 
 
 class KernelSource(Source[E], Generic[E]):
@@ -53,8 +54,8 @@ class KernelSource(Source[E], Generic[E]):
     ) -> None:
         if transport not in ("auto", "ringbuf", "perf"):
             raise ValueError(f"transport must be auto, ringbuf or perf, not {transport!r}")
-        if buffer_pages & (buffer_pages - 1):
-            raise ValueError("buffer_pages must be a power of two")
+        if buffer_pages < 1 or buffer_pages & (buffer_pages - 1):
+            raise ValueError(f"buffer_pages must be a power of two, not {buffer_pages}")
         self.event = event
         self.probes = probes
         self.prelude = prelude
@@ -69,6 +70,8 @@ class KernelSource(Source[E], Generic[E]):
         return resolve(self.probes)
 
     def chosen_transport(self) -> str:
+        """"ringbuf" or "perf": the one asked for, or with "auto" the ring
+        buffer where the kernel has it."""
         if self.transport != "auto":
             return self.transport
         return "ringbuf" if kernel.features()["ringbuf"].available else "perf"
@@ -95,6 +98,9 @@ class KernelSource(Source[E], Generic[E]):
         try:
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
             reader = loaded.open_reader(self.chosen_transport(), self.layout, self.buffer_pages)
+            # the run starts now: outputs that failed before the perf rings were
+            # in place (between attach and here) are not part of it
+            loaded.lost_before_start = loaded.lost()
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
             ctx.ready()
@@ -106,19 +112,34 @@ class KernelSource(Source[E], Generic[E]):
         self, ctx: SourceContext, emit: Emit[E], loaded: _Loaded, reader: Transport
     ) -> None:
         stats = ctx.stats
+        next_refresh = 0.0
         while not ctx.stop_requested:
+            now = anyio.current_time()
+            if now >= next_refresh:
+                stats.lost = loaded.lost()
+                next_refresh = now + _LOST_REFRESH
             batch = reader.read(_BATCH_LIMIT)
             if batch:
                 stats.received += len(batch)
                 await emit(batch)  # type: ignore[arg-type]
-                continue
-            stats.lost = loaded.lost()
-            await ctx.wait_readable(reader.fd, _LOST_REFRESH)
+            else:
+                await ctx.wait_readable(reader.fd, _LOST_REFRESH)
         loaded.detach()
-        while batch := reader.read(_BATCH_LIMIT):
-            stats.received += len(batch)
-            await emit(batch)  # type: ignore[arg-type]
+        await self._drain(ctx, emit, reader)
         stats.lost = loaded.lost()
+
+    async def _drain(self, ctx: SourceContext, emit: Emit[E], reader: Transport) -> None:
+        """Emit what the buffer holds after detaching. A record another CPU is
+        still writing is waited for briefly; what is left after that is counted."""
+        deadline = anyio.current_time() + _DRAIN_GRACE
+        while reader.pending() and anyio.current_time() < deadline:
+            batch = reader.read(_BATCH_LIMIT)
+            if batch:
+                ctx.stats.received += len(batch)
+                await emit(batch)  # type: ignore[arg-type]
+            else:
+                await anyio.sleep(0.001)
+        ctx.stats.drop("unread_at_stop", reader.unread())
 
 
 class _Loaded:
@@ -131,6 +152,7 @@ class _Loaded:
     def __init__(self) -> None:
         self.bpf: Any = None
         self.reader: Transport | None = None
+        self.lost_before_start = 0
 
     def load(self, program: Program, cflags: Sequence[str]) -> None:
         try:
@@ -167,40 +189,55 @@ class _Loaded:
         return self.reader
 
     def lost(self) -> int:
-        """Records the program could not write to its full buffer."""
+        """Records the program could not write to its full buffer since the start."""
         if self.bpf is None:
             return 0
-        return int(self.bpf[LOST_MAP.encode()].sum(0).value)
+        return int(self.bpf[LOST_MAP.encode()].sum(0).value) - self.lost_before_start
 
     def detach(self) -> None:
-        """Detach every probe but keep the maps, so the buffer can be drained."""
+        """Detach every probe but keep the program and maps, so the buffer can be
+        drained. Carries on past a failing detach and raises the first failure."""
         bpf = self.bpf
         if bpf is None:
             return
-        for name in list(bpf.kprobe_fds):
-            bpf.detach_kprobe_event(name)
-        for name in list(bpf.uprobe_fds):
-            bpf.detach_uprobe_event(name)
-        for name in list(bpf.tracepoint_fds):
-            bpf.detach_tracepoint(name)
-        for name in list(bpf.raw_tracepoint_fds):
-            bpf.detach_raw_tracepoint(name)
-        for name in list(bpf.kfunc_entry_fds):
-            bpf.detach_kfunc(name)
-        for name in list(bpf.kfunc_exit_fds):
-            bpf.detach_kretfunc(name)
+        failures: list[Exception] = []
+        steps: list[tuple[Callable[..., object], list[Any]]] = [
+            (bpf.detach_kprobe_event, list(bpf.kprobe_fds)),
+            (bpf.detach_uprobe_event, list(bpf.uprobe_fds)),
+            (bpf.detach_tracepoint, list(bpf.tracepoint_fds)),
+            (bpf.detach_raw_tracepoint, list(bpf.raw_tracepoint_fds)),
+            (bpf.detach_kfunc, list(bpf.kfunc_entry_fds)),
+            (bpf.detach_kretfunc, list(bpf.kfunc_exit_fds)),
+            (bpf.detach_lsm, list(bpf.lsm_fds)),
+        ]
+        for detach, names in steps:
+            for name in names:
+                try:
+                    detach(name)
+                except Exception as exc:
+                    failures.append(exc)
         for ev_type, ev_config in list(bpf.open_perf_events):
-            bpf.detach_perf_event(ev_type, ev_config)
+            try:
+                bpf.detach_perf_event(ev_type, ev_config)
+            except Exception as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def release(self) -> None:
-        """Detach everything and free the program; safe to call in any state."""
-        if self.bpf is not None:
+        """Detach everything, free the program and the reader; safe in any state,
+        and every step runs even when an earlier one fails."""
+        bpf, reader = self.bpf, self.reader
+        try:
             self.detach()
-            self.bpf.cleanup()
-            self.bpf = None
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
+        finally:
+            self.bpf = self.reader = None
+            try:
+                if bpf is not None:
+                    bpf.close()  # program fds and the module (maps)
+            finally:
+                if reader is not None:
+                    reader.close()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -43,6 +43,7 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
     try:
         exec(code, module.__dict__)
     except Exception as exc:
+        del sys.modules[module_name]
         raise PipelineFileError(
             f"{path}: failed while loading: {type(exc).__name__}: {exc}"
         ) from None

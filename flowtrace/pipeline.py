@@ -24,10 +24,11 @@ from contextlib import aclosing
 from typing import Any, Generic, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock, MonotonicClock
+from .clock import Clock, MonotonicClock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import PipelineDefinitionError, StageError
 from .stages import AsyncOperator, Operator, Sink, Source
@@ -84,6 +85,8 @@ class _Edge:
         self._upstream = upstream
 
     async def send(self, batch: Batch) -> None:
+        """Pass ``batch`` on under the edge's policy; always yields to the
+        event loop once, so a producer that never waits cannot starve others."""
         if not batch:
             return
         try:
@@ -91,8 +94,11 @@ class _Edge:
         except anyio.WouldBlock:
             if self._overflow is Overflow.DROP:
                 self._upstream.drop("overflow", len(batch))
+                await anyio.lowlevel.checkpoint()
                 return
             await self.send_stream.send(batch)
+        else:
+            await anyio.lowlevel.checkpoint()
         self._upstream.emitted += len(batch)
 
     def close(self) -> None:
@@ -140,7 +146,9 @@ class Pipeline:
         overflow: Overflow | None = None,
         clock: Clock | None = None,
     ) -> Pipeline:
-        """A new, not yet run pipeline with some parts replaced (others shared)."""
+        """A new, not yet run pipeline with some parts replaced, to run instead
+        of this one: the parts not replaced (operators with their state) are
+        shared, so the two must not run at the same time."""
         return Pipeline(
             source or self.source,
             self.operators,
@@ -202,7 +210,9 @@ class Pipeline:
                     tg.start_soon(self._run_source, source_ctx, edges[0])
                     for i, op in enumerate(self.operators):
                         ctx = StageContext(stats[i + 1], self.clock, tell)
-                        tg.start_soon(self._run_operator, op, ctx, edges[i], edges[i + 1])
+                        tg.start_soon(
+                            self._run_operator, op, ctx, edges[i], edges[i + 1], source_ctx
+                        )
                     sink_ctx = StageContext(stats[-1], self.clock, tell)
                     tg.start_soon(self._run_sink, sink_ctx, edges[-1])
                     await source_ctx.wait_ready()
@@ -224,13 +234,22 @@ class Pipeline:
             await self.source.run(ctx, edge.send)
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
+        else:
+            ctx.ready()  # a source that ended without saying so
         finally:
             edge.close()
-            ctx.ready()
 
     async def _run_operator(
-        self, op: Operator[Any, Any], ctx: StageContext, inbox: _Edge, outbox: _Edge
+        self,
+        op: Operator[Any, Any],
+        ctx: StageContext,
+        inbox: _Edge,
+        outbox: _Edge,
+        source_ctx: SourceContext,
     ) -> None:
+        # opened once the source produces, so processing time (windows, ticks)
+        # starts when the probes are attached, not while they compile
+        await source_ctx.wait_ready()
         try:
             op.open(ctx)
             async with inbox.receive_stream:
@@ -287,12 +306,10 @@ class Pipeline:
         inbox: MemoryObjectReceiveStream[Batch],
         outbox: _Edge,
     ) -> None:
-        interval = op.tick_interval or 0.0
-        clock = ctx.clock
-        deadline = clock.now() + interval
+        schedule = TickSchedule(ctx.clock, op.tick_interval or 0.0)
         while True:
             batch: Batch | None = None
-            with anyio.move_on_after(max(0.0, deadline - clock.now())):
+            with anyio.move_on_after(schedule.seconds_left()):
                 try:
                     batch = await inbox.receive()
                 except anyio.EndOfStream:
@@ -300,12 +317,8 @@ class Pipeline:
             if batch is not None:
                 ctx.stats.received += len(batch)
                 await outbox.send(list(op.process(batch)))
-            now = clock.now()
-            if now >= deadline:
-                # one tick, however far a (virtual) clock jumped: tick() emits
-                # everything due at clock.now()
+            if schedule.due():
                 await outbox.send(list(op.tick()))
-                deadline += interval * (1 + (now - deadline) // interval)
             self._stop_if_asked(op)
 
     async def _run_sink(self, ctx: StageContext, inbox: _Edge) -> None:

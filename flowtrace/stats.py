@@ -30,6 +30,7 @@ class StageStats:
 
     @property
     def dropped_total(self) -> int:
+        """Events this stage dropped, all reasons together."""
         return sum(self.dropped.values())
 
     def describe(self) -> str:
@@ -56,10 +57,12 @@ class PipelineStats:
 
     @property
     def lost(self) -> int:
+        """Events lost before reaching the pipeline (kernel buffer full)."""
         return sum(s.lost for s in self.stages)
 
     @property
     def dropped(self) -> int:
+        """Events dropped inside the pipeline, every stage and reason together."""
         return sum(s.dropped_total for s in self.stages)
 
     def summary(self) -> list[str]:

@@ -51,7 +51,13 @@ class Transport(Protocol):
         """Whether records are waiting to be read."""
         ...
 
-    def close(self) -> None: ...
+    def unread(self) -> int:
+        """How many records are in the buffer, read or not yet committed."""
+        ...
+
+    def close(self) -> None:
+        """Unmap and close; the reader is unusable afterwards."""
+        ...
 
 
 class RingBufferReader:
@@ -60,6 +66,8 @@ class RingBufferReader:
     Maps the consumer page read-write and the producer page plus the data area
     (mapped twice by the kernel, so a record that wraps is contiguous) read-only.
     The mappings hold the map alive, so a final drain works after bcc closed it.
+    Positions are read with plain loads, which x86-64's memory ordering makes
+    sufficient; weaker-ordered CPUs (arm64) would need acquire/release loads.
     """
 
     def __init__(self, map_fd: int, size: int, layout: Layout[Any]) -> None:
@@ -75,26 +83,41 @@ class RingBufferReader:
             map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._data_start = page
+        self._strings: dict[bytes, str] = {}
 
     def pending(self) -> bool:
         return bool(_POS.unpack_from(self._consumer)[0] != _POS.unpack_from(self._data)[0])
 
+    def unread(self) -> int:
+        consumer = _POS.unpack_from(self._consumer)[0]
+        producer = _POS.unpack_from(self._data)[0]
+        return int((producer - consumer) // self._stride)
+
     def read(self, limit: int) -> list[Event]:
+        """Up to ``limit`` committed events, oldest first; never blocks.
+
+        Stops before the first record still being written (its producer
+        reserved it but has not committed); skips discarded ones; then hands
+        the space back to the kernel.
+        """
         consumer = _POS.unpack_from(self._consumer)[0]
         producer = _POS.unpack_from(self._data)[0]
         count = min((producer - consumer) // self._stride, limit)
         if count <= 0:
             return []
         offset = self._data_start + (consumer & self._mask)
-        lengths = np.frombuffer(self._data, self._header, count, offset)["len"]
-        flagged = np.flatnonzero(lengths & (_BUSY | _DISCARD))
-        if flagged.size and lengths[flagged[0]] & _BUSY:
-            count = int(flagged[0])  # stop at the first record still being written
+        # one snapshot of the headers: a producer may commit while we look
+        lengths = np.frombuffer(self._data, self._header, count, offset)["len"].copy()
+        busy = np.flatnonzero(lengths & _BUSY)
+        if busy.size:
+            count = int(busy[0])
+            lengths = lengths[:count]
         records = np.frombuffer(self._data, self._dtype, count, offset)
-        if flagged.size:
-            records = records[(lengths[:count] & _DISCARD) == 0]
-        events = self._layout.decode(records)
-        del records, lengths
+        discarded = (lengths & _DISCARD) != 0
+        if discarded.any():
+            records = records[~discarded]
+        events = self._layout.decode(records, self._strings)
+        del records
         _POS.pack_into(self._consumer, 0, consumer + count * self._stride)
         return events
 
@@ -175,6 +198,11 @@ class _PerfRing:
         self._page = page
         fcntl.ioctl(self.fd, _PERF_EVENT_IOC_ENABLE, 0)
 
+    def backlog(self) -> int:
+        """Bytes written and not yet taken."""
+        head = _POS.unpack_from(self.map, _DATA_HEAD)[0]
+        return int(head - _POS.unpack_from(self.map, _DATA_TAIL)[0])
+
     def take(self) -> bytes:
         """Every complete record written since the last call, unwrapped."""
         head = _POS.unpack_from(self.map, _DATA_HEAD)[0]
@@ -225,6 +253,7 @@ class PerfBufferReader:
         self._rings: list[_PerfRing] = []
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
+        self._strings: dict[bytes, str] = {}
         try:
             for cpu in cpus:
                 ring = _PerfRing(cpu, pages)
@@ -236,15 +265,19 @@ class PerfBufferReader:
             raise
 
     def pending(self) -> bool:
-        return any(
-            _POS.unpack_from(r.map, _DATA_HEAD)[0] != _POS.unpack_from(r.map, _DATA_TAIL)[0]
-            for r in self._rings
-        )
+        return any(ring.backlog() for ring in self._rings)
+
+    def unread(self) -> int:
+        """Records in the rings (lost-record notices, if any, counted as one each)."""
+        return sum(ring.backlog() for ring in self._rings) // self._stride
 
     def read(self, limit: int) -> list[Event]:
-        """Everything the rings hold now (a ring never holds more than its size)."""
+        """What the rings hold now, CPU by CPU, until ``limit`` is reached; a
+        ring is taken whole, so a read may pass ``limit`` by one ring's content."""
         events: list[Event] = []
         for ring in self._rings:
+            if len(events) >= limit:
+                break
             data = ring.take()
             if data:
                 events += self._decode(data)
@@ -257,7 +290,7 @@ class PerfBufferReader:
             if bool(
                 np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self._stride))
             ):
-                return self._layout.decode(np.frombuffer(data, self._dtype, count))
+                return self._layout.decode(np.frombuffer(data, self._dtype, count), self._strings)
         return self._decode_mixed(data)
 
     def _decode_mixed(self, data: bytes) -> list[Event]:
@@ -271,7 +304,7 @@ class PerfBufferReader:
             offset += size
         if not samples:
             return []
-        return self._layout.decode(np.frombuffer(bytes(samples), self._dtype))
+        return self._layout.decode(np.frombuffer(bytes(samples), self._dtype), self._strings)
 
     def close(self) -> None:
         for ring in self._rings:

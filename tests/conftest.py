@@ -9,6 +9,7 @@ for probe events left registered in tracefs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,7 +55,22 @@ def _kernel_handles() -> list[str]:
 
 
 def _probe_events() -> list[str]:
-    return [line for f in PROBE_EVENT_FILES if f.exists() for line in f.read_text().splitlines()]
+    """Probe events bcc registered in tracefs (named ``..._bcc_<pid>``) for this
+    process or for one that no longer exists: leaks of ours, not of a test
+    run beside this one."""
+    ours = []
+    for f in PROBE_EVENT_FILES:
+        if not f.exists():
+            continue
+        for line in f.read_text().splitlines():
+            owner = re.search(r"_bcc_(\d+)", line)
+            if owner and (int(owner.group(1)) == os.getpid() or not _alive(int(owner.group(1)))):
+                ours.append(line)
+    return ours
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(autouse=True)

@@ -86,10 +86,11 @@ async def test_flooded_source_accounts_for_every_event(transport: str) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload.go)
-        await anyio.sleep(0.2)
+        with anyio.fail_after(10):  # the loss shows while the run goes on
+            while pipeline.stats.stages[0].lost == 0:  # noqa: ASYNC110 - polling a counter
+                await anyio.sleep(0.05)
         pipeline.stop()
     source = pipeline.stats.stages[0]
-    assert source.lost > 0, "the flood should overflow a one-page buffer"
     assert len(sink.items) == source.received
     assert source.received + source.lost == count
 

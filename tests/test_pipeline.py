@@ -3,14 +3,29 @@ errors, and embedding under asyncio and trio. No kernel needed."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import anyio
 import pytest
 import trio
 
-from flowtrace import Operator, Overflow, Pipeline, PipelineDefinitionError, StageError
+from flowtrace import (
+    Emit,
+    ManualClock,
+    Operator,
+    Overflow,
+    Pipeline,
+    PipelineDefinitionError,
+    Source,
+    SourceContext,
+    StageContext,
+    StageError,
+)
 from flowtrace.testing import CollectSink, ListSource
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 
 class Double(Operator[int, int]):
@@ -182,3 +197,78 @@ async def test_embedded_in_asyncio() -> None:
 
 def test_embedded_in_trio() -> None:
     assert 0 < trio.run(_embedded, 50) <= 50
+
+
+class Firehose(Source[int]):
+    """Emits forever without ever waiting itself, like a kernel source whose
+    buffer never empties."""
+
+    name = "firehose"
+
+    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
+        ctx.ready()
+        while not ctx.stop_requested:
+            ctx.stats.received += 10
+            await emit(list(range(10)))
+
+
+@pytest.mark.anyio
+async def test_drop_policy_still_lets_stop_and_duration_work() -> None:
+    sink = SlowSink()
+    pipeline = Pipeline(Firehose(), [], sink, capacity=1, overflow=Overflow.DROP)
+    with anyio.fail_after(10):
+        stats = await pipeline.run(duration=0.2)
+    source = stats.stages[0]
+    assert len(sink.items) > 0
+    assert source.received == len(sink.items) + source.dropped["overflow"]
+
+
+class FailsBeforeReady(Source[int]):
+    name = "early"
+
+    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
+        raise OSError("cannot attach")
+
+
+@pytest.mark.anyio
+async def test_start_raises_when_the_source_fails_before_it_is_ready() -> None:
+    pipeline = FailsBeforeReady() | CollectSink[int]()
+    reached_after_start = False
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            reached_after_start = True
+    assert info.group_contains(StageError, match="stage 'early' failed: OSError: cannot attach")
+    assert not reached_after_start
+
+
+class SlowToStart(Source[int]):
+    """Takes a while before it is ready, as compiling and attaching does."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.ready_at = -1.0
+
+    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
+        await anyio.sleep(0.05)
+        self.clock.advance(5.0)
+        self.ready_at = self.clock.now()
+        ctx.ready()
+        await emit([1, 2, 3])
+
+
+class RecordsOpen(Double):
+    def open(self, ctx: StageContext) -> None:
+        super().open(ctx)
+        self.opened_at = ctx.clock.now()
+
+
+@pytest.mark.anyio
+async def test_operators_open_when_the_source_is_ready() -> None:
+    clock = ManualClock()
+    source = SlowToStart(clock)
+    operator = RecordsOpen()
+    sink = CollectSink[int]()
+    await Pipeline(source, [operator], sink, clock=clock).run()
+    assert operator.opened_at == source.ready_at == 5.0
+    assert sink.items == [2, 4, 6]
