@@ -1,4 +1,10 @@
-"""The ``flowtrace`` command: run, explain, doctor."""
+"""The ``flowtrace`` command: run, explain, doctor.
+
+``run`` also takes ``--sink NAME:ARG`` (repeatable; sinks added to the
+pipeline's own), ``--record PATH`` (save the source's events as they arrive)
+and ``--replay PATH [--realtime]`` (read them back instead of attaching: no
+root, no bcc). Options go before the pipeline file.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
@@ -14,6 +21,9 @@ from .doctor import as_json_objects, run_checks
 from .errors import FlowtraceError, PipelineFileError
 from .loader import load_pipeline
 from .pipeline import Pipeline
+from .recorder import RecordingSource
+from .replay import ReplayError, replay
+from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 
 __all__ = ["main"]
 
@@ -56,8 +66,28 @@ async def _run(pipeline: Pipeline, duration: float | None) -> None:
             tg.cancel_scope.cancel()
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _build(args: argparse.Namespace) -> Pipeline:
+    """The pipeline to run: loaded, replayed or recorded, with the extra sinks."""
     pipeline = load_pipeline(args.pipeline, args.args)
+    sinks = [sink_from_spec(spec) for spec in args.sink]
+    if args.realtime and not args.replay:
+        raise SinkSpecError("--realtime paces a replay: use it with --replay PATH")
+    if args.replay:
+        if args.record and Path(args.record).resolve() == Path(args.replay).resolve():
+            raise ReplayError(
+                f"--record {args.record} would overwrite the recording being replayed"
+            )
+        pipeline = replay(pipeline, args.replay, realtime=args.realtime)
+    if args.record:
+        folder = Path(args.record).resolve().parent
+        if not folder.is_dir():
+            raise ReplayError(f"--record {args.record}: no directory {str(folder)!r}")
+        pipeline = pipeline.replace(source=RecordingSource(pipeline.source, args.record))
+    return with_sinks(pipeline, sinks)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    pipeline = _build(args)
     try:
         anyio.run(_run, pipeline, args.duration)
     finally:
@@ -91,6 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline file until Ctrl-C or its end")
     run.add_argument("pipeline", help="FILE[:NAME], NAME defaults to 'pipeline'")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="NAME:ARG",
+        help="also write to this sink (ndjson:PATH, socket:tcp://HOST:PORT, metrics:PORT, ...)",
+    )
+    run.add_argument("--record", metavar="PATH", help="save the source's events to PATH")
+    run.add_argument(
+        "--replay", metavar="PATH", help="read the source's events from a recording (no root)"
+    )
+    run.add_argument(
+        "--realtime", action="store_true", help="replay at recorded speed, not as fast as possible"
+    )
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the pipeline")
     run.set_defaults(handler=_cmd_run)
     explain = commands.add_parser(
@@ -109,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except PipelineFileError as exc:
+    except (PipelineFileError, SinkSpecError, ReplayError) as exc:
         _say(f"error: {exc}")
         return 2
     except FlowtraceError as exc:

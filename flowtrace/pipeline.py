@@ -97,9 +97,10 @@ class _Edge:
                 await anyio.lowlevel.checkpoint()
                 return
             await self.send_stream.send(batch)
+            self._upstream.emitted += len(batch)
         else:
+            self._upstream.emitted += len(batch)
             await anyio.lowlevel.checkpoint()
-        self._upstream.emitted += len(batch)
 
     def close(self) -> None:
         self.send_stream.close()
@@ -323,16 +324,16 @@ class Pipeline:
 
     async def _run_sink(self, ctx: StageContext, inbox: _Edge) -> None:
         try:
-            await self.sink.open(ctx)
-            try:
-                async with inbox.receive_stream:
+            async with inbox.receive_stream:
+                await self.sink.open(ctx)
+                try:
                     async for batch in inbox.receive_stream:
                         ctx.stats.received += len(batch)
                         await self.sink.write(batch)
                         ctx.stats.emitted += len(batch)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.sink.close()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self.sink.close()
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
 

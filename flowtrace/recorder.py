@@ -1,0 +1,159 @@
+"""Recording a source's events as they arrive, for replay without a kernel.
+
+A recording is NDJSON in the schema of :mod:`flowtrace.sinks.schema`: a
+``recording`` header, one ``event`` record per event with ``at`` (the
+pipeline clock when the source handed its batch on; events of one batch
+share it), and an ``end`` record. :mod:`flowtrace.replay` reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+from msgspec.structs import fields
+
+from .clock import MonotonicClock
+from .context import SourceContext
+from .events import Event, layout_of
+from .sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
+from .stages import Emit, Source
+from .stats import PipelineStats
+
+__all__ = ["RecordingSource", "field_types"]
+
+T = TypeVar("T")
+
+
+def field_types(event: type[Any]) -> list[tuple[str, str]]:
+    """(name, type) of each field of ``event``, as a recording header lists
+    them: the C type for an :class:`~flowtrace.events.Event`, the Python type
+    for another msgspec Struct."""
+    if not issubclass(event, Event):
+        return [(f.name, getattr(f.type, "__name__", repr(f.type))) for f in fields(event)]
+    return [
+        (f.name, f"{f.ktype.c_type}[{f.ktype.array_len}]" if f.ktype.is_string else f.ktype.c_type)
+        for f in layout_of(event).fields
+    ]
+
+
+class RecordingSource(Source[T], Generic[T]):
+    """Runs ``source`` unchanged and writes every batch it emits to ``path``
+    before passing it on.
+
+    Takes the wrapped source's name and ``event`` type, so counters and
+    replays read as the original. Holds nothing in memory: each batch is
+    written with ``os.write`` before it goes downstream, so the recording has
+    every event the source emitted even if the process is killed. A write
+    error truncates the file back to its last whole line and fails the
+    source (and so the pipeline). The ``end`` record is written, and the file
+    fsynced, on every exit of ``source.run`` (end, stop, failure,
+    cancellation); only a killed process leaves a recording without one.
+    The file is truncated when recording starts.
+    """
+
+    def __init__(self, source: Source[T], path: str | os.PathLike[str]) -> None:
+        self.source = source
+        self.path = Path(path)
+        self.name = source.stage_name()
+        self.event: type[Any] | None = getattr(source, "event", None)
+        self._encoder = RecordEncoder()
+
+    def describe(self) -> list[str]:
+        return [*self.source.describe(), f"  recording its events to {self.path}"]
+
+    def bind_pipeline(self, stats: PipelineStats) -> None:
+        """Pass the pipeline's counters on to the recorded source, if it uses them."""
+        bind = getattr(self.source, "bind_pipeline", None)
+        if callable(bind):
+            bind(stats)
+
+    def header(self, start: float, clock: object) -> RecordingHeader:
+        event = self.event
+        return RecordingHeader(
+            source=self.name,
+            event=event.__name__ if event else None,
+            fields=field_types(event) if event else None,
+            clock="monotonic" if isinstance(clock, MonotonicClock) else type(clock).__name__,
+            start=start,
+        )
+
+    async def run(self, ctx: SourceContext, emit: Emit[T]) -> None:
+        file = _LineFile(self.path)
+        recorded = 0
+
+        def start() -> None:
+            # the header's start is when the source is ready: operators open
+            # then, so a replay starting its clock there aligns their windows
+            if file.size == 0:
+                file.write(self._encoder.json_line(self.header(ctx.clock.now(), ctx.clock)))
+
+        async def record(batch: list[T]) -> None:
+            nonlocal recorded
+            start()
+            file.write(self._encoder.json_lines(batch, at=ctx.clock.now()))
+            recorded += len(batch)
+            await emit(batch)
+
+        try:
+            await self.source.run(cast(SourceContext, _NotingReady(ctx, start)), record)
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    if file.healthy:
+                        start()
+                        end = RecordingEnd(
+                            events=recorded, received=ctx.stats.received, lost=ctx.stats.lost
+                        )
+                        file.write(self._encoder.json_line(end, at=ctx.clock.now()))
+                finally:
+                    await file.close()
+
+
+class _NotingReady:
+    """A source's context that also tells the recorder when the source is ready."""
+
+    def __init__(self, ctx: SourceContext, on_ready: Callable[[], None]) -> None:
+        self._ctx = ctx
+        self._on_ready = on_ready
+
+    def ready(self) -> None:
+        self._on_ready()
+        self._ctx.ready()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+
+class _LineFile:
+    """A file written in whole lines: a failed write is cut back to the last
+    whole line, and the file is not written again."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.size = 0
+        self.healthy = True
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self.fd, view[written:])
+        except BaseException:
+            self.healthy = False
+            if written:
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += written
+
+    async def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        try:
+            await anyio.to_thread.run_sync(os.fsync, fd)
+        finally:
+            os.close(fd)

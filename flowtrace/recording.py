@@ -1,0 +1,278 @@
+"""Reading a recording (see :mod:`flowtrace.recorder`) as untrusted input.
+
+:class:`RecordingReader` checks every line (size, JSON, schema version,
+record type, field names, types and kernel ranges, arrival times that never
+go backwards, the ``end`` record and its count) and raises
+:class:`ReplayError` naming the file, the line number, the problem and the
+fix. A recording never names code to import: the event type comes from the
+caller (the pipeline being replayed) and must match the header's layout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Generic, TypeVar
+
+import msgspec
+import numpy as np
+
+from .errors import FlowtraceError
+from .events import Event, layout_of
+from .recorder import field_types
+from .sinks.schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
+
+__all__ = ["MAX_LINE", "RecordingReader", "ReplayError"]
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+MAX_LINE = 1 << 20
+"""Longest line a reader accepts (bytes); flowtrace writes lines of ~100 bytes."""
+BATCH_LIMIT = 8192
+_FIX = "record it again with flowtrace run --record"
+
+
+class ReplayError(FlowtraceError):
+    """A recording is unreadable, malformed, truncated, or for another event type."""
+
+
+class _Line(msgspec.Struct, kw_only=True):
+    v: int
+    type: str
+    name: str | None = None
+    at: float | None = None
+    data: msgspec.Raw
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _strict_type(event: type[S]) -> tuple[type[msgspec.Struct], list[tuple[int, int]]]:
+    """A Struct with ``event``'s fields, each limited to its kernel type's
+    range, and the (field index, maximum) checks msgspec cannot do itself
+    (bounds past int64: u64 fields). A Struct that is not an Event keeps its
+    own field types."""
+    if not issubclass(event, Event):
+        own = [(f.name, f.type) for f in msgspec.structs.fields(event)]
+        return msgspec.defstruct(event.__name__, own, forbid_unknown_fields=True), []
+    fields: list[tuple[str, Any]] = []
+    extra: list[tuple[int, int]] = []
+    for i, f in enumerate(layout_of(event).fields):
+        if f.ktype.is_string:
+            fields.append((f.name, Annotated[str, msgspec.Meta(max_length=f.ktype.array_len)]))
+            continue
+        info = np.iinfo(np.dtype(f.ktype.numpy_code))
+        high = int(info.max)
+        if high > _INT64_MAX:
+            extra.append((i, high))
+            high = _INT64_MAX
+        limits = msgspec.Meta(ge=int(info.min)) if high == _INT64_MAX else None
+        limits = limits or msgspec.Meta(ge=int(info.min), le=high)
+        fields.append((f.name, Annotated[int, limits]))
+    return msgspec.defstruct(event.__name__, fields, forbid_unknown_fields=True), extra
+
+
+class RecordingReader(Generic[S]):
+    """Reads a recording of ``event`` events; iterating yields ``(at, batch)``
+    pairs, batches as recorded (events with the same ``at``), split at
+    ``batch_limit``. Holds one batch and one line in memory.
+
+    Opening reads and checks the header. :attr:`end` is set once the ``end``
+    record is read. Every problem raises :class:`ReplayError`, one line:
+    ``PATH:LINE: problem; fix``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], event: type[S], *, batch_limit: int = BATCH_LIMIT
+    ) -> None:
+        self.path = Path(path)
+        self.event = event
+        self.batch_limit = batch_limit
+        self._envelope = msgspec.json.Decoder(_Line)
+        self._header_decoder = msgspec.json.Decoder(RecordingHeader)
+        self._end_decoder = msgspec.json.Decoder(RecordingEnd)
+        strict, self._limits = _strict_type(event)
+        self._data = msgspec.json.Decoder(strict)
+        # one decode per event line where the line is as flowtrace writes it;
+        # anything else goes through the checks that name the problem
+        self._quick = msgspec.json.Decoder(
+            msgspec.defstruct(
+                "EventLine",
+                [("v", int), ("type", str), ("name", str), ("at", float), ("data", strict)],
+            )
+        )
+        self.end: RecordingEnd | None = None
+        self.end_at = 0.0
+        self.events = 0
+        with self._open() as lines:
+            self.header = self._read_header(lines)
+
+    def _fail(self, lineno: int, problem: str, fix: str = _FIX) -> ReplayError:
+        problem = " ".join(problem.split())[:200]
+        return ReplayError(f"{self.path}:{lineno}: {problem}; {fix}")
+
+    def _open(self) -> _Lines:
+        try:
+            return _Lines(self.path)
+        except OSError as exc:
+            raise ReplayError(
+                f"cannot read recording {str(self.path)!r}: {exc.strerror}; check the path"
+            ) from None
+
+    def _line(self, lineno: int, raw: bytes) -> _Line:
+        if len(raw) > MAX_LINE:
+            raise self._fail(lineno, f"line longer than {MAX_LINE} bytes, not a flowtrace record")
+        if not raw.strip():
+            raise self._fail(lineno, "empty line")
+        try:
+            line = self._envelope.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise self._fail(lineno, f"not a flowtrace record: {exc}") from None
+        if line.v != SCHEMA_VERSION:
+            raise self._fail(
+                lineno,
+                f"schema version {line.v}, this flowtrace reads version {SCHEMA_VERSION}",
+                "replay it with the flowtrace that wrote it, or record it again",
+            )
+        return line
+
+    def _read_header(self, lines: _Lines) -> RecordingHeader:
+        first = next(lines, None)
+        if first is None:
+            raise self._fail(1, "empty file, not a recording")
+        line = self._line(1, first)
+        if line.type != "recording":
+            raise self._fail(
+                1,
+                f"starts with a record of type {line.type!r}, not a recording header"
+                " (files from --sink ndjson hold outputs, not source events)",
+            )
+        try:
+            header = self._header_decoder.decode(line.data)
+        except msgspec.DecodeError as exc:
+            raise self._fail(1, f"bad recording header: {exc}") from None
+        other = "replay it into the pipeline that recorded it, or record this one"
+        if header.event != self.event.__name__:
+            raise self._fail(
+                1,
+                f"recording holds {header.event} events, the pipeline's source emits"
+                f" {self.event.__name__}",
+                other,
+            )
+        expected = [list(f) for f in field_types(self.event)]
+        if header.fields is not None and [list(f) for f in header.fields] != expected:
+            fields = ", ".join(" ".join(f) for f in header.fields)
+            raise self._fail(1, f"recorded {header.event} fields differ: ({fields})", other)
+        if not math.isfinite(header.start):
+            raise self._fail(1, "start time is not a finite number")
+        return header
+
+    def __iter__(self) -> Iterator[tuple[float, list[S]]]:
+        self.events, self.end = 0, None
+        make, names = self.event, self.event.__struct_fields__
+        positional = issubclass(make, Event)
+        kind = getattr(make, "kind", "value")
+        last_at = self.header.start
+        batch: list[S] = []
+        lineno = 1
+        with self._open() as lines:
+            next(lines)
+            for lineno, raw in enumerate(lines, start=2):
+                if self.end is not None:
+                    raise self._fail(lineno, "records after the end record")
+                line, at, values = self._event_line(lineno, raw, kind)
+                if at is None or not math.isfinite(at) or at < last_at:
+                    raise self._fail(lineno, f"arrival time {at} missing or before {last_at}")
+                if batch and (at != last_at or len(batch) >= self.batch_limit):
+                    yield last_at, batch
+                    batch = []
+                last_at = at
+                if values is None and line is not None and line.type == "end":
+                    self.end, self.end_at = self._read_end(lineno, line), at
+                    continue
+                if values is None:
+                    raise self._fail(lineno, f"unexpected {line and line.type} record")
+                for i, high in self._limits:
+                    if values[i] > high:
+                        raise self._fail(
+                            lineno, f"{names[i]} {values[i]} does not fit its kernel type"
+                        )
+                fields = {} if positional else dict(zip(names, values, strict=True))
+                batch.append(make(*values) if positional else make(**fields))
+                self.events += 1
+        if batch:
+            yield last_at, batch
+        if self.end is None:
+            raise self._fail(lineno, "no end record: the recording was cut short")
+
+    def _event_line(
+        self, lineno: int, raw: bytes, kind: str
+    ) -> tuple[_Line | None, float | None, tuple[Any, ...] | None]:
+        """(envelope, at, field values): values for an event of the expected
+        type, the envelope for other records; raises for anything malformed."""
+        if len(raw) <= MAX_LINE:
+            try:
+                quick: Any = self._quick.decode(raw)
+            except msgspec.DecodeError:
+                pass
+            else:
+                if (quick.v, quick.type, quick.name) == (SCHEMA_VERSION, kind, self.event.__name__):
+                    return None, quick.at, msgspec.structs.astuple(quick.data)
+        line = self._line(lineno, raw)
+        if line.type == kind and line.name == self.event.__name__:
+            return line, line.at, self._fields(lineno, line.data)
+        if line.type == "end":
+            return line, line.at, None
+        raise self._fail(lineno, f"unexpected {line.type} record {line.name!r}")
+
+    def _fields(self, lineno: int, data: msgspec.Raw) -> tuple[Any, ...]:
+        try:
+            return msgspec.structs.astuple(self._data.decode(data))
+        except msgspec.DecodeError as exc:
+            raise self._fail(lineno, f"bad {self.event.__name__} event: {exc}") from None
+
+    def _read_end(self, lineno: int, line: _Line) -> RecordingEnd:
+        try:
+            end = self._end_decoder.decode(line.data)
+        except msgspec.DecodeError as exc:
+            raise self._fail(lineno, f"bad end record: {exc}") from None
+        if end.events != self.events:
+            raise self._fail(
+                lineno, f"end record counts {end.events} events, the recording holds {self.events}"
+            )
+        return end
+
+    def check(self) -> RecordingEnd:
+        """Read the whole recording once, raising at the first problem."""
+        for _ in self:
+            pass
+        assert self.end is not None
+        return self.end
+
+
+class _Lines:
+    """Lines of a file (with their newline), each read with a length bound."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file = path.open("rb")
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            line = self._file.readline(MAX_LINE + 1)
+        except OSError as exc:
+            raise ReplayError(f"{self._path}: cannot read: {exc.strerror}; check it") from None
+        if not line:
+            raise StopIteration
+        return line

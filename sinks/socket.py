@@ -1,0 +1,234 @@
+"""Forwarding records to a peer over TCP, UDP, or Unix stream/datagram sockets."""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import itertools
+import random
+import struct
+import time
+from collections import deque
+from typing import Any
+
+import anyio
+
+from flowtrace.sinkspec import SinkSpecError, parse_options
+from flowtrace.stages import Sink
+from flowtrace.stats import PipelineStats
+
+from .netio import Address, Connection
+from .reporting import Reporter
+from .schema import RecordEncoder
+
+__all__ = ["SocketSink"]
+
+Frame = tuple[bytes, int]
+"""An encoded record and how many events it carries (0 for a report record)."""
+
+
+class SocketSink(Sink[Any]):
+    """Sends every record to ``address`` in ``framing`` ``"ndjson"`` (one JSON
+    line per record) or ``"msgpack"`` (4-byte big-endian length, then msgpack);
+    on datagram sockets each record is one datagram.
+
+    Connects at the first batch. While connected, ``write`` returns once the
+    kernel took the batch, so a slow peer slows the pipeline (backpressure).
+    When the peer is away (refused, closed, reset), records wait in a buffer
+    of at most ``buffer`` records; past that the newest are dropped and
+    counted as ``dropped["buffer_full"]``. Reconnection is tried when a batch
+    arrives after a backoff delay that doubles with each failure from
+    ``backoff`` up to ``backoff_max`` seconds, jittered to 50-100 %, and
+    reset once records are delivered again.
+
+    Delivery is counted exactly: a TCP record counts as delivered once the
+    peer acknowledged all its bytes, a Unix-socket record once the peer's
+    socket accepted it; a record not delivered when the connection fails is
+    sent again, whole, after reconnecting (a peer may see its beginning as a
+    broken last line). UDP is best effort: a datagram the kernel accepted
+    counts as delivered. What a stream peer acknowledged but never read
+    before it exited is beyond any sender's view. ``close`` sends what is
+    buffered and waits for acknowledgements for up to ``close_timeout``
+    seconds; records still undelivered then are counted as
+    ``dropped["undelivered"]``. So after close, events received =
+    :attr:`delivered` + dropped. Records too large for a datagram are
+    ``dropped["too_large"]``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        framing: str = "ndjson",
+        buffer: int = 10_000,
+        backoff: float = 0.1,
+        backoff_max: float = 10.0,
+        connect_timeout: float = 5.0,
+        close_timeout: float = 5.0,
+        reports: bool = True,
+        name: str = "socket",
+    ) -> None:
+        if framing not in ("ndjson", "msgpack"):
+            raise ValueError(f"framing must be ndjson or msgpack, not {framing!r}")
+        if buffer < 1 or backoff <= 0 or backoff_max < backoff:
+            raise ValueError("need buffer >= 1 and 0 < backoff <= backoff_max")
+        self.address = Address.parse(address)
+        self.framing = framing
+        self.buffer = buffer
+        self.backoff, self.backoff_max = backoff, backoff_max
+        self.connect_timeout, self.close_timeout = connect_timeout, close_timeout
+        self.reports = reports
+        self.name = name
+        self.delivered = 0
+        """Events the peer has taken (see the class docstring)."""
+        self._encoder = RecordEncoder()
+        self._reporter = Reporter()
+        self._pending: deque[Frame] = deque()
+        self._inflight: deque[tuple[int, Frame]] = deque()  # (end offset in stream, frame)
+        self._conn: Connection | None = None
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._random = random.Random()
+
+    @classmethod
+    def from_spec(cls, argument: str) -> SocketSink:
+        """``ADDRESS[,framing=ndjson|msgpack][,buffer=N][,backoff_max=S]``."""
+        address, *rest = argument.split(",")
+        if not address:
+            raise SinkSpecError("socket needs an address, e.g. --sink socket:tcp://127.0.0.1:9000")
+        options = parse_options(
+            rest, {"framing": str, "buffer": int, "backoff": float, "backoff_max": float}
+        )
+        return cls(address, **options)
+
+    def bind_pipeline(self, stats: PipelineStats) -> None:
+        """Report the counters of the whole pipeline, not just this sink's."""
+        self._reporter.bind(stats)
+
+    @property
+    def buffered(self) -> int:
+        """Events held while not yet delivered (buffered or in flight)."""
+        return sum(f[1] for f in self._pending) + sum(f[1][1] for f in self._inflight)
+
+    def _frames(self, items: list[Any], events: int) -> list[Frame]:
+        if self.framing == "ndjson":
+            return [(self._encoder.json_line(i), events) for i in items]
+        bodies = [self._encoder.msgpack(i) for i in items]
+        return [(struct.pack(">I", len(b)) + b, events) for b in bodies]
+
+    async def write(self, batch: list[Any]) -> None:
+        due = self._reporter.due(self.ctx.stats) if self.reports else []
+        self._pending.extend(self._frames(due, 0) + self._frames(batch, 1))
+        if self._conn is None and time.monotonic() >= self._next_attempt:
+            await self._connect()
+        if self._conn is not None:
+            await self._flush()
+        self._trim()
+
+    async def close(self) -> None:
+        if self.reports:
+            self._pending.extend(self._frames(self._reporter.final(self.ctx.stats), 0))
+            self._trim()
+        with anyio.move_on_after(self.close_timeout):
+            while self._pending or self._inflight:
+                if self._conn is None:
+                    await anyio.sleep(max(0.0, self._next_attempt - time.monotonic()))
+                    await self._connect()
+                    continue
+                await self._flush()
+                self._settle()
+                if self._inflight:
+                    await anyio.sleep(0.01)  # acknowledgements are on their way
+        self._settle()
+        left = self.buffered
+        self.ctx.stats.drop("undelivered", left)
+        self._pending.clear()
+        self._inflight.clear()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _connect(self) -> None:
+        try:
+            self._conn = await Connection.open(self.address, self.connect_timeout)
+        except OSError as exc:
+            self._failed(f"cannot connect: {exc.strerror or exc}", report=self._failures == 0)
+            return
+        self.ctx.report(f"connected to {self.address}")
+
+    async def _flush(self) -> None:
+        """Send what is pending; on failure keep what was not delivered."""
+        conn = self._conn
+        assert conn is not None
+        if conn.peer_closed():
+            self._failed("peer closed the connection")
+        elif conn.address.stream:
+            await self._send_stream(conn)
+        else:
+            await self._send_datagrams(conn)
+
+    async def _send_stream(self, conn: Connection) -> None:
+        frames = list(self._pending)
+        self._pending.clear()
+        base = conn.sent
+        ends = list(itertools.accumulate(len(f[0]) for f in frames))
+        try:
+            await conn.send(b"".join(f[0] for f in frames))
+        except BaseException as exc:
+            accepted = conn.sent - base
+            whole = bisect.bisect_right(ends, accepted)
+            taken = zip(ends[:whole], frames[:whole], strict=True)
+            self._inflight.extend((base + e, f) for e, f in taken)
+            self._pending.extendleft(reversed(frames[whole:]))
+            cut = accepted != (ends[whole - 1] if whole else 0)
+            if isinstance(exc, OSError):
+                self._failed(f"send failed: {exc.strerror or exc}")
+                return
+            if cut:  # cancelled mid-record: the stream is broken, start a new one
+                self._failed("interrupted mid-record", report=False)
+            raise
+        self._inflight.extend((base + e, f) for e, f in zip(ends, frames, strict=True))
+        self._settle()
+
+    async def _send_datagrams(self, conn: Connection) -> None:
+        while self._pending:
+            frame = self._pending[0]
+            try:
+                await conn.send(frame[0])
+            except OSError as exc:
+                if exc.errno != errno.EMSGSIZE:
+                    self._failed(f"send failed: {exc.strerror or exc}")
+                    return
+                self.ctx.stats.drop("too_large", frame[1])
+            else:
+                self.delivered += frame[1]
+                self._failures = 0
+            self._pending.popleft()
+
+    def _settle(self) -> None:
+        """Count in-flight records the peer has taken as delivered."""
+        if self._conn is None:
+            return
+        taken = self._conn.delivered()
+        while self._inflight and self._inflight[0][0] <= taken:
+            self.delivered += self._inflight.popleft()[1][1]
+            self._failures = 0
+
+    def _failed(self, why: str, *, report: bool = True) -> None:
+        if self._conn is not None:
+            self._settle()
+            self._conn.close()
+            self._conn = None
+            self._pending.extendleft(reversed([frame for _, frame in self._inflight]))
+            self._inflight.clear()
+        self._failures += 1
+        delay = min(self.backoff_max, self.backoff * 2 ** min(self._failures - 1, 30))
+        self._next_attempt = time.monotonic() + delay * self._random.uniform(0.5, 1.0)
+        if report:
+            held = f"{self.buffered} events held, up to {self.buffer} records"
+            self.ctx.report(f"{self.address}: {why}; buffering ({held})")
+
+    def _trim(self) -> None:
+        """Drop the newest records past the bound, counting their events."""
+        while len(self._pending) > self.buffer:
+            self.ctx.stats.drop("buffer_full", self._pending.pop()[1])

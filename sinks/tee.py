@@ -1,0 +1,108 @@
+"""Fan-out: one pipeline sink that writes every batch to several sinks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flowtrace.context import StageContext
+from flowtrace.errors import FlowtraceError
+from flowtrace.stages import Sink
+from flowtrace.stats import PipelineStats, StageStats
+
+from .reporting import PipelineBound
+
+__all__ = ["SinkFailed", "TeeSink"]
+
+
+class SinkFailed(FlowtraceError):
+    """One sink of a :class:`TeeSink` raised; names the sink, chains the cause."""
+
+    def __init__(self, sink: str, cause: BaseException) -> None:
+        super().__init__(f"sink {sink!r} failed: {type(cause).__name__}: {cause}")
+        self.sink = sink
+
+
+class TeeSink(Sink[Any]):
+    """Writes each batch to every sink in ``sinks``, in order, and closes them all.
+
+    Buffers nothing itself: a batch is handed to each sink in turn (the same
+    list; sinks must not modify it), so the slowest sink paces the pipeline.
+    Each sink gets its own :class:`~flowtrace.stats.StageStats` (received,
+    emitted, and what it drops, by reason); :meth:`bind_pipeline` adds them
+    to the pipeline's counters after the tee's own, so the summary shows one
+    line per sink. A sink that raises in ``write`` fails the pipeline with
+    :class:`SinkFailed` naming it. ``close`` closes every sink that opened,
+    sinks that report the pipeline's counters (:class:`PipelineBound`) last
+    so their summaries include what the others dropped while closing; the
+    first error is raised once all are closed.
+    """
+
+    def __init__(self, sinks: Sequence[Sink[Any]], *, name: str = "sinks") -> None:
+        if not sinks:
+            raise ValueError("TeeSink needs at least one sink")
+        self.sinks = tuple(sinks)
+        self.name = name
+        names: list[str] = []
+        for sink in self.sinks:
+            base = sink.stage_name()
+            unique, n = base, 1
+            while unique in names:
+                n += 1
+                unique = f"{base}#{n}"
+            names.append(unique)
+        self.stats = [StageStats(n) for n in names]
+        self._opened: list[int] = []
+        self._pipeline: PipelineStats | None = None
+
+    def bind_pipeline(self, stats: PipelineStats) -> None:
+        """Bind the sinks that report to ``stats``; each sink's counters join
+        ``stats`` when the tee opens (once the runtime has set up its stages)."""
+        self._pipeline = stats
+        for sink in self.sinks:
+            if isinstance(sink, PipelineBound):
+                sink.bind_pipeline(stats)
+
+    def _register(self) -> None:
+        if self._pipeline is None:
+            return
+        taken = {s.name for s in self._pipeline.stages}
+        for child in self.stats:
+            while child.name in taken:
+                child.name += "'"
+            taken.add(child.name)
+            self._pipeline.stages.append(child)
+
+    async def open(self, ctx: StageContext) -> None:
+        await super().open(ctx)
+        self._register()
+        try:
+            for i, (sink, stats) in enumerate(zip(self.sinks, self.stats, strict=True)):
+                await sink.open(StageContext(stats, ctx.clock, ctx.report))
+                self._opened.append(i)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def write(self, batch: list[Any]) -> None:
+        for sink, stats in zip(self.sinks, self.stats, strict=True):
+            stats.received += len(batch)
+            try:
+                await sink.write(batch)
+            except Exception as exc:
+                raise SinkFailed(stats.name, exc) from exc
+            stats.emitted += len(batch)
+
+    async def close(self) -> None:
+        opened, self._opened = self._opened, []
+        order = sorted(opened, key=lambda i: isinstance(self.sinks[i], PipelineBound))
+        first: SinkFailed | None = None
+        for i in order:
+            try:
+                await self.sinks[i].close()
+            except Exception as exc:
+                if first is None:
+                    first = SinkFailed(self.stats[i].name, exc)
+                    first.__cause__ = exc
+        if first is not None:
+            raise first

@@ -1,0 +1,298 @@
+"""Recording a source and replaying it without a kernel: the same events in
+the same batches on the same (virtual) timeline, and one-line errors with the
+line number for every kind of bad recording."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowtrace import ManualClock, Operator, Pipeline, SourceContext, StageError
+from flowtrace.recorder import RecordingSource
+from flowtrace.replay import RecordingReader, ReplayError, replay
+from flowtrace.sinks.ndjson import NdjsonSink
+from flowtrace.sources.syscalls import SyncCall
+from flowtrace.stages import Emit, Source
+from flowtrace.testing import CollectSink
+
+FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
+
+
+class Timed(Source[SyncCall]):
+    """A stand-in for a kernel source: batches at known times of its clock.
+
+    With a ManualClock it advances the clock by ``step`` before each batch,
+    so a "live" run has an exact, known timeline.
+    """
+
+    event = SyncCall
+    name = "sync"
+
+    def __init__(self, batches: int, per_batch: int, step: float = 0.3, lost: int = 0) -> None:
+        self.batches, self.per_batch, self.step, self.lost = batches, per_batch, step, lost
+
+    async def run(self, ctx: SourceContext, emit: Emit[SyncCall]) -> None:
+        ctx.ready()
+        n = 0
+        for _ in range(self.batches):
+            clock = ctx.clock
+            if isinstance(clock, ManualClock):
+                clock.advance(self.step)
+            else:
+                await ctx.sleep(self.step)
+            batch = [SyncCall(n + i, 1000 + (n + i) % 7, "sync") for i in range(self.per_batch)]
+            n += len(batch)
+            ctx.stats.received += len(batch)
+            await emit(batch)
+        ctx.stats.lost = self.lost
+        if isinstance(ctx.clock, ManualClock):
+            ctx.clock.advance(self.step)
+
+
+class PerSecond(Operator[SyncCall, tuple[float, int]]):
+    """Counts events per clock second (ticks), and notes the clock at each batch."""
+
+    tick_interval = 1.0
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.batch_times: list[float] = []
+
+    def process(self, batch: list[SyncCall]) -> Sequence[tuple[float, int]]:
+        self.batch_times.append(self.ctx.clock.now())
+        self.count += len(batch)
+        return ()
+
+    def tick(self) -> Sequence[tuple[float, int]]:
+        out, self.count = self.count, 0
+        return [(self.ctx.clock.now(), out)]
+
+    def finish(self) -> Sequence[tuple[float, int]]:
+        return [(self.ctx.clock.now(), self.count)]
+
+
+class Pass(Operator[SyncCall, SyncCall]):
+    def process(self, batch: list[SyncCall]) -> Sequence[SyncCall]:
+        return batch
+
+
+def build(source: Source[SyncCall], clock: ManualClock | None = None) -> Pipeline:
+    """Three operators before the timed one, so a batch takes several steps
+    of the event loop to reach it."""
+    return Pipeline(source, [Pass(), Pass(), Pass(), PerSecond()], CollectSink(), clock=clock)
+
+
+def recorded_times(path: Path) -> list[float]:
+    ats = [json.loads(line)["at"] for line in path.read_text().splitlines()[1:-1]]
+    return sorted(set(ats))
+
+
+@pytest.mark.anyio
+async def test_replay_reproduces_events_batches_and_counters(tmp_path: Path) -> None:
+    recording = tmp_path / "sync.rec"
+    live = Pipeline(Timed(batches=12, per_batch=5, step=0.01, lost=3), [], CollectSink())
+    await live.replace(source=RecordingSource(live.source, recording)).run()
+    again = replay(Pipeline(Timed(0, 0), [], CollectSink()), recording)
+    assert isinstance(again.clock, ManualClock)
+    await again.run()
+    live_sink, replay_sink = live.sink, again.sink
+    assert isinstance(live_sink, CollectSink) and isinstance(replay_sink, CollectSink)
+    assert replay_sink.items == live_sink.items and len(live_sink.items) == 60
+    assert replay_sink.batches == live_sink.batches == 12
+    assert [s.describe() for s in again.stats.stages] == [
+        "sync: 60 in, 60 out, 3 lost before delivery",
+        "collect: 60 in, 60 out",
+    ]
+    assert len(recorded_times(recording)) == 12
+
+
+@pytest.mark.anyio
+async def test_virtual_clock_follows_the_recorded_timeline(tmp_path: Path) -> None:
+    recording = tmp_path / "sync.rec"
+    live = build(Timed(batches=25, per_batch=3, step=0.1))
+    await live.replace(source=RecordingSource(live.source, recording)).run()
+    times = recorded_times(recording)
+    reader = RecordingReader(recording, SyncCall)
+    reader.check()
+    outputs = []
+    for _ in range(2):
+        again = replay(build(Timed(0, 0)), recording)
+        assert again.clock.now() == reader.header.start
+        await again.run()
+        op = again.operators[-1]
+        assert isinstance(op, PerSecond)
+        assert op.batch_times == times, "each batch is processed at its recorded time"
+        assert again.clock.now() == reader.end_at
+        outputs.append(again.sink.items)  # type: ignore[attr-defined]
+    assert outputs[0] == outputs[1], "a replay is deterministic"
+    ticks = outputs[0]
+    assert len(ticks) >= 3, "2.5 recorded seconds tick at least twice, then finish"
+    assert {t for t, _ in ticks} <= {*times, reader.end_at}
+    assert sum(n for _, n in ticks) == 75
+
+
+@pytest.mark.anyio
+async def test_realtime_replay_takes_the_recorded_time(tmp_path: Path) -> None:
+    recording = tmp_path / "sync.rec"
+    live = build(Timed(batches=4, per_batch=2, step=0.1))
+    await live.replace(source=RecordingSource(live.source, recording)).run()
+    reader = RecordingReader(recording, SyncCall)
+    assert reader.check().events == 8
+    started = time.monotonic()
+    again = replay(build(Timed(0, 0)), recording, realtime=True)
+    assert not isinstance(again.clock, ManualClock)
+    await again.run()
+    assert time.monotonic() - started >= reader.end_at - reader.header.start - 0.01
+    assert sum(n for _, n in again.sink.items) == 8  # type: ignore[attr-defined]
+
+
+async def record(path: Path, events: int = 6) -> list[str]:
+    """A valid recording, written by the recorder itself; returns its lines."""
+    live = build(Timed(batches=3, per_batch=events // 3), ManualClock(10.0))
+    await live.replace(source=RecordingSource(live.source, path)).run()
+    text = await anyio.Path(path).read_text()
+    return text.splitlines(keepends=True)
+
+
+def write_recording(path: Path, events: int = 6) -> list[str]:
+    return anyio.run(record, path, events)
+
+
+def edit(lines: list[str], index: int, change: dict[str, Any]) -> list[str]:
+    record = json.loads(lines[index])
+    for key, value in change.items():
+        target = record
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    return [*lines[:index], json.dumps(record) + "\n", *lines[index + 1 :]]
+
+
+def header_fields(fields: list[list[str]]) -> dict[str, Any]:
+    return {"data.fields": fields}
+
+
+BAD: list[tuple[str, Any, str]] = [
+    ("empty", lambda ls: [], ":1: empty file"),
+    ("not json", lambda ls: ["hello\n", *ls[1:]], ":1: not a flowtrace record"),
+    ("binary", lambda ls: ["\x00\xff\xfe\n"], ":1: not a flowtrace record"),
+    ("version", lambda ls: edit(ls, 3, {"v": 2}), ":4: schema version 2"),
+    ("outputs", lambda ls: ls[1:], ":1: starts with a record of type 'event'"),
+    ("header", lambda ls: edit(ls, 0, {"data.start": "soon"}), ":1: bad recording header"),
+    ("other event", lambda ls: edit(ls, 0, {"data.event": "Clone"}), "holds Clone events"),
+    (
+        "layout",
+        lambda ls: edit(ls, 0, header_fields([["ts", "u32"], ["pid", "u32"], ["comm", "c"]])),
+        ":1: recorded SyncCall fields differ",
+    ),
+    ("extra field", lambda ls: edit(ls, 2, {"data.cpu": 1}), ":3: bad SyncCall event"),
+    ("missing field", lambda ls: edit(ls, 2, {"data": {"ts": 1}}), "missing required field"),
+    ("type", lambda ls: edit(ls, 2, {"data.pid": "7"}), "Expected `int`, got `str`"),
+    ("negative", lambda ls: edit(ls, 2, {"data.pid": -1}), ":3: bad SyncCall event"),
+    ("u32 range", lambda ls: edit(ls, 2, {"data.pid": 2**32}), ":3: bad SyncCall event"),
+    ("u64 range", lambda ls: edit(ls, 2, {"data.ts": 2**64}), ":3: ts 1844"),
+    ("comm", lambda ls: edit(ls, 2, {"data.comm": "x" * 17}), "length <= 16"),
+    ("backwards", lambda ls: edit(ls, 4, {"at": 0.5}), ":5: arrival time 0.5"),
+    ("no time", lambda ls: edit(ls, 4, {"at": None}), ":5: arrival time None"),
+    ("unknown", lambda ls: edit(ls, 2, {"type": "histogram"}), ":3: unexpected histogram"),
+    ("after end", lambda ls: [*ls, ls[2]], ":9: records after the end record"),
+    ("cut", lambda ls: ls[:-1], ":7: no end record"),
+    ("torn", lambda ls: [*ls[:-1], ls[-1][:20]], ":8: not a flowtrace record"),
+    ("count", lambda ls: edit(ls, 7, {"data.events": 9}), ":8: end record counts 9 events"),
+    ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], ":4: empty line"),
+    ("huge", lambda ls: [ls[0], "[" * (1 << 20) + "\n"], ":2: line longer than"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_recordings_name_line_problem_and_fix(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    good = tmp_path / "good.rec"
+    lines = write_recording(good)
+    assert len(lines) == 8
+    bad = tmp_path / "bad.rec"
+    bad.write_text("".join(change(lines)), errors="surrogateescape")
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(bad, SyncCall).check()
+    text = str(info.value)
+    assert text.startswith(f"{bad}:"), text
+    assert message in text, text
+    assert "\n" not in text and "; " in text
+
+
+def test_missing_or_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ReplayError, match=r"cannot read recording .*: No such file"):
+        RecordingReader(tmp_path / "nope.rec", SyncCall)
+    with pytest.raises(ReplayError, match="Is a directory"):
+        RecordingReader(tmp_path, SyncCall)
+
+
+@pytest.mark.anyio
+async def test_bad_line_mid_replay_keeps_what_came_before(tmp_path: Path) -> None:
+    good = tmp_path / "good.rec"
+    lines = await record(good, events=30)
+    bad = tmp_path / "bad.rec"
+    bad.write_text("".join(lines[:25]) + "garbage\n" + "".join(lines[25:]))
+    out = tmp_path / "out.ndjson"
+    pipeline = replay(Pipeline(Timed(0, 0), [], NdjsonSink(out)), bad, check=False)
+    with pytest.raises(StageError, match=r"bad\.rec:26: not a flowtrace record"):
+        await pipeline.run()
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written[-1]["type"] == "summary"
+    events = [r["data"]["ts"] for r in written if r["type"] == "event"]
+    assert events == list(range(len(events))) and len(events) >= 20
+
+
+def test_cli_record_then_replay_and_errors(tmp_path: Path) -> None:
+    recording = tmp_path / "rec.ndjson"
+    write_recording(recording)
+    pipeline_file = tmp_path / "p.py"
+    pipeline_file.write_text(
+        "from flowtrace.sources.syscalls import sync_calls\n"
+        "from flowtrace.testing import CollectSink\n"
+        "pipeline = sync_calls() | CollectSink()\n"
+    )
+    out = tmp_path / "out.ndjson"
+    ok = subprocess.run(
+        [
+            FLOWTRACE,
+            "run",
+            "--replay",
+            str(recording),
+            "--sink",
+            f"ndjson:{out}",
+            str(pipeline_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "flowtrace: sync: 6 in, 6 out" in ok.stderr
+    assert sum(1 for line in out.read_text().splitlines() if '"type":"event"' in line) == 6
+    recording.write_text(recording.read_text().replace('"pid":1001', '"pid":"x"', 1))
+    for args in (
+        ["--replay", str(recording)],
+        ["--replay", str(recording), "--record", str(recording)],
+        ["--realtime"],
+        ["--record", str(tmp_path / "no" / "such.rec")],
+    ):
+        bad = subprocess.run(
+            [FLOWTRACE, "run", *args, str(pipeline_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 2, (args, bad.stderr)
+        assert bad.stderr.startswith("flowtrace: error: ") and bad.stderr.count("\n") == 1
+        assert "Traceback" not in bad.stderr

@@ -1,0 +1,255 @@
+"""The NDJSON sink: schema, reports, rotation, and whole lines with exact
+counts on every way a run can end (end of input, a failing stage, a full
+disk, SIGTERM and SIGINT under the CLI)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from flowtrace import Operator, Overflow, Pipeline, SourceContext, StageError
+from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
+from flowtrace.sinks.ndjson import NdjsonSink
+from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
+from flowtrace.sources.syscalls import SyncCall
+from flowtrace.stages import Emit
+from flowtrace.testing import CollectSink, ListSource
+
+FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n"), "the file ends on a whole line"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def of_type(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["type"] == kind]
+
+
+HISTOGRAM = Histogram(
+    field="latency",
+    unit="usecs",
+    scale="log2",
+    buckets=[Bucket(0, 1, 3), Bucket(2, 3, 0), Bucket(4, 7, 9)],
+    key={"comm": "dd", "pid": 7},
+    window_start=1.0,
+    window_end=2.0,
+)
+TABLE = CountTable(rows=[CountRow({"comm": "sh", "cpu": 1}, 5)], others=2)
+WINDOW = WindowResult(aggregate="count", value=12, key={"pid": 3})
+
+
+@pytest.mark.anyio
+async def test_every_record_says_its_type_and_stays_structured(tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    items: list[Any] = [SyncCall(5, 6, "sync"), HISTOGRAM, TABLE, WINDOW, 42]
+    await (ListSource(items, batch_size=2) | NdjsonSink(out)).run()
+    records = lines(out)
+    assert all(r["v"] == 1 for r in records)
+    assert [(r["type"], r["name"]) for r in records[:-1]] == [
+        ("event", "SyncCall"),
+        ("histogram", "Histogram"),
+        ("count_table", "CountTable"),
+        ("window", "WindowResult"),
+        ("value", "int"),
+    ]
+    assert records[0]["data"] == {"ts": 5, "pid": 6, "comm": "sync"}
+    hist = records[1]["data"]
+    assert hist["buckets"] == [
+        {"low": 0, "high": 1, "count": 3},
+        {"low": 2, "high": 3, "count": 0},
+        {"low": 4, "high": 7, "count": 9},
+    ]
+    assert hist["key"] == {"comm": "dd", "pid": 7}
+    assert (hist["window_start"], hist["window_end"], hist["scale"]) == (1.0, 2.0, "log2")
+    assert records[2]["data"]["rows"] == [{"key": {"comm": "sh", "cpu": 1}, "count": 5}]
+    assert records[3]["data"]["value"] == 12
+    summary = records[-1]
+    assert summary["type"] == "summary"
+    assert [(s["name"], s["received"]) for s in summary["data"]["stages"]] == [("ndjson", 5)]
+
+
+class Reporting(ListSource[int]):
+    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
+        ctx.report("attached nothing at all")
+        await super().run(ctx, emit)
+
+
+class Slow(CollectSink[int]):
+    async def write(self, batch: list[int]) -> None:
+        await anyio.sleep(0.001)
+        await super().write(batch)
+
+
+@pytest.mark.anyio
+async def test_attach_loss_and_summary_of_the_whole_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    collect = Slow()
+    base = Pipeline(Reporting(range(3000), batch_size=10), [], collect, capacity=1)
+    pipeline = with_sinks(base.replace(overflow=Overflow.DROP), [NdjsonSink(out)])
+    stats = await pipeline.run()
+    records = lines(out)
+    assert [r["data"]["message"] for r in of_type(records, "attach")] == [
+        "list: attached nothing at all"
+    ]
+    dropped = stats.stage("list").dropped["overflow"]
+    assert dropped > 0
+    losses = of_type(records, "loss")
+    assert losses, "drops were reported while running"
+    totals = [r["data"]["dropped"] for r in losses]
+    assert totals == sorted(totals) and totals[-1] <= dropped
+    events = of_type(records, "value")
+    assert len(events) == len(collect.items) == 3000 - dropped
+    final = records[-1]["data"]
+    assert final["dropped"] == dropped
+    names = [s["name"] for s in final["stages"]]
+    assert names == ["list", "sinks", "collect", "ndjson"]
+    assert final["stages"][-1]["received"] == len(events)
+
+
+@pytest.mark.anyio
+async def test_rotation_keeps_whole_lines_within_the_size(tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    sink = NdjsonSink(out, max_bytes=2000, backups=3)
+    await (ListSource(range(400), batch_size=37) | sink).run()
+    files = [out.with_name(f"out.ndjson.{n}") for n in (3, 2, 1)] + [out]
+    assert not out.with_name("out.ndjson.4").exists()
+    records = []
+    for f in files:
+        assert f.stat().st_size <= 2000
+        records += lines(f)
+    values = [r["data"] for r in of_type(records, "value")]
+    assert values == list(range(values[0], 400)), "the newest files hold the newest lines"
+    assert values[0] > 0, "the oldest file was deleted"
+    assert records[-1]["type"] == "summary"
+
+
+class Exploding(Operator[int, int]):
+    name = "exploding"
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def process(self, batch: list[int]) -> Sequence[int]:
+        self.seen += len(batch)
+        if self.seen > 500:
+            raise ValueError("boom")
+        return batch
+
+
+@pytest.mark.anyio
+async def test_failing_stage_leaves_whole_lines_and_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "out.ndjson"
+    pipeline = ListSource(range(1000), batch_size=10) | Exploding() | NdjsonSink(out)
+    with pytest.raises(StageError, match="exploding"):
+        await pipeline.run()
+    records = lines(out)
+    assert records[-1]["type"] == "summary"
+    written = [r["data"] for r in of_type(records, "value")]
+    assert written == list(range(len(written)))
+    assert len(written) == pipeline.stats.stage("ndjson").received
+
+
+@pytest.mark.anyio
+async def test_full_disk_counts_the_batch_and_fails() -> None:
+    pipeline = ListSource(range(50), batch_size=50) | NdjsonSink("/dev/full", reports=False)
+    with pytest.raises(StageError, match="No space left on device"):
+        await pipeline.run()
+    assert pipeline.stats.stage("ndjson").dropped == {"write_error": 50}
+
+
+SLOW_PIPELINE = """
+from flowtrace.testing import CollectSink, ListSource
+pipeline = ListSource(range(1_000_000), batch_size=7, interval=0.001) | CollectSink()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_stream_every_line_parses_and_counts_match(tmp_path: Path, sig: int) -> None:
+    pipeline_file = tmp_path / "slow.py"
+    pipeline_file.write_text(SLOW_PIPELINE)
+    out = tmp_path / "out.ndjson"
+    proc = subprocess.Popen(
+        [FLOWTRACE, "run", "--sink", f"ndjson:{out}", str(pipeline_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while (not out.exists() or out.stat().st_size < 5000) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    records = lines(out)
+    events = [r["data"] for r in of_type(records, "value")]
+    assert len(events) > 100
+    assert events == list(range(len(events)))
+    summary = records[-1]
+    assert summary["type"] == "summary"
+    stages = {s["name"]: s for s in summary["data"]["stages"]}
+    assert stages["list"]["emitted"] == stages["ndjson"]["received"] == len(events)
+    assert stages["collect"]["received"] == len(events)
+    assert f"ndjson: {len(events)} in, {len(events)} out" in err
+    assert "Traceback" not in err
+
+
+def test_stdout_sink_from_the_cli(tmp_path: Path) -> None:
+    pipeline_file = tmp_path / "p.py"
+    pipeline_file.write_text(
+        "from flowtrace.testing import CollectSink, ListSource\n"
+        "pipeline = ListSource(range(25), batch_size=4) | CollectSink()\n"
+    )
+    result = subprocess.run(
+        [FLOWTRACE, "run", "--sink", "ndjson:-", str(pipeline_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["data"] for r in of_type(records, "value")] == list(range(25))
+    assert records[-1]["type"] == "summary"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ndjson:", "ndjson needs a path"),
+        ("ndjson:-,rotate=1M", "standard output cannot be rotated"),
+        ("ndjson:x.ndjson,rotate=lots", "bad size 'lots'"),
+        ("ndjson:x.ndjson,rotate=0", "bad size '0'"),
+        ("ndjson:x.ndjson,backups=0", "backups must be at least 1"),
+        ("ndjson:x.ndjson,colour=red", "unknown option 'colour=red'"),
+        ("ndjson:/no/such/dir/x.ndjson", "no directory '/no/such/dir'"),
+        ("nosuchsink:x", "no sink named 'nosuchsink'"),
+        ("console", "cannot be built from the command line"),
+    ],
+)
+def test_bad_specs_are_one_line_errors(spec: str, message: str) -> None:
+    with pytest.raises(SinkSpecError, match=message):
+        sink_from_spec(spec)
+
+
+@pytest.mark.parametrize("spec", ["ndjson:", "ndjson:x,rotate=lots", "bogus"])
+def test_bad_spec_under_the_cli_exits_2_without_traceback(spec: str) -> None:
+    result = subprocess.run(
+        [FLOWTRACE, "run", "--sink", spec, "pipelines/sys_sync.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("flowtrace: error: --sink ")
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -1,0 +1,295 @@
+"""The socket sink against real peers on loopback: TCP, UDP, Unix stream and
+Unix datagram receivers started by the test, stopped mid-stream and started
+again. Every event is either received by a peer or counted as dropped."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+from anyio.abc import TaskStatus
+
+from flowtrace import Event, Pipeline, Source, SourceContext
+from flowtrace.ktypes import u64
+from flowtrace.sinks.socket import SocketSink
+from flowtrace.sinkspec import SinkSpecError, sink_from_spec
+from flowtrace.stages import Emit
+
+pytestmark = pytest.mark.anyio
+
+
+class Tick(Event, frozen=True):
+    n: u64
+
+
+class FeedSource(Source[Tick]):
+    """Emits the batches the test feeds it; ends when the test says so."""
+
+    name = "feed"
+
+    def __init__(self) -> None:
+        self.sender, self.receiver = anyio.create_memory_object_stream[list[Tick]](100)
+        self.sent = 0
+
+    async def feed(self, count: int, batch: int = 20) -> None:
+        for start in range(self.sent, self.sent + count, batch):
+            await self.sender.send([Tick(n) for n in range(start, start + batch)])
+        self.sent += count
+
+    async def run(self, ctx: SourceContext, emit: Emit[Tick]) -> None:
+        ctx.ready()
+        async with self.receiver:
+            async for batch in self.receiver:
+                ctx.stats.received += len(batch)
+                await emit(batch)
+
+
+class Peer:
+    """A receiver on loopback that keeps every whole record it reads.
+
+    ``stop`` reads what has already arrived, then closes every socket, like a
+    shipper shutting down; ``start`` listens again on the same address.
+    """
+
+    def __init__(self, kind: str, where: Any, framing: str = "ndjson") -> None:
+        self.kind, self.where, self.framing = kind, where, framing
+        self.records: list[Any] = []
+        self.broken = 0
+        self._socks: list[socket.socket] = []
+        self._buffers: dict[socket.socket, bytes] = {}
+        self._scope: anyio.CancelScope | None = None
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_UNIX if self.kind.startswith("unix") else socket.AF_INET
+        stream = self.kind in ("tcp", "unix")
+        sock = socket.socket(family, socket.SOCK_STREAM if stream else socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        if family == socket.AF_UNIX:
+            Path(self.where).unlink(missing_ok=True)
+        sock.bind(self.where)
+        if stream:
+            sock.listen()
+        sock.setblocking(False)
+        self.where = sock.getsockname()
+        return sock
+
+    @property
+    def url(self) -> str:
+        if self.kind.startswith("unix"):
+            return f"{self.kind}://{self.where}"
+        return f"{self.kind}://127.0.0.1:{self.where[1]}"
+
+    def events(self) -> list[int]:
+        return [r["data"]["n"] for r in self.records if r["type"] == "event"]
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        await tg.start(self._serve)
+
+    async def _serve(self, *, task_status: TaskStatus[None]) -> None:
+        main = self._bind()
+        self._socks = [main]
+        with anyio.CancelScope() as self._scope:
+            async with anyio.create_task_group() as tg:
+                task_status.started()
+                if self.kind in ("udp", "unixgram"):
+                    await self._read(main)
+                while True:
+                    await anyio.wait_readable(main)
+                    conn, _ = main.accept()
+                    conn.setblocking(False)
+                    self._socks.append(conn)
+                    tg.start_soon(self._read, conn)
+
+    async def _read(self, sock: socket.socket) -> None:
+        while self._drain(sock):
+            await anyio.wait_readable(sock)
+
+    def _drain(self, sock: socket.socket) -> bool:
+        """Take everything readable now; False at end of stream."""
+        while True:
+            try:
+                data = sock.recv(1 << 16)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data and self.kind in ("tcp", "unix"):
+                return False
+            self._parse(sock, data)
+
+    def _parse(self, sock: socket.socket, data: bytes) -> None:
+        if self.kind in ("udp", "unixgram"):
+            body = data[4:] if self.framing == "msgpack" else data
+            self.records.append(self._decode(body))
+            return
+        buffer = self._buffers.get(sock, b"") + data
+        while True:
+            if self.framing == "msgpack":
+                if len(buffer) < 4 or len(buffer) < 4 + struct.unpack(">I", buffer[:4])[0]:
+                    break
+                size = struct.unpack(">I", buffer[:4])[0]
+                frame, buffer = buffer[4 : 4 + size], buffer[4 + size :]
+            else:
+                line, sep, rest = buffer.partition(b"\n")
+                if not sep:
+                    break
+                frame, buffer = line, rest
+            self.records.append(self._decode(frame))
+        self._buffers[sock] = buffer
+
+    def _decode(self, frame: bytes) -> Any:
+        if self.framing == "msgpack":
+            return msgspec.msgpack.decode(frame)
+        return json.loads(frame)
+
+    def stop(self) -> None:
+        """Read what arrived, then close everything (no await in between)."""
+        for sock in self._socks:
+            if sock.type == socket.SOCK_DGRAM or sock is not self._socks[0]:
+                self._drain(sock)
+        self.broken += sum(1 for rest in self._buffers.values() if rest)
+        self._buffers.clear()
+        for sock in self._socks:
+            sock.close()
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (bounded) until ``condition()`` holds: counters and peers' records
+    have no change notification, so poll them."""
+    with anyio.fail_after(20):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.002)
+
+
+def where(kind: str, tmp_path: Path) -> Any:
+    return str(tmp_path / f"{kind}.sock") if kind.startswith("unix") else ("127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix", "unixgram"])
+async def test_peer_stopped_and_restarted_every_event_accounted(kind: str, tmp_path: Path) -> None:
+    peer = Peer(kind, where(kind, tmp_path))
+    source = FeedSource()
+    async with anyio.create_task_group() as peers:
+        await peer.start(peers)
+        sink = SocketSink(peer.url, buffer=50, backoff=0.01, backoff_max=0.05)
+        pipeline = Pipeline(source, [], sink)
+        sink_stats = pipeline.stats.stages[-1]
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            await source.feed(200)
+            await until(lambda: len(peer.events()) == 200, "first peer has 200")
+            peer.stop()
+            first = peer.events()
+            await source.feed(200)  # the peer is away: 50 buffered, the rest dropped
+            await until(lambda: sink_stats.emitted == 400, "sink took 400")
+            assert sink.delivered == 200
+            assert sink_stats.dropped.get("buffer_full", 0) > 0
+            second = Peer(kind, peer.where)
+            await second.start(peers)
+            with anyio.fail_after(20):  # batches arriving after the backoff reconnect
+                while sink.delivered == 200:
+                    await source.feed(20)
+                    await anyio.sleep(0.01)
+            dropped_before = sink_stats.dropped_total
+            await source.feed(200)
+            source.sender.close()
+        # the pipeline has ended: close delivered what was buffered
+        await until(lambda: len(first) + len(second.events()) == sink.delivered, "all arrived")
+        second.stop()
+    received = first + second.events()
+    dropped = sink_stats.dropped
+    assert set(dropped) <= {"buffer_full"}, dropped
+    assert len(received) + sink_stats.dropped_total == source.sent
+    assert sink.delivered == len(received)
+    assert received == sorted(set(received)), "duplicated or reordered events"
+    assert sink_stats.dropped_total == dropped_before, "nothing dropped once reconnected"
+    assert received[-200:] == list(range(source.sent - 200, source.sent))
+    assert set(range(200, 250)) <= set(received), "what was buffered reached the new peer"
+    assert peer.broken == second.broken == 0
+    summary = [r for r in second.records if r["type"] == "summary"]
+    assert len(summary) == 1
+
+
+async def test_tcp_msgpack_framing_delivers_records_in_order() -> None:
+    peer = Peer("tcp", ("127.0.0.1", 0), framing="msgpack")
+    async with anyio.create_task_group() as peers:
+        await peer.start(peers)
+        sink = SocketSink(peer.url, framing="msgpack")
+        source = FeedSource()
+        pipeline = Pipeline(source, [], sink)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            await source.feed(1000, batch=100)
+            source.sender.close()
+        await until(lambda: len(peer.events()) == 1000, "all arrived")
+        peer.stop()
+    assert peer.events() == list(range(1000))
+    assert peer.records[-1]["type"] == "summary"
+    assert peer.records[-1]["v"] == 1
+    assert sink.delivered == 1000
+
+
+async def test_udp_delivers_while_the_peer_listens() -> None:
+    """UDP is best effort: what the peer gets is at most what was delivered."""
+    peer = Peer("udp", ("127.0.0.1", 0))
+    async with anyio.create_task_group() as peers:
+        await peer.start(peers)
+        sink = SocketSink(peer.url, backoff=0.01, backoff_max=0.05)
+        source = FeedSource()
+        pipeline = Pipeline(source, [], sink)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            for round_ in range(1, 6):
+                await source.feed(20)
+                await until(lambda: len(peer.events()) == 20 * round_, "batch arrived")  # noqa: B023
+            source.sender.close()
+        peer.stop()
+    assert peer.events() == list(range(100))
+    assert sink.delivered == 100
+
+
+async def test_peer_never_there_buffer_bound_then_undelivered(tmp_path: Path) -> None:
+    sink = SocketSink(f"unix://{tmp_path}/nobody.sock", buffer=30, backoff=0.01, close_timeout=0.2)
+    source = FeedSource()
+    pipeline = Pipeline(source, [], sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await source.feed(60)
+        source.sender.close()
+    stats = pipeline.stats.stages[-1]
+    assert sink.delivered == 0
+    assert stats.dropped["buffer_full"] + stats.dropped["undelivered"] == 60
+    assert stats.dropped["undelivered"] <= 30
+    assert any("cannot connect" in line for line in pipeline.stats.attached)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("socket:", "socket needs an address"),
+        ("socket:tcp://127.0.0.1", "needs a host and a port"),
+        ("socket:http://127.0.0.1:80", "use tcp://HOST:PORT"),
+        ("socket:unix://", "no socket path"),
+        ("socket:tcp://127.0.0.1:9,framing=xml", "framing must be ndjson or msgpack"),
+        ("socket:tcp://127.0.0.1:9,speed=3", "unknown option 'speed=3'"),
+    ],
+)
+def test_bad_socket_specs_name_the_problem(spec: str, message: str) -> None:
+    with pytest.raises(SinkSpecError, match=message):
+        sink_from_spec(spec)
+
+
+def test_socket_spec_with_options() -> None:
+    sink = sink_from_spec("socket:udp://[::1]:9000,framing=msgpack,buffer=7")
+    assert isinstance(sink, SocketSink)
+    assert (str(sink.address), sink.framing, sink.buffer) == ("udp://[::1]:9000", "msgpack", 7)
