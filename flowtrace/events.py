@@ -121,15 +121,15 @@ _STRING_CACHE_LIMIT = 65536
 
 def _decode_strings(raw: list[bytes], cache: dict[bytes, str]) -> list[str]:
     """NUL-terminated, UTF-8 (invalid bytes replaced), memoised in ``cache``."""
+    try:
+        return list(map(cache.__getitem__, raw))
+    except KeyError:
+        pass
     if len(cache) > _STRING_CACHE_LIMIT:
         cache.clear()
-    out = []
-    for value in raw:
-        text = cache.get(value)
-        if text is None:
-            text = cache[value] = value.partition(b"\0")[0].decode("utf-8", "replace")
-        out.append(text)
-    return out
+    for value in set(raw).difference(cache):
+        cache[value] = value.partition(b"\0")[0].decode("utf-8", "replace")
+    return list(map(cache.__getitem__, raw))
 
 
 def _align(offset: int, alignment: int) -> int:

@@ -31,7 +31,6 @@ __all__ = ["PerfBufferReader", "RingBufferReader", "Transport"]
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HEADER = 8
-_POS = struct.Struct("<Q")
 
 
 class Transport(Protocol):
@@ -42,6 +41,10 @@ class Transport(Protocol):
     """
 
     fd: int
+    capacity: int
+    """Records the buffer holds."""
+    max_wait: float
+    """Longest a record may sit unannounced on ``fd`` (perf wakes at a watermark)."""
 
     def read(self, limit: int) -> list[Event]:
         """Up to ``limit`` events that are ready now, oldest first; never blocks."""
@@ -78,20 +81,26 @@ class RingBufferReader:
         self._stride = _HEADER + (layout.size + 7) // 8 * 8
         self._dtype = layout.dtype(header=_HEADER, stride=self._stride)
         self._header = np.dtype({"names": ["len"], "formats": ["<u4"], "itemsize": self._stride})
-        self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._consumer_map = mmap.mmap(
+            map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+        )
         self._data = mmap.mmap(
             map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
         )
         self._data_start = page
         self._strings: dict[bytes, str] = {}
+        self.capacity = size // self._stride
+        self.max_wait = 0.25  # the kernel wakes the reader when records arrive
+        # Positions are read and written as whole 8-byte words: struct.pack_into
+        # writes byte by byte, and the kernel could see a half-written position.
+        self._consumer = memoryview(self._consumer_map).cast("Q")
+        self._producer = memoryview(self._data)[:8].cast("Q")
 
     def pending(self) -> bool:
-        return bool(_POS.unpack_from(self._consumer)[0] != _POS.unpack_from(self._data)[0])
+        return bool(self._consumer[0] != self._producer[0])
 
     def unread(self) -> int:
-        consumer = _POS.unpack_from(self._consumer)[0]
-        producer = _POS.unpack_from(self._data)[0]
-        return int((producer - consumer) // self._stride)
+        return int((self._producer[0] - self._consumer[0]) // self._stride)
 
     def read(self, limit: int) -> list[Event]:
         """Up to ``limit`` committed events, oldest first; never blocks.
@@ -100,8 +109,8 @@ class RingBufferReader:
         reserved it but has not committed); skips discarded ones; then hands
         the space back to the kernel.
         """
-        consumer = _POS.unpack_from(self._consumer)[0]
-        producer = _POS.unpack_from(self._data)[0]
+        consumer = self._consumer[0]
+        producer = self._producer[0]
         count = min((producer - consumer) // self._stride, limit)
         if count <= 0:
             return []
@@ -118,11 +127,13 @@ class RingBufferReader:
             records = records[~discarded]
         events = self._layout.decode(records, self._strings)
         del records
-        _POS.pack_into(self._consumer, 0, consumer + count * self._stride)
+        self._consumer[0] = consumer + count * self._stride
         return events
 
     def close(self) -> None:
-        self._consumer.close()
+        self._consumer.release()
+        self._producer.release()
+        self._consumer_map.close()
         self._data.close()
 
 
@@ -156,6 +167,7 @@ _PERF_TYPE_SOFTWARE = 1
 _PERF_COUNT_SW_BPF_OUTPUT = 10
 _PERF_SAMPLE_RAW = 1 << 10
 _PERF_FLAG_FD_CLOEXEC = 1 << 3
+_PERF_ATTR_WATERMARK = 1 << 14  # perf_event_attr.watermark
 _PERF_EVENT_IOC_ENABLE = 0x2400
 _PERF_RECORD_SAMPLE = 9
 _DATA_HEAD = 1024  # offsets in struct perf_event_mmap_page
@@ -164,7 +176,7 @@ _PERF_HEADER = struct.Struct("<IHH")
 _SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}.get(platform.machine())
 
 
-def _perf_event_open(cpu: int) -> int:
+def _perf_event_open(cpu: int, watermark: int) -> int:
     if _SYS_PERF_EVENT_OPEN is None:
         raise OSError(errno.ENOSYS, "perf_event_open: unsupported architecture")
     attr = _PerfEventAttr(
@@ -173,7 +185,8 @@ def _perf_event_open(cpu: int) -> int:
         config=_PERF_COUNT_SW_BPF_OUTPUT,
         sample_period=1,
         sample_type=_PERF_SAMPLE_RAW,
-        wakeup_events=1,
+        flags=_PERF_ATTR_WATERMARK,
+        wakeup_events=watermark,  # with the watermark flag: wake at this many bytes
     )
     libc = ctypes.CDLL(None, use_errno=True)
     fd = int(
@@ -189,24 +202,26 @@ class _PerfRing:
     """One CPU's perf ring: a metadata page, then ``size`` bytes of data."""
 
     def __init__(self, cpu: int, pages: int) -> None:
-        self.fd = _perf_event_open(cpu)
         page = mmap.PAGESIZE
         self.size = pages * page
+        # wake the reader when an eighth of the ring is used, not per record
+        self.fd = _perf_event_open(cpu, watermark=max(self.size // 8, 1))
         self.map = mmap.mmap(
             self.fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
         self._page = page
+        # whole 8-byte words: the kernel must never see a half-written tail
+        self._words = memoryview(self.map)[:page].cast("Q")
         fcntl.ioctl(self.fd, _PERF_EVENT_IOC_ENABLE, 0)
 
     def backlog(self) -> int:
         """Bytes written and not yet taken."""
-        head = _POS.unpack_from(self.map, _DATA_HEAD)[0]
-        return int(head - _POS.unpack_from(self.map, _DATA_TAIL)[0])
+        return int(self._words[_DATA_HEAD // 8] - self._words[_DATA_TAIL // 8])
 
     def take(self) -> bytes:
         """Every complete record written since the last call, unwrapped."""
-        head = _POS.unpack_from(self.map, _DATA_HEAD)[0]
-        tail = _POS.unpack_from(self.map, _DATA_TAIL)[0]
+        head = self._words[_DATA_HEAD // 8]
+        tail = self._words[_DATA_TAIL // 8]
         if head == tail:
             return b""
         start = self._page + tail % self.size
@@ -216,10 +231,11 @@ class _PerfRing:
             data = self.map[start:end]
         else:
             data = self.map[start:limit] + self.map[self._page : self._page + end - limit]
-        _POS.pack_into(self.map, _DATA_TAIL, head)
+        self._words[_DATA_TAIL // 8] = head
         return data
 
     def close(self) -> None:
+        self._words.release()
         self.map.close()
         os.close(self.fd)
 
@@ -253,6 +269,8 @@ class PerfBufferReader:
         self._rings: list[_PerfRing] = []
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
+        self.capacity = pages * mmap.PAGESIZE // self._stride  # per CPU
+        self.max_wait = 0.05  # records below a ring's wake-up watermark wait this long
         self._strings: dict[bytes, str] = {}
         try:
             for cpu in cpus:

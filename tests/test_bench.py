@@ -1,0 +1,54 @@
+"""The benchmark harness runs end to end and its accounting adds up.
+
+A smoke test with a tiny N: no performance figure is asserted here (those
+are benchmark results, compared side by side in one run, never timed
+assertions in tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_contender_accounts_for_every_event(tmp_path: Path) -> None:
+    count = 3000
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "-n",
+            str(count),
+            "--rounds",
+            "1",
+            "--quiet",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "latest.json").read_text())
+    expected = {"ft-count", "ft-ndjson", "ft-hist", "ft-count-perf", "bcc-perf", "bcc-ringbuf"}
+    assert expected <= set(result["summary"])
+    for name, runs in result["runs"].items():
+        assert len(runs) == 1, name
+        run = runs[0]
+        assert "error" not in run, f"{name}: {run.get('error')}"
+        assert run["generated"] == count, name
+        assert run["delivered"] + run["dropped"] == count, name
+        assert run["dropped"] == sum(run["dropped_by"].values()), name
+        assert run["adds_up"] and run["answer_ok"], name
+    assert not list((tmp_path / "scratch").glob("*.ndjson")), "NDJSON output left behind"
