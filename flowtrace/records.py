@@ -107,7 +107,11 @@ class WindowResult(Record, frozen=True, kw_only=True):
 class SideRecord(Record, frozen=True, kw_only=True):
     """Base of side outputs: what an operator could not fold into its results
     (a late event, a start that never completed) but passes on rather than
-    lose. Aggregating operators pass side records through unchanged."""
+    lose. Every flowtrace operator passes side records through unchanged and
+    never applies its predicate, function, key or aggregate to one: per-event
+    operators keep them in their place among the events, windows emit them
+    ahead of the results of the batch they came with; sinks print or write
+    them (see ``docs/operators.md``)."""
 
     kind: ClassVar[str] = "side"
 

@@ -6,8 +6,10 @@ inside one call, never an await per event.
 
 Lifecycle guarantees, for every stage a pipeline runs:
 
-* ``open``/``start`` is called once before any data; ``close`` is called once
-  afterwards, also when the pipeline fails or is cancelled.
+* Operators and sinks are opened (``open``) once before their first batch
+  and closed (``close``) once afterwards, also when the pipeline fails or is
+  cancelled. A source has no ``open`` or ``close``: its ``run`` is awaited
+  once and releases what it acquired (detaches probes) before returning.
 * A source is asked to stop (``ctx.stop_requested``) before anything
   downstream finishes; operators then get ``finish()`` once the stream above
   them has ended, and sinks get ``close()`` after their last batch.
@@ -157,7 +159,3 @@ class Sink(_Named, ABC, Generic[In]):
 
     async def close(self) -> None:
         """Flush and release; called once, also on failure."""
-
-
-def as_list(values: Sequence[T]) -> list[T]:
-    return values if isinstance(values, list) else list(values)

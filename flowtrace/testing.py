@@ -6,9 +6,9 @@ your own tests."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from .clock import ManualClock
+from .clock import ManualClock, TickSchedule
 from .context import SourceContext, StageContext
 from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import StageStats
@@ -64,11 +64,6 @@ class CollectSink(Sink[T], Generic[T]):
         self.closed = True
 
 
-def values(events: Iterable[Any], field: str) -> list[Any]:
-    """The ``field`` of each event, in order."""
-    return [getattr(e, field) for e in events]
-
-
 class OperatorHarness(Generic[In, Out]):
     """Drives one synchronous operator the way the pipeline runtime does,
     on a :class:`~flowtrace.clock.ManualClock`, without an event loop.
@@ -76,7 +71,9 @@ class OperatorHarness(Generic[In, Out]):
     ``feed(batch)`` is one ``process`` call (then a ``tick`` if one is due);
     ``advance(seconds)`` moves the clock and runs ``tick`` once if at least
     one interval passed since the last tick, as the runtime does however far
-    the clock jumped; ``finish()`` runs ``finish`` and ``close``. Each returns
+    the clock jumped (both use :class:`~flowtrace.clock.TickSchedule`, so
+    ticks fall on the same whole nanoseconds); ``finish()`` runs ``finish``
+    and ``close``. Each returns
     what the operator emitted; :attr:`emitted` keeps everything in order and
     :attr:`stats` the stage's counters (``received``, ``emitted``,
     ``dropped``). ``pipeline_stop_requested`` tells whether the operator
@@ -97,7 +94,7 @@ class OperatorHarness(Generic[In, Out]):
         self.emitted: list[Out] = []
         operator.open(StageContext(self.stats, self.clock, self.reports.append))
         interval = operator.tick_interval
-        self._deadline = self.clock.now() + interval if interval else None
+        self._ticks = TickSchedule(self.clock, interval) if interval else None
         self._closed = False
 
     @property
@@ -111,13 +108,8 @@ class OperatorHarness(Generic[In, Out]):
         return items
 
     def _tick_if_due(self) -> list[Out]:
-        interval = self.operator.tick_interval
-        if self._deadline is None or not interval:
+        if self._ticks is None or not self._ticks.due():
             return []
-        now = self.clock.now()
-        if now < self._deadline:
-            return []
-        self._deadline += interval * (1 + (now - self._deadline) // interval)
         return self._out(self.operator.tick())
 
     def feed(self, batch: Iterable[In]) -> list[Out]:

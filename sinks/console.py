@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
 from flowtrace.context import StageContext
-from flowtrace.operators.render import count_table_lines, histogram_lines, section_line
+from flowtrace.operators.render import (
+    count_table_lines,
+    histogram_lines,
+    ordered_rows,
+    section_line,
+)
 from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
 from flowtrace.stages import Sink
 
@@ -95,7 +100,7 @@ class TableStyle:
         if self.line is None:
             body = count_table_lines(table, ascending=self.ascending, title=self.title is None)
             return lines + ([self.title] if self.title is not None else []) + body
-        rows = sorted(table.rows, key=_count) if self.ascending else table.rows
+        rows = ordered_rows(table, ascending=self.ascending)
         if self.title is not None:
             lines.append(self.title)
         lines += [self.line(row) for row in rows]
@@ -189,10 +194,6 @@ class ConsoleSink(Sink[T], Generic[T]):
 
 
 _SPECIAL = (Histogram, CountTable, SideRecord)
-
-
-def _count(row: CountRow) -> int:
-    return row.count
 
 
 def _record_line(record: Record) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -10,7 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowtrace.errors import PipelineDefinitionError, StageError
-from flowtrace.operators import AllOf, Compare, F, Not, Predicate, field, filter, flat_map, map
+from flowtrace.operators import (
+    AllOf,
+    Compare,
+    F,
+    Not,
+    Predicate,
+    field,
+    filter,
+    flat_map,
+    join,
+    map,
+)
+from flowtrace.records import JoinIncomplete
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
 
@@ -113,3 +126,58 @@ def test_bad_definitions() -> None:
         Compare("comm", "=~", "x")
     with pytest.raises(PipelineDefinitionError, match="map expects a function"):
         map("pid")  # type: ignore[arg-type]
+
+
+def test_side_records_pass_filter_map_flat_map_in_place() -> None:
+    """A side record (here an incomplete join, which has no pid) is never
+    handed to the predicate or function: it comes out unchanged, where it was."""
+    side = JoinIncomplete(key={"pid": 9}, start=Proc(9, "sh"), reason="timeout", waited=1.0)
+    batch: list[Any] = [Proc(1, "sh"), side, Proc(2, "bash"), Proc(3, "sh"), side]
+    assert OperatorHarness(filter(F.comm == "sh")).feed(batch) == [
+        Proc(1, "sh"),
+        side,
+        Proc(3, "sh"),
+        side,
+    ]
+    assert OperatorHarness(filter(lambda e: e.pid > 1)).feed(batch) == [
+        side,
+        Proc(2, "bash"),
+        Proc(3, "sh"),
+        side,
+    ]
+    assert OperatorHarness(map(lambda e: e.pid)).feed(batch) == [1, side, 2, 3, side]
+    assert OperatorHarness(flat_map(lambda e: [e.pid] * (e.pid - 1))).feed(batch) == [
+        side,
+        2,
+        3,
+        3,
+        side,
+    ]
+    assert OperatorHarness(filter(pid=2)).feed([side]) == [side]
+
+
+@pytest.mark.anyio
+async def test_filter_after_a_join_passes_its_incomplete_records() -> None:
+    """join | filter(F.latency_ns > X): a re-issued request's incomplete
+    reaches the sink instead of failing the filter."""
+
+    class Issue(msgspec.Struct, frozen=True):
+        ts: int
+        sector: int
+
+    class Done(msgspec.Struct, frozen=True):
+        ts: int
+        sector: int
+
+    events = [Issue(0, 1), Issue(5, 1), Done(2_000_000, 1), Issue(7, 2), Done(9, 2)]
+    sink = CollectSink[Any]()
+    await (
+        ListSource(events)
+        | join(Issue, Done, key="sector")
+        | filter(F.latency_ns > 1_000_000)
+        | sink
+    ).run()
+    assert [type(r).__name__ for r in sink.items] == ["JoinIncomplete", "JoinPair"]
+    replaced, slow = sink.items
+    assert (replaced.reason, replaced.start) == ("replaced", Issue(0, 1))
+    assert slow.latency_ns == 2_000_000 - 5

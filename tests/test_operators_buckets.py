@@ -201,6 +201,34 @@ def test_divisor_negative_and_float_values_as_the_kernel_sees_them() -> None:
     assert [(b.low, b.high, b.count) for b in hist.buckets] == [(1 << 63, U64, 1)]
 
 
+def test_divisor_divides_the_u64_value_as_the_kernel_does() -> None:
+    """``(u64)-1 / 1024`` is 2**54 - 1: slot 54, not the slot of -1 (64)."""
+    h = OperatorHarness(log2_histogram("bytes", divisor=1024))
+    h.feed([Sized(-1)])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    assert [(b.low, b.high, b.count) for b in hist.buckets] == [(1 << 53, (1 << 54) - 1, 1)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(u64s, st.integers(-(1 << 70), 1 << 70)), max_size=100),
+    st.sampled_from([1, 2, 3, 1000, 1024, 1 << 40]),
+    st.integers(1, 30),
+)
+def test_log2_histogram_with_divisor_equals_reference(
+    values: list[int], divisor: int, batch: int
+) -> None:
+    h = OperatorHarness(log2_histogram("bytes", divisor=divisor))
+    events = [Sized(v) for v in values]
+    for i in range(0, len(events), batch):
+        h.feed(events[i : i + batch])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    expected = Counter(ref_bpf_log2l((v & U64) // divisor) for v in values)
+    assert {b.high.bit_length(): b.count for b in hist.buckets if b.count} == dict(expected)
+
+
 def test_linear_histogram_slots_and_out_of_range_are_counted() -> None:
     h = OperatorHarness(linear_histogram("bytes", unit="len", max_index=10))
     values = [0, 3, 3, 10, 11, -1, 500]

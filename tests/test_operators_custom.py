@@ -19,6 +19,7 @@ import trio
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError, StageError
 from flowtrace.operators import EventOperator, per_event, stream_operator
+from flowtrace.records import JoinIncomplete
 from flowtrace.stages import AsyncOperator, Emit
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -284,3 +285,58 @@ def test_decorators_reject_the_wrong_kind_of_function() -> None:
         stream_operator(not_a_generator)  # type: ignore[arg-type]
     with pytest.raises(PipelineDefinitionError, match="use stream_operator"):
         per_event(totals_at_end.__wrapped__)  # type: ignore[attr-defined]
+
+
+class Ticker(EventOperator[int, float]):
+    """Emits the clock's time on each tick."""
+
+    def __init__(self, interval: float) -> None:
+        self.tick_interval = interval
+
+    def on_event(self, event: int) -> None:
+        pass
+
+    def on_tick(self) -> None:
+        self.emit(round(self.ctx.clock.now(), 9))
+
+
+def test_harness_ticks_on_the_runtimes_schedule() -> None:
+    """Ticks every 0.2 s on steps of 0.1 s: on every second step, never a
+    step late however the floats add up (the runtime's TickSchedule)."""
+    h = OperatorHarness(Ticker(0.2), ManualClock())
+    ticks = [h.advance(0.1) for _ in range(10)]
+    assert ticks == [[], [0.2], [], [0.4], [], [0.6], [], [0.8], [], [1.0]]
+    h = OperatorHarness(Ticker(1.0), ManualClock(5.0))
+    assert h.advance(3.5) == [8.5]  # one tick however far the clock jumps
+    assert h.advance(0.4) == []
+    assert h.advance(0.1) == [9.0]
+
+
+@stream_operator
+async def running_total(events: AsyncIterator[int]) -> AsyncIterator[int]:
+    total = 0
+    async for e in events:
+        total += e
+        yield total
+
+
+@pytest.mark.anyio
+async def test_side_records_pass_every_custom_form() -> None:
+    """Side records never reach user code: in place past ``per_event`` and
+    ``EventOperator``, ahead of what a generator yields for their batch."""
+    side = JoinIncomplete(key={"k": 1}, start=0, reason="timeout", waited=1.0)
+
+    @per_event
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    class Doubler(EventOperator[int, int]):
+        def on_event(self, event: int) -> None:
+            self.emit(event * 2)
+
+    batch: list[Any] = [1, side, 2, 3, side]
+    assert OperatorHarness(plus_one()).feed(batch) == [2, side, 3, 4, side]
+    assert OperatorHarness(Doubler()).feed(batch) == [2, side, 4, 6, side]
+    sink = CollectSink[Any]()
+    await (ListSource([*batch, 4, side], batch_size=5) | running_total() | sink).run()
+    assert sink.items == [side, side, 1, 3, 6, side, 10]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
 from flowtrace.operators import distinct, rate, sample, throttle
-from flowtrace.records import JoinIncomplete, WindowResult
+from flowtrace.records import JoinIncomplete, Record, WindowResult
 from flowtrace.testing import OperatorHarness
 
 
@@ -88,3 +88,59 @@ def test_bad_arguments() -> None:
         throttle(1, per=0)
     with pytest.raises(PipelineDefinitionError, match="rate: every must be a positive number"):
         rate(-1.0)
+
+
+def test_sample_and_throttle_pass_side_records_without_counting_them() -> None:
+    side = JoinIncomplete(key={"k": 1}, start=Ev(9), reason="timeout", waited=1.0)
+    h = OperatorHarness(sample(2))
+    assert h.feed([side, Ev(0), side, Ev(1), Ev(2)]) == [side, Ev(0), side, Ev(2)]
+    assert h.feed([side]) == [side]
+    assert h.feed([Ev(3), Ev(4)]) == [Ev(4)]
+    h = OperatorHarness(throttle(2, per=1.0))
+    assert h.feed([side, Ev(0), side, Ev(1), Ev(2), side]) == [side, Ev(0), side, Ev(1), side]
+    assert h.stats.dropped == {"throttled": 1}
+
+
+def test_throttle_intervals_are_whole_nanoseconds() -> None:
+    """Ten steps of 0.1 s are ten intervals: one event passes in each."""
+    clock = ManualClock()
+    h = OperatorHarness(throttle(1, per=0.1), clock)
+    passed = []
+    for i in range(10):
+        passed += h.feed([Ev(i), Ev(100 + i)])
+        clock.advance(0.1)
+    assert [e.n for e in passed] == list(range(10))
+    assert h.stats.dropped == {"throttled": 10}
+
+
+def rates(records: list[Record]) -> list[tuple[float | None, float | None, float | None]]:
+    assert all(isinstance(r, WindowResult) for r in records)
+    return [(r.window_start, r.window_end, r.value) for r in records if isinstance(r, WindowResult)]
+
+
+def test_rate_never_divides_by_time_that_has_not_passed() -> None:
+    """A sliding rate ending after 0.5 s reports its one open window once,
+    over the half second that passed; a window of zero length has no rate."""
+    clock = ManualClock()
+    h = OperatorHarness(rate(1.0, window=3.0), clock)
+    h.feed([Ev(1), Ev(2)])
+    clock.advance(0.5)
+    assert rates(h.finish()) == [(0.0, 0.5, 4.0)]
+    h = OperatorHarness(rate(1.0, window=2.0), clock := ManualClock())
+    h.feed([Ev(1), Ev(2)])
+    out = h.advance(1.0)
+    h.feed([Ev(3)])
+    out += h.advance(1.5)
+    out += h.finish()
+    assert rates(out) == [
+        (0.0, 1.0, 2.0),
+        (0.0, 2.0, 1.5),
+        (1.0, 2.5, 1 / 1.5),
+    ]
+    h = OperatorHarness(rate(1.0), clock := ManualClock())
+    h.feed([Ev(1)])
+    out = h.advance(1.0) + h.finish()
+    assert rates(out) == [
+        (0.0, 1.0, 1.0),
+        (1.0, 1.0, None),
+    ]

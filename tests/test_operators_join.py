@@ -15,7 +15,7 @@ from flowtrace.clock import ManualClock
 from flowtrace.context import SourceContext
 from flowtrace.errors import PipelineDefinitionError, StageError
 from flowtrace.operators import join, log2_histogram
-from flowtrace.records import Histogram, JoinIncomplete, JoinPair
+from flowtrace.records import Histogram, JoinIncomplete, JoinPair, LateEvent
 from flowtrace.stages import Emit, Sink, Source
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -140,6 +140,25 @@ def test_other_events_pass_and_arrival_time_latency() -> None:
     out = h.feed([Complete(0, 0, 1)])
     assert [r.latency_ns for r in out] == [250_000_000]
     assert h.emitted[0] == Other(5)
+
+
+def test_predicate_join_passes_side_records_in_place() -> None:
+    """Side records from upstream (a late event has no ``dev``) never reach
+    the start/complete predicates or the key; they keep their place."""
+    late = LateEvent(event=Other(1), watermark=1.0, window_start=0.0, window_end=1.0)
+    earlier = JoinIncomplete(key={"sector": 4}, start=Other(2), reason="timeout", waited=1.0)
+    h = OperatorHarness(
+        join(lambda e: isinstance(e, Issue) and e.dev == 0, lambda e: e.dev == 0, key="sector")
+    )
+    out = h.feed([late, Issue(0, 0, 1), earlier, Complete(7, 0, 1), late])
+    assert [r if isinstance(r, JoinIncomplete | LateEvent) else r.latency_ns for r in out] == [
+        late,
+        earlier,
+        7,
+        late,
+    ]
+    assert h.feed([earlier]) == [earlier]
+    assert h.stats.dropped == {}
 
 
 def test_emit_incomplete_false_only_counts() -> None:

@@ -4,6 +4,8 @@ time, lateness, limits, end of stream; each checked against a reference."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import anyio
@@ -12,9 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import flowtrace.operators as ops
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import Collect, Count, CountBy, Max, Min, Rate, Sum, log2_histogram, window
+from flowtrace.operators import (
+    Collect,
+    Count,
+    CountBy,
+    Max,
+    Min,
+    Rate,
+    Sum,
+    log2_histogram,
+    window,
+)
 from flowtrace.records import Histogram, JoinIncomplete, LateEvent, Record, WindowResult
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -72,9 +85,33 @@ def test_tumbling_processing_time_windows_partition_the_events(
     assert len(windows) == int((clock.now() - 10.0) // size) + 1
 
 
-@settings(max_examples=150, deadline=None)
-@given(steps, st.sampled_from([(2.0, 1.0), (3.0, 1.0), (1.0, 0.5), (2.0, 2.0)]))
-def test_sliding_processing_time_windows_hold_what_arrived_in_them(
+def reference_sliding(
+    arrivals: list[tuple[float, int]], end: float, size: float, every: float
+) -> tuple[list[tuple[float, float, list[int]]], list[tuple[float, float, list[int]]]]:
+    """Sliding processing-time windows from open (time 0) to ``end``, in
+    exact arithmetic: the windows a tick emits (those ending by ``end``,
+    ``[max(0, e - size), e)`` for each multiple ``e`` of ``every``), then the
+    one still open at the end, ``[max(0, e - size), end]`` for the next
+    multiple ``e``, unless it repeats the last window exactly."""
+    t_end, t_size, t_every = Fraction(end), Fraction(size), Fraction(every)
+
+    def ids(low: Fraction, high: Fraction, closed: bool) -> list[int]:
+        return [i for t, i in arrivals if low <= t and (t <= high if closed else t < high)]
+
+    ticked = []
+    e = t_every
+    while e <= t_end:
+        low = max(Fraction(0), e - t_size)
+        ticked.append((float(low), float(e), ids(low, e, closed=False)))
+        e += t_every
+    low = max(Fraction(0), e - t_size)
+    final = (float(low), end, ids(low, t_end, closed=True))
+    return ticked, ([] if ticked and ticked[-1] == final else [final])
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, st.sampled_from([(2.0, 1.0), (3.0, 1.0), (1.0, 0.5), (2.0, 2.0), (4.0, 0.5)]))
+def test_sliding_processing_time_windows_are_exactly_the_reference(
     schedule: list[tuple[float, int]], shape: tuple[float, float]
 ) -> None:
     size, every = shape
@@ -88,17 +125,88 @@ def test_sliding_processing_time_windows_hold_what_arrived_in_them(
         arrivals += [(clock.now(), n + i) for i in range(count)]
         n += count
     end = clock.now()
-    before_end = collected(h.emitted)
-    at_end = collected(h.finish())
-    for w in before_end + at_end:
-        assert w.window_start is not None and w.window_end is not None
-        expected = [i for t, i in arrivals if w.window_start <= t < w.window_end]
-        if w in at_end:  # cut at end of stream, so it holds what arrived "now" too
-            assert w.window_end <= end
-            expected = [i for t, i in arrivals if w.window_start <= t <= w.window_end]
-        assert [e.n for e in w.value] == expected
-    # every event is in at least one window
-    assert {e.n for w in collected(h.emitted) for e in w.value} == set(range(n))
+    before_end = [
+        (w.window_start, w.window_end, [e.n for e in w.value]) for w in collected(h.emitted)
+    ]
+    at_end = [(w.window_start, w.window_end, [e.n for e in w.value]) for w in collected(h.finish())]
+    ticked, final = reference_sliding(arrivals, end, size, every)
+    assert before_end == ticked  # each window as soon as its end passed
+    assert at_end == final  # the open window, once, cut at the end
+    # every event is in at least one window, no window is repeated
+    windows = before_end + at_end
+    assert {i for _, _, ids in windows for i in ids} == set(range(n))
+    assert len({(a, b, tuple(ids)) for a, b, ids in windows}) == len(windows)
+
+
+def test_sliding_window_at_end_of_stream_is_emitted_once() -> None:
+    """A 3 s window every 1 s that ends after 0.5 s: one window, not three
+    copies of it."""
+    clock = ManualClock()
+    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock)
+    h.feed([Ev(1), Ev(2)])
+    clock.advance(0.5)
+    assert [(r.window_start, r.window_end, r.value) for r in collected(h.finish())] == [
+        (0.0, 0.5, 2)
+    ]
+    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock := ManualClock())
+    h.feed([Ev(1)])
+    out = h.advance(1.0)
+    h.feed([Ev(2)])  # arrives at 1.0, the very end: its own window, cut there
+    out += h.finish()
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [
+        (0.0, 1.0, 1),
+        (0.0, 1.0, 2),
+    ]
+    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock := ManualClock())
+    h.feed([Ev(1)])
+    out = h.advance(1.0) + h.finish()  # nothing new at the end: no repeat
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
+    h = OperatorHarness(window(Count(), 2.0, every=1.0, by="comm"), clock := ManualClock())
+    h.feed([Ev(1, comm="a")])
+    clock.advance(2.25)
+    out = h.feed([Ev(2, comm="b")]) + h.finish()
+    assert [(r.window_start, r.window_end, r.key, r.value) for r in collected(out)] == [
+        (0.0, 1.0, {"comm": "a"}, 1),
+        (0.0, 2.0, {"comm": "a"}, 1),
+        (1.0, 2.25, {"comm": "b"}, 1),
+    ]
+
+
+def test_decimal_intervals_end_on_the_tick_on_a_virtual_clock() -> None:
+    """Ten steps of 0.1 s: ten windows, each emitted on its own tick."""
+    clock = ManualClock()
+    h = OperatorHarness(window(Count(), 0.1), clock)
+    per_step = []
+    for i in range(10):
+        h.feed([Ev(i)])
+        per_step.append(
+            [(r.window_start, r.window_end, r.value) for r in collected(h.advance(0.1))]
+        )
+    assert per_step == [[(k / 10, (k + 1) / 10, 1)] for k in range(10)]
+    h = OperatorHarness(window(Count(), 0.3, every=0.1), clock := ManualClock(7.3))
+    emitted = [len(collected(h.advance(0.1))) for _ in range(30)]
+    assert emitted == [1] * 30
+
+
+def test_every_windowed_factory_takes_emit_late() -> None:
+    late_batch = [Ev(1, ts=5 * SECOND), Ev(2, ts=7 * SECOND)]
+    factories: dict[str, Callable[[bool], ops.Window[Any]]] = {
+        "count": lambda late: ops.count("comm", every=1.0, time_field="ts", emit_late=late),
+        "log2": lambda late: log2_histogram("size", every=1.0, time_field="ts", emit_late=late),
+        "linear": lambda late: ops.linear_histogram(
+            "size", every=1.0, time_field="ts", emit_late=late
+        ),
+        "rate": lambda late: ops.rate(1.0, time_field="ts", emit_late=late),
+    }
+    for name, make in factories.items():
+        for emit_late in (True, False):
+            h = OperatorHarness(make(emit_late))
+            h.feed(late_batch)
+            out = h.feed([Ev(3, ts=2 * SECOND)])
+            assert [r.event.n for r in out if isinstance(r, LateEvent)] == (
+                [3] if emit_late else []
+            ), name
+            assert h.stats.dropped == {"late": 1}, name
 
 
 def test_processing_time_emits_empty_windows_and_the_current_one_at_end() -> None:

@@ -16,7 +16,15 @@ from typing import Any
 
 from ..errors import PipelineDefinitionError
 
-__all__ = ["KeyGetter", "KeySpec", "ValueGetter", "ValueSpec", "missing_field", "positive"]
+__all__ = [
+    "KeyGetter",
+    "KeySpec",
+    "ValueGetter",
+    "ValueSpec",
+    "missing_field",
+    "positive",
+    "positive_int",
+]
 
 ValueSpec = str | Callable[[Any], Any]
 """A field name, or a function computing the value from an event."""
@@ -112,3 +120,13 @@ def positive(value: float | None, what: str, *, allow_none: bool = True) -> None
         return
     if isinstance(value, bool) or not value > 0:
         raise PipelineDefinitionError(f"{what} must be a positive number, got {value!r}")
+
+
+def positive_int(value: object, what: str, *, allow_zero: bool = False) -> int:
+    """``value`` if it is a positive integer (or zero, with ``allow_zero``),
+    else a one-line error; ``bool`` is not an integer here. For counts,
+    divisors, slot indexes and item limits."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        kind = "a non-negative integer" if allow_zero else "a positive integer"
+        raise PipelineDefinitionError(f"{what} must be {kind}, got {value!r}")
+    return value

@@ -16,9 +16,17 @@ from ..records import Record
 from ._fields import KeyGetter
 from .aggregates import Aggregate
 
-__all__ = ["Intervals"]
+__all__ = ["Intervals", "nanoseconds"]
 
 T = TypeVar("T")
+
+
+def nanoseconds(seconds: float) -> int:
+    """``seconds`` of the clock as whole nanoseconds, rounded as
+    :class:`~flowtrace.clock.TickSchedule` rounds them, so interval
+    arithmetic is exact (ten steps of 0.1 s are one second) and a window
+    ends exactly where the runtime's tick falls."""
+    return round(seconds * 1e9)
 
 
 class Intervals(Generic[T]):

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
-from ..errors import PipelineDefinitionError
 from ..records import Record, WindowResult
-from ._fields import ValueGetter, ValueSpec
+from ._fields import ValueGetter, ValueSpec, positive_int
 
 __all__ = ["Aggregate", "Collect", "Count", "Max", "Min", "Rate", "Sum"]
 
@@ -83,8 +82,14 @@ class Count(Aggregate[Any, int]):
 
 class Rate(Count):
     """Events per second of the window:
-    ``WindowResult(aggregate="rate", value=count / (end - start))`` (0.0 for a
-    window of zero length)."""
+    ``WindowResult(aggregate="rate", value=count / (end - start))``.
+
+    The length is the window's real one: a processing-time window that
+    began before the operator opened starts at the open, and the last
+    window at end of stream ends at that moment, so a rate is never spread
+    over time that has not passed. A window of zero length (the stream
+    ended exactly where a window begins) has no rate: ``value`` is None.
+    """
 
     name = "rate"
 
@@ -92,7 +97,7 @@ class Rate(Count):
         span = end - start
         return WindowResult(
             aggregate=self.name,
-            value=acc / span if span > 0 else 0.0,
+            value=acc / span if span > 0 else None,
             key=key,
             window_start=start,
             window_end=end,
@@ -189,11 +194,7 @@ class Collect(Aggregate[T, list[T]], Generic[T]):
     name = "collect"
 
     def __init__(self, max_items: int = 10_000) -> None:
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise PipelineDefinitionError(
-                f"Collect(max_items={max_items!r}): max_items must be a positive integer"
-            )
-        self.max_items = max_items
+        self.max_items = positive_int(max_items, f"Collect(max_items={max_items!r}): max_items")
 
     def new(self) -> list[T]:
         return []

@@ -9,8 +9,9 @@ which is why bcc prints the first row as ``0 -> 1``). Slot ``i >= 2`` holds
 
 Values are taken as the kernel's ``u64`` would hold them: integers modulo
 2**64 (a negative value lands in slot 64, as it would in a BPF map), floats
-truncated with ``int()``; ``divisor`` divides them first (integer
-division), like ``bytes / 1024`` in bitehist's C.
+truncated with ``int()``; ``divisor`` then divides that ``u64`` (integer
+division), like ``bytes / 1024`` in bitehist's C, so ``-1`` with divisor
+1024 is ``(u64)-1 / 1024`` (slot 54), as in the kernel.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import PipelineDefinitionError
 from ..records import Bucket, Histogram, Record
-from ._fields import KeySpec, ValueGetter, ValueSpec
+from ._fields import KeySpec, ValueGetter, ValueSpec, positive_int
 from .aggregates import Aggregate
-from .windows import DEFAULT_MAX_KEYS, Window, window_params
+from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = [
     "LOG2_SLOTS",
@@ -59,26 +59,27 @@ def _as_u64(values: list[Any]) -> list[int]:
     return [int(v) & U64 for v in values]
 
 
+def _u64_quotients(values: list[Any], divisor: int) -> list[int]:
+    """Each value as the kernel's u64, integer-divided by ``divisor``: the
+    conversion comes first, as in C (``(u64)v / divisor``)."""
+    if values and {*map(type, values)} == {int} and min(values) >= 0 and max(values) <= U64:
+        return [v // divisor for v in values]  # already u64: the fast path
+    return [(int(v) & U64) // divisor for v in values]
+
+
 class _Histogram(Aggregate[Any, Any]):
     scale = ""
 
     def __init__(self, value: ValueSpec, unit: str, divisor: int) -> None:
-        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-            raise PipelineDefinitionError(
-                f"{type(self).__name__}: divisor must be a positive integer, got {divisor!r}"
-            )
+        self.divisor = positive_int(divisor, f"{type(self).__name__}: divisor")
         self.value = ValueGetter.of(value, type(self).__name__)
         self.unit = unit
-        self.divisor = divisor
 
     def values(self, events: list[Any]) -> list[Any]:
-        get, divisor = self.value.get, self.divisor
-        if divisor == 1:
-            return list(map(get, events))
-        try:
-            return [get(e) // divisor for e in events]
-        except TypeError:  # not integers: truncate, then divide
-            return [int(get(e)) // divisor for e in events]
+        """The events' values; with a divisor, as ``(u64)value / divisor``
+        (without one, ``add`` converts what needs converting)."""
+        values = list(map(self.value.get, events))
+        return values if self.divisor == 1 else _u64_quotients(values, self.divisor)
 
     def histogram(
         self, buckets: list[Bucket], start: float, end: float, key: dict[str, Any] | None
@@ -151,11 +152,7 @@ class Linear(_Histogram):
         self, value: ValueSpec, unit: str = "value", divisor: int = 1, max_index: int = 1024
     ) -> None:
         super().__init__(value, unit, divisor)
-        if isinstance(max_index, bool) or not isinstance(max_index, int) or max_index < 0:
-            raise PipelineDefinitionError(
-                f"Linear: max_index must be a non-negative integer, got {max_index!r}"
-            )
-        self.max_index = max_index
+        self.max_index = positive_int(max_index, "Linear: max_index", allow_zero=True)
 
     def new(self) -> Counter[int]:
         return Counter()
@@ -201,6 +198,7 @@ def log2_histogram(
     lateness: float = 0.0,
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
+    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """A log2 histogram of ``value`` with bcc's buckets (see :class:`Log2`).
@@ -209,19 +207,20 @@ def log2_histogram(
     ``log2_histogram("bytes", unit="kbytes", divisor=1024)``. With
     ``every=S``: one histogram per S seconds (vfsreadlat; ``limit=N`` stops
     the pipeline after N). ``window``/``every`` make it sliding, ``by`` one
-    histogram per key, ``time_field`` event time. See
-    :class:`~flowtrace.operators.Window` for timing, bounds and end of stream.
+    histogram per key, ``time_field`` event time (with ``lateness`` and
+    ``emit_late``). See :class:`~flowtrace.operators.Window` for timing,
+    bounds and end of stream.
     """
-    size, slide = window_params(window, every, name or "log2_histogram")
     return Window(
         Log2(value, unit, divisor),
-        size=size,
-        slide=slide,
+        size=window,
+        every=every,
         by=by,
         time_field=time_field,
         lateness=lateness,
         max_keys=max_keys,
         limit=limit,
+        emit_late=emit_late,
         name=name or "log2_histogram",
     )
 
@@ -239,19 +238,21 @@ def linear_histogram(
     lateness: float = 0.0,
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
+    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """A linear histogram of ``value`` (see :class:`Linear`); emission and
-    windows as :func:`log2_histogram`."""
-    size, slide = window_params(window, every, name or "linear_histogram")
+    windows as :func:`log2_histogram`, timing, bounds and end of stream as
+    :class:`~flowtrace.operators.Window`."""
     return Window(
         Linear(value, unit, divisor, max_index),
-        size=size,
-        slide=slide,
+        size=window,
+        every=every,
         by=by,
         time_field=time_field,
         lateness=lateness,
         max_keys=max_keys,
         limit=limit,
+        emit_late=emit_late,
         name=name or "linear_histogram",
     )

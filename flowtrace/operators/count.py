@@ -7,11 +7,10 @@ from collections.abc import Hashable, Sequence
 from itertools import islice
 from typing import Any
 
-from ..errors import PipelineDefinitionError
 from ..records import CountRow, CountTable, Record
-from ._fields import KeyGetter, KeySpec
+from ._fields import KeyGetter, KeySpec, positive_int
 from .aggregates import Aggregate
-from .windows import DEFAULT_MAX_KEYS, Window, window_params
+from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = ["CountBy", "count"]
 
@@ -33,15 +32,8 @@ class CountBy(Aggregate[Any, "Counter[Hashable]"]):
         self, by: KeySpec, *, top: int | None = None, max_keys: int = DEFAULT_MAX_KEYS
     ) -> None:
         self.key = KeyGetter.of(by, "count")
-        for what, value in (("top", top), ("max_keys", max_keys)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise PipelineDefinitionError(
-                    f"count: {what} must be a positive integer, got {value!r}"
-                )
-        self.top = top
-        self.max_keys = max_keys
+        self.top = positive_int(top, "count: top") if top is not None else None
+        self.max_keys = positive_int(max_keys, "count: max_keys")
 
     def new(self) -> Counter[Hashable]:
         return Counter()
@@ -89,6 +81,7 @@ def count(
     lateness: float = 0.0,
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
+    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """Count events by key: a field (``"comm"``), several fields
@@ -96,17 +89,18 @@ def count(
 
     Emits one :class:`~flowtrace.records.CountTable` at end of stream by
     default (strlen_count prints it on Ctrl-C), or one per ``every`` seconds
-    (``window`` for sliding counts, ``time_field`` for event time, ``limit``
-    to stop after N tables). See :class:`CountBy` for order and bounds and
+    (``window`` for sliding counts, ``time_field`` for event time with
+    ``lateness`` and ``emit_late``, ``limit`` to stop after N tables). See
+    :class:`CountBy` for order and bounds and
     :class:`~flowtrace.operators.Window` for timing and end of stream.
     """
-    size, slide = window_params(window, every, name or "count")
     return Window(
         CountBy(by, top=top, max_keys=max_keys),
-        size=size,
-        slide=slide,
+        size=window,
+        every=every,
         time_field=time_field,
         lateness=lateness,
         limit=limit,
+        emit_late=emit_late,
         name=name or "count",
     )

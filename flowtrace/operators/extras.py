@@ -7,26 +7,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
-from ..errors import PipelineDefinitionError
-from ..records import SideRecord
 from ..stages import Operator
-from ._fields import KeyGetter, KeySpec, missing_field, positive
+from ._fields import KeyGetter, KeySpec, missing_field, positive, positive_int
+from ._intervals import nanoseconds
+from ._side import around_side_records
 from .aggregates import Rate
-from .windows import DEFAULT_MAX_KEYS, Window, window_params
+from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = ["Distinct", "Sample", "Throttle", "distinct", "rate", "sample", "throttle"]
 
 T = TypeVar("T")
-
-
-def _count(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineDefinitionError(f"{what} must be a positive integer, got {value!r}")
-    return value
 
 
 def rate(
@@ -38,35 +31,44 @@ def rate(
     lateness: float = 0.0,
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
+    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """Events per second, every ``every`` seconds (per key with ``by``):
     ``WindowResult(aggregate="rate", value=events / window length)``. An
     interval without events reports 0.0 (unkeyed). ``window`` averages over a
     longer sliding window. Timing, bounds and end of stream as
-    :class:`~flowtrace.operators.Window` (the last, partial interval is
-    divided by its real length)."""
-    size, slide = window_params(window, every, name or "rate")
+    :class:`~flowtrace.operators.Window`; the length divided by is always
+    time that has passed (see :class:`~flowtrace.operators.Rate`): the first
+    windows of a sliding rate begin when the operator opened, and at end of
+    stream the last window, emitted once, ends at that moment and is divided
+    by its real length (no rate, ``value=None``, if that length is zero)."""
     return Window(
         Rate(),
-        size=size,
-        slide=slide,
+        size=window,
+        every=every,
         by=by,
         time_field=time_field,
         lateness=lateness,
         max_keys=max_keys,
         limit=limit,
+        emit_late=emit_late,
         name=name or "rate",
     )
 
 
 class Sample(Operator[T, T], Generic[T]):
     """Passes one event in ``n``: the 1st, the (n+1)th, ... counted across
-    batches, in order. Buffers nothing. The events it skips are what was
-    asked for, not losses: the stage's in/out counters show them."""
+    batches, in order; emits per batch. Buffers nothing (holds one counter).
+    The events it skips are what was asked for, not losses: the stage's
+    in/out counters show them. Side records from upstream pass through
+    unchanged, in their place, and are not counted as events. End of stream:
+    nothing is held, nothing more is emitted. Errors: ``n`` that is not a
+    positive integer raises :class:`~flowtrace.errors.PipelineDefinitionError`.
+    """
 
     def __init__(self, n: int, *, name: str = "") -> None:
-        self.n = _count(n, "sample: n")
+        self.n = positive_int(n, "sample: n")
         self.name = name or "sample"
 
     def open(self, ctx: StageContext) -> None:
@@ -74,6 +76,9 @@ class Sample(Operator[T, T], Generic[T]):
         self._skip = 0  # events to skip before the next one passed
 
     def process(self, batch: list[T]) -> Sequence[T]:
+        return around_side_records(batch, self._sample)
+
+    def _sample(self, batch: list[T]) -> list[T]:
         size, skip, n = len(batch), self._skip, self.n
         if skip >= size:
             self._skip = skip - size
@@ -85,15 +90,16 @@ class Sample(Operator[T, T], Generic[T]):
 
 class Distinct(Operator[T, T], Generic[T]):
     """Passes the first event of each key and holds back later ones with a
-    key it remembers, in order.
+    key it remembers, in order; emits per batch.
 
     Remembers at most ``max_keys`` keys: beyond that, the key first seen
     longest ago is forgotten (and passes again when it recurs). With
     ``forget_after``, a key is also forgotten that many seconds (pipeline
     clock) after it was first passed. Side records from upstream pass
-    through unchanged. Holding back repeats is what was asked
-    for, not a loss: the stage's in/out counters show how many. Errors: a
-    missing key field fails the stage with a message naming it.
+    through unchanged, in their place. Holding back repeats is what was
+    asked for, not a loss: the stage's in/out counters show how many. End
+    of stream: nothing is emitted (held keys are only memory of the past).
+    Errors: a missing key field fails the stage with a message naming it.
     """
 
     def __init__(
@@ -105,7 +111,7 @@ class Distinct(Operator[T, T], Generic[T]):
         name: str = "",
     ) -> None:
         self.key = KeyGetter.of(by, "distinct")
-        self.max_keys = _count(max_keys, "distinct: max_keys")
+        self.max_keys = positive_int(max_keys, "distinct: max_keys")
         positive(forget_after, "distinct: forget_after")
         self.forget_after = forget_after
         self.name = name or "distinct"
@@ -115,12 +121,7 @@ class Distinct(Operator[T, T], Generic[T]):
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        if not any(map(isinstance, batch, repeat(SideRecord))):
-            return self._first_of_keys(batch)
-        out: list[T] = []
-        for part in _split_side(batch):  # side records pass through, in order
-            out += part if isinstance(part[0], SideRecord) else self._first_of_keys(part)
-        return out
+        return around_side_records(batch, self._first_of_keys)
 
     def _first_of_keys(self, batch: list[T]) -> list[T]:
         seen, now = self._seen, self.ctx.clock.now()
@@ -141,40 +142,38 @@ class Distinct(Operator[T, T], Generic[T]):
         return out
 
 
-def _split_side(batch: list[T]) -> list[list[T]]:
-    """``batch`` cut into runs of side records (each alone) and other events."""
-    parts: list[list[T]] = [[]]
-    for event in batch:
-        if isinstance(event, SideRecord):
-            parts += [[event], []]
-        else:
-            parts[-1].append(event)
-    return [p for p in parts if p]
-
-
 class Throttle(Operator[T, T], Generic[T]):
     """Passes at most ``limit`` events per ``per`` seconds of the pipeline
-    clock (fixed intervals from when the operator opened), the first ones of
-    each interval, in order; the rest are counted as dropped (``throttled``).
-    Protects a console or a socket from a flood without hiding that it
-    happened. Buffers nothing."""
+    clock, the first ones of each interval, in order; the rest are counted
+    as dropped (``throttled``). Intervals are fixed, counted in whole
+    nanoseconds from when the operator opens (in a pipeline: when the
+    source is ready). Protects a console or a socket from a flood without
+    hiding that it happened. Buffers nothing (holds one counter). Side
+    records from upstream pass through unchanged, in their place, and do not
+    count against the limit. End of stream: nothing is held, nothing more is
+    emitted. Errors: a ``limit`` or ``per`` that is not positive raises
+    :class:`~flowtrace.errors.PipelineDefinitionError`."""
 
     def __init__(self, limit: int, per: float = 1.0, *, name: str = "") -> None:
-        self.limit = _count(limit, "throttle: limit")
+        self.limit = positive_int(limit, "throttle: limit")
         positive(per, "throttle: per", allow_none=False)
         self.per = per
         self.name = name or "throttle"
 
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
-        self._origin = ctx.clock.now()
+        self._origin_ns = nanoseconds(ctx.clock.now())
+        self._per_ns = max(1, nanoseconds(self.per))
         self._interval = 0
         self._passed = 0
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        interval = int((self.ctx.clock.now() - self._origin) // self.per)
+        interval = (nanoseconds(self.ctx.clock.now()) - self._origin_ns) // self._per_ns
         if interval != self._interval:
             self._interval, self._passed = interval, 0
+        return around_side_records(batch, self._first_of_interval)
+
+    def _first_of_interval(self, batch: list[T]) -> list[T]:
         room = self.limit - self._passed
         if len(batch) <= room:
             self._passed += len(batch)

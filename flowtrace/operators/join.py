@@ -12,6 +12,7 @@ from ..errors import PipelineDefinitionError
 from ..records import JoinIncomplete, JoinPair
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
+from ._side import around_side_records
 from .windows import DEFAULT_MAX_KEYS
 
 __all__ = ["REPEAT_POLICIES", "Join", "join"]
@@ -37,9 +38,12 @@ def _matcher(
 class Join(Operator[Any, Any], Generic[S, C]):
     """Pairs each complete event with the pending start event of the same key.
 
-    Emits, in input order: a :class:`~flowtrace.records.JoinPair` (start,
-    complete, ``latency_ns``) for each complete whose key has a pending
-    start; every event that is neither start nor complete, unchanged.
+    Emits, per batch, first the incompletes that expired by then (see
+    below), then, in input order: a :class:`~flowtrace.records.JoinPair`
+    (start, complete, ``latency_ns``) for each complete whose key has a
+    pending start; every event that is neither start nor complete,
+    unchanged; side records from upstream, unchanged and in their place
+    (never matched as a start or complete, so a predicate never sees one).
     Latency is ``complete.<time_field> - start.<time_field>`` (nanoseconds;
     ``time_field=None``: the difference of arrival times on the pipeline
     clock, which is only as fine as batches are).
@@ -118,7 +122,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
         now = self.ctx.clock.now()
         out: list[Any] = self._expire(now)
         try:
-            self._join(batch, now, out)
+            out += around_side_records(batch, lambda events: self._join(events, now))
         except AttributeError as exc:
             if self.time is not None and exc.name == self.time.name:
                 raise PipelineDefinitionError(
@@ -129,11 +133,12 @@ class Join(Operator[Any, Any], Generic[S, C]):
             raise missing_field(exc, self.name) from exc
         return out
 
-    def _join(self, batch: list[Any], now: float, out: list[Any]) -> None:
+    def _join(self, batch: list[Any], now: float) -> list[Any]:
+        """Pairs, incompletes and passed-through events of ``batch`` (no side
+        records in it), in input order."""
+        out: list[Any] = []
         pending = self._pending
         start_key, complete_key = self.start_key.get, self.complete_key.get
-        names = self.start_key.names
-        single = names[0] if len(names) == 1 else None
         as_dict = self.start_key.as_dict
         stamp = self.time.get if self.time is not None else None
         repeated = full = unmatched = 0
@@ -163,7 +168,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
                 latency = stamp(event) - stamp(begun) if stamp else round((now - since) * 1e9)
                 out.append(
                     JoinPair(
-                        key={single: key} if single else as_dict(key),
+                        key=as_dict(key),
                         start=begun,
                         complete=event,
                         latency_ns=latency,
@@ -175,6 +180,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
         drop("start_repeated" if self.keep_first else "start_replaced", repeated)
         drop("pending_limit", full)
         drop("complete_without_start", unmatched)
+        return out
 
     def _incomplete(
         self, out: list[Any], key: Hashable, start: Any, why: str, waited: float

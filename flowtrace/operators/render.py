@@ -26,6 +26,7 @@ __all__ = [
     "histogram_lines",
     "linear_lines",
     "log2_lines",
+    "ordered_rows",
     "section_line",
 ]
 
@@ -128,7 +129,7 @@ def count_table_lines(
     first with ``ascending``, ties in order of first appearance either way);
     a last ``(others)`` row when top-N cut some."""
     fields = list(table.key_fields) or sorted({f for row in table.rows for f in row.key})
-    rows: list[CountRow] = sorted(table.rows, key=_count) if ascending else list(table.rows)
+    rows = ordered_rows(table, ascending=ascending)
     cells = [[_cell(row.key.get(f, "")) for f in fields] + [str(row.count)] for row in rows]
     if table.others:
         cells.append(["(others)"] + [""] * (len(fields) - 1) + [str(table.others)])
@@ -136,6 +137,13 @@ def count_table_lines(
     grid = [titles, *cells] if title else cells
     widths = [max(len(r[i]) for r in [titles, *cells]) for i in range(len(titles))]
     return [_aligned(r, widths) for r in grid]
+
+
+def ordered_rows(table: CountTable, *, ascending: bool = False) -> list[CountRow]:
+    """``table``'s rows in print order: highest count first (the table's own
+    order), or lowest first with ``ascending``; ties in order of first
+    appearance either way."""
+    return sorted(table.rows, key=_count) if ascending else list(table.rows)
 
 
 def _aligned(cells: list[str], widths: list[int]) -> str:

@@ -1,8 +1,9 @@
 """Windows: tumbling, sliding and whole-stream, in processing or event time.
 
-Time is cut into intervals of ``slide`` seconds (tumbling: ``slide == size``);
-a window covers ``size / slide`` consecutive intervals and is numbered by its
-last one. Each interval keeps one accumulator per key (see
+Time is cut into intervals of ``every`` seconds (the window's ``slide``;
+tumbling: equal to its ``size``), counted in whole nanoseconds; a window
+covers ``size / every`` consecutive intervals and is numbered by its last
+one. Each interval keeps one accumulator per key (see
 :mod:`~flowtrace.operators.aggregates`), never the events themselves (except
 for :class:`~flowtrace.operators.Collect`); a sliding window merges its
 intervals' accumulators when it is emitted, so every event is folded once.
@@ -11,15 +12,15 @@ intervals' accumulators when it is emitted, so every event is folded once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
 from ..errors import PipelineDefinitionError
-from ..records import LateEvent, Record, SideRecord
+from ..records import LateEvent, Record
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
-from ._intervals import Intervals
+from ._intervals import Intervals, nanoseconds
+from ._side import around_side_records
 from .aggregates import Aggregate
 
 __all__ = ["DEFAULT_MAX_KEYS", "Window", "window"]
@@ -35,14 +36,26 @@ class Window(Operator[T, Record], Generic[T]):
     window (per key with ``by``), oldest window first, keys in order of first
     appearance.
 
-    *Whole stream* (``size=None``): one window from ``open`` to end of stream,
-    emitted by ``finish`` (Ctrl-C prints bitehist's histogram).
+    ``size`` is the window's length in seconds and ``every`` how often one
+    is emitted: ``every`` alone gives tumbling windows of that length, both
+    give sliding windows (``size`` must then be a whole number of
+    ``every``), neither the whole stream.
+
+    *Whole stream* (no ``size`` or ``every``): one window from when the
+    operator opens to end of stream, emitted by ``finish`` (Ctrl-C prints
+    bitehist's histogram).
 
     *Processing time* (default): an event belongs to the interval of
-    ``ctx.clock.now()`` when its batch arrives; intervals are aligned to the
-    time the operator opened. A window is emitted by the first ``process`` or
-    ``tick`` at or after its end, also when no events arrive and also when it
-    is empty (for unkeyed aggregates: an empty histogram each interval).
+    ``ctx.clock.now()`` when its batch arrives. Windows start when the
+    operator opens, which in a pipeline is when the source is ready (its
+    probes attached), so the first window does not cover time in which
+    nothing was traced; interval boundaries are computed in whole
+    nanoseconds from that moment, so ten intervals of 0.1 s end exactly
+    one second after it, where the runtime's ticks fall. A window is
+    emitted by the first ``process`` or ``tick`` at or after its end, also
+    when no events arrive and also when it is empty (for unkeyed
+    aggregates: an empty histogram each interval). A sliding window that
+    would begin before the open begins at the open.
 
     *Event time* (``time_field``): an event belongs to the interval of its
     timestamp (nanoseconds, ``bpf_ktime_get_ns()``), intervals aligned to 0.
@@ -56,8 +69,8 @@ class Window(Operator[T, Record], Generic[T]):
 
     Bounds: at most ``max_keys`` distinct keys per interval; events of
     further keys are counted as dropped (``key_limit``) and left out. A
-    sliding window merges ``size / slide`` intervals. Processing time holds
-    at most ``size / slide + 1`` intervals; event time those within
+    sliding window merges ``size / every`` intervals. Processing time holds
+    at most ``size / every + 1`` intervals; event time those within
     ``size + lateness`` of the watermark.
 
     ``limit``: emit at most that many windows, then ask the pipeline to stop
@@ -66,12 +79,20 @@ class Window(Operator[T, Record], Generic[T]):
 
     Side records from upstream (:class:`~flowtrace.records.SideRecord`: late
     events, incomplete joins) pass through unchanged, ahead of the results
-    emitted for their batch.
+    emitted for their batch; the aggregate never sees them.
 
-    End of stream: every window holding events and not yet emitted is emitted
-    (with its end cut to the current time in processing time), and in
-    processing time the current window even if empty. Errors: a missing
-    field fails the stage with a one-line message naming the field.
+    End of stream, processing time: the windows whose end has passed are
+    emitted as a tick would, then the one window still open that holds the
+    newest interval, once, from its start to the moment of the end (its
+    end cut to ``ctx.clock.now()``, including what arrived at that very
+    moment); it is left out only when it would repeat the window just
+    emitted (same start, no time passed and no event since). So no window
+    is emitted twice, none claims time that has not passed (``rate``
+    divides by the real length), and every event is in at least one
+    window. Event time: every window holding events and not yet emitted,
+    with its event-time bounds. Whole stream: the one window. Errors: bad
+    arguments raise :class:`~flowtrace.errors.PipelineDefinitionError`; a
+    missing field fails the stage with a one-line message naming the field.
     """
 
     def __init__(
@@ -79,7 +100,7 @@ class Window(Operator[T, Record], Generic[T]):
         aggregate: Aggregate[T, Any],
         *,
         size: float | None = None,
-        slide: float | None = None,
+        every: float | None = None,
         by: KeySpec | None = None,
         time_field: str | None = None,
         lateness: float = 0.0,
@@ -90,20 +111,19 @@ class Window(Operator[T, Record], Generic[T]):
     ) -> None:
         self.name = name or f"window({aggregate.name})"
         what = self.name
+        positive(every, f"{what}: every")
         positive(size, f"{what}: window size")
-        positive(slide, f"{what}: slide")
         positive(max_keys, f"{what}: max_keys")
         positive(limit, f"{what}: limit")
         if lateness < 0:
             raise PipelineDefinitionError(f"{what}: lateness must be >= 0, got {lateness!r}")
         if size is None:
-            if slide is not None or time_field is not None or limit is not None:
-                raise PipelineDefinitionError(
-                    f"{what}: slide, time_field and limit need a window size (size or every=...)"
-                )
-            slide = None
-        elif slide is None:
-            slide = size
+            size = every  # every alone: tumbling windows that long
+        slide = every if every is not None else size
+        if size is None and (time_field is not None or limit is not None):
+            raise PipelineDefinitionError(
+                f"{what}: time_field and limit need a window size (size or every=...)"
+            )
         self.panes_per_window = 1
         if size is not None and slide is not None:
             n = round(size / slide)
@@ -134,31 +154,31 @@ class Window(Operator[T, Record], Generic[T]):
         super().open(ctx)
         self.aggregate.open(ctx)
         self._origin = ctx.clock.now()
+        self._origin_ns = nanoseconds(self._origin)
         self._state = Intervals(self.aggregate, self.key, self.panes_per_window, self.max_keys, ctx)
         self._next = 0  # processing time: the oldest window not yet emitted
         self._closed: int | None = None  # event time: the newest window settled
         self._max_ts: int | None = None
         self._emitted = 0
         self._stopped = False
-        self._slide_ns = round(self.slide * 1e9) if self.slide is not None else 0
-        self._lateness_ns = round(self.lateness * 1e9)
+        self._slide_ns = max(1, nanoseconds(self.slide)) if self.slide is not None else 0
+        self._lateness_ns = nanoseconds(self.lateness)
 
     def process(self, batch: list[T]) -> Sequence[Record]:
-        side: list[Record] = []
-        if any(map(isinstance, batch, repeat(SideRecord))):
-            side = [e for e in batch if isinstance(e, SideRecord)]
-            batch = [e for e in batch if not isinstance(e, SideRecord)]
+        return around_side_records(batch, self._process_events, whole_batch=True)
+
+    def _process_events(self, batch: list[T]) -> list[Record]:
         if self._stopped:
             self.ctx.stats.drop("after_limit", len(batch))
-            return side
+            return []
         try:
             if self.time is not None:
-                return side + self._process_event_time(batch)
+                return self._process_event_time(batch)
             if self.slide is None:
                 self._state.fold(0, batch)
-                return side
+                return []
             current = self._interval_of(self.ctx.clock.now())
-            out = side + self._emit_through(current - 1)
+            out = self._emit_through(current - 1)
             if self._stopped:
                 self.ctx.stats.drop("after_limit", len(batch))
             else:
@@ -184,31 +204,35 @@ class Window(Operator[T, Record], Generic[T]):
             return self._emit_event_windows(max(self._state.accs) + self.panes_per_window - 1)
         current = self._interval_of(now)
         out = self._emit_through(current - 1)
-        last = current + self.panes_per_window - 1
-        windows = set(self._state.windows_with_events(self._next, last))
-        if self.key is None:
-            windows.add(current)  # the current interval is reported even if empty
-        for q in sorted(windows):
-            if self._stopped:
-                break
-            start, end = self._bounds(q)
-            out += self._emit(q, start, min(end, now))
-        return out
+        if self._stopped or self._repeats_last(current, now):
+            return out
+        start, _ = self._bounds(current)
+        return out + self._emit(current, start, now)
 
     # -- time -----------------------------------------------------------
 
     def _interval_of(self, now: float) -> int:
-        assert self.slide is not None
-        return int((now - self._origin) // self.slide)
+        """Processing time: the interval ``now`` falls in (whole nanoseconds)."""
+        return (nanoseconds(now) - self._origin_ns) // self._slide_ns
 
     def _bounds(self, q: int) -> tuple[float, float]:
         """Window ``q``'s start and end (processing time: not before open)."""
-        assert self.slide is not None
         first = q - self.panes_per_window + 1
         if self.time is not None:
             return first * self._slide_ns / 1e9, (q + 1) * self._slide_ns / 1e9
-        start = max(self._origin, self._origin + first * self.slide)
-        return start, self._origin + (q + 1) * self.slide
+        start = self._origin if first <= 0 else (self._origin_ns + first * self._slide_ns) / 1e9
+        return start, (self._origin_ns + (q + 1) * self._slide_ns) / 1e9
+
+    def _repeats_last(self, current: int, now: float) -> bool:
+        """Processing time, end of stream: whether window ``current`` cut at
+        ``now`` would repeat window ``current - 1``: both begin at the open
+        (a sliding window's first ones), no time has passed in interval
+        ``current`` and no event arrived in it."""
+        return (
+            0 < current < self.panes_per_window
+            and nanoseconds(now) == self._origin_ns + current * self._slide_ns
+            and not self._state.events.get(current)
+        )
 
     def _emit_through(self, last: int) -> list[Record]:
         """Processing time: emit every window up to ``last``, empty ones too."""
@@ -304,11 +328,10 @@ def window(
     second (sliding). ``window(Max("lat"))``: the whole stream, at its end.
     See :class:`Window` for time, lateness, bounds and end-of-stream rules.
     """
-    size, slide = window_params(size, every, name or "window", "size")
     return Window(
         aggregate,
         size=size,
-        slide=slide,
+        every=every,
         by=by,
         time_field=time_field,
         lateness=lateness,
@@ -317,14 +340,3 @@ def window(
         emit_late=emit_late,
         name=name,
     )
-
-
-def window_params(
-    size: float | None, every: float | None, what: str, size_name: str = "window"
-) -> tuple[float | None, float | None]:
-    """(size, slide) from the user's ``window``/``every``: each defaults to the other."""
-    positive(every, f"{what}: every")
-    positive(size, f"{what}: {size_name}")
-    if size is None and every is None:
-        return None, None
-    return (size if size is not None else every), (every if every is not None else size)
