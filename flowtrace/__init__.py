@@ -30,6 +30,7 @@ from .probes import (
     PerfEvent,
     Probe,
     RawTracepoint,
+    Scheme,
     Tracepoint,
     Uprobe,
     Uretprobe,
@@ -39,6 +40,7 @@ from .probes import (
 )
 from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
+from .trace_pipe import TraceFields, TracePipeSource
 
 __all__ = [
     "AsyncOperator",
@@ -68,12 +70,15 @@ __all__ = [
     "PipelineStats",
     "Probe",
     "RawTracepoint",
+    "Scheme",
     "Sink",
     "Source",
     "SourceContext",
     "StageContext",
     "StageError",
     "StageStats",
+    "TraceFields",
+    "TracePipeSource",
     "Tracepoint",
     "Uprobe",
     "Uretprobe",

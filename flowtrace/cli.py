@@ -25,6 +25,9 @@ from .recorder import RecordingSource
 from .replay import ReplayError, replay
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = ["main"]
 
 _LIVE_INTERVAL = 1.0
@@ -58,11 +61,12 @@ async def _report_losses(pipeline: Pipeline) -> None:
 
 
 async def _run(pipeline: Pipeline, duration: float | None) -> None:
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, pipeline, scope)
-            tg.start_soon(_report_losses, pipeline)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_watch_signals, pipeline, tg.cancel_scope)
+        tg.start_soon(_report_losses, pipeline)
+        try:
             await pipeline.run(duration=duration, report=_say)
+        finally:
             tg.cancel_scope.cancel()
 
 
@@ -90,10 +94,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline = _build(args)
     try:
         anyio.run(_run, pipeline, args.duration)
+    except BaseExceptionGroup as group:
+        failures, _ = group.split(FlowtraceError)
+        if failures is None:
+            raise
+        raise _first_leaf(failures) from None
     finally:
         for line in pipeline.stats.summary():
             _say(line)
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:

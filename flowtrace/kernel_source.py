@@ -99,7 +99,7 @@ class KernelSource(Source[E], Generic[E]):
     async def run(self, ctx: SourceContext, emit: Emit[E]) -> None:
         choices = self.plan()
         program = self.program(choices)
-        loaded = _Loaded()
+        loaded = LoadedProgram()
         try:
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
             reader = loaded.open_reader(self.chosen_transport(), self.layout, self.buffer_pages)
@@ -114,7 +114,7 @@ class KernelSource(Source[E], Generic[E]):
             loaded.release()
 
     async def _pump(
-        self, ctx: SourceContext, emit: Emit[E], loaded: _Loaded, reader: Transport
+        self, ctx: SourceContext, emit: Emit[E], loaded: LoadedProgram, reader: Transport
     ) -> None:
         stats = ctx.stats
         next_refresh = 0.0
@@ -155,7 +155,7 @@ class KernelSource(Source[E], Generic[E]):
         ctx.stats.drop("unread_at_stop", reader.unread())
 
 
-class _Loaded:
+class LoadedProgram:
     """A compiled bcc program, its attachments, and its output reader.
 
     Attributes are filled as loading progresses, so :meth:`release` frees
@@ -166,6 +166,7 @@ class _Loaded:
         self.bpf: Any = None
         self.reader: Transport | None = None
         self.lost_before_start = 0
+        self.usdt_contexts: list[Any] = []
 
     def load(self, program: Program, cflags: Sequence[str]) -> None:
         try:
@@ -174,7 +175,10 @@ class _Loaded:
             raise KernelError(
                 "bcc is not importable: install python3-bpfcc and run flowtrace doctor"
             ) from exc
-        contexts = [c for point, fn in program.entries for c in point.usdt_contexts(fn)]
+        # kept for the program's lifetime: a USDT context resets the probes'
+        # semaphores when freed, and probes behind a semaphore stop firing
+        self.usdt_contexts = [c for point, fn in program.entries for c in point.usdt_contexts(fn)]
+        contexts = self.usdt_contexts
         # Held before construction: bcc's constructor may load programs and
         # attach (tracepoints, USDT) before it fails; release() frees those.
         self.bpf = BPF.__new__(BPF)
@@ -249,6 +253,7 @@ class _Loaded:
             self.detach()
         finally:
             self.bpf = self.reader = None
+            self.usdt_contexts = []
             try:
                 if bpf is not None:
                     bpf.close()  # program fds and the module (maps)

@@ -4,8 +4,13 @@ The tutorial's BPF_PERF_OUTPUT lesson; this pipeline asks for the perf
 buffer explicitly (other pipelines use the ring buffer where the kernel has
 one). Time is seconds since the first event.
 
-    $ flowtrace run pipelines/hello_perf_output.py
+    $ flowtrace run pipelines/hello_perf_output.py     # sh -c true; ls
     TIME(s)            COMM             PID    MESSAGE
+    0.000000000        run.sh           27468  Hello, perf_output!
+    0.001656233        run.sh           27468  Hello, perf_output!
+    0.303096507        run.sh           27468  Hello, perf_output!
+    0.305116868        bash             27506  Hello, perf_output!
+    0.306070009        bash             27506  Hello, perf_output!
 """
 
 from flowtrace.sinks.console import Column, ConsoleSink, RelativeSeconds

@@ -1,21 +1,25 @@
-"""Lesson 1, hello_world: say "Hello, World!" whenever a process is created.
+"""Lesson 1, hello_world: "Hello, World!" for each new process.
 
-The tutorial attached a kprobe to sys_clone and printed through trace_pipe;
-here the clone/clone3/fork/vfork entries are observed (fentry, kprobe or
-tracepoint, whichever this kernel has) and each line shows who called.
+As in the tutorial, the BPF program prints with bpf_trace_printk and the
+lines are read back from trace_pipe (a private tracefs instance, so other
+programs' lines are neither shown nor taken from them). The tutorial's
+kprobe on sys_clone becomes the entries of clone/clone3/fork/vfork, through
+whichever attach point this kernel has.
 
-    $ flowtrace run pipelines/hello_world.py
-    flowtrace: clones: entry of clone/clone3/fork/vfork: tracepoint syscalls:sys_enter_clone + ...
-               bash-3630    [001] 1176.183520: Hello, World!
-              bash-3630    [001] 1176.184930: Hello, World!
+    $ flowtrace run pipelines/hello_world.py     # ls; sh -c true in another shell
+              run.sh-27153   [000] ...21 2732.731102: Hello, World!
+              run.sh-27153   [000] ...21 2732.733117: Hello, World!
+                bash-27170   [001] ...21 2733.036688: Hello, World!
+                bash-27170   [001] ...21 2733.037874: Hello, World!
 """
 
 from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.processes import Clone, clones
+from flowtrace.sources.processes import clone_messages
+from flowtrace.trace_pipe import TraceFields
 
 
-def trace_line(e: Clone) -> str:
-    return f"{e.comm:>16}-{e.pid:<7} [{e.cpu:03}] {e.ts / 1e9:.6f}: Hello, World!"
+def trace_line(e: TraceFields) -> str:
+    return f"{e.task:>16}-{e.pid:<7} [{e.cpu:03}] {e.flags} {e.ts:.6f}: {e.msg}"
 
 
-pipeline = clones() | ConsoleSink(line=trace_line)
+pipeline = clone_messages("Hello, World!") | ConsoleSink(line=trace_line)

@@ -1,13 +1,45 @@
-"""Calls of individual syscalls."""
+"""Calls of individual syscalls: sync(2), and syncs in quick succession.
+
+The quick-sync sources keep their state in the kernel as the tutorial's
+sync_timing does: a BPF hash holds the time of the last sync (key 0) and,
+for the counting variant, the number of syncs seen (key 1); only syncs less
+than a second after the previous one reach userspace.
+"""
 
 from __future__ import annotations
 
 from flowtrace.events import Event
 from flowtrace.kernel_source import KernelSource
-from flowtrace.ktypes import ktime_ns, task_comm, task_pid
+from flowtrace.ktypes import ktime_ns, task_comm, task_pid, u64
 from flowtrace.probes import Probe, syscall_entry
+from flowtrace.trace_pipe import TracePipeSource
 
-__all__ = ["SyncCall", "sync_calls"]
+__all__ = ["QUICK_NS", "QuickSync", "SyncCall", "quick_syncs", "quick_syncs_printed", "sync_calls"]
+
+QUICK_NS = 1_000_000_000
+"""Syncs closer than this (one second) to the previous one are reported."""
+
+_STATE = "BPF_HASH(ft_sync_state, u64, u64, 2);  // key 0: last sync (ns), key 1: syncs seen"
+
+# C run at each sync: sets `quick` and `gap` (ns since the previous sync) and
+# records this sync's time.
+_LAST = """\
+u64 last_key = 0, now = bpf_ktime_get_ns();
+u64 *last = ft_sync_state.lookup(&last_key);
+u64 gap = last ? now - *last : 0;
+int quick = last && gap < QUICK_NS;
+ft_sync_state.update(&last_key, &now);
+"""
+
+# C counting every sync into `count`.
+_COUNT = """\
+u64 count_key = 1, zero = 0, count = 0;
+u64 *counter = ft_sync_state.lookup_or_try_init(&count_key, &zero);
+if (counter) {
+    __sync_fetch_and_add(counter, 1);
+    count = *counter;
+}
+"""
 
 
 class SyncCall(Event, frozen=True):
@@ -18,11 +50,50 @@ class SyncCall(Event, frozen=True):
     comm: task_comm
 
 
+class QuickSync(Event, frozen=True):
+    """A sync(2) less than a second after the previous one, ``gap_ns`` later."""
+
+    ts: ktime_ns
+    pid: task_pid
+    comm: task_comm
+    gap_ns: u64
+
+
+def _sync_probe(body: str = "") -> Probe:
+    return Probe("entry of sync(2)", *syscall_entry("sync"), body=body)
+
+
 def sync_calls(*, transport: str = "auto") -> KernelSource[SyncCall]:
     """Entry of sync(2)."""
+    return KernelSource(SyncCall, _sync_probe(), name="sync", transport=transport)
+
+
+def quick_syncs(*, transport: str = "auto") -> KernelSource[QuickSync]:
+    """Syncs less than a second after the previous sync, through the ring
+    (or perf) buffer; the last sync time is kept in the kernel."""
+    body = _LAST + "if (!quick)\n    return 0;\ne.gap_ns = gap;"
     return KernelSource(
-        SyncCall,
-        Probe("entry of sync(2)", *syscall_entry("sync")),
-        name="sync",
+        QuickSync,
+        _sync_probe(body),
+        prelude=_STATE,
+        name="quick_syncs",
         transport=transport,
+        cflags=[f"-DQUICK_NS={QUICK_NS}ULL"],
+    )
+
+
+def quick_syncs_printed(*, count: bool = False) -> TracePipeSource:
+    """Syncs less than a second after the previous sync, printed with
+    ``bpf_trace_printk`` as the tutorial's sync_timing does: the message is
+    the gap in milliseconds, followed with ``count`` by the number of syncs
+    seen since tracing started (``"95 3"``)."""
+    if count:
+        body = _LAST + _COUNT + 'if (quick)\n    ft_printk("%llu %llu", gap / 1000000, count);'
+    else:
+        body = _LAST + 'if (quick)\n    ft_printk("%llu", gap / 1000000);'
+    return TracePipeSource(
+        _sync_probe(body),
+        prelude=_STATE,
+        name="quick_syncs",
+        cflags=[f"-DQUICK_NS={QUICK_NS}ULL"],
     )

@@ -4,19 +4,11 @@ lesson pipeline run under the CLI, stopped with SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from clirun import Running, flowtrace
 from workloads import forker, run_syncs
-
-FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
-
-
-def flowtrace(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FLOWTRACE, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -49,33 +41,6 @@ def test_pipeline_taking_no_arguments_rejects_them() -> None:
     result = flowtrace("run", "pipelines/sys_sync.py", "extra")
     assert result.returncode == 2
     assert "takes no arguments" in result.stderr
-
-
-class Running:
-    """A ``flowtrace run`` process, ready once its probes are attached."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [FLOWTRACE, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        assert self.process.stderr is not None
-        self.err_lines: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            line = self.process.stderr.readline()
-            if not line:
-                break
-            self.err_lines.append(line)
-            if "attached" in line:
-                return
-        self.process.kill()
-        raise AssertionError(f"never attached: {''.join(self.err_lines)}")
-
-    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
-        time.sleep(0.3)
-        self.process.send_signal(sig)
-        out, err = self.process.communicate(timeout=30)
-        return self.process.returncode, out, "".join(self.err_lines) + err
 
 
 @pytest.mark.kernel
@@ -154,3 +119,23 @@ def test_doctor_json_reports_every_check() -> None:
     assert all(c["status"] in ("ok", "warn", "fail") for c in checks.values())
     assert all(c["fix"] for c in checks.values() if c["status"] != "ok")
     assert result.returncode == (1 if any(c["status"] == "fail" for c in checks.values()) else 0)
+
+
+@pytest.mark.kernel
+def test_source_that_cannot_attach_is_one_line_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "absent.py"
+    path.write_text(
+        "from flowtrace import KernelSource, Probe, Tracepoint\n"
+        "from flowtrace.sinks.console import ConsoleSink\n"
+        "from flowtrace.sources.syscalls import SyncCall\n"
+        "probe = Probe('an absent event', Tracepoint('nosuch', 'event'))\n"
+        "pipeline = KernelSource(SyncCall, probe, name='absent') | ConsoleSink(line=str)\n"
+    )
+    result = flowtrace("run", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [
+        "flowtrace: error: stage 'absent' failed: AttachError: cannot observe an absent event"
+        " on this kernel (tried tracepoint nosuch:event: no tracepoint nosuch:event in this kernel)"
+    ]

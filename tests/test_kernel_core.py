@@ -3,6 +3,7 @@ drop accounting under a flood, and cleanup after failures."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import anyio
@@ -146,11 +147,13 @@ def _kprobe_attaches() -> bool:
 
 
 def _fentry_loads() -> bool:
-    try:
-        with bpf_program(f"KFUNC_PROBE({kernel.syscall_function('sync')}) {{ return 0; }}"):
-            return True
-    except Exception:
-        return False
+    """Tried in a child process: bcc leaks a BTF handle when the load fails."""
+    text = f"KFUNC_PROBE({kernel.syscall_function('sync')}) {{ return 0; }}"
+    child = subprocess.run(
+        [sys.executable, "-c", f"from bcc import BPF; BPF(text={text.encode()!r}).cleanup()"],
+        capture_output=True,
+    )
+    return child.returncode == 0
 
 
 def test_doctor_tells_the_truth_about_kprobes_and_fentry() -> None:

@@ -1,0 +1,194 @@
+"""An async service embedding a flowtrace pipeline: read(2) latency as a live
+log2 histogram, served over HTTP from the same event loop.
+
+    sudo .venv/bin/python examples/latency_service.py --port 8080
+    curl http://127.0.0.1:8080/            # bcc-style histogram so far
+    curl http://127.0.0.1:8080/histogram   # the same as JSON (flowtrace schema)
+    curl http://127.0.0.1:8080/stats       # the pipeline's counters
+
+    # no root, no bcc: from a recording made with
+    #   flowtrace run --record reads.rec pipelines/vfsreadlat.py
+    .venv/bin/python examples/latency_service.py --replay reads.rec
+
+The pipeline is ``read_latencies() | log2_histogram(every=1s) | Accumulate()``:
+the operator emits one histogram per second, the sink adds them up, and the
+HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
+detached), then the server; exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import SocketStream, TaskStatus
+
+from flowtrace import FlowtraceError, Pipeline, Sink
+from flowtrace.operators import log2_histogram
+from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.replay import replay
+from flowtrace.sinks.schema import envelope, summary
+from flowtrace.sources.reads import read_latencies
+
+__all__ = ["Accumulate", "LatencyService", "latency_pipeline", "main"]
+
+_JSON = msgspec.json.Encoder()
+
+
+class Accumulate(Sink[Record]):
+    """Adds up the histograms it receives (one per window) into :attr:`counts`,
+    one counter per bucket; holds nothing else. :meth:`histogram` is the total.
+    Other records are counted as ``dropped["not_a_histogram"]``."""
+
+    name = "accumulate"
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[int, int], int] = {}
+        self.unit = "usecs"
+
+    async def write(self, batch: list[Record]) -> None:
+        histograms = [h for h in batch if isinstance(h, Histogram)]
+        self.ctx.stats.drop("not_a_histogram", len(batch) - len(histograms))
+        for h in histograms:
+            self.unit = h.unit
+            for b in h.buckets:
+                self.counts[b.low, b.high] = self.counts.get((b.low, b.high), 0) + b.count
+
+    def histogram(self) -> Histogram:
+        buckets = [Bucket(low, high, n) for (low, high), n in sorted(self.counts.items())]
+        return Histogram(field="lat_ns", unit=self.unit, scale="log2", buckets=buckets)
+
+
+def latency_pipeline(every: float = 1.0) -> Pipeline:
+    """Read latencies, a histogram per ``every`` seconds, accumulated."""
+    return (
+        read_latencies()
+        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every)
+        | Accumulate()
+    )
+
+
+def render(h: Histogram) -> str:
+    """bcc's ``print_log2_hist`` layout."""
+    top = max((b.count for b in h.buckets), default=0) or 1
+    lines = [f"{h.unit:>18} : count     distribution"]
+    for b in h.buckets:
+        stars = "*" * (40 * b.count // top)
+        lines.append(f"{b.low:>10} -> {b.high:<10}: {b.count:<9}|{stars:<40}|")
+    return "\n".join(lines) + "\n"
+
+
+class LatencyService:
+    """Runs ``pipeline`` and an HTTP server on ``host:port`` in one task group.
+
+    ``GET /`` (text), ``/histogram`` (JSON) and ``/stats`` (JSON) answer from
+    the live state; any other path is a 404. Requests are read with a bound
+    (8 KiB, 10 s); one response per connection. The server keeps answering
+    after the pipeline ends (a finished replay), until :meth:`stop`.
+    """
+
+    def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8080) -> None:
+        sink = pipeline.sink
+        if not isinstance(sink, Accumulate):
+            raise TypeError("the pipeline must end in an Accumulate sink")
+        self.pipeline, self.sink = pipeline, sink
+        self.host, self.port = host, port
+        self.pipeline_done = anyio.Event()
+        self.error: Exception | None = None
+        """Why the pipeline failed, if it did (the server then stops too)."""
+        self._stopped = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop the pipeline (detach, drain), then the server."""
+        self.pipeline.stop()
+        self._stopped.set()
+
+    async def run(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve until :meth:`stop`; reports the URL once listening and attached."""
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        async with listener, anyio.create_task_group() as tg:
+            self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+            tg.start_soon(listener.serve, self._answer)
+            await tg.start(self._run_pipeline)
+            task_status.started(f"http://{self.host}:{self.port}/")
+            await self._stopped.wait()
+            await self.pipeline_done.wait()
+            tg.cancel_scope.cancel()
+
+    async def _run_pipeline(self, *, task_status: TaskStatus[Pipeline]) -> None:
+        try:
+            await self.pipeline.run(task_status=task_status)
+        except FlowtraceError as exc:
+            self.error = exc
+            self._stopped.set()
+        finally:
+            self.pipeline_done.set()
+
+    async def _answer(self, client: SocketStream) -> None:
+        async with client:
+            request = b""
+            with anyio.move_on_after(10):
+                while b"\r\n\r\n" not in request and len(request) < 8192:
+                    request += await client.receive()
+            method, _, rest = request.partition(b" ")
+            path = rest.partition(b" ")[0].decode("ascii", "replace")
+            status, kind, body = self._route(method, path)
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            await client.send(head.encode() + body)
+
+    def _route(self, method: bytes, path: str) -> tuple[str, str, bytes]:
+        if method != b"GET":
+            return "405 Method Not Allowed", "text/plain", b"GET only\n"
+        if path == "/":
+            return "200 OK", "text/plain", render(self.sink.histogram()).encode()
+        if path == "/histogram":
+            return "200 OK", "application/json", _JSON.encode(envelope(self.sink.histogram()))
+        if path == "/stats":
+            body: Any = envelope(summary(self.pipeline.stats))
+            return "200 OK", "application/json", _JSON.encode(body)
+        return "404 Not Found", "text/plain", b"try /, /histogram or /stats\n"
+
+
+async def _main(service: LatencyService) -> None:
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(service.run)
+        print(f"latency_service: serving {url}", file=sys.stderr, flush=True)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                service.stop()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    parser.add_argument("--every", type=float, default=1.0, help="seconds per histogram")
+    parser.add_argument("--replay", metavar="PATH", help="read events from a recording")
+    args = parser.parse_args(argv)
+    try:
+        pipeline = latency_pipeline(args.every)
+        if args.replay:
+            pipeline = replay(pipeline, args.replay)
+        service = LatencyService(pipeline, args.host, args.port)
+        anyio.run(_main, service)
+    except (FlowtraceError, OSError) as exc:
+        print(f"latency_service: error: {exc}", file=sys.stderr)
+        return 2
+    for line in pipeline.stats.summary():
+        print(f"latency_service: {line}", file=sys.stderr)
+    if service.error is not None:
+        print(f"latency_service: error: {service.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

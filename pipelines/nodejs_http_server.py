@@ -1,0 +1,44 @@
+"""Lesson 15, nodejs_http_server: each HTTP request of a Node.js server.
+
+    flowtrace run pipelines/nodejs_http_server.py PID
+
+The node:http__server__request USDT probe of process PID, whose sixth
+argument is the request path; any process exposing that probe works (here
+a small C program with <sys/sdt.h>, since Debian's Node.js has no probes;
+flowtrace.sources.usdt.python_gc_starts does the same with the
+python:gc__start probe of Debian's /usr/bin/python3.11).
+
+    $ flowtrace run pipelines/nodejs_http_server.py 26867
+    TIME(s)            COMM             PID    ARGS
+    2705.299004877     node             26867  path:/index.html
+    2705.299021592     node             26867  path:/images/welcome.png
+    2705.299022654     node             26867  path:/images/favicon.png
+"""
+
+from flowtrace import Pipeline
+from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.sinks.console import Column, ConsoleSink
+from flowtrace.sources.usdt import HttpRequest, http_server_requests
+
+columns: list[Column[HttpRequest]] = [
+    Column("TIME(s)", lambda e: e.ts / 1e9, 18, ".9f"),
+    Column("COMM", lambda e: e.comm, 16),
+    Column("PID", lambda e: e.pid, 6),
+    Column("ARGS", lambda e: f"path:{e.path}"),
+]
+
+
+def pipeline(args: list[str]) -> Pipeline:
+    if len(args) != 1 or not args[0].isdigit() or int(args[0]) == 0:
+        raise PipelineFileError(
+            f"nodejs_http_server.py takes the PID of the server process, got {' '.join(args)!r}:"
+            " run flowtrace run pipelines/nodejs_http_server.py PID"
+        )
+    source = http_server_requests(int(args[0]))
+    try:
+        source.plan()
+    except AttachError as exc:
+        raise PipelineFileError(
+            f"nodejs_http_server.py: {exc}: give the PID of a process with that probe"
+        ) from None
+    return source | ConsoleSink(columns)

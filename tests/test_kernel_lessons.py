@@ -1,0 +1,269 @@
+"""The tutorial's lessons for real: each pipeline's source (and operators)
+against a workload whose events are known, filtered to that workload."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from kernelrun import collect
+from workloads import (
+    dd,
+    file_reader,
+    forker,
+    gc_collector,
+    http_requests,
+    loop_device,
+    ping_pong,
+    strlen_caller,
+    syncs_apart,
+)
+
+from flowtrace import Operator, Pipeline, Source
+from flowtrace.loader import load_pipeline
+from flowtrace.operators import F, filter
+from flowtrace.operators.buckets import log2_index
+from flowtrace.records import CountTable, Histogram
+from flowtrace.sources.libc import strlen_calls
+from flowtrace.sources.usdt import python_gc_starts
+from flowtrace.testing import CollectSink, ListSource
+
+pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
+
+
+async def run(
+    source: Source[Any],
+    operators: Sequence[Operator[Any, Any]],
+    workload: Callable[[], Any],
+    settle: float = 0.3,
+) -> list[Any]:
+    """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
+    sink = CollectSink[Any]()
+    pipeline = Pipeline(source, operators, sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await anyio.to_thread.run_sync(workload)
+        await anyio.sleep(settle)
+        pipeline.stop()
+    return sink.items
+
+
+def lesson(path: str, args: list[str] | None = None) -> Pipeline:
+    return load_pipeline(f"pipelines/{path}", args)
+
+
+def line(pipeline: Pipeline, event: Any) -> str:
+    """The line the lesson's console sink prints for ``event``."""
+    format_line = pipeline.sink.line  # type: ignore[attr-defined]
+    return str(format_line(event))
+
+
+# -- lessons 1 and 3: bpf_trace_printk through trace_pipe ----------------------
+
+
+@pytest.mark.parametrize("path", ["hello_world.py", "hello_fields.py"])
+async def test_trace_pipe_lessons_print_one_line_per_fork(path: str) -> None:
+    pipeline = lesson(path)
+    workload = forker(4)
+    events = await collect(pipeline.source, workload.go)
+    ours = [e for e in events if e.pid == workload.pid]
+    assert [(e.task, e.msg) for e in ours] == [("python3", "Hello, World!")] * 4
+    assert [e.ts for e in ours] == sorted(e.ts for e in ours)
+    if path == "hello_world.py":
+        assert re.fullmatch(
+            rf" +python3-{workload.pid} +\[\d{{3}}\] \S+ \d+\.\d{{6}}: Hello, World!",
+            line(pipeline, ours[0]),
+        )
+    else:
+        assert re.fullmatch(
+            rf"\d+\.\d{{9}} +python3 +{workload.pid} +Hello, World!", line(pipeline, ours[0])
+        )
+
+
+# -- lessons 4, 5, 8: quick syncs, state in the kernel ------------------------
+
+
+@pytest.mark.parametrize("path", ["sync_timing.py", "sync_count.py", "sync_perf_output.py"])
+async def test_sync_lessons_report_the_second_and_third_of_three_quick_syncs(path: str) -> None:
+    pipeline = lesson(path)
+    pids: list[int] = []
+    events = await collect(pipeline.source, lambda: pids.extend(syncs_apart(3, 0.1)))
+    ours = [e for e in events if e.pid in pids]
+    assert [e.pid for e in ours] == pids[1:]  # the first sync follows no recent one
+    lines = [line(pipeline, e) for e in ours]
+    pattern = r"At time (\d+\.\d\d) s: multiple syncs detected, last (\d+) ms ago"
+    if path == "sync_count.py":
+        pattern += r" \(sync count (\d+)\)"
+    found = [m for text in lines if (m := re.fullmatch(pattern, text)) is not None]
+    assert len(found) == 2, lines
+    assert found[0][1] == "0.00"
+    gaps = [int(m[2]) for m in found]
+    assert all(100 <= gap < 1000 for gap in gaps), gaps  # 0.1 s apart, plus sync's own time
+    if path == "sync_count.py":
+        assert [int(m[3]) for m in found] == [2, 3]
+
+
+# -- lessons 6, 9, 10, 13: direct writes on a loop device ---------------------
+
+WRITES = 4
+WRITE_BYTES = 128 << 10
+
+
+def direct_writes(device: str) -> Callable[[], None]:
+    def write() -> None:
+        dd("if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct")
+
+    return write
+
+
+async def loop_writes(source: Source[Any]) -> list[Any]:
+    """The requests ``source`` sees on a fresh loop device while dd writes to it."""
+    with loop_device() as (device, dev):
+        events = await collect(source, direct_writes(device))
+    return [e for e in events if e.dev == dev]
+
+
+async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
+    """What the lesson's operators make of ``events`` (no kernel involved)."""
+    return await run(ListSource(events), pipeline.operators, lambda: None, settle=0)
+
+
+@pytest.mark.parametrize("path", ["disksnoop.py", "disksnoop_tp.py"])
+async def test_disksnoop_lessons_see_each_direct_write(path: str) -> None:
+    pipeline = lesson(path)
+    ours = await loop_writes(pipeline.source)
+    assert [(e.bytes, e.write) for e in ours] == [(WRITE_BYTES, 1)] * WRITES
+    assert all(e.lat_ns > 0 for e in ours)
+    for e in ours:
+        assert re.fullmatch(r"\d+\.\d{6} +W +131072 +\d+\.\d\d", line(pipeline, e))
+
+
+async def test_bitehist_puts_128k_writes_in_the_128_255_kbyte_bucket() -> None:
+    pipeline = lesson("bitehist.py")
+    (hist,) = await aggregate(pipeline, await loop_writes(pipeline.source))
+    assert isinstance(hist, Histogram)
+    assert hist.unit == "kbytes"
+    assert [(b.low, b.high, b.count) for b in hist.buckets if b.count] == [(128, 255, WRITES)]
+
+
+async def test_disklatency_histogram_holds_each_write_latency() -> None:
+    pipeline = lesson("disklatency.py")
+    ours = await loop_writes(pipeline.source)
+    assert len(ours) == WRITES and all(e.lat_ns > 0 for e in ours)
+    (hist,) = await aggregate(pipeline, ours)
+    assert isinstance(hist, Histogram)
+    assert hist.unit == "usecs"
+    slots = [log2_index(e.lat_ns // 1000) for e in ours]
+    assert {log2_index(b.high): b.count for b in hist.buckets if b.count} == {
+        slot: slots.count(slot) for slot in slots
+    }
+
+
+# -- lesson 11: read latency ---------------------------------------------------
+
+
+async def test_vfsreadlat_histograms_hold_each_read(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(4096))
+    reads = 25
+    workload = file_reader(str(data), 4096, reads)
+    pipeline = lesson("vfsreadlat.py", ["1"])
+    ours = filter((F.pid == workload.pid) & (F.ret == 4096))
+    results = await run(pipeline.source, [ours, *pipeline.operators], workload.go)
+    assert results and all(isinstance(h, Histogram) and h.unit == "usecs" for h in results)
+    assert sum(h.total for h in results) == reads
+
+
+def test_vfsreadlat_header_says_what_is_timed() -> None:
+    from flowtrace.sources.reads import READ_SYSCALL, read_latencies, read_latency_scheme
+
+    header = lesson("vfsreadlat.py").sink.header  # type: ignore[attr-defined]
+    timed = read_latency_scheme(read_latencies().plan())
+    assert header[-1] == "Tracing... Hit Ctrl-C to end."
+    assert (timed == READ_SYSCALL) == any("read(2)" in text for text in header)
+
+
+# -- lesson 12: urandomread ----------------------------------------------------
+
+
+async def test_urandomread_sees_five_reads_of_dd() -> None:
+    pipeline = lesson("urandomread.py")
+    pids: list[int] = []
+    events = await collect(
+        pipeline.source,
+        lambda: pids.append(dd("if=/dev/urandom", "of=/dev/null", "bs=8k", "count=5")),
+    )
+    ours = [e for e in events if e.pid in pids]
+    assert [(e.comm, e.got_bits) for e in ours] == [("dd", 65536)] * 5
+    assert re.fullmatch(rf"\d+\.\d{{9}} +dd +{pids[0]} +65536", line(pipeline, ours[0]))
+
+
+# -- lesson 14: strlen through its IFUNC ---------------------------------------
+
+
+async def test_strlen_count_counts_each_call_exactly() -> None:
+    tag = uuid.uuid4().hex[:8]
+    calls = {f"flowtrace-{tag}-alpha": 3, f"flowtrace-{tag}-beta": 7, f"flowtrace-{tag}": 1}
+    workload = strlen_caller(calls)
+    pipeline = lesson("strlen_count.py")
+    (table,) = await run(pipeline.source, pipeline.operators, workload.go)
+    assert isinstance(table, CountTable)
+    counted = {r.key["string"]: r.count for r in table.rows if tag in r.key["string"]}
+    assert counted == calls
+
+
+async def test_a_uprobe_on_the_ifunc_symbol_itself_misses_every_call() -> None:
+    """Why lesson 14 follows the IFUNC: the symbol only runs the resolver."""
+    tag = uuid.uuid4().hex[:8]
+    workload = strlen_caller({f"flowtrace-{tag}": 5})
+    events = await collect(strlen_calls(follow_ifunc=False), workload.go)
+    assert [e for e in events if tag in e.string] == []
+
+
+# -- lesson 15: USDT -----------------------------------------------------------
+
+
+async def test_nodejs_http_server_prints_exactly_the_requested_paths() -> None:
+    paths = ["/index.html", "/images/welcome.png", "/images/favicon.png", "/a?b=c"]
+    workload = http_requests(paths)
+    pipeline = lesson("nodejs_http_server.py", [str(workload.pid)])
+    events = await collect(pipeline.source, workload.go)
+    assert [(e.pid, e.comm, e.path) for e in events] == [
+        (workload.pid, "http_requests", p) for p in paths
+    ]
+    expected = rf"\d+\.\d{{9}} +http_requests +{workload.pid} +path:/index\.html"
+    assert re.fullmatch(expected, line(pipeline, events[0]))
+
+
+async def test_usdt_on_a_distribution_binary_python_gc_start() -> None:
+    generations = [0, 1, 2, 2, 0]
+    workload = gc_collector(generations)
+    events = await collect(python_gc_starts(workload.pid), workload.go)
+    assert [(e.pid, e.generation) for e in events] == [(workload.pid, g) for g in generations]
+
+
+# -- lesson 16: task_switch ----------------------------------------------------
+
+
+async def test_task_switch_counts_switches_between_two_ping_ponging_threads() -> None:
+    rounds = 2000
+    workload = ping_pong(rounds)
+    main, other = (int(t) for t in workload.lines)
+    pipeline = lesson("task_switch.py")
+    (table,) = await run(pipeline.source, pipeline.operators, workload.go)
+    assert isinstance(table, CountTable)
+    counts = {(r.key["prev_pid"], r.key["curr_pid"]): r.count for r in table.rows}
+    there, back = counts.get((main, other), 0), counts.get((other, main), 0)
+    # each round hands the CPU over once each way (another task may run in
+    # between now and then); starting and joining the thread add a few
+    assert rounds // 4 <= there <= rounds + 10, there
+    assert rounds // 4 <= back <= rounds + 10, back
+    row = next(r for r in table.rows if r.key == {"prev_pid": main, "curr_pid": other})
+    assert pipeline.sink.table.line(row) == f"task_switch[{main:5d}->{other:5d}]={there}"  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Alternatives that cannot attach on this kernel still build and load.
+
+This kernel has no kprobes, so the lessons run on tracepoints here; the
+tutorial's kprobe alternatives are what users' kernels pick. Each one is
+compiled and loaded here (the kprobe program type loads; only attaching
+fails), so a typo in them fails the tests and not a user's run.
+"""
+
+from __future__ import annotations
+
+from itertools import repeat
+from pathlib import Path
+
+import pytest
+
+from flowtrace import Kprobe, Kretprobe
+from flowtrace.loader import load_pipeline
+from flowtrace.plan import Choice
+
+pytestmark = pytest.mark.kernel
+
+# lesson -> how many kprobe/kretprobe alternatives its probes declare
+KPROBE_ALTERNATIVES = {
+    "hello_world.py": 1,  # the clone-family syscall functions
+    "sys_sync.py": 1,
+    "hello_fields.py": 1,
+    "sync_timing.py": 1,
+    "sync_count.py": 1,
+    # issue: blk_start_request + blk_mq_start_request, or blk_mq_start_request;
+    # completion: blk_account_io_done or __blk_account_io_done
+    "disksnoop.py": 4,
+    "hello_perf_output.py": 1,
+    "sync_perf_output.py": 1,
+    "bitehist.py": 4,
+    "disklatency.py": 4,
+    "vfsreadlat.py": 2,  # vfs_read entry and return
+    "urandomread.py": 2,  # urandom_read_iter, urandom_read returns
+    "task_switch.py": 1,  # finish_task_switch (or .isra.0), reading prev->pid
+}
+
+
+@pytest.mark.parametrize(("path", "expected"), sorted(KPROBE_ALTERNATIVES.items()))
+def test_kprobe_alternatives_compile_and_load_here(path: str, expected: int) -> None:
+    from bcc import BPF
+
+    source = load_pipeline(f"pipelines/{path}").source
+    loaded = 0
+    for probe in source.probes:  # type: ignore[attr-defined]
+        for alternative, scheme in zip(
+            probe.alternatives, probe.schemes or repeat(""), strict=False
+        ):
+            if not all(isinstance(point, (Kprobe, Kretprobe)) for point in alternative):
+                continue
+            program = source.program([Choice(probe, alternative, (), scheme)])  # type: ignore[attr-defined]
+            bpf = BPF(text=program.text.encode(), cflags=list(source.cflags))  # type: ignore[attr-defined]
+            try:
+                for _, fn in program.entries:
+                    assert bpf.load_func(fn.encode(), BPF.KPROBE).fd >= 0
+            finally:
+                bpf.cleanup()
+            loaded += 1
+    assert loaded == expected
+
+
+def test_every_lesson_with_kernel_functions_is_covered() -> None:
+    lessons = {p.name for p in Path("pipelines").glob("*.py")}
+    without = {"disksnoop_tp.py", "strlen_count.py", "nodejs_http_server.py"}  # no kprobes
+    assert lessons - without == set(KPROBE_ALTERNATIVES)

@@ -1,0 +1,166 @@
+"""The trace_pipe source for real: it sees only its own lines, takes none
+from other readers of the shared pipe, and leaves no tracefs instance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import anyio
+import anyio.to_thread
+import pytest
+from clirun import flowtrace
+from workloads import run_syncs
+
+from flowtrace import Pipeline, Probe, syscall_entry
+from flowtrace.kernel import tracefs
+from flowtrace.testing import CollectSink
+from flowtrace.trace_pipe import TraceFields, TracePipeSource
+
+pytestmark = pytest.mark.kernel
+
+
+def instances() -> list[str]:
+    root = tracefs()
+    assert root is not None
+    return sorted(p.name for p in (root / "instances").glob("flowtrace-*"))
+
+
+def sync_printer(text: str) -> TracePipeSource:
+    return TracePipeSource(
+        Probe("entry of sync(2)", *syscall_entry("sync"), body=f'ft_printk("{text} %d", 7);')
+    )
+
+
+@pytest.mark.anyio
+async def test_two_sources_each_see_only_their_own_lines() -> None:
+    before = instances()
+    sinks = [CollectSink[TraceFields](), CollectSink[TraceFields]()]
+    texts = ("one", "two")
+    pipelines = [Pipeline(sync_printer(t), [], s) for t, s in zip(texts, sinks, strict=True)]
+    pids: list[int] = []
+    async with anyio.create_task_group() as tg:
+        for pipeline in pipelines:
+            await tg.start(pipeline.run)
+        assert len(instances()) == len(before) + 2
+        await anyio.to_thread.run_sync(lambda: pids.extend(run_syncs(3)))
+        await anyio.sleep(0.3)
+        for pipeline in pipelines:
+            pipeline.stop()
+    for text, sink in zip(texts, sinks, strict=True):
+        ours = [e for e in sink.items if e.pid in pids]
+        assert [(e.pid, e.task, e.msg) for e in ours] == [(p, "sync", f"{text} 7") for p in pids]
+        assert {e.msg for e in sink.items} == {f"{text} 7"}
+    assert instances() == before
+    assert [p.stats.stages[0].lost for p in pipelines] == [0, 0]
+
+
+def _read_shared_pipe() -> str:
+    root = tracefs()
+    assert root is not None
+    fd = os.open(root / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.anyio
+async def test_lines_of_other_programs_stay_in_the_shared_pipe_for_their_reader() -> None:
+    from bcc import BPF
+
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    text = (
+        f'TRACEPOINT_PROBE(syscalls, sys_enter_sync) {{ bpf_trace_printk("{other}"); return 0; }}'
+    )
+    bpf = BPF(text=text.encode())
+    try:
+        sink = CollectSink[TraceFields]()
+        pipeline = Pipeline(sync_printer("mine"), [], sink)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            pids = await anyio.to_thread.run_sync(run_syncs, 2)
+            await anyio.sleep(0.3)
+            pipeline.stop()
+    finally:
+        bpf.cleanup()
+    assert [e.msg for e in sink.items if e.pid in pids] == ["mine 7", "mine 7"]
+    assert all(other not in e.msg for e in sink.items)
+    shared = _read_shared_pipe()
+    assert shared.count(other) == 2
+
+
+def test_instances_of_dead_flowtrace_processes_are_removed_on_start() -> None:
+    root = tracefs()
+    assert root is not None
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = root / "instances" / f"flowtrace-{gone.pid}-ft00000000"
+    stale.mkdir()
+    try:
+        result = flowtrace("run", "--duration", "0.5", "pipelines/hello_world.py")
+        assert result.returncode == 0, result.stderr
+        assert not stale.exists()
+    finally:
+        if stale.exists():
+            stale.rmdir()
+    assert f"flowtrace-{gone.pid}-" not in " ".join(instances())
+
+
+def test_explain_shows_the_marked_printk_program() -> None:
+    result = flowtrace("explain", "pipelines/sync_timing.py")
+    assert result.returncode == 0, result.stderr
+    assert "source quick_syncs: ft_printk lines marked 'ft" in result.stdout
+    assert 'bpf_trace_printk("ft' in result.stdout
+    assert "BPF_HASH(ft_sync_state, u64, u64, 2)" in result.stdout
+
+
+@pytest.mark.anyio
+async def test_lines_the_kernel_refuses_to_print_are_counted_as_lost() -> None:
+    from workloads import getppid_loop
+
+    calls = 20
+    workload = getppid_loop(calls)
+    body = f"if ((bpf_get_current_pid_tgid() >> 32) != {workload.pid})\n    return 0;\n"
+    body += 'ft_printk("a control code \\001 is refused");'
+    source = TracePipeSource(Probe("entry of getppid(2)", *syscall_entry("getppid"), body=body))
+    sink = CollectSink[TraceFields]()
+    pipeline = Pipeline(source, [], sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        await anyio.to_thread.run_sync(workload.go)
+        pipeline.stop()
+    assert sink.items == []
+    assert pipeline.stats.stages[0].lost == calls
+
+
+@pytest.mark.anyio
+async def test_without_private_instances_the_shared_pipe_is_read_by_marker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kernels before 5.10 print bpf_trace_printk lines to the shared buffer only."""
+    import flowtrace.trace_pipe
+
+    monkeypatch.setattr(flowtrace.trace_pipe._Pipe, "private_possible", lambda self: False)
+    before = instances()
+    sink = CollectSink[TraceFields]()
+    pipeline = Pipeline(sync_printer("shared"), [], sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        assert instances() == before
+        pids = await anyio.to_thread.run_sync(run_syncs, 2)
+        await anyio.sleep(0.3)
+        pipeline.stop()
+    assert [(e.pid, e.msg) for e in sink.items if e.pid in pids] == [(p, "shared 7") for p in pids]
+    assert {e.msg for e in sink.items} == {"shared 7"}
+    assert any("reading the shared " in line for line in pipeline.stats.attached)
