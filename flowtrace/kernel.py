@@ -77,14 +77,19 @@ def tracepoint_category(event: str) -> str | None:
 
 
 @functools.cache
-def _kallsyms() -> frozenset[str]:
+def _kallsyms() -> bytes:
+    """/proc/kallsyms as read once (some 5 MB here): searched, never parsed
+    into a set, which would cost four times the memory and a parse."""
     try:
-        text = Path("/proc/kallsyms").read_text()
+        return Path("/proc/kallsyms").read_bytes()
     except OSError:
-        return frozenset()
-    return frozenset(
-        parts[2] for line in text.splitlines() if (parts := line.split()) and parts[1] in "tT"
-    )
+        return b""
+
+
+def _functions(name_pattern: bytes) -> list[str]:
+    """Kernel function (text) symbols whose whole name matches ``name_pattern``."""
+    pattern = re.compile(rb" [tT] (" + name_pattern + rb")[\t\n]")
+    return [found.decode() for found in pattern.findall(_kallsyms())]
 
 
 def find_kernel_function(name: str) -> str | None:
@@ -94,21 +99,21 @@ def find_kernel_function(name: str) -> str | None:
     ``.cold`` parts (a function's rarely run code, split off by the compiler)
     are never the function's entry and are not returned.
     """
-    symbols = _kallsyms()
+    symbols = _functions(re.escape(name.encode()) + rb"(?:\.[\w.]+)?")
     if name in symbols:
         return name
-    variants = sorted(
-        s for s in symbols if s.startswith(name + ".") and ".cold" not in s[len(name) :]
-    )
+    variants = sorted(s for s in symbols if ".cold" not in s[len(name) :])
     return variants[0] if variants else None
+
+
+_SYSCALL_PREFIXES = ("__x64_sys_", "__arm64_sys_", "__se_sys_", "sys_")
 
 
 def syscall_function(syscall: str) -> str | None:
     """The kernel function implementing ``syscall`` (``__x64_sys_sync``...)."""
-    for prefix in ("__x64_sys_", "__arm64_sys_", "__se_sys_", "sys_"):
-        if (name := prefix + syscall) in _kallsyms():
-            return name
-    return None
+    prefixes = b"|".join(p.encode() for p in _SYSCALL_PREFIXES)
+    found = set(_functions(b"(?:" + prefixes + b")" + re.escape(syscall.encode())))
+    return next((p + syscall for p in _SYSCALL_PREFIXES if p + syscall in found), None)
 
 
 class _BpfAttr(ctypes.Structure):

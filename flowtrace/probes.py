@@ -55,6 +55,9 @@ __all__ = [
 ]
 
 # Registers holding syscall arguments inside the pt_regs a syscall wrapper gets.
+_SYSCALL_PREFIX = {"x86_64": "__x64_sys_", "aarch64": "__arm64_sys_"}.get(
+    platform.machine(), "sys_"
+)
 _SYSCALL_ARG_REGS = {
     "x86_64": ("di", "si", "dx", "r10", "r8", "r9"),
     "aarch64": tuple(f"regs[{i}]" for i in range(6)),
@@ -205,7 +208,13 @@ class _KernelFunction(AttachPoint):
         return kernel.find_kernel_function(self.function)
 
     def name(self) -> str:
-        return self.target() or self.function or f"sys_{self.syscall}"
+        """The symbol attached to: resolved in /proc/kallsyms when it is there."""
+        return self.target() or self.declared()
+
+    def declared(self) -> str:
+        """The function as declared (a syscall's under this architecture's
+        prefix); descriptions use it, so describing a plan reads no kallsyms."""
+        return self.function or f"{_SYSCALL_PREFIX}{self.syscall}"
 
     def missing(self) -> str | None:
         if self.target() is None:
@@ -233,7 +242,7 @@ class Kprobe(_KernelFunction):
     feature: ClassVar[str] = "kprobes"
 
     def describe(self) -> str:
-        return f"kprobe {self.name()}"
+        return f"kprobe {self.declared()}"
 
     def entry(self, fn: str, call: str, params: Sequence[Param]) -> str:
         if self.syscall:
@@ -254,7 +263,7 @@ class Kretprobe(_KernelFunction):
     feature: ClassVar[str] = "kprobes"
 
     def describe(self) -> str:
-        return f"kretprobe {self.name()}"
+        return f"kretprobe {self.declared()}"
 
     def entry(self, fn: str, call: str, params: Sequence[Param]) -> str:
         default = [f"({p.c_type})PT_REGS_RC(ctx)" for p in params]
@@ -278,7 +287,7 @@ class Fentry(_KernelFunction):
     macro: ClassVar[str] = "KFUNC_PROBE"
 
     def describe(self) -> str:
-        return f"fentry {self.name()}"
+        return f"fentry {self.declared()}"
 
     def missing(self) -> str | None:
         target = self.target()
@@ -307,7 +316,7 @@ class Fexit(Fentry):
     macro: ClassVar[str] = "KRETFUNC_PROBE"
 
     def describe(self) -> str:
-        return f"fexit {self.name()}"
+        return f"fexit {self.declared()}"
 
 
 @dataclass(frozen=True)

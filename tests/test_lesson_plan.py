@@ -198,8 +198,10 @@ def test_renamed_kernel_functions_are_found_but_never_their_cold_parts(
 ) -> None:
     from flowtrace import kernel
 
-    symbols = frozenset({"f.cold", "g.cold", "g.isra.0", "h", "h.constprop.0"})
+    names = ["f.cold", "g.cold", "g.isra.0", "h", "h.constprop.0", "i\t[module]"]
+    symbols = b"".join(f"ffffffff81000000 T {n}\n".encode() for n in names)
     monkeypatch.setattr(kernel, "_kallsyms", lambda: symbols)
     assert kernel.find_kernel_function("f") is None
     assert kernel.find_kernel_function("g") == "g.isra.0"
     assert kernel.find_kernel_function("h") == "h"
+    assert kernel.find_kernel_function("i") == "i"
