@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from flowtrace import Pipeline, Source
+from flowtrace import Operator, Pipeline, Source
 from flowtrace.loader import load_pipeline
 from flowtrace.testing import CollectSink
 
 
 async def collect(
-    source: Source[Any], workload: Callable[[], Any], settle: float = 0.3
+    source: Source[Any],
+    workload: Callable[[], Any],
+    settle: float = 0.3,
+    operators: Sequence[Operator[Any, Any]] = (),
 ) -> list[Any]:
-    """Attach ``source``, run ``workload`` in a thread, stop, return every event."""
+    """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
     sink = CollectSink[Any]()
-    pipeline = Pipeline(source, [], sink)
+    pipeline = Pipeline(source, operators, sink)
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload)

@@ -10,8 +10,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import pytest
 from kernelrun import collect
 from workloads import (
@@ -33,7 +31,7 @@ from flowtrace.operators.buckets import log2_index
 from flowtrace.records import CountTable, Histogram
 from flowtrace.sources.libc import strlen_calls
 from flowtrace.sources.usdt import python_gc_starts
-from flowtrace.testing import CollectSink, ListSource
+from flowtrace.testing import ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
 
@@ -45,14 +43,7 @@ async def run(
     settle: float = 0.3,
 ) -> list[Any]:
     """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
-    sink = CollectSink[Any]()
-    pipeline = Pipeline(source, operators, sink)
-    async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        await anyio.to_thread.run_sync(workload)
-        await anyio.sleep(settle)
-        pipeline.stop()
-    return sink.items
+    return await collect(source, workload, settle, operators)
 
 
 def lesson(path: str, args: list[str] | None = None) -> Pipeline:
