@@ -26,6 +26,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineFileError",
     "StageError",
+    "one_line",
 ]
 
 
@@ -59,3 +60,10 @@ class StageError(FlowtraceError):
     def __init__(self, stage: str, cause: BaseException) -> None:
         super().__init__(f"stage {stage!r} failed: {type(cause).__name__}: {cause}")
         self.stage = stage
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc``'s message on one line (white space folded), at most ``limit``
+    characters; the exception's type name when it has no message."""
+    text = " ".join(str(exc).split())
+    return text[:limit] or type(exc).__name__

@@ -12,7 +12,7 @@ import anyio.to_thread
 from . import kernel
 from .codegen import EVENTS_MAP, LOST_MAP, Program, generate
 from .context import SourceContext
-from .errors import AttachError, KernelError
+from .errors import AttachError, KernelError, one_line
 from .events import Event, layout_of
 from .plan import Choice, resolve
 from .probes import Probe
@@ -187,12 +187,12 @@ class LoadedProgram:
                 text=program.text.encode(), usdt_contexts=contexts, cflags=list(cflags)
             )
         except Exception as exc:
-            raise KernelError(f"bcc could not load the program: {_one_line(exc)}") from exc
+            raise KernelError(f"bcc could not load the program: {one_line(exc)}") from exc
         for point, fn in program.entries:
             try:
                 point.attach(self.bpf, fn)
             except Exception as exc:
-                raise AttachError(f"{point.describe()}: {_one_line(exc)}") from exc
+                raise AttachError(f"{point.describe()}: {one_line(exc)}") from exc
 
     def open_reader(self, transport: str, layout: Any, pages: int) -> Transport:
         if transport == "ringbuf":
@@ -260,8 +260,3 @@ class LoadedProgram:
             finally:
                 if reader is not None:
                     reader.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__

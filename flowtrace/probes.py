@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from . import kernel
-from .errors import AttachError
+from .errors import AttachError, one_line
 
 __all__ = [
     "Alternative",
@@ -113,9 +113,6 @@ class AttachPoint(ABC):
         exprs = dict(getattr(self, "fields", ()))
         return [exprs.get(p.name, d) for p, d in zip(params, default, strict=True)]
 
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _b(text: str | None) -> bytes:
@@ -427,7 +424,7 @@ class Usdt(AttachPoint):
         except Exception as exc:
             if "failed to instrument" in str(exc):  # bcc found no USDT note at all
                 return f"{where} has no USDT probes"
-            return f"cannot read the USDT probes of {where}: {_one_line(exc)}"
+            return f"cannot read the USDT probes of {where}: {one_line(exc)}"
         if not found:
             return f"{where} has no USDT probe {self.probe_name()}"
         if self.pid is None and any(p.semaphore for p in found):
@@ -450,7 +447,7 @@ class Usdt(AttachPoint):
             context = self._context()
             context.enable_probe(probe=self.probe_name(), fn_name=fn)
         except Exception as exc:
-            raise AttachError(f"{self.describe()}: {_one_line(exc)}") from exc
+            raise AttachError(f"{self.describe()}: {one_line(exc)}") from exc
         return [context]
 
 

@@ -47,7 +47,9 @@ struct ft_rq_start {
     u32 pid;
     char comm[16];
 };
-BPF_HASH(ft_rq_start, struct ft_rq_key, struct ft_rq_start, 10240);
+// LRU: a start whose completion never matches (issued at one sector,
+// completed at another) must not keep its slot for ever and fill the table
+BPF_TABLE("lru_hash", struct ft_rq_key, struct ft_rq_start, ft_rq_start, 10240);
 
 // 1 for requests that write (rwbs "W...", or "FW..." for a write with a
 // preflush), 0 for reads and others.

@@ -30,7 +30,9 @@ __all__ = ["READ_SYSCALL", "VFS_READ", "ReadLatency", "read_latencies", "read_la
 VFS_READ = "vfs_read()"
 READ_SYSCALL = "read(2)"
 
-_PRELUDE = "BPF_HASH(ft_read_start, u32, u64, 10240);  // thread id -> entry time (ns)"
+# thread id -> entry time (ns); LRU, so threads blocked in read() for good
+# cannot fill the table and stop every later read from being timed
+_PRELUDE = 'BPF_TABLE("lru_hash", u32, u64, ft_read_start, 10240);'
 
 _ENTRY = """\
 u32 tid = bpf_get_current_pid_tgid();

@@ -20,7 +20,11 @@ async def collect(
     settle: float = 0.3,
     operators: Sequence[Operator[Any, Any]] = (),
 ) -> list[Any]:
-    """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
+    """Attach ``source``, run ``workload`` in a thread, stop; what reached the end.
+
+    Also checks the run's accounting: nothing lost in the kernel, nothing
+    dropped, and every stage received exactly what the one before emitted.
+    """
     sink = CollectSink[Any]()
     pipeline = Pipeline(source, operators, sink)
     async with anyio.create_task_group() as tg:
@@ -28,6 +32,12 @@ async def collect(
         await anyio.to_thread.run_sync(workload)
         await anyio.sleep(settle)
         pipeline.stop()
+    stages = pipeline.stats.stages
+    assert pipeline.stats.lost == 0, pipeline.stats.summary()
+    assert pipeline.stats.dropped == 0, pipeline.stats.summary()
+    for before, after in zip(stages, stages[1:]):
+        assert after.received == before.emitted, pipeline.stats.summary()
+    assert stages[0].received == stages[0].emitted
     return sink.items
 
 
