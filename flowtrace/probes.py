@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from . import kernel
+from . import kernel, userspace
 from .errors import AttachError, one_line
 
 __all__ = [
@@ -338,14 +338,14 @@ class Uprobe(AttachPoint):
     def describe(self) -> str:
         text = f"{self.kind} {self.binary}:{self.symbol}"
         try:
-            function = kernel.user_function(self.binary, self.symbol, self.follow_ifunc)
+            function = userspace.user_function(self.binary, self.symbol, self.follow_ifunc)
         except LookupError:
             return text
         return f"{text} ({function.detail})" if function.detail else text
 
     def missing(self) -> str | None:
         try:
-            kernel.user_function(self.binary, self.symbol, self.follow_ifunc)
+            userspace.user_function(self.binary, self.symbol, self.follow_ifunc)
         except LookupError as exc:
             return str(exc)
         return None
@@ -355,7 +355,7 @@ class Uprobe(AttachPoint):
         return _pt_regs_entry(fn, ["ctx", *self.fetch(params, default)], call)
 
     def _where(self) -> dict[str, Any]:
-        function = kernel.user_function(self.binary, self.symbol, self.follow_ifunc)
+        function = userspace.user_function(self.binary, self.symbol, self.follow_ifunc)
         if function.address is None:
             return {"name": _b(function.path), "sym": _b(self.symbol)}
         return {"name": _b(function.path), "addr": function.address}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -35,7 +36,7 @@ async def collect(
     stages = pipeline.stats.stages
     assert pipeline.stats.lost == 0, pipeline.stats.summary()
     assert pipeline.stats.dropped == 0, pipeline.stats.summary()
-    for before, after in zip(stages, stages[1:]):
+    for before, after in itertools.pairwise(stages):
         assert after.received == before.emitted, pipeline.stats.summary()
     assert stages[0].received == stages[0].emitted
     return sink.items

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowtrace import kernel
+from flowtrace import kernel, userspace
 from flowtrace.probes import Fentry, Kprobe, Uprobe, Usdt
 
 pytestmark = pytest.mark.kernel
@@ -23,7 +23,7 @@ def test_a_usdt_probe_behind_a_semaphore_needs_a_pid() -> None:
 
 def test_uprobe_targets_that_do_not_exist_are_named() -> None:
     assert Uprobe("c", "no_such_function_here").missing() == (
-        f"no function no_such_function_here in {kernel.user_function('c', 'strlen').path}"
+        f"no function no_such_function_here in {userspace.user_function('c', 'strlen').path}"
     )
     assert Uprobe("nosuchlibrary", "f").missing() == (
         "no library 'nosuchlibrary' (looked for libnosuchlibrary.so)"
@@ -32,11 +32,11 @@ def test_uprobe_targets_that_do_not_exist_are_named() -> None:
 
 
 def test_a_plain_libc_function_is_probed_by_symbol_and_an_ifunc_by_address() -> None:
-    plain = kernel.user_function("c", "getpid")
+    plain = userspace.user_function("c", "getpid")
     assert (plain.address, plain.detail) == (None, "")
-    followed = kernel.user_function("c", "strlen")
+    followed = userspace.user_function("c", "strlen")
     assert followed.address is not None and "IFUNC" in followed.detail
-    assert kernel.user_function("c", "strlen", follow_ifunc=False).address is None
+    assert userspace.user_function("c", "strlen", follow_ifunc=False).address is None
 
 
 def test_struct_reads_are_refused_unless_the_headers_are_the_running_kernels() -> None:
