@@ -2,7 +2,7 @@
 log2 histogram, served over HTTP from the same event loop.
 
     sudo .venv/bin/python examples/latency_service.py --port 8080
-    curl http://127.0.0.1:8080/            # bcc-style histogram so far
+    curl http://127.0.0.1:8080/            # the histogram so far, as bcc prints it
     curl http://127.0.0.1:8080/histogram   # the same as JSON (flowtrace schema)
     curl http://127.0.0.1:8080/stats       # the pipeline's counters
 
@@ -13,15 +13,18 @@ log2 histogram, served over HTTP from the same event loop.
 The pipeline is ``read_latencies() | log2_histogram(every=1s) | Accumulate()``:
 the operator emits one histogram per second, the sink adds them up, and the
 HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
-detached), then the server; exit 0.
+detached), then the server; exit 0. An error (a pipeline that cannot start,
+a port in use, a bad recording) is one line on stderr and exit status 2; a
+pipeline failing while serving stops the service with exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import msgspec
@@ -29,12 +32,16 @@ from anyio.abc import SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Sink
 from flowtrace.operators import log2_histogram
+from flowtrace.operators.render import histogram_lines
 from flowtrace.records import Bucket, Histogram, Record
 from flowtrace.replay import replay
 from flowtrace.sinks.schema import envelope, summary
 from flowtrace.sources.reads import read_latencies
 
-__all__ = ["Accumulate", "LatencyService", "latency_pipeline", "main"]
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Accumulate", "LatencyService", "latency_pipeline", "main", "render"]
 
 _JSON = msgspec.json.Encoder()
 
@@ -73,13 +80,10 @@ def latency_pipeline(every: float = 1.0) -> Pipeline:
 
 
 def render(h: Histogram) -> str:
-    """bcc's ``print_log2_hist`` layout."""
-    top = max((b.count for b in h.buckets), default=0) or 1
-    lines = [f"{h.unit:>18} : count     distribution"]
-    for b in h.buckets:
-        stars = "*" * (40 * b.count // top)
-        lines.append(f"{b.low:>10} -> {b.high:<10}: {b.count:<9}|{stars:<40}|")
-    return "\n".join(lines) + "\n"
+    """``h`` exactly as bcc's ``print_log2_hist`` prints the same counts
+    (:func:`flowtrace.operators.render.histogram_lines`): nothing while empty."""
+    lines = histogram_lines(h)
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 class LatencyService:
@@ -87,8 +91,12 @@ class LatencyService:
 
     ``GET /`` (text), ``/histogram`` (JSON) and ``/stats`` (JSON) answer from
     the live state; any other path is a 404. Requests are read with a bound
-    (8 KiB, 10 s); one response per connection. The server keeps answering
-    after the pipeline ends (a finished replay), until :meth:`stop`.
+    (8 KiB, 10 s); one response per connection. A client that closes or
+    resets its connection early ends only that connection. The server keeps
+    answering after the pipeline ends (a finished replay), until :meth:`stop`.
+
+    :meth:`run` raises the pipeline's own error if it fails before it is
+    started; a failure later is kept in :attr:`error` and stops the service.
     """
 
     def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8080) -> None:
@@ -120,9 +128,12 @@ class LatencyService:
             tg.cancel_scope.cancel()
 
     async def _run_pipeline(self, *, task_status: TaskStatus[Pipeline]) -> None:
+        status = _Started(task_status)
         try:
-            await self.pipeline.run(task_status=task_status)
+            await self.pipeline.run(task_status=cast("TaskStatus[Pipeline]", status))
         except FlowtraceError as exc:
+            if not status.done:
+                raise  # failed while starting: the caller of run() gets the real error
             self.error = exc
             self._stopped.set()
         finally:
@@ -130,18 +141,23 @@ class LatencyService:
 
     async def _answer(self, client: SocketStream) -> None:
         async with client:
-            request = b""
-            with anyio.move_on_after(10):
-                while b"\r\n\r\n" not in request and len(request) < 8192:
-                    request += await client.receive()
-            method, _, rest = request.partition(b" ")
-            path = rest.partition(b" ")[0].decode("ascii", "replace")
-            status, kind, body = self._route(method, path)
-            head = (
-                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            await client.send(head.encode() + body)
+            # a client that went away early ends its own connection only
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                await self._respond(client)
+
+    async def _respond(self, client: SocketStream) -> None:
+        request = b""
+        with anyio.move_on_after(10):
+            while b"\r\n\r\n" not in request and len(request) < 8192:
+                request += await client.receive()
+        method, _, rest = request.partition(b" ")
+        path = rest.partition(b" ")[0].decode("ascii", "replace")
+        status, kind, body = self._route(method, path)
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        await client.send(head.encode() + body)
 
     def _route(self, method: bytes, path: str) -> tuple[str, str, bytes]:
         if method != b"GET":
@@ -154,6 +170,25 @@ class LatencyService:
             body: Any = envelope(summary(self.pipeline.stats))
             return "200 OK", "application/json", _JSON.encode(body)
         return "404 Not Found", "text/plain", b"try /, /histogram or /stats\n"
+
+
+class _Started:
+    """Passes ``started`` on to a task status, remembering that it was called."""
+
+    def __init__(self, status: TaskStatus[Pipeline]) -> None:
+        self.status = status
+        self.done = False
+
+    def started(self, value: Pipeline) -> None:
+        self.done = True
+        self.status.started(value)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 async def _main(service: LatencyService) -> None:
@@ -178,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.replay:
             pipeline = replay(pipeline, args.replay)
         service = LatencyService(pipeline, args.host, args.port)
-        anyio.run(_main, service)
+        try:
+            anyio.run(_main, service)
+        except BaseExceptionGroup as group:  # errors raised in the task groups
+            failures, _ = group.split((FlowtraceError, OSError))
+            if failures is None:
+                raise
+            raise _first_leaf(failures) from None
     except (FlowtraceError, OSError) as exc:
         print(f"latency_service: error: {exc}", file=sys.stderr)
         return 2

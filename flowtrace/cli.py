@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import msgspec
 
 from .doctor import as_json_objects, run_checks
 from .errors import FlowtraceError, PipelineFileError
@@ -70,12 +72,45 @@ async def _run(pipeline: Pipeline, duration: float | None) -> None:
             tg.cancel_scope.cancel()
 
 
+def _duration(text: str) -> float:
+    """``--duration``: a finite, positive number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
+def _check_record(pipeline: Pipeline, path: str) -> None:
+    """Refuse ``--record PATH`` before anything runs: a source without an
+    ``event`` type (its recording could not be replayed), a directory, or a
+    path in no directory."""
+    event = getattr(pipeline.source, "event", None)
+    if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
+        raise ReplayError(
+            f"--record: source {pipeline.source.stage_name()!r} declares no event type (an"
+            " `event` attribute naming a msgspec Struct), so its recording could not be"
+            " replayed; record a source that declares one"
+        )
+    target = Path(path)
+    if target.is_dir():
+        raise ReplayError(f"--record {path}: is a directory; give a file path")
+    folder = target.resolve().parent
+    if not folder.is_dir():
+        raise ReplayError(f"--record {path}: no directory {str(folder)!r}")
+
+
 def _build(args: argparse.Namespace) -> Pipeline:
-    """The pipeline to run: loaded, replayed or recorded, with the extra sinks."""
+    """The pipeline to run: loaded, replayed or recorded, with the extra sinks.
+    Every problem with the options raises here, before anything runs."""
     pipeline = load_pipeline(args.pipeline, args.args)
     sinks = [sink_from_spec(spec) for spec in args.sink]
     if args.realtime and not args.replay:
         raise SinkSpecError("--realtime paces a replay: use it with --replay PATH")
+    if args.record:
+        _check_record(pipeline, args.record)
     if args.replay:
         if args.record and Path(args.record).resolve() == Path(args.replay).resolve():
             raise ReplayError(
@@ -83,9 +118,6 @@ def _build(args: argparse.Namespace) -> Pipeline:
             )
         pipeline = replay(pipeline, args.replay, realtime=args.realtime)
     if args.record:
-        folder = Path(args.record).resolve().parent
-        if not folder.is_dir():
-            raise ReplayError(f"--record {args.record}: no directory {str(folder)!r}")
         pipeline = pipeline.replace(source=RecordingSource(pipeline.source, args.record))
     return with_sinks(pipeline, sinks)
 
@@ -136,7 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a pipeline file until Ctrl-C or its end")
     run.add_argument("pipeline", help="FILE[:NAME], NAME defaults to 'pipeline'")
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="SECONDS",
+        help="stop after this many seconds (a positive number)",
+    )
     run.add_argument(
         "--sink",
         action="append",

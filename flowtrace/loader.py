@@ -23,7 +23,10 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
     """The pipeline named by ``FILE[:ATTR]`` (ATTR defaults to ``pipeline``).
 
     ATTR is a :class:`Pipeline`, or a function taking the remaining command
-    line arguments (a list of str) and returning one.
+    line arguments (a list of str) and returning one. A function rejects
+    bad arguments by raising :class:`PipelineFileError`, ``ValueError``
+    (``int("x")``) or ``SystemExit`` (its own argparse); each becomes a
+    one-line :class:`PipelineFileError`.
     """
     path, attr = _split(spec)
     args = args or []
@@ -62,6 +65,10 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
             built = target(args)
         except SystemExit as exc:  # a factory's argparse rejected the arguments
             raise PipelineFileError(f"{path}: bad arguments {' '.join(args)!r}") from exc
+        except ValueError as exc:  # int("x") and the like on an argument
+            raise PipelineFileError(
+                f"{path}: bad arguments {' '.join(args)!r}: {' '.join(str(exc).split())}"
+            ) from None
         if isinstance(built, Pipeline):
             return built
         raise PipelineFileError(

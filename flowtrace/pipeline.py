@@ -248,9 +248,14 @@ class Pipeline:
         outbox: _Edge,
         source_ctx: SourceContext,
     ) -> None:
-        # opened once the source produces, so processing time (windows, ticks)
-        # starts when the probes are attached, not while they compile
-        await source_ctx.wait_ready()
+        try:
+            # opened once the source produces, so processing time (windows,
+            # ticks) starts when the probes are attached, not while they compile
+            await source_ctx.wait_ready()
+        except BaseException:  # the source failed first: close this stage's edges
+            inbox.receive_stream.close()
+            outbox.close()
+            raise
         try:
             op.open(ctx)
             async with inbox.receive_stream:

@@ -20,6 +20,7 @@ from msgspec.structs import fields
 from .clock import MonotonicClock
 from .context import SourceContext
 from .events import Event, layout_of
+from .sinks.linefile import write_lines
 from .sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
 from .stages import Emit, Source
 from .stats import PipelineStats
@@ -130,8 +131,9 @@ class _NotingReady:
 
 
 class _LineFile:
-    """A file written in whole lines: a failed write is cut back to the last
-    whole line, and the file is not written again."""
+    """A file written in whole lines (:func:`~flowtrace.sinks.linefile.write_lines`):
+    a failed write is cut back to the last whole line, and the file is not
+    written again."""
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -139,17 +141,11 @@ class _LineFile:
         self.healthy = True
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        written = 0
         try:
-            while written < len(view):
-                written += os.write(self.fd, view[written:])
+            self.size = write_lines(self.fd, data, self.size)
         except BaseException:
             self.healthy = False
-            if written:
-                os.ftruncate(self.fd, self.size)
             raise
-        self.size += written
 
     async def close(self) -> None:
         fd, self.fd = self.fd, -1

@@ -2,7 +2,8 @@
 
 :class:`RecordingReader` checks every line (size, JSON, schema version,
 record type, field names, types and kernel ranges, arrival times that never
-go backwards, the ``end`` record and its count) and raises
+go backwards nor lie more than :data:`MAX_SPAN` seconds after the header's
+start, the ``end`` record and its count) and raises
 :class:`ReplayError` naming the file, the line number, the problem and the
 fix. A recording never names code to import: the event type comes from the
 caller (the pipeline being replayed) and must match the header's layout.
@@ -24,12 +25,21 @@ from .events import Event, layout_of
 from .recorder import field_types
 from .sinks.schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
 
-__all__ = ["MAX_LINE", "RecordingReader", "ReplayError"]
+__all__ = ["MAX_LINE", "MAX_SPAN", "RecordingReader", "ReplayError"]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
 MAX_LINE = 1 << 20
 """Longest line a reader accepts (bytes); flowtrace writes lines of ~100 bytes."""
+MAX_SPAN = 366 * 24 * 3600.0
+"""Latest arrival time (``at``, the end record's too) a reader accepts, in
+seconds after the header's ``start``: a recording covers at most 366 days.
+A later time is a forged or corrupt file (replaying it would move the
+virtual clock that far)."""
+MAX_START = 1e12
+"""Largest header ``start`` (in absolute value) a reader accepts: clock
+seconds (monotonic: since boot), so ±31,000 years: far inside what the
+windows' nanosecond arithmetic handles (a forged 1e300 would overflow it)."""
 BATCH_LIMIT = 8192
 _FIX = "record it again with flowtrace run --record"
 
@@ -165,8 +175,10 @@ class RecordingReader(Generic[S]):
         if header.fields is not None and [list(f) for f in header.fields] != expected:
             fields = ", ".join(" ".join(f) for f in header.fields)
             raise self._fail(1, f"recorded {header.event} fields differ: ({fields})", other)
-        if not math.isfinite(header.start):
-            raise self._fail(1, "start time is not a finite number")
+        if not math.isfinite(header.start) or abs(header.start) > MAX_START:
+            raise self._fail(
+                1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
+            )
         return header
 
     def __iter__(self) -> Iterator[tuple[float, list[S]]]:
@@ -185,6 +197,12 @@ class RecordingReader(Generic[S]):
                 line, at, values = self._event_line(lineno, raw, kind)
                 if at is None or not math.isfinite(at) or at < last_at:
                     raise self._fail(lineno, f"arrival time {at} missing or before {last_at}")
+                if at - self.header.start > MAX_SPAN:
+                    raise self._fail(
+                        lineno,
+                        f"arrival time {at} is more than {MAX_SPAN:.0f} s (366 days) after"
+                        f" the recording's start {self.header.start}",
+                    )
                 if batch and (at != last_at or len(batch) >= self.batch_limit):
                     yield last_at, batch
                     batch = []

@@ -17,9 +17,12 @@ pipe. Elsewhere it reads the shared ``trace_pipe`` and keeps only lines with
 its marker; the lines of other programs it reads then are lost to them, as
 with bcc's ``trace_print``.
 
-Lines the kernel could not record (``CPU:N [LOST M EVENTS]``) and lines
-``bpf_trace_printk`` refused (a format the kernel rejects) are counted as
-``stats.lost``.
+Lines the kernel could not record (``CPU:N [LOST M EVENTS]``), lines
+``bpf_trace_printk`` refused (a format the kernel rejects) and lines
+carrying the source's marker that do not parse as a trace line are counted
+as ``stats.lost``: every line the probes printed is emitted or counted.
+Each read takes at most :data:`MAX_READS` chunks from the pipe, so a fast
+printer cannot keep the event loop busy.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
@@ -46,9 +50,13 @@ from .plan import Choice, resolve
 from .probes import AttachPoint, Probe
 from .stages import Emit, Source
 
-__all__ = ["TraceFields", "TracePipeSource", "parse_trace_line"]
+__all__ = ["MAX_READS", "TraceFields", "TracePipeSource", "parse_trace_line"]
 
 _READ_SIZE = 1 << 16
+MAX_READS = 16
+"""Chunks (of 64 KiB) one read of the pipe takes at most; the rest waits
+for the next read, after the event loop ran other tasks."""
+_MAX_DRAIN_READS = 1024  # reads after detaching (the shared pipe may never run dry)
 _WAKE_INTERVAL = 0.25  # seconds between checks when poll does not wake us
 _INSTANCE_PREFIX = "flowtrace-"
 
@@ -176,6 +184,8 @@ class _Pipe:
         self.instance: Path | None = None
         self.fd = -1
         self.lost = 0
+        self.more = False
+        """Whether the last :meth:`read` stopped at :data:`MAX_READS` chunks."""
         self.private_failed = ""
         self._tail = b""
 
@@ -222,9 +232,12 @@ class _Pipe:
         self.fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
 
     def read(self) -> list[TraceFields]:
-        """Every complete line available now that carries the marker."""
-        chunks = []
-        while True:
+        """The complete lines carrying the marker in what is available now,
+        up to :data:`MAX_READS` chunks (:attr:`more` tells whether it
+        stopped there, with more possibly left)."""
+        chunks: list[bytes] = []
+        self.more = False
+        while len(chunks) < MAX_READS:
             try:
                 chunk = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
@@ -232,6 +245,8 @@ class _Pipe:
             if not chunk:
                 break
             chunks.append(chunk)
+        else:
+            self.more = True
         if not chunks:
             return []
         data = self._tail + b"".join(chunks)
@@ -240,11 +255,15 @@ class _Pipe:
 
     def _ours(self, lines: list[bytes]) -> Iterator[TraceFields]:
         prefix = self.marker + " "
+        marker = prefix.encode()
         for raw in lines:
             parsed = parse_trace_line(raw.decode("utf-8", "replace"))
             if isinstance(parsed, int):
                 self.lost += parsed
-            elif parsed is not None and parsed.msg.startswith(prefix):
+            elif parsed is None:
+                if marker in raw:  # one of ours, in no format we know: counted
+                    self.lost += 1
+            elif parsed.msg.startswith(prefix):
                 task, _, msg = parsed.msg[len(prefix) :].partition(_SEPARATOR)
                 yield msgspec.structs.replace(parsed, task=task, msg=msg)
 
@@ -307,7 +326,12 @@ class TracePipeSource(Source[TraceFields]):
     printed are read and emitted; the tracefs instance is removed on every
     exit path (and instances left by killed flowtrace processes are removed
     on the next start).
+
+    ``event`` is :class:`TraceFields`, so its runs can be recorded
+    (``--record``) and replayed.
     """
+
+    event: ClassVar[type[TraceFields]] = TraceFields
 
     def __init__(
         self,
@@ -384,11 +408,18 @@ class TracePipeSource(Source[TraceFields]):
             if batch:
                 stats.received += len(batch)
                 await emit(batch)
-                continue
-            stats.lost = lost()
-            await ctx.wait_readable(pipe.fd, _WAKE_INTERVAL)
+            if pipe.more:
+                await anyio.lowlevel.checkpoint()  # let other tasks run, then read on
+            elif not batch:
+                stats.lost = lost()
+                await ctx.wait_readable(pipe.fd, _WAKE_INTERVAL)
         loaded.detach()
-        while batch := pipe.read():
-            stats.received += len(batch)
-            await emit(batch)
+        for _ in range(_MAX_DRAIN_READS):
+            batch = pipe.read()
+            if batch:
+                stats.received += len(batch)
+                await emit(batch)
+            elif not pipe.more:
+                break
+            await anyio.lowlevel.checkpoint()
         stats.lost = lost()

@@ -28,8 +28,13 @@ columns: list[Column[HttpRequest]] = [
 ]
 
 
+def _positive(text: str) -> bool:
+    """Whether ``text`` is a positive integer in ASCII digits ("²" is a digit, not a number)."""
+    return text.isascii() and text.isdecimal() and int(text) > 0
+
+
 def pipeline(args: list[str]) -> Pipeline:
-    if len(args) != 1 or not args[0].isdigit() or int(args[0]) == 0:
+    if len(args) != 1 or not _positive(args[0]):
         raise PipelineFileError(
             f"nodejs_http_server.py takes the PID of the server process, got {' '.join(args)!r}:"
             " run flowtrace run pipelines/nodejs_http_server.py PID"

@@ -36,8 +36,13 @@ from flowtrace.sources.reads import READ_SYSCALL, read_latencies, read_latency_s
 USAGE = "run flowtrace run pipelines/vfsreadlat.py [interval [count]] with positive integers"
 
 
+def _positive(text: str) -> bool:
+    """Whether ``text`` is a positive integer in ASCII digits ("²" is a digit, not a number)."""
+    return text.isascii() and text.isdecimal() and int(text) > 0
+
+
 def pipeline(args: list[str]) -> Pipeline:
-    if len(args) > 2 or not all(a.isdigit() and int(a) > 0 for a in args):
+    if len(args) > 2 or not all(_positive(a) for a in args):
         raise PipelineFileError(f"vfsreadlat.py: bad arguments {' '.join(args)!r}: {USAGE}")
     interval = int(args[0]) if args else 5
     count = int(args[1]) if len(args) > 1 else None

@@ -46,12 +46,12 @@ class MetricsSink(Sink[Any]):
 
     * ``<prefix>_<field>_<unit>``: each :class:`~flowtrace.records.Histogram`
       as a Prometheus histogram, labelled by its key. A bucket ``[low, high]``
-      of integer values becomes ``le = high + 1``, so log2 buckets get the
-      power-of-two bounds 1, 2, 4, 8, ... (``le`` counts values below it, all
-      integers up to ``high``). Histograms of a window are added up, so the
-      buckets are counters over the whole run; a histogram without window
-      bounds is a running total and replaces what was there. There is no
-      ``_sum``: buckets do not say it.
+      of integer values becomes ``le = high + 1``, so log2 buckets (``0 -> 1``,
+      ``2 -> 3``, ``4 -> 7``, ...) get the power-of-two bounds 2, 4, 8, ...
+      (``le`` counts values below it, all integers up to ``high``).
+      Histograms of a window are added up, so the buckets are counters over
+      the whole run; a histogram without window bounds is a running total and
+      replaces what was there. There is no ``_sum``: buckets do not say it.
     * ``<prefix>_key_count_total``: :class:`~flowtrace.records.CountTable` rows
       by key (added up per window, replaced otherwise), and
       ``<prefix>_key_count_others_total`` for rows cut by a top-N limit.

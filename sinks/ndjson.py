@@ -16,6 +16,7 @@ from flowtrace.sinkspec import SinkSpecError, parse_options, parse_size
 from flowtrace.stages import Sink
 from flowtrace.stats import PipelineStats
 
+from .linefile import write_lines
 from .reporting import Reporter
 from .schema import RecordEncoder
 
@@ -72,13 +73,19 @@ class NdjsonSink(Sink[Any]):
 
     @classmethod
     def from_spec(cls, argument: str) -> NdjsonSink:
-        """``PATH[,rotate=SIZE][,backups=N]``; ``PATH`` ``-`` is standard output."""
+        """``PATH[,rotate=SIZE][,backups=N]``; ``PATH`` ``-`` is standard output.
+
+        Raises :class:`SinkSpecError` when ``PATH``'s directory does not exist
+        or ``PATH`` is itself a directory."""
         path, *rest = argument.split(",")
         if not path:
             raise SinkSpecError("ndjson needs a path: --sink ndjson:PATH or --sink ndjson:-")
         options = parse_options(rest, {"rotate": parse_size, "backups": int})
         if path != "-" and not Path(path).parent.is_dir():
             raise SinkSpecError(f"no directory {str(Path(path).parent)!r} for {path!r}")
+        if path != "-" and Path(path).is_dir():
+            example = f"{path.rstrip('/')}/out.ndjson"
+            raise SinkSpecError(f"{path!r} is a directory: name a file in it, e.g. {example}")
         return cls(path, max_bytes=options.get("rotate"), backups=options.get("backups", 5))
 
     def bind_pipeline(self, stats: PipelineStats) -> None:
@@ -99,13 +106,16 @@ class NdjsonSink(Sink[Any]):
         self._size = 0
 
     async def write(self, batch: list[Any]) -> None:
-        if self.reports:
-            due = self._reporter.due(self.ctx.stats)
-            if due:
-                await self._write(self._encoder.json_lines(due))
+        """Write the due report records, then ``batch``. If either fails, the
+        batch's events not in the file are counted as ``write_error``."""
         data = b""
         self._committed = 0
         try:
+            if self.reports:
+                due = self._reporter.due(self.ctx.stats)
+                if due:
+                    await self._write(self._encoder.json_lines(due))
+            self._committed = 0
             data = self._encoder.json_lines(batch)
             await self._write(data)
         except BaseException:
@@ -143,22 +153,12 @@ class NdjsonSink(Sink[Any]):
                     await self._rotate()
                     continue
                 room = cut or data.index(b"\n") + 1
-            self._write_all(memoryview(data)[:room])
+            chunk = memoryview(data)[:room]
+            self._size = write_lines(self._fd, chunk, self._size, cut=self._regular)
             self._committed += room
             data = data[room:]
             if data:
                 await self._rotate()
-
-    def _write_all(self, chunk: memoryview) -> None:
-        written = 0
-        try:
-            while written < len(chunk):
-                written += os.write(self._fd, chunk[written:])
-        except BaseException:
-            if self._regular and written:
-                os.ftruncate(self._fd, self._size)  # back to the last whole line
-            raise
-        self._size += written
 
     async def _rotate(self) -> None:
         assert self.path is not None

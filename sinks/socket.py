@@ -23,6 +23,8 @@ from .schema import RecordEncoder
 
 __all__ = ["SocketSink"]
 
+_REPORTED_CHANGES = 10
+
 Frame = tuple[bytes, int]
 """An encoded record and how many events it carries (0 for a report record)."""
 
@@ -41,6 +43,14 @@ class SocketSink(Sink[Any]):
     ``backoff`` up to ``backoff_max`` seconds, jittered to 50-100 %, and
     reset once records are delivered again.
 
+    Connection changes (connected, peer lost, the first failure to
+    reconnect) are reported through the stage context (stderr under the CLI,
+    ``attach`` records in files), the first :attr:`reported_changes` of them
+    only, so a flapping peer cannot grow the pipeline's report list without
+    bound; the last reported line says so. All of them are counted in
+    :attr:`connects` and :attr:`disconnects`, and :attr:`state` is the latest;
+    if some went unreported, ``close`` reports the totals in one more line.
+
     Delivery is counted exactly: a TCP record counts as delivered once the
     peer acknowledged all its bytes, a Unix-socket record once the peer's
     socket accepted it; a record not delivered when the connection fails is
@@ -50,9 +60,10 @@ class SocketSink(Sink[Any]):
     before it exited is beyond any sender's view. ``close`` sends what is
     buffered and waits for acknowledgements for up to ``close_timeout``
     seconds; records still undelivered then are counted as
-    ``dropped["undelivered"]``. So after close, events received =
-    :attr:`delivered` + dropped. Records too large for a datagram are
-    ``dropped["too_large"]``.
+    ``dropped["undelivered"]``. Records too large for a datagram are
+    ``dropped["too_large"]``, a batch that cannot be encoded
+    ``dropped["encode_error"]``. So after close, events received =
+    :attr:`delivered` + dropped.
     """
 
     def __init__(
@@ -81,6 +92,13 @@ class SocketSink(Sink[Any]):
         self.name = name
         self.delivered = 0
         """Events the peer has taken (see the class docstring)."""
+        self.connects = 0
+        """Connections made."""
+        self.disconnects = 0
+        """Connections lost (peer closed or reset, send failed, interrupted)."""
+        self.state = "not connected yet"
+        """The latest connection state, as the last change would report it."""
+        self._reported = self._unreported = 0
         self._encoder = RecordEncoder()
         self._reporter = Reporter()
         self._pending: deque[Frame] = deque()
@@ -92,7 +110,9 @@ class SocketSink(Sink[Any]):
 
     @classmethod
     def from_spec(cls, argument: str) -> SocketSink:
-        """``ADDRESS[,framing=ndjson|msgpack][,buffer=N][,backoff_max=S]``."""
+        """``ADDRESS[,framing=ndjson|msgpack][,buffer=N][,backoff=S][,backoff_max=S]``:
+        the constructor's arguments of the same names (``backoff`` and
+        ``backoff_max`` in seconds)."""
         address, *rest = argument.split(",")
         if not address:
             raise SinkSpecError("socket needs an address, e.g. --sink socket:tcp://127.0.0.1:9000")
@@ -101,9 +121,25 @@ class SocketSink(Sink[Any]):
         )
         return cls(address, **options)
 
+    reported_changes = _REPORTED_CHANGES
+    """How many connection changes are reported (later ones are only counted)."""
+
     def bind_pipeline(self, stats: PipelineStats) -> None:
         """Report the counters of the whole pipeline, not just this sink's."""
         self._reporter.bind(stats)
+
+    def _change(self, state: str, *, report: bool = True) -> None:
+        """Note a connection change; report it while under the limit."""
+        self.state = state
+        if not report:
+            return
+        if self._reported >= self.reported_changes:
+            self._unreported += 1
+            return
+        self._reported += 1
+        if self._reported == self.reported_changes:
+            state += "; further connection changes are counted, not reported"
+        self.ctx.report(state)
 
     @property
     def buffered(self) -> int:
@@ -117,8 +153,16 @@ class SocketSink(Sink[Any]):
         return [(struct.pack(">I", len(b)) + b, events) for b in bodies]
 
     async def write(self, batch: list[Any]) -> None:
+        """Queue the due report records and ``batch``, then send what the peer
+        takes. A batch that cannot be encoded is counted as
+        ``dropped["encode_error"]`` (none of it is sent) and the error raised."""
         due = self._reporter.due(self.ctx.stats) if self.reports else []
-        self._pending.extend(self._frames(due, 0) + self._frames(batch, 1))
+        try:
+            frames = self._frames(due, 0) + self._frames(batch, 1)
+        except Exception:
+            self.ctx.stats.drop("encode_error", len(batch))
+            raise
+        self._pending.extend(frames)
         if self._conn is None and time.monotonic() >= self._next_attempt:
             await self._connect()
         if self._conn is not None:
@@ -147,6 +191,11 @@ class SocketSink(Sink[Any]):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._unreported:
+            self.ctx.report(
+                f"{self.address}: {self.connects} connections, {self.disconnects} lost;"
+                f" last: {self.state}"
+            )
 
     async def _connect(self) -> None:
         try:
@@ -154,7 +203,8 @@ class SocketSink(Sink[Any]):
         except OSError as exc:
             self._failed(f"cannot connect: {exc.strerror or exc}", report=self._failures == 0)
             return
-        self.ctx.report(f"connected to {self.address}")
+        self.connects += 1
+        self._change(f"connected to {self.address}")
 
     async def _flush(self) -> None:
         """Send what is pending; on failure keep what was not delivered."""
@@ -216,6 +266,7 @@ class SocketSink(Sink[Any]):
 
     def _failed(self, why: str, *, report: bool = True) -> None:
         if self._conn is not None:
+            self.disconnects += 1
             self._settle()
             self._conn.close()
             self._conn = None
@@ -224,9 +275,8 @@ class SocketSink(Sink[Any]):
         self._failures += 1
         delay = min(self.backoff_max, self.backoff * 2 ** min(self._failures - 1, 30))
         self._next_attempt = time.monotonic() + delay * self._random.uniform(0.5, 1.0)
-        if report:
-            held = f"{self.buffered} events held, up to {self.buffer} records"
-            self.ctx.report(f"{self.address}: {why}; buffering ({held})")
+        held = f"{self.buffered} events held, up to {self.buffer} records"
+        self._change(f"{self.address}: {why}; buffering ({held})", report=report)
 
     def _trim(self) -> None:
         """Drop the newest records past the bound, counting their events."""

@@ -32,7 +32,8 @@ class TeeSink(Sink[Any]):
     emitted, and what it drops, by reason); :meth:`bind_pipeline` adds them
     to the pipeline's counters after the tee's own, so the summary shows one
     line per sink. A sink that raises in ``write`` fails the pipeline with
-    :class:`SinkFailed` naming it. ``close`` closes every sink that opened,
+    :class:`SinkFailed` naming it, once the other sinks got the batch too
+    (see :meth:`write`). ``close`` closes every sink that opened,
     sinks that report the pipeline's counters (:class:`PipelineBound`) last
     so their summaries include what the others dropped while closing; the
     first error is raised once all are closed.
@@ -85,13 +86,26 @@ class TeeSink(Sink[Any]):
             raise
 
     async def write(self, batch: list[Any]) -> None:
+        """Hand ``batch`` to every sink, also to those after one that raised;
+        then raise :class:`SinkFailed` for the first that raised. A sink that
+        raised without counting any drop (as sinks should, by reason) gets the
+        whole batch counted as ``dropped["sink_failed"]``."""
+        first: SinkFailed | None = None
         for sink, stats in zip(self.sinks, self.stats, strict=True):
             stats.received += len(batch)
+            counted = stats.dropped_total
             try:
                 await sink.write(batch)
             except Exception as exc:
-                raise SinkFailed(stats.name, exc) from exc
+                if stats.dropped_total == counted:  # it did not say what it lost
+                    stats.drop("sink_failed", len(batch))
+                if first is None:
+                    first = SinkFailed(stats.name, exc)
+                    first.__cause__ = exc
+                continue
             stats.emitted += len(batch)
+        if first is not None:
+            raise first
 
     async def close(self) -> None:
         opened, self._opened = self._opened, []

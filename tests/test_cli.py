@@ -139,3 +139,98 @@ def test_source_that_cannot_attach_is_one_line_exit_1(tmp_path: Path) -> None:
         "flowtrace: error: stage 'absent' failed: AttachError: cannot observe an absent event"
         " on this kernel (tried tracepoint nosuch:event: no tracepoint nosuch:event in this kernel)"
     ]
+
+
+NO_EVENT_SOURCE = """
+from pathlib import Path
+
+from flowtrace import Source
+from flowtrace.testing import CollectSink
+
+RAN = Path(__file__).with_name("ran")
+
+
+class Untyped(Source[int]):
+    name = "untyped"
+
+    async def run(self, ctx, emit):
+        RAN.write_text("ran")
+        ctx.ready()
+        await emit([1, 2])
+
+
+pipeline = Untyped() | CollectSink()
+"""
+
+
+def _one_line_error(result: object, *fragments: str) -> None:
+    import subprocess
+
+    assert isinstance(result, subprocess.CompletedProcess)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("flowtrace: error: ") and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert all(f in result.stderr for f in fragments), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_record_refuses_a_source_without_an_event_type_before_running(tmp_path: Path) -> None:
+    path = tmp_path / "untyped.py"
+    path.write_text(NO_EVENT_SOURCE)
+    recording = tmp_path / "out.rec"
+    result = flowtrace("run", "--record", str(recording), str(path))
+    _one_line_error(result, "--record: source 'untyped' declares no event type", "could not be")
+    assert not recording.exists()
+    assert not (tmp_path / "ran").exists()
+    ok = flowtrace("run", str(path))  # without --record it runs
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "ran").exists()
+
+
+def test_record_into_a_directory_is_refused_before_running(tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    result = flowtrace("run", "--record", str(folder), "pipelines/sys_sync.py")
+    _one_line_error(result, f"--record {folder}: is a directory; give a file path")
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon", "1e400"])
+def test_duration_must_be_a_finite_positive_number(value: str) -> None:
+    result = flowtrace("run", f"--duration={value}", "pipelines/sys_sync.py")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"flowtrace run: error: argument --duration: {value!r} is not a positive number of seconds"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["pipelines/vfsreadlat.py", "²"], "bad arguments '²'"),
+        (["pipelines/vfsreadlat.py", "1", "٣"], "bad arguments '1 ٣'"),
+        (["pipelines/nodejs_http_server.py", "²"], "got '²'"),
+    ],
+)
+def test_lesson_arguments_that_are_digits_but_not_numbers(args: list[str], problem: str) -> None:
+    _one_line_error(flowtrace("run", *args), problem, "run flowtrace run pipelines/")
+
+
+def test_a_factory_value_error_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "p.py"
+    path.write_text(
+        "from flowtrace.sources.syscalls import sync_calls\n"
+        "from flowtrace.testing import CollectSink\n"
+        "def pipeline(args):\n"
+        "    every = int(args[0])\n"
+        "    return sync_calls() | CollectSink()\n"
+    )
+    result = flowtrace("run", str(path), "often")
+    _one_line_error(
+        result, f"{path}: bad arguments 'often': invalid literal for int() with base 10: 'often'"
+    )

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +24,16 @@ import anyio.to_thread
 import pytest
 from workloads import run
 
-from flowtrace import ManualClock, Pipeline, Source, SourceContext
+from flowtrace import FlowtraceError, ManualClock, Pipeline, Source, SourceContext, StageError
+from flowtrace.operators.render import histogram_lines
 from flowtrace.recorder import RecordingSource
+from flowtrace.records import Bucket, Histogram
 from flowtrace.sources.reads import ReadLatency
 from flowtrace.stages import Emit
-from flowtrace.testing import CollectSink
+from flowtrace.testing import CollectSink, ListSource
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -141,33 +149,49 @@ def record_latencies(path: Path, micros: list[int]) -> None:
 
 
 def test_service_from_a_recording_without_root(tmp_path: Path) -> None:
-    recording = tmp_path / "reads.rec"
-    record_latencies(recording, [1, 3, 3, 9, 9, 9, 200])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLES / "latency_service.py"),
-            "--port",
-            "0",
-            "--replay",
-            recording,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "serving http://127.0.0.1:" in line, line
-    url = line.split()[-1]
-    deadline = time.monotonic() + 20
-    while sum(buckets(url).values()) < 7 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert buckets(url) == {(0, 1): 1, (2, 3): 2, (8, 15): 3, (128, 255): 1}
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "latency_service: reads: 7 in, 7 out" in err
-    assert "Traceback" not in err
+    import shutil
+    import tempfile
+
+    # as root, the service runs as nobody (as tests/test_replay_kernel.py does),
+    # reading the recording from a folder nobody can enter
+    unprivileged: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        unprivileged = {"user": "nobody", "group": "nogroup", "extra_groups": []}
+        tmp_path = Path(tempfile.mkdtemp(prefix="flowtrace-service-"))
+        tmp_path.chmod(0o755)
+    try:
+        recording = tmp_path / "reads.rec"
+        record_latencies(recording, [1, 3, 3, 9, 9, 9, 200])
+        recording.chmod(0o644)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLES / "latency_service.py"),
+                "--port",
+                "0",
+                "--replay",
+                recording,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            **unprivileged,
+        )
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "serving http://127.0.0.1:" in line, line
+        url = line.split()[-1]
+        deadline = time.monotonic() + 20
+        while sum(buckets(url).values()) < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert buckets(url) == {(0, 1): 1, (2, 3): 2, (8, 15): 3, (128, 255): 1}
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "latency_service: reads: 7 in, 7 out" in err
+        assert "Traceback" not in err
+    finally:
+        if unprivileged:
+            shutil.rmtree(tmp_path)
 
 
 def test_service_with_a_bad_recording_is_one_line(tmp_path: Path) -> None:
@@ -203,6 +227,113 @@ def test_service_on_the_kernel_counts_real_reads() -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.anyio
+async def test_a_client_closing_without_a_request_ends_only_its_connection() -> None:
+    source = Fed()
+    pipeline = service_module.latency_pipeline(every=0.2).replace(source=source)
+    service = service_module.LatencyService(pipeline, port=0)
+    async with anyio.create_task_group() as tg:
+        url = await tg.start(service.run)
+        for _ in range(3):
+            stream = await anyio.connect_tcp("127.0.0.1", service.port)
+            await stream.aclose()  # no request at all
+        reset = await anyio.connect_tcp("127.0.0.1", service.port)
+        await reset.send(b"GET / HT")
+        await reset.aclose()
+        await anyio.sleep(0.1)
+        status, _ = await anyio.to_thread.run_sync(get, url + "stats")
+        assert status == 200
+        service.stop()
+        source.sender.close()
+    assert service.error is None
+
+
+def test_the_page_is_the_histogram_as_bcc_prints_it() -> None:
+    hist = Histogram(
+        field="lat_ns",
+        unit="usecs",
+        scale="log2",
+        buckets=[Bucket(2, 3, 5), Bucket(64, 127, 2)],
+    )
+    assert service_module.render(hist) == "\n".join(histogram_lines(hist)) + "\n"
+    lines = service_module.render(hist).splitlines()
+    assert lines[0] == "     usecs               : count     distribution"
+    assert (
+        lines[2] == "         2 -> 3          : 5        |****************************************|"
+    )
+    assert (
+        lines[4] == "         8 -> 15         : 0        |                                        |"
+    )
+    assert len(lines) == 8  # slots 1..7, from 0 -> 1 up to 64 -> 127
+    empty = Histogram(field="lat_ns", unit="usecs", scale="log2", buckets=[])
+    assert service_module.render(empty) == ""
+
+
+class FailsToStart(Source[ReadLatency]):
+    event = ReadLatency
+    name = "reads"
+
+    async def run(self, ctx: SourceContext, emit: Emit[ReadLatency]) -> None:
+        raise FlowtraceError("cannot attach: no such probe (run flowtrace doctor)")
+
+
+@pytest.mark.anyio
+async def test_a_pipeline_failing_at_start_raises_its_own_error() -> None:
+    pipeline = Pipeline(FailsToStart(), [], service_module.Accumulate())
+    service = service_module.LatencyService(pipeline, port=0)
+    with pytest.raises(Exception) as caught:
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+    error: BaseException = caught.value
+    while isinstance(error, BaseExceptionGroup):
+        (error,) = error.exceptions
+    assert isinstance(error, StageError), repr(error)
+    assert "cannot attach: no such probe" in str(error)
+
+
+def test_main_reports_errors_from_inside_the_event_loop_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing(every: float = 1.0) -> Pipeline:
+        return Pipeline(FailsToStart(), [], service_module.Accumulate())
+
+    monkeypatch.setattr(service_module, "latency_pipeline", failing)
+    assert service_module.main(["--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "latency_service: error: stage 'reads' failed: FlowtraceError: "
+        "cannot attach: no such probe (run flowtrace doctor)\n"
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert service_module.main(["--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latency_service: error: ") and err.count("\n") == 1, err
+    assert "address already in use" in err.lower()
+
+
+def test_tally_fsyncs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(EXAMPLES / "thirdparty_sink"))
+    try:
+        import flowtrace_tally
+    finally:
+        sys.path.remove(str(EXAMPLES / "thirdparty_sink"))
+    threads: list[threading.Thread] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        threads.append(threading.current_thread())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "tally.json"
+    anyio.run(Pipeline(ListSource([1, 2, 3]), [], flowtrace_tally.TallySink(out)).run)
+    assert json.loads(out.read_text()) == {"counts": {"value/int": 3}, "total": 3}
+    assert threads and threading.main_thread() not in threads
 
 
 TALLY_PIPELINE = """

@@ -272,3 +272,15 @@ async def test_operators_open_when_the_source_is_ready() -> None:
     await Pipeline(source, [operator], sink, clock=clock).run()
     assert operator.opened_at == source.ready_at == 5.0
     assert sink.items == [2, 4, 6]
+
+
+@pytest.mark.anyio
+async def test_a_source_failing_first_leaves_no_stream_open() -> None:
+    """Operators waiting for the source close their edges when it fails
+    (an unclosed memory stream warns, and warnings are errors here)."""
+    pipeline = FailsBeforeReady() | Double() | SumAtEnd() | CollectSink[int]()
+    with pytest.raises(StageError, match="stage 'early' failed"):
+        await pipeline.run()
+    import gc
+
+    gc.collect()

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.kernel
 FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
 ROOT = Path(__file__).resolve().parent.parent
 NO_BCC = "import sys; sys.modules['bcc'] = None; from flowtrace.cli import main; sys.exit(main())"
+EVENT_TYPES = ("event", "trace_fields")  # kernel events; trace_pipe lines (lessons 1, 3-5)
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -31,7 +32,7 @@ def records(path: Path) -> list[dict[str, Any]]:
 def event_pids(path: Path) -> set[int]:
     if not path.exists():
         return set()
-    return {r["data"]["pid"] for r in records(path) if r["type"] == "event"}
+    return {r["data"]["pid"] for r in records(path) if r["type"] in EVENT_TYPES}
 
 
 def syncs() -> list[int]:
@@ -52,7 +53,10 @@ pipeline = clones() | ConsoleSink(line=lambda e: f"{e.comm} {e.pid} cpu {e.cpu} 
 """
 
 
-@pytest.mark.parametrize(("lesson", "workload"), [("pipelines/sys_sync.py", syncs), ("", forks)])
+@pytest.mark.parametrize(
+    ("lesson", "workload"),
+    [("pipelines/sys_sync.py", syncs), ("", forks), ("pipelines/hello_world.py", forks)],
+)
 def test_recorded_kernel_run_replays_the_same_without_root(
     lesson: str, workload: Callable[[], list[int]]
 ) -> None:
@@ -103,9 +107,9 @@ def test_recorded_kernel_run_replays_the_same_without_root(
         assert "Traceback" not in replayed.stderr
 
         live_records, replay_records = records(live_out), records(replay_out)
-        assert [r for r in replay_records if r["type"] == "event"] == [
-            r for r in live_records if r["type"] == "event"
-        ]
+        replayed_events = [r for r in replay_records if r["type"] in EVENT_TYPES]
+        assert replayed_events == [r for r in live_records if r["type"] in EVENT_TYPES]
+        assert replayed_events
         assert replay_records[-1]["type"] == live_records[-1]["type"] == "summary"
         assert replay_records[-1]["data"] == live_records[-1]["data"]
         summary = [line for line in replayed.stderr.splitlines() if " in, " in line]

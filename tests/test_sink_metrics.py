@@ -188,3 +188,9 @@ def test_metrics_specs(spec: str, host: str, port: int) -> None:
 def test_bad_metrics_specs(spec: str, message: str) -> None:
     with pytest.raises(SinkSpecError, match=message):
         sink_from_spec(spec)
+
+
+def test_docstring_states_the_bounds_log2_buckets_get() -> None:
+    """The class docstring agrees with what is scraped above (le 2, 4, 8, ...)."""
+    doc = " ".join((MetricsSink.__doc__ or "").split())
+    assert "``0 -> 1``, ``2 -> 3``, ``4 -> 7``, ...) get the power-of-two bounds 2, 4, 8" in doc

@@ -4,6 +4,7 @@ disk, SIGTERM and SIGINT under the CLI)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import signal
 import subprocess
@@ -16,10 +17,12 @@ from typing import Any
 import anyio
 import pytest
 
-from flowtrace import Operator, Overflow, Pipeline, SourceContext, StageError
+from flowtrace import Operator, Overflow, Pipeline, SourceContext, StageError, recorder
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
+from flowtrace.sinks import linefile
+from flowtrace.sinks import ndjson as ndjson_module
 from flowtrace.sinks.ndjson import NdjsonSink
-from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
+from flowtrace.sinkspec import SinkSpecError, bind_pipeline_stats, sink_from_spec, with_sinks
 from flowtrace.sources.syscalls import SyncCall
 from flowtrace.stages import Emit
 from flowtrace.testing import CollectSink, ListSource
@@ -169,6 +172,50 @@ async def test_full_disk_counts_the_batch_and_fails() -> None:
     assert pipeline.stats.stage("ndjson").dropped == {"write_error": 50}
 
 
+@pytest.mark.anyio
+async def test_failing_report_write_counts_the_batch() -> None:
+    """The attach record due before the first batch cannot be written: the
+    batch is counted as not written, like a failing batch write."""
+    sink = NdjsonSink("/dev/full")
+    pipeline = bind_pipeline_stats(Pipeline(Reporting(range(100), batch_size=100), [], sink))
+    with pytest.raises(StageError, match="No space left on device"):
+        await pipeline.run()
+    stats = pipeline.stats.stage("ndjson")
+    assert stats.dropped == {"write_error": 100}
+    assert stats.received == stats.emitted + stats.dropped_total
+
+
+CUT_BACK = """
+import os, resource, signal, sys
+from flowtrace.sinks.linefile import write_lines
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+size = write_lines(fd, b"first\\n", 0)
+try:
+    write_lines(fd, b"0123456789abcdef\\n" * 100, size)  # 1700 bytes: cut at 1000
+except OSError as exc:
+    print(exc.errno)
+size = write_lines(fd, b"last\\n", size)
+print(size, os.fstat(fd).st_size)
+"""
+
+
+def test_a_partial_write_is_cut_back_to_the_last_whole_line(tmp_path: Path) -> None:
+    """The one helper the NDJSON sink and the recorder write with: a write the
+    file size limit cuts part way leaves the file on its last whole line, and
+    the next write continues there (no hole)."""
+    out = tmp_path / "out.ndjson"
+    result = subprocess.run(
+        [sys.executable, "-c", CUT_BACK, str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(errno.EFBIG), "11", "11"]
+    assert out.read_bytes() == b"first\nlast\n"
+    helper = linefile.write_lines
+    assert vars(ndjson_module)["write_lines"] is vars(recorder)["write_lines"] is helper
+
+
 SLOW_PIPELINE = """
 from flowtrace.testing import CollectSink, ListSource
 pipeline = ListSource(range(1_000_000), batch_size=7, interval=0.001) | CollectSink()
@@ -233,6 +280,8 @@ def test_stdout_sink_from_the_cli(tmp_path: Path) -> None:
         ("ndjson:x.ndjson,backups=0", "backups must be at least 1"),
         ("ndjson:x.ndjson,colour=red", "unknown option 'colour=red'"),
         ("ndjson:/no/such/dir/x.ndjson", "no directory '/no/such/dir'"),
+        ("ndjson:/tmp", "'/tmp' is a directory: name a file in it, e.g. /tmp/out.ndjson"),
+        ("ndjson:/tmp/,rotate=1M", "'/tmp/' is a directory"),
         ("nosuchsink:x", "no sink named 'nosuchsink'"),
         ("console", "cannot be built from the command line"),
     ],
@@ -242,7 +291,7 @@ def test_bad_specs_are_one_line_errors(spec: str, message: str) -> None:
         sink_from_spec(spec)
 
 
-@pytest.mark.parametrize("spec", ["ndjson:", "ndjson:x,rotate=lots", "bogus"])
+@pytest.mark.parametrize("spec", ["ndjson:", "ndjson:x,rotate=lots", "bogus", "ndjson:/tmp"])
 def test_bad_spec_under_the_cli_exits_2_without_traceback(spec: str) -> None:
     result = subprocess.run(
         [FLOWTRACE, "run", "--sink", spec, "pipelines/sys_sync.py"],

@@ -16,11 +16,12 @@ import msgspec
 import pytest
 from anyio.abc import TaskStatus
 
-from flowtrace import Event, Pipeline, Source, SourceContext
+from flowtrace import Event, Pipeline, Source, SourceContext, StageError
 from flowtrace.ktypes import u64
 from flowtrace.sinks.socket import SocketSink
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec
 from flowtrace.stages import Emit
+from flowtrace.testing import ListSource
 
 pytestmark = pytest.mark.anyio
 
@@ -293,3 +294,151 @@ def test_socket_spec_with_options() -> None:
     sink = sink_from_spec("socket:udp://[::1]:9000,framing=msgpack,buffer=7")
     assert isinstance(sink, SocketSink)
     assert (str(sink.address), sink.framing, sink.buffer) == ("udp://[::1]:9000", "msgpack", 7)
+
+
+def test_socket_spec_docstring_names_every_option_it_accepts() -> None:
+    doc = SocketSink.from_spec.__doc__ or ""
+    sink = sink_from_spec(
+        "socket:tcp://127.0.0.1:9,framing=ndjson,buffer=5,backoff=0.5,backoff_max=2"
+    )
+    assert isinstance(sink, SocketSink)
+    assert (sink.buffer, sink.backoff, sink.backoff_max) == (5, 0.5, 2.0)
+    for option in ("framing=", "buffer=", "backoff=", "backoff_max="):
+        assert f"[,{option}" in doc, option
+
+
+async def test_a_batch_that_cannot_be_encoded_is_counted() -> None:
+    peer = Peer("tcp", ("127.0.0.1", 0))
+    async with anyio.create_task_group() as peers:
+        await peer.start(peers)
+        pipeline = Pipeline(ListSource([1, 2, object()], batch_size=3), [], SocketSink(peer.url))
+        with pytest.raises(StageError, match="unsupported"):
+            await pipeline.run()
+        peer.stop()
+    stats = pipeline.stats.stages[-1]
+    assert stats.dropped == {"encode_error": 3}
+    assert stats.received == stats.emitted + stats.dropped_total == 3
+
+
+async def test_datagram_too_large_for_the_socket_is_dropped_and_counted() -> None:
+    peer = Peer("udp", ("127.0.0.1", 0))
+    async with anyio.create_task_group() as peers:
+        await peer.start(peers)
+        sink = SocketSink(peer.url)
+        items: list[Any] = [1, "x" * 100_000, 2]  # 100 kB: no UDP datagram holds it
+        pipeline = Pipeline(ListSource(items, batch_size=3), [], sink)
+        await pipeline.run()
+        await until(lambda: any(r["type"] == "summary" for r in peer.records), "summary")
+        peer.stop()
+    stats = pipeline.stats.stages[-1]
+    assert stats.dropped == {"too_large": 1}
+    assert sink.delivered == 2
+    assert stats.received == sink.delivered + stats.dropped_total
+    assert [r["data"] for r in peer.records if r["type"] == "value"] == [1, 2]
+
+
+def _whole_lines(data: bytes) -> tuple[list[Any], int]:
+    """The records of the whole lines in ``data``, and 1 if it ends mid-line."""
+    *whole, rest = data.split(b"\n")
+    return [json.loads(line) for line in whole], int(bool(rest))
+
+
+async def test_tcp_peer_reset_mid_send_every_event_once() -> None:
+    """The first peer stops reading until the sink is blocked mid-send, then
+    resets the connection: the sink's partial-send path keeps what the peer
+    acknowledged as delivered and sends the rest, whole, to a second peer."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    source = FeedSource()
+    sink = SocketSink(f"tcp://127.0.0.1:{port}", buffer=10_000_000, backoff=0.01, backoff_max=0.05)
+    pipeline = Pipeline(source, [], sink)
+    stats = pipeline.stats.stages[-1]
+    feeding = True
+
+    async def feeder() -> None:
+        while feeding:
+            await source.feed(100, batch=100)
+
+    first = b""
+    second = Peer("tcp", ("127.0.0.1", port))
+    async with anyio.create_task_group() as peers:
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            tg.start_soon(feeder)
+            with anyio.fail_after(20):
+                await anyio.wait_readable(listener)
+                conn, _ = listener.accept()
+                conn.setblocking(False)
+                while len(first) < 60_000:
+                    await anyio.wait_readable(conn)
+                    first += conn.recv(65536)
+                # stop reading until nothing moves: the sink is blocked in send
+                sent = -1
+                while sent != source.sent:
+                    sent = source.sent
+                    await anyio.sleep(0.3)
+            # bytes the peer's kernel acknowledged but this peer did not read
+            # count as delivered: take them too (peeking does not open the window)
+            first += conn.recv(1 << 24, socket.MSG_PEEK)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # reset
+            listener.close()
+            await until(lambda: any("send failed" in a for a in pipeline.stats.attached), "reset")
+            feeding = False
+            await second.start(peers)
+            with anyio.fail_after(20):
+                while not second.events():
+                    await source.feed(100, batch=100)
+                    await anyio.sleep(0.01)
+            source.sender.close()
+        records, broken = _whole_lines(first)
+        got = [r["data"]["n"] for r in records if r["type"] == "event"]
+        await until(lambda: len(got) + len(second.events()) >= sink.delivered, "all arrived")
+        second.stop()
+    received = got + second.events()
+    assert stats.dropped == {}
+    assert stats.received == source.sent == sink.delivered + stats.dropped_total
+    assert len(received) == len(set(received)) == sink.delivered, "lost or duplicated"
+    assert sorted(received) == list(range(source.sent))
+    assert broken <= 1 and second.broken == 0
+
+
+async def test_flapping_peer_reports_a_bounded_number_of_changes(tmp_path: Path) -> None:
+    path = str(tmp_path / "flap.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    listener.setblocking(False)
+
+    async def hang_up_on_everyone() -> None:
+        while True:
+            await anyio.wait_readable(listener)
+            listener.accept()[0].close()
+
+    source = FeedSource()
+    sink = SocketSink(f"unix://{path}", backoff=0.001, backoff_max=0.002)
+    pipeline = Pipeline(source, [], sink)
+    limit = sink.reported_changes
+    async with anyio.create_task_group() as peers:
+        peers.start_soon(hang_up_on_everyone)
+        async with anyio.create_task_group() as tg:
+            await tg.start(pipeline.run)
+            with anyio.fail_after(20):
+                while sink.disconnects < 3 * limit:
+                    await source.feed(20)
+                    await anyio.sleep(0.003)
+            source.sender.close()
+        peers.cancel_scope.cancel()
+    listener.close()
+    lines = pipeline.stats.attached
+    assert sink.connects >= 3 * limit and sink.disconnects >= 3 * limit
+    assert len(lines) == limit + 1, lines
+    assert "further connection changes are counted, not reported" in lines[limit - 1]
+    assert f"{sink.connects} connections, {sink.disconnects} lost" in lines[-1]
+    stats = pipeline.stats.stages[-1]
+    assert stats.received == source.sent == sink.delivered + stats.dropped_total

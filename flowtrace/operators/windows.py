@@ -23,12 +23,18 @@ from ._intervals import Intervals, nanoseconds
 from ._side import around_side_records
 from .aggregates import Aggregate
 
-__all__ = ["DEFAULT_MAX_KEYS", "Window", "window"]
+__all__ = ["DEFAULT_MAX_KEYS", "MAX_EMPTY_RUN", "Window", "window"]
 
 T = TypeVar("T")
 
 DEFAULT_MAX_KEYS = 10_240
 """Distinct keys an interval holds by default (bcc's default map size)."""
+
+MAX_EMPTY_RUN = 4096
+"""Processing time: the longest run of empty windows one call emits. When
+more empty windows than this are due at once (the clock jumped: a machine
+resumed, a replayed recording with a gap), the whole run is skipped instead
+of building every one of them (see :class:`Window`)."""
 
 
 class Window(Operator[T, Record], Generic[T]):
@@ -72,6 +78,16 @@ class Window(Operator[T, Record], Generic[T]):
     sliding window merges ``size / every`` intervals. Processing time holds
     at most ``size / every + 1`` intervals; event time those within
     ``size + lateness`` of the watermark.
+
+    Clock jumps, processing time: one ``process``, ``tick`` or ``finish``
+    call builds at most ``size / every`` windows holding events plus
+    :data:`MAX_EMPTY_RUN` empty ones, however far the clock moved. The
+    windows due after the last one holding events are all empty; when more
+    than :data:`MAX_EMPTY_RUN` of them are due at once (and ``limit`` does
+    not end the run before that), that whole run is skipped: not emitted,
+    not counted towards ``limit``, added to :attr:`skipped_windows` and
+    reported once (``skipped N empty windows: the clock jumped S s``).
+    Shorter runs are emitted as usual. No event is ever skipped.
 
     ``limit``: emit at most that many windows, then ask the pipeline to stop
     (vfsreadlat's ``count``); events that fall in no emitted window are then
@@ -147,6 +163,9 @@ class Window(Operator[T, Record], Generic[T]):
         self.limit = limit
         self.emit_late = emit_late
         self.tick_interval = slide if size is not None and time_field is None else None
+        self.skipped_windows = 0
+        """Empty windows skipped (since the last ``open``) because more than
+        :data:`MAX_EMPTY_RUN` were due at once."""
 
     # -- lifecycle ------------------------------------------------------
 
@@ -161,6 +180,7 @@ class Window(Operator[T, Record], Generic[T]):
         self._max_ts: int | None = None
         self._emitted = 0
         self._stopped = False
+        self.skipped_windows = 0
         self._slide_ns = max(1, nanoseconds(self.slide)) if self.slide is not None else 0
         self._lateness_ns = nanoseconds(self.lateness)
 
@@ -235,13 +255,50 @@ class Window(Operator[T, Record], Generic[T]):
         )
 
     def _emit_through(self, last: int) -> list[Record]:
-        """Processing time: emit every window up to ``last``, empty ones too."""
+        """Processing time: emit every window up to ``last``, empty ones too,
+        except a run of more than :data:`MAX_EMPTY_RUN` empty windows at the
+        end (see :meth:`_empty_run`), which is skipped and reported."""
         out: list[Record] = []
-        while self._next <= last and not self._stopped:
+        skip_from = self._empty_run(last)
+        while self._next <= min(last, skip_from - 1) and not self._stopped:
             q = self._next
             self._next += 1
             out += self._emit(q, *self._bounds(q))
+        if self._next <= last and not self._stopped:  # the run of empty windows
+            skipped = last - self._next + 1
+            self.skipped_windows += skipped
+            self._next = last + 1
+            jumped = skipped * self._slide_ns / 1e9
+            self.ctx.report(
+                f"skipped {skipped} empty windows: the clock jumped {jumped:.9g} s"
+                f" (more than {MAX_EMPTY_RUN} due at once)"
+            )
         return out
+
+    def _empty_run(self, last: int) -> int:
+        """The first window of a run of empty windows through ``last`` to
+        skip, or ``last + 1`` to emit every window due.
+
+        Every interval holding events is at most ``self._next`` (events fold
+        into the current interval right after the windows before it are
+        emitted), so the windows from ``self._next`` through the last one
+        covering such an interval hold events (at most ``size / every``)
+        and those after it are empty. That empty run is skipped when it is
+        longer than :data:`MAX_EMPTY_RUN` and ``limit`` would not stop the
+        operator within :data:`MAX_EMPTY_RUN` windows of it anyway."""
+        if last - self._next + 1 <= MAX_EMPTY_RUN:
+            return last + 1
+        newest = max(self._state.accs, default=None)
+        first_empty = self._next
+        if newest is not None:
+            first_empty = max(first_empty, newest + self.panes_per_window)
+        if last - first_empty + 1 <= MAX_EMPTY_RUN:
+            return last + 1
+        if self.limit is not None:
+            left = self.limit - self._emitted - (first_empty - self._next)
+            if left <= MAX_EMPTY_RUN:
+                return last + 1
+        return first_empty
 
     def _process_event_time(self, batch: list[T]) -> list[Record]:
         if not batch:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+
 from flowtrace import Sink
 from flowtrace.sinkspec import SinkSpecError
 
@@ -24,7 +26,7 @@ class TallySink(Sink[Any]):
 
     ``close`` writes ``{"counts": {"event/SyncCall": 3, ...}, "total": N}`` to
     ``path`` (through a temporary file and a rename, so the file is whole or
-    absent) and fsyncs it. Drops nothing.
+    absent) and fsyncs it in a worker thread, off the event loop. Drops nothing.
     """
 
     name = "tally"
@@ -50,5 +52,7 @@ class TallySink(Sink[Any]):
         with partial.open("w") as out:
             json.dump({"counts": self.counts, "total": sum(self.counts.values())}, out)
             out.flush()
-            os.fsync(out.fileno())
+            # fsync blocks for as long as the disk takes: in a worker thread,
+            # never on the event loop (see docs/sinks.md)
+            await anyio.to_thread.run_sync(os.fsync, out.fileno())
         partial.replace(self.path)
