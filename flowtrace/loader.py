@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import PipelineFileError
-from .pipeline import Pipeline
+from .stages import Pipeline
 
 __all__ = ["load_pipeline"]
 

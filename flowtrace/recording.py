@@ -23,7 +23,7 @@ import numpy as np
 from .errors import FlowtraceError
 from .events import Event, layout_of
 from .recorder import field_types
-from .sinks.schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
+from .schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
 
 __all__ = ["MAX_LINE", "MAX_SPAN", "RecordingReader", "ReplayError"]
 
