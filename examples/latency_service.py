@@ -32,8 +32,8 @@ from anyio.abc import SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Sink
 from flowtrace.operators import log2_histogram
-from flowtrace.operators.render import histogram_lines
 from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
 from flowtrace.sinks.schema import envelope, summary
 from flowtrace.sources.reads import read_latencies
@@ -81,7 +81,7 @@ def latency_pipeline(every: float = 1.0) -> Pipeline:
 
 def render(h: Histogram) -> str:
     """``h`` exactly as bcc's ``print_log2_hist`` prints the same counts
-    (:func:`flowtrace.operators.render.histogram_lines`): nothing while empty."""
+    (:func:`flowtrace.render.histogram_lines`): nothing while empty."""
     lines = histogram_lines(h)
     return "\n".join(lines) + "\n" if lines else ""
 
