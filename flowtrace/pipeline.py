@@ -31,6 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .clock import Clock, MonotonicClock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import PipelineDefinitionError, StageError
+from .routing import process_batch, route_side_records
 from .stages import AsyncOperator, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
 
@@ -264,7 +265,7 @@ class Pipeline:
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
                         ctx.stats.received += len(batch)
-                        await outbox.send(list(op.process(batch)))
+                        await outbox.send(process_batch(op, batch))
                         self._stop_if_asked(op)
                 else:
                     await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
@@ -289,7 +290,11 @@ class Pipeline:
         async def batches() -> AsyncGenerator[Batch, None]:
             async for batch in inbox:
                 ctx.stats.received += len(batch)
-                yield batch
+                side, events = route_side_records(op, batch)
+                if side:  # sent on ahead; run() never sees them
+                    await outbox.send(side)
+                if events or not side:
+                    yield events
 
         await op.setup()
         try:
@@ -322,7 +327,7 @@ class Pipeline:
                     return
             if batch is not None:
                 ctx.stats.received += len(batch)
-                await outbox.send(list(op.process(batch)))
+                await outbox.send(process_batch(op, batch))
             if schedule.due():
                 await outbox.send(list(op.tick()))
             self._stop_if_asked(op)

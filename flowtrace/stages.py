@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, overload
 
 from .context import SourceContext, StageContext
 
@@ -83,8 +83,14 @@ class Operator(_Named, ABC, Generic[In, Out]):
 
     An operator that has seen enough (a window operator after its last
     window) calls :meth:`request_pipeline_stop`.
+
+    Side records (:class:`~flowtrace.records.SideRecord`) from upstream
+    never reach ``process``: the runtime sends them on ahead of what it
+    returns for their batch (:mod:`flowtrace.routing`), unless the class
+    sets ``accepts_side_records = True`` and handles them itself.
     """
 
+    accepts_side_records: ClassVar[bool] = False
     tick_interval: float | None = None
     pipeline_stop_requested: bool = False
 

@@ -128,30 +128,31 @@ def test_bad_definitions() -> None:
         map("pid")  # type: ignore[arg-type]
 
 
-def test_side_records_pass_filter_map_flat_map_in_place() -> None:
+def test_side_records_pass_filter_map_flat_map_ahead_of_results() -> None:
     """A side record (here an incomplete join, which has no pid) is never
-    handed to the predicate or function: it comes out unchanged, where it was."""
+    handed to the predicate or function: it comes out unchanged, ahead of
+    the results of its batch."""
     side = JoinIncomplete(key={"pid": 9}, start=Proc(9, "sh"), reason="timeout", waited=1.0)
     batch: list[Any] = [Proc(1, "sh"), side, Proc(2, "bash"), Proc(3, "sh"), side]
     assert OperatorHarness(filter(F.comm == "sh")).feed(batch) == [
+        side,
+        side,
         Proc(1, "sh"),
-        side,
         Proc(3, "sh"),
-        side,
     ]
     assert OperatorHarness(filter(lambda e: e.pid > 1)).feed(batch) == [
         side,
+        side,
         Proc(2, "bash"),
         Proc(3, "sh"),
-        side,
     ]
-    assert OperatorHarness(map(lambda e: e.pid)).feed(batch) == [1, side, 2, 3, side]
+    assert OperatorHarness(map(lambda e: e.pid)).feed(batch) == [side, side, 1, 2, 3]
     assert OperatorHarness(flat_map(lambda e: [e.pid] * (e.pid - 1))).feed(batch) == [
+        side,
         side,
         2,
         3,
         3,
-        side,
     ]
     assert OperatorHarness(filter(pid=2)).feed([side]) == [side]
 

@@ -13,7 +13,6 @@ from ..context import StageContext
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, missing_field, positive, positive_int
 from ._intervals import nanoseconds
-from ._side import around_side_records
 from .aggregates import Rate
 from .windows import DEFAULT_MAX_KEYS, Window
 
@@ -61,8 +60,8 @@ class Sample(Operator[T, T], Generic[T]):
     """Passes one event in ``n``: the 1st, the (n+1)th, ... counted across
     batches, in order; emits per batch. Buffers nothing (holds one counter).
     The events it skips are what was asked for, not losses: the stage's
-    in/out counters show them. Side records from upstream pass through
-    unchanged, in their place, and are not counted as events. End of stream:
+    in/out counters show them. Side records from upstream go on ahead
+    of the batch's results and are not counted as events. End of stream:
     nothing is held, nothing more is emitted. Errors: ``n`` that is not a
     positive integer raises :class:`~flowtrace.errors.PipelineDefinitionError`.
     """
@@ -76,9 +75,6 @@ class Sample(Operator[T, T], Generic[T]):
         self._skip = 0  # events to skip before the next one passed
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        return around_side_records(batch, self._sample)
-
-    def _sample(self, batch: list[T]) -> list[T]:
         size, skip, n = len(batch), self._skip, self.n
         if skip >= size:
             self._skip = skip - size
@@ -95,8 +91,8 @@ class Distinct(Operator[T, T], Generic[T]):
     Remembers at most ``max_keys`` keys: beyond that, the key first seen
     longest ago is forgotten (and passes again when it recurs). With
     ``forget_after``, a key is also forgotten that many seconds (pipeline
-    clock) after it was first passed. Side records from upstream pass
-    through unchanged, in their place. Holding back repeats is what was
+    clock) after it was first passed. Side records from upstream go on
+    ahead of the batch's results. Holding back repeats is what was
     asked for, not a loss: the stage's in/out counters show how many. End
     of stream: nothing is emitted (held keys are only memory of the past).
     Errors: a missing key field fails the stage with a message naming it.
@@ -121,9 +117,6 @@ class Distinct(Operator[T, T], Generic[T]):
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        return around_side_records(batch, self._first_of_keys)
-
-    def _first_of_keys(self, batch: list[T]) -> list[T]:
         seen, now = self._seen, self.ctx.clock.now()
         if self.forget_after is not None:
             due = now - self.forget_after
@@ -149,7 +142,7 @@ class Throttle(Operator[T, T], Generic[T]):
     nanoseconds from when the operator opens (in a pipeline: when the
     source is ready). Protects a console or a socket from a flood without
     hiding that it happened. Buffers nothing (holds one counter). Side
-    records from upstream pass through unchanged, in their place, and do not
+    records from upstream go on ahead of the batch's results and do not
     count against the limit. End of stream: nothing is held, nothing more is
     emitted. Errors: a ``limit`` or ``per`` that is not positive raises
     :class:`~flowtrace.errors.PipelineDefinitionError`."""
@@ -171,9 +164,6 @@ class Throttle(Operator[T, T], Generic[T]):
         interval = (nanoseconds(self.ctx.clock.now()) - self._origin_ns) // self._per_ns
         if interval != self._interval:
             self._interval, self._passed = interval, 0
-        return around_side_records(batch, self._first_of_interval)
-
-    def _first_of_interval(self, batch: list[T]) -> list[T]:
         room = self.limit - self._passed
         if len(batch) <= room:
             self._passed += len(batch)

@@ -20,7 +20,6 @@ from ..records import LateEvent, Record
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
 from ._intervals import Intervals, nanoseconds
-from ._side import around_side_records
 from .aggregates import Aggregate
 
 __all__ = ["DEFAULT_MAX_KEYS", "MAX_EMPTY_RUN", "Window", "window"]
@@ -185,9 +184,6 @@ class Window(Operator[T, Record], Generic[T]):
         self._lateness_ns = nanoseconds(self.lateness)
 
     def process(self, batch: list[T]) -> Sequence[Record]:
-        return around_side_records(batch, self._process_events, whole_batch=True)
-
-    def _process_events(self, batch: list[T]) -> list[Record]:
         if self._stopped:
             self.ctx.stats.drop("after_limit", len(batch))
             return []
