@@ -10,7 +10,7 @@ log2 histogram, served over HTTP from the same event loop.
     #   flowtrace run --record reads.rec pipelines/vfsreadlat.py
     .venv/bin/python examples/latency_service.py --replay reads.rec
 
-The pipeline is ``read_latencies() | log2_histogram(every=1s) | Accumulate()``:
+The pipeline is ``read_latencies() | log2_histogram(every=Tumbling(1)) | Accumulate()``:
 the operator emits one histogram per second, the sink adds them up, and the
 HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
 detached), then the server; exit 0. An error (a pipeline that cannot start,
@@ -31,7 +31,7 @@ import msgspec
 from anyio.abc import SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Sink
-from flowtrace.operators import log2_histogram
+from flowtrace.operators import Tumbling, log2_histogram
 from flowtrace.records import Bucket, Histogram, Record
 from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
@@ -74,7 +74,7 @@ def latency_pipeline(every: float = 1.0) -> Pipeline:
     """Read latencies, a histogram per ``every`` seconds, accumulated."""
     return (
         read_latencies()
-        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every)
+        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=Tumbling(every))
         | Accumulate()
     )
 

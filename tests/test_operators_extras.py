@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import distinct, rate, sample, throttle
+from flowtrace.operators import Sliding, Tumbling, distinct, rate, sample, throttle
 from flowtrace.records import JoinIncomplete, Record, WindowResult
 from flowtrace.testing import OperatorHarness
 
@@ -21,7 +21,7 @@ class Ev(msgspec.Struct, frozen=True):
 
 def test_rate_is_events_per_second_per_interval() -> None:
     clock = ManualClock()
-    h = OperatorHarness(rate(2.0), clock)
+    h = OperatorHarness(rate(every=Tumbling(2.0)), clock)
     h.feed([Ev(i) for i in range(10)])
     out = h.advance(2.0)
     h.feed([Ev(0)])
@@ -86,8 +86,8 @@ def test_bad_arguments() -> None:
         sample(0)
     with pytest.raises(PipelineDefinitionError, match="throttle: per must be a positive number"):
         throttle(1, per=0)
-    with pytest.raises(PipelineDefinitionError, match="rate: every must be a positive number"):
-        rate(-1.0)
+    with pytest.raises(PipelineDefinitionError, match="Tumbling: length must be a positive number"):
+        rate(every=Tumbling(-1.0))
 
 
 def test_sample_and_throttle_pass_side_records_without_counting_them() -> None:
@@ -122,11 +122,11 @@ def test_rate_never_divides_by_time_that_has_not_passed() -> None:
     """A sliding rate ending after 0.5 s reports its one open window once,
     over the half second that passed; a window of zero length has no rate."""
     clock = ManualClock()
-    h = OperatorHarness(rate(1.0, window=3.0), clock)
+    h = OperatorHarness(rate(every=Sliding(3.0, 1.0)), clock)
     h.feed([Ev(1), Ev(2)])
     clock.advance(0.5)
     assert rates(h.finish()) == [(0.0, 0.5, 4.0)]
-    h = OperatorHarness(rate(1.0, window=2.0), clock := ManualClock())
+    h = OperatorHarness(rate(every=Sliding(2.0, 1.0)), clock := ManualClock())
     h.feed([Ev(1), Ev(2)])
     out = h.advance(1.0)
     h.feed([Ev(3)])
@@ -137,7 +137,7 @@ def test_rate_never_divides_by_time_that_has_not_passed() -> None:
         (0.0, 2.0, 1.5),
         (1.0, 2.5, 1 / 1.5),
     ]
-    h = OperatorHarness(rate(1.0), clock := ManualClock())
+    h = OperatorHarness(rate(), clock := ManualClock())
     h.feed([Ev(1)])
     out = h.advance(1.0) + h.finish()
     assert rates(out) == [

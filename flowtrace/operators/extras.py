@@ -14,6 +14,7 @@ from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, missing_field, positive, positive_int
 from ._intervals import nanoseconds
 from .aggregates import Rate
+from .windowing import ProcessingTime, Tumbling, WindowClock, Windower
 from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = ["Distinct", "Sample", "Throttle", "distinct", "rate", "sample", "throttle"]
@@ -22,38 +23,26 @@ T = TypeVar("T")
 
 
 def rate(
-    every: float = 1.0,
     *,
+    every: Windower | None = Tumbling(1.0),
     by: KeySpec | None = None,
-    window: float | None = None,
-    time_field: str | None = None,
-    lateness: float = 0.0,
+    clock: WindowClock = ProcessingTime(),
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
-    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
-    """Events per second, every ``every`` seconds (per key with ``by``):
-    ``WindowResult(aggregate="rate", value=events / window length)``. An
-    interval without events reports 0.0 (unkeyed). ``window`` averages over a
-    longer sliding window. Timing, bounds and end of stream as
-    :class:`~flowtrace.operators.Window`; the length divided by is always
-    time that has passed (see :class:`~flowtrace.operators.Rate`): the first
-    windows of a sliding rate begin when the operator opened, and at end of
-    stream the last window, emitted once, ends at that moment and is divided
-    by its real length (no rate, ``value=None``, if that length is zero)."""
-    return Window(
-        Rate(),
-        size=window,
-        every=every,
-        by=by,
-        time_field=time_field,
-        lateness=lateness,
-        max_keys=max_keys,
-        limit=limit,
-        emit_late=emit_late,
-        name=name or "rate",
-    )
+    """Events per second of each window, every second by default (per key
+    with ``by``): ``WindowResult(aggregate="rate", value=events / window
+    length)``. An interval without events reports 0.0 (unkeyed).
+    ``every=Sliding(3.0, 1.0)`` averages over a longer sliding window.
+    Timing, bounds and end of stream as :class:`~flowtrace.operators.Window`;
+    the length divided by is always time that has passed (see
+    :class:`~flowtrace.operators.Rate`): the first windows of a sliding rate
+    begin when the operator opened, and at end of stream the last window,
+    emitted once, ends at that moment and is divided by its real length (no
+    rate, ``value=None``, if that length is zero)."""
+    return Window(Rate(), every=every, clock=clock, by=by, max_keys=max_keys, limit=limit,
+                  name=name or "rate")  # fmt: skip
 
 
 class Sample(Operator[T, T], Generic[T]):
