@@ -70,7 +70,8 @@ def test_predicates_are_data() -> None:
     assert (first.field, first.op, first.value) == ("pid", "==", 42)  # type: ignore[attr-defined]
     assert (second.field, second.op, second.value) == ("comm", "in", frozenset({"sh", "bash"}))  # type: ignore[attr-defined]
     assert isinstance(third, Not)
-    assert p.fields() == {"pid", "comm", "uid"}
+    assert p.fields() == ("pid", "comm", "uid")
+    assert ((F.b > 1) | (F.a == 2) | ~(F.b < 0)).fields() == ("b", "a")
     assert repr(p) == "(F.pid == 42) & (F.comm in ['bash', 'sh']) & (~(F.uid == 0))"
     op = filter(p)
     assert op.predicate is p

@@ -54,6 +54,15 @@ class Filter(Operator[T, T], Generic[T]):
         so it can be moved into the kernel; None for a plain function."""
         return self.test if isinstance(self.test, Predicate) else None
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The fields a field predicate names (empty for a plain function)."""
+        predicate = self.predicate
+        return predicate.fields() if predicate is not None else ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Events pass unchanged: the input's type."""
+        return input_type
+
     def process(self, batch: list[T]) -> Sequence[T]:
         try:
             if isinstance(self.test, Predicate):
@@ -76,6 +85,14 @@ class Map(Operator[T, U], Generic[T, U]):
         self.fn = fn
         self.name = name or "map"
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """Unknown: a function reads what it reads."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: whatever the function returns."""
+        return None
+
     def process(self, batch: list[T]) -> Sequence[U]:
         try:
             return list(builtins.map(self.fn, batch))
@@ -97,6 +114,14 @@ class FlatMap(Operator[T, U], Generic[T, U]):
             raise PipelineDefinitionError(f"flat_map expects a function, got {type(fn).__name__}")
         self.fn = fn
         self.name = name or "flat_map"
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """Unknown: a function reads what it reads."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: whatever the function returns."""
+        return None
 
     def process(self, batch: list[T]) -> Sequence[U]:
         fn = self.fn

@@ -54,6 +54,14 @@ class _PerEvent(Operator[In, Out]):
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.name = getattr(fn, "__name__", "per_event")
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """Unknown: a function reads what it reads."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: whatever the function returns."""
+        return None
+
     def process(self, batch: list[In]) -> Sequence[Out]:
         fn, args, kwargs = self.fn, self.args, self.kwargs
         if args or kwargs:
@@ -109,6 +117,14 @@ class _GeneratorOperator(AsyncOperator[In, Out]):
     ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.name = getattr(fn, "__name__", "stream_operator")
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """Unknown: a function reads what it reads."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: whatever the function returns."""
+        return None
 
     async def run(self, batches: AsyncIterator[list[In]], emit: Emit[Out]) -> None:
         ready: list[Out] = []
@@ -217,6 +233,16 @@ class EventOperator(Operator[In, Out], Generic[In, Out]):
 
     def teardown(self) -> None:
         """Release what ``setup`` acquired."""
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """The event fields ``on_event`` reads, for checking a plan; override
+        to declare them (default: unknown, empty)."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """The type of what it emits given its input's; override to declare
+        it (default: unknown, None)."""
+        return None
 
     def emit(self, item: Out) -> None:
         """Send ``item`` downstream (from ``on_event``, ``on_tick``, ``on_end``)."""

@@ -59,6 +59,14 @@ class Sample(Operator[T, T], Generic[T]):
         self.n = positive_int(n, "sample: n")
         self.name = name or "sample"
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """None: it only counts events."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Events pass unchanged: the input's type."""
+        return input_type
+
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
         self._skip = 0  # events to skip before the next one passed
@@ -101,6 +109,14 @@ class Distinct(Operator[T, T], Generic[T]):
         self.forget_after = forget_after
         self.name = name or "distinct"
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The key's fields (empty for a key function)."""
+        return self.key.fields
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Events pass unchanged: the input's type."""
+        return input_type
+
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
@@ -141,6 +157,14 @@ class Throttle(Operator[T, T], Generic[T]):
         positive(per, "throttle: per", allow_none=False)
         self.per = per
         self.name = name or "throttle"
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """None: it only counts events."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Events pass unchanged: the input's type."""
+        return input_type
 
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)

@@ -112,6 +112,16 @@ class Join(Operator[Any, Any], Generic[S, C]):
         super().open(ctx)
         self._pending: OrderedDict[Hashable, tuple[S, float]] = OrderedDict()
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The start and complete key fields and the timestamp field (a key
+        function or a predicate reads what it reads: not listed)."""
+        time = (self.time.name,) if self.time is not None else ()
+        return tuple(dict.fromkeys((*self.start_key.fields, *self.complete_key.fields, *time)))
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: pairs mixed with the events that are neither start nor complete."""
+        return None
+
     @property
     def pending(self) -> int:
         """How many starts are waiting for their complete."""
