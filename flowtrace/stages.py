@@ -85,9 +85,10 @@ class Operator(_Named, ABC, Generic[In, Out]):
     window) calls :meth:`request_pipeline_stop`.
 
     Side records (:class:`~flowtrace.records.SideRecord`) from upstream
-    never reach ``process``: the runtime sends them on ahead of what it
-    returns for their batch (:mod:`flowtrace.routing`), unless the class
-    sets ``accepts_side_records = True`` and handles them itself.
+    never reach ``process`` (nor the batches an :class:`AsyncOperator`
+    reads): the runtime sends them on ahead of what the operator emits for
+    their batch (:mod:`flowtrace.routing`), unless the class sets
+    ``accepts_side_records = True`` and handles them itself.
     """
 
     accepts_side_records: ClassVar[bool] = False

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from ..errors import PipelineDefinitionError
 from ..stages import Operator
-from ._fields import missing_field
+from ._fields import OpaqueFunction, PassesEvents, missing_field
 from .predicates import AllOf, Compare, Predicate
 
 __all__ = ["Filter", "FlatMap", "Map", "filter", "flat_map", "map"]
@@ -27,7 +27,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-class Filter(Operator[T, T], Generic[T]):
+class Filter(PassesEvents, Operator[T, T], Generic[T]):
     """Keeps the events ``predicate`` is true for, in order.
 
     Buffers nothing; emits per batch; events it rejects are not dropped in
@@ -59,10 +59,6 @@ class Filter(Operator[T, T], Generic[T]):
         predicate = self.predicate
         return predicate.fields() if predicate is not None else ()
 
-    def output_type(self, input_type: type | None) -> type | None:
-        """Events pass unchanged: the input's type."""
-        return input_type
-
     def process(self, batch: list[T]) -> Sequence[T]:
         try:
             if isinstance(self.test, Predicate):
@@ -72,7 +68,7 @@ class Filter(Operator[T, T], Generic[T]):
             raise missing_field(exc, self.stage_name()) from exc
 
 
-class Map(Operator[T, U], Generic[T, U]):
+class Map(OpaqueFunction, Operator[T, U], Generic[T, U]):
     """Emits ``fn(event)`` for every event, in order, per batch. Buffers
     nothing. Side records go on ahead of the batch's results, never
     handed to ``fn``. End of stream: nothing is held, nothing more is
@@ -85,14 +81,6 @@ class Map(Operator[T, U], Generic[T, U]):
         self.fn = fn
         self.name = name or "map"
 
-    def reads_fields(self) -> tuple[str, ...]:
-        """Unknown: a function reads what it reads."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Unknown: whatever the function returns."""
-        return None
-
     def process(self, batch: list[T]) -> Sequence[U]:
         try:
             return list(builtins.map(self.fn, batch))
@@ -100,7 +88,7 @@ class Map(Operator[T, U], Generic[T, U]):
             raise missing_field(exc, self.stage_name()) from exc
 
 
-class FlatMap(Operator[T, U], Generic[T, U]):
+class FlatMap(OpaqueFunction, Operator[T, U], Generic[T, U]):
     """Emits every item of ``fn(event)`` for every event, in order, per batch
     (an empty iterable emits nothing). Buffers nothing beyond one batch's
     results. Side records go on ahead of the batch's results, never
@@ -114,14 +102,6 @@ class FlatMap(Operator[T, U], Generic[T, U]):
             raise PipelineDefinitionError(f"flat_map expects a function, got {type(fn).__name__}")
         self.fn = fn
         self.name = name or "flat_map"
-
-    def reads_fields(self) -> tuple[str, ...]:
-        """Unknown: a function reads what it reads."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Unknown: whatever the function returns."""
-        return None
 
     def process(self, batch: list[T]) -> Sequence[U]:
         fn = self.fn

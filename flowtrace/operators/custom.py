@@ -35,6 +35,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 from ..context import StageContext
 from ..errors import PipelineDefinitionError
 from ..stages import AsyncOperator, Emit, Operator
+from ._fields import OpaqueFunction
 
 __all__ = ["EventOperator", "per_event", "stream_operator"]
 
@@ -43,7 +44,7 @@ Out = TypeVar("Out")
 P = ParamSpec("P")
 
 
-class _PerEvent(Operator[In, Out]):
+class _PerEvent(OpaqueFunction, Operator[In, Out]):
     """Emits ``fn(event, *args, **kwargs)`` per event, in order, skipping
     ``None``. Buffers nothing; side records go on ahead of the batch's results;
     an exception from ``fn`` fails the stage."""
@@ -53,14 +54,6 @@ class _PerEvent(Operator[In, Out]):
     ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.name = getattr(fn, "__name__", "per_event")
-
-    def reads_fields(self) -> tuple[str, ...]:
-        """Unknown: a function reads what it reads."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Unknown: whatever the function returns."""
-        return None
 
     def process(self, batch: list[In]) -> Sequence[Out]:
         fn, args, kwargs = self.fn, self.args, self.kwargs
@@ -106,7 +99,7 @@ def per_event(
     return make
 
 
-class _GeneratorOperator(AsyncOperator[In, Out]):
+class _GeneratorOperator(OpaqueFunction, AsyncOperator[In, Out]):
     """Runs an async generator over the events; see :func:`stream_operator`."""
 
     def __init__(
@@ -117,14 +110,6 @@ class _GeneratorOperator(AsyncOperator[In, Out]):
     ) -> None:
         self.fn, self.args, self.kwargs = fn, args, kwargs
         self.name = getattr(fn, "__name__", "stream_operator")
-
-    def reads_fields(self) -> tuple[str, ...]:
-        """Unknown: a function reads what it reads."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Unknown: whatever the function returns."""
-        return None
 
     async def run(self, batches: AsyncIterator[list[In]], emit: Emit[Out]) -> None:
         ready: list[Out] = []

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
 from ..stages import Operator
-from ._fields import KeyGetter, KeySpec, missing_field, positive, positive_int
+from ._fields import KeyGetter, KeySpec, PassesEvents, missing_field, positive, positive_int
 from ._intervals import nanoseconds
 from .aggregates import Rate
 from .windowing import ProcessingTime, Tumbling, WindowClock, Windower
@@ -45,7 +45,7 @@ def rate(
                   name=name or "rate")  # fmt: skip
 
 
-class Sample(Operator[T, T], Generic[T]):
+class Sample(PassesEvents, Operator[T, T], Generic[T]):
     """Passes one event in ``n``: the 1st, the (n+1)th, ... counted across
     batches, in order; emits per batch. Buffers nothing (holds one counter).
     The events it skips are what was asked for, not losses: the stage's
@@ -58,14 +58,6 @@ class Sample(Operator[T, T], Generic[T]):
     def __init__(self, n: int, *, name: str = "") -> None:
         self.n = positive_int(n, "sample: n")
         self.name = name or "sample"
-
-    def reads_fields(self) -> tuple[str, ...]:
-        """None: it only counts events."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Events pass unchanged: the input's type."""
-        return input_type
 
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
@@ -81,7 +73,7 @@ class Sample(Operator[T, T], Generic[T]):
         return kept
 
 
-class Distinct(Operator[T, T], Generic[T]):
+class Distinct(PassesEvents, Operator[T, T], Generic[T]):
     """Passes the first event of each key and holds back later ones with a
     key it remembers, in order; emits per batch.
 
@@ -113,10 +105,6 @@ class Distinct(Operator[T, T], Generic[T]):
         """The key's fields (empty for a key function)."""
         return self.key.fields
 
-    def output_type(self, input_type: type | None) -> type | None:
-        """Events pass unchanged: the input's type."""
-        return input_type
-
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
@@ -140,7 +128,7 @@ class Distinct(Operator[T, T], Generic[T]):
         return out
 
 
-class Throttle(Operator[T, T], Generic[T]):
+class Throttle(PassesEvents, Operator[T, T], Generic[T]):
     """Passes at most ``limit`` events per ``per`` seconds of the pipeline
     clock, the first ones of each interval, in order; the rest are counted
     as dropped (``throttled``). Intervals are fixed, counted in whole
@@ -157,14 +145,6 @@ class Throttle(Operator[T, T], Generic[T]):
         positive(per, "throttle: per", allow_none=False)
         self.per = per
         self.name = name or "throttle"
-
-    def reads_fields(self) -> tuple[str, ...]:
-        """None: it only counts events."""
-        return ()
-
-    def output_type(self, input_type: type | None) -> type | None:
-        """Events pass unchanged: the input's type."""
-        return input_type
 
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
