@@ -10,7 +10,7 @@ log2 histogram, served over HTTP from the same event loop.
     #   flowtrace run --record reads.rec pipelines/vfsreadlat.py
     .venv/bin/python examples/latency_service.py --replay reads.rec
 
-The pipeline is ``read_latencies() | log2_histogram(every=1s) | Accumulate()``:
+The pipeline is ``read_latencies() | log2_histogram(every=Tumbling(1)) | Accumulate()``:
 the operator emits one histogram per second, the sink adds them up, and the
 HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
 detached), then the server; exit 0. An error (a pipeline that cannot start,
@@ -31,9 +31,9 @@ import msgspec
 from anyio.abc import SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Run, Sink, StageContext
-from flowtrace.operators import log2_histogram
-from flowtrace.operators.render import histogram_lines
+from flowtrace.operators import Tumbling, log2_histogram
 from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
 from flowtrace.schema import envelope, summary
 from flowtrace.sources.reads import read_latencies
@@ -75,14 +75,14 @@ def latency_pipeline(every: float = 1.0) -> Pipeline:
     """Read latencies, a histogram per ``every`` seconds, accumulated."""
     return (
         read_latencies()
-        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every)
+        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=Tumbling(every))
         | Accumulate()
     )
 
 
 def render(h: Histogram) -> str:
     """``h`` exactly as bcc's ``print_log2_hist`` prints the same counts
-    (:func:`flowtrace.operators.render.histogram_lines`): nothing while empty."""
+    (:func:`flowtrace.render.histogram_lines`): nothing while empty."""
     lines = histogram_lines(h)
     return "\n".join(lines) + "\n" if lines else ""
 

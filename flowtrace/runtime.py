@@ -37,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .clock import Clock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import StageError
+from .routing import process_batch, route_side_records
 from .stats import PipelineStats, StageStats
 
 if sys.version_info < (3, 11):
@@ -73,6 +74,8 @@ class OperatorStage(Protocol):
 
     @property
     def runs_as_task(self) -> bool: ...
+    @property
+    def accepts_side_records(self) -> bool: ...
 
     def stage_name(self) -> str: ...
     def fresh(self) -> OperatorStage: ...
@@ -277,7 +280,7 @@ class Run:
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
                         ctx.stats.received += len(batch)
-                        await outbox.send(list(op.process(batch)))
+                        await outbox.send(process_batch(op, batch))
                         self._stop_if_asked(op)
                 else:
                     await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
@@ -302,7 +305,11 @@ class Run:
         async def batches() -> AsyncGenerator[Batch, None]:
             async for batch in inbox:
                 ctx.stats.received += len(batch)
-                yield batch
+                side, events = route_side_records(op, batch)
+                if side:  # sent on ahead; run() never sees them
+                    await outbox.send(side)
+                if events or not side:
+                    yield events
 
         await op.setup()
         try:
@@ -335,7 +342,7 @@ class Run:
                     return
             if batch is not None:
                 ctx.stats.received += len(batch)
-                await outbox.send(list(op.process(batch)))
+                await outbox.send(process_batch(op, batch))
             if schedule.due():
                 await outbox.send(list(op.tick()))
             self._stop_if_asked(op)

@@ -131,8 +131,15 @@ class Operator(_Stage, ABC, Generic[In, Out]):
     window) calls :meth:`request_pipeline_stop`. An operator that reads
     fields of its input by name says which in :meth:`reads_fields`, so a
     plan can check them before anything runs.
+
+    Side records (:class:`~flowtrace.records.SideRecord`) from upstream
+    never reach ``process`` (nor the batches an :class:`AsyncOperator`
+    reads): the runtime sends them on ahead of what the operator emits for
+    their batch (:mod:`flowtrace.routing`), unless the class sets
+    ``accepts_side_records = True`` and handles them itself.
     """
 
+    accepts_side_records: ClassVar[bool] = False
     tick_interval: float | None = None
     pipeline_stop_requested: bool = False
     runs_as_task: ClassVar[bool] = False

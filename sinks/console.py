@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
 from flowtrace.context import StageContext
-from flowtrace.operators.render import (
+from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
+from flowtrace.render import (
     count_table_lines,
     histogram_lines,
     ordered_rows,
     section_line,
 )
-from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
 from flowtrace.stages import Sink
 
 __all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]

@@ -25,9 +25,9 @@ import pytest
 from workloads import run
 
 from flowtrace import FlowtraceError, ManualClock, Pipeline, Source, SourceContext, StageError
-from flowtrace.operators.render import histogram_lines
 from flowtrace.recorder import RecordingSource
 from flowtrace.records import Bucket, Histogram
+from flowtrace.render import histogram_lines
 from flowtrace.sources.reads import ReadLatency
 from flowtrace.stages import Emit
 from flowtrace.testing import CollectSink, ListSource

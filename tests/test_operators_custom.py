@@ -324,8 +324,8 @@ async def running_total(events: AsyncIterator[int]) -> AsyncIterator[int]:
 
 @pytest.mark.anyio
 async def test_side_records_pass_every_custom_form() -> None:
-    """Side records never reach user code: in place past ``per_event`` and
-    ``EventOperator``, ahead of what a generator yields for their batch."""
+    """Side records never reach user code: they go on ahead of what
+    ``per_event``, ``EventOperator`` and a generator emit for their batch."""
     side = JoinIncomplete(key={"k": 1}, start=0, reason="timeout", waited=1.0)
 
     @per_event
@@ -337,8 +337,8 @@ async def test_side_records_pass_every_custom_form() -> None:
             self.emit(event * 2)
 
     batch: list[Any] = [1, side, 2, 3, side]
-    assert OperatorHarness(plus_one()).feed(batch) == [2, side, 3, 4, side]
-    assert OperatorHarness(Doubler()).feed(batch) == [2, side, 4, 6, side]
+    assert OperatorHarness(plus_one()).feed(batch) == [side, side, 2, 3, 4]
+    assert OperatorHarness(Doubler()).feed(batch) == [side, side, 2, 4, 6]
     sink = CollectSink[Any]()
     await (ListSource([*batch, 4, side], batch_size=5) | running_total() | sink).run()
     assert sink.items == [side, side, 1, 3, 6, side, 10]
