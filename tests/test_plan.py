@@ -3,7 +3,11 @@ each run makes its own stage objects, so one definition runs many times."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -78,6 +82,7 @@ class PerRun(Sink[Any]):
         self.items.extend(batch)
 
 
+FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
 EVENTS = [Sample(pid=i % 3, bytes=1024 * i) for i in range(300)]
 EXPECTED = [(0, 1024 * sum(range(0, 300, 3))), (1, 1024 * sum(range(1, 300, 3))),
             (2, 1024 * sum(range(2, 300, 3)))]  # fmt: skip
@@ -182,3 +187,21 @@ async def test_one_kernel_pipeline_runs_twice_in_a_row_and_twice_at_once() -> No
         assert sorted(e.pid for e in ours) == sorted(pids)
         assert {e.comm for e in ours} == {"sync"}
         assert run.stats.lost == 0 and run.stats.dropped == 0
+
+
+def test_explain_names_a_misspelt_field_before_attaching(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from flowtrace.operators import count\n"
+        "from flowtrace.sources.syscalls import sync_calls\n"
+        "from flowtrace.testing import CollectSink\n"
+        'pipeline = sync_calls() | count("pidd") | CollectSink()\n'
+    )
+    started = time.monotonic()
+    done = subprocess.run([FLOWTRACE, "explain", str(bad)], capture_output=True, text=True)
+    assert time.monotonic() - started < 5  # start-up included; attaching would take longer
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"flowtrace: error: {bad}: count: SyncCall has no field 'pidd'; its fields: ts, pid, comm\n"
+    )
