@@ -49,7 +49,7 @@ _RULES: list[tuple[str, str, str, str]] = [
     ("operators", "_run_operator", "flowtrace/runtime.py", "op.process"),
     ("sink", "write", "bench/ops.py", ""),
     ("sink", "", "sinks/", ""),
-    ("kernel lost counter read (bcc map, per wake-up)", "lost", "flowtrace/kernel_source.py", ""),
+    ("kernel lost counter read (bcc map, per wake-up)", "lost", "flowtrace/loaded.py", ""),
     ("waiting for the fd (wait_readable, cancel scope)", "wait_readable", "", ""),
     ("waiting for the fd (wait_readable, cancel scope)", "_woken_by_stop", "", ""),
     ("source loop", "_pump", "flowtrace/kernel_source.py", ""),

@@ -20,6 +20,7 @@ from .errors import (
 )
 from .events import Event, Layout, layout_of
 from .kernel_source import KernelSource
+from .outputs import AutoBuffer, Output, PerfBuffer, RingBuffer
 from .probes import (
     Fentry,
     Fexit,
@@ -40,11 +41,12 @@ from .probes import (
 from .runtime import Run
 from .stages import AsyncOperator, Emit, Flow, Operator, Overflow, Pipeline, Sink, Source
 from .stats import PipelineStats, StageStats
-from .trace_pipe import TraceFields, TracePipeSource
+from .trace_pipe import TraceFields, TracePipe, TracePipeSource
 
 __all__ = [
     "AsyncOperator",
     "AttachError",
+    "AutoBuffer",
     "Clock",
     "Emit",
     "Event",
@@ -61,8 +63,10 @@ __all__ = [
     "ManualClock",
     "MonotonicClock",
     "Operator",
+    "Output",
     "Overflow",
     "Param",
+    "PerfBuffer",
     "PerfEvent",
     "Pipeline",
     "PipelineDefinitionError",
@@ -70,6 +74,7 @@ __all__ = [
     "PipelineStats",
     "Probe",
     "RawTracepoint",
+    "RingBuffer",
     "Run",
     "Scheme",
     "Sink",
@@ -79,6 +84,7 @@ __all__ = [
     "StageError",
     "StageStats",
     "TraceFields",
+    "TracePipe",
     "TracePipeSource",
     "Tracepoint",
     "Uprobe",

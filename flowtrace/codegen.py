@@ -2,12 +2,11 @@
 
 Layout of the generated text::
 
-    headers
-    the record struct, derived from the event class
-    the output buffer (ring buffer or perf buffer) and the lost counter
-    ft_submit(): output a record, counting a failed output as lost
+    headers, the lost counter and ft_count_lost()
+    the record struct, derived from the event class (outputs that carry records)
+    the output's declarations (its maps, ft_submit(): see flowtrace.outputs)
     the source's prelude (its own maps and helpers)
-    per probe: ft_probe_N(ctx, params...) with the body,
+    per probe: ft_probe_N(ctx, params...) with the body as the output runs it,
                then one entry function per chosen attach point calling it
 """
 
@@ -15,21 +14,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .events import Layout
 from .plan import Choice
 from .probes import AttachPoint
 
-__all__ = ["EVENTS_MAP", "LOST_MAP", "Program", "generate"]
+__all__ = ["LOST_MAP", "OutputCode", "Program", "generate"]
 
-EVENTS_MAP = "ft_events"
 LOST_MAP = "ft_lost"
 
-_HEADER = """\
+_HEADER = f"""\
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+
+BPF_PERCPU_ARRAY({LOST_MAP}, u64, 1);  // records the program could not output
+
+static __always_inline void ft_count_lost(void) {{
+    int zero = 0;
+    u64 *lost = {LOST_MAP}.lookup(&zero);
+    if (lost)
+        (*lost)++;
+}}
 """
+
+
+class OutputCode(Protocol):
+    """What a program takes from its output (a :class:`flowtrace.outputs.Channel`)."""
+
+    def declarations(self) -> str: ...
+
+    def probe_body(self, body: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -40,58 +55,43 @@ class Program:
     entries: tuple[tuple[AttachPoint, str], ...]
 
 
-def _outputs(layout: Layout[Any], transport: str, ring_pages: int) -> str:
-    struct = layout.c_name
-    if transport == "ringbuf":
-        declare = f"BPF_RINGBUF_OUTPUT({EVENTS_MAP}, {ring_pages});"
-        output = f"{EVENTS_MAP}.ringbuf_output(e, sizeof(*e), 0)"
-    else:
-        declare = f"BPF_PERF_OUTPUT({EVENTS_MAP});"
-        output = f"{EVENTS_MAP}.perf_submit(ctx, e, sizeof(*e))"
-    return f"""\
-{declare}
-BPF_PERCPU_ARRAY({LOST_MAP}, u64, 1);
-
-static __always_inline void ft_submit(void *ctx, struct {struct} *e) {{
-    if ({output} != 0) {{
-        int zero = 0;
-        u64 *lost = {LOST_MAP}.lookup(&zero);
-        if (lost)
-            (*lost)++;
-    }}
-}}
-"""
-
-
-def _probe_function(index: int, choice: Choice, layout: Layout[Any]) -> str:
+def _probe_function(
+    index: int, choice: Choice, layout: Layout[Any] | None, output: OutputCode
+) -> str:
     probe = choice.probe
+    record = layout if probe.emits else None  # what the body fills, if anything
     params = "".join(f", {p.c_type} {p.name}" for p in probe.params)
     lines = [f"static __always_inline int ft_probe_{index}(void *ctx{params}) {{"]
-    if probe.emits:
-        lines.append(f"    struct {layout.c_name} e = {{}};")
-        lines += [f"    {line}" for line in layout.c_fill("e").splitlines()]
-    lines += [f"    {line}" for line in probe.body.strip().splitlines()]
-    if probe.emits:
+    if record is not None:
+        lines.append(f"    struct {record.c_name} e = {{}};")
+        lines += [f"    {line}" for line in record.c_fill("e").splitlines()]
+    lines += [f"    {line}" for line in output.probe_body(probe.body.strip()).splitlines()]
+    if record is not None:
         lines.append("    ft_submit(ctx, &e);")
     lines += ["    return 0;", "}"]
     return "\n".join(lines)
 
 
 def generate(
-    layout: Layout[Any],
+    layout: Layout[Any] | None,
     choices: Sequence[Choice],
     *,
     prelude: str,
-    transport: str,
-    ring_pages: int,
+    output: OutputCode,
 ) -> Program:
-    """The program for ``choices`` (one per probe) emitting ``layout`` records."""
-    parts = [_HEADER, layout.c_struct(), _outputs(layout, transport, ring_pages)]
+    """The program for ``choices`` (one per probe). With a ``layout``, each
+    emitting probe fills a record ``e`` and hands it to ``ft_submit``; without,
+    the probe bodies output by themselves (``ft_printk``)."""
+    parts = [_HEADER]
+    if layout is not None:
+        parts.append(layout.c_struct())
+    if declarations := output.declarations():
+        parts.append(declarations)
     if prelude.strip():
         parts.append(prelude.strip() + "\n")
     entries: list[tuple[AttachPoint, str]] = []
     for index, choice in enumerate(choices):
-        parts.append(_probe_function(index, choice, layout))
+        parts.append(_probe_function(index, choice, layout, output))
         call = f"ft_probe_{index}({{args}})"
         for n, point in enumerate(choice.chosen):
             fn = f"ft_entry_{index}_{n}"

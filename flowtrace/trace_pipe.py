@@ -1,14 +1,15 @@
-"""A source over ``bpf_trace_printk()`` and the kernel's trace_pipe.
+"""The trace_pipe output: ``bpf_trace_printk()`` lines as pipeline events.
 
 The tutorial's first lessons print from BPF with ``bpf_trace_printk()`` and
 read the lines back from the shared ``trace_pipe`` (bcc's ``trace_print`` and
-``trace_fields``). :class:`TracePipeSource` offers that path as a pipeline
-source: probe bodies call ``ft_printk("format", args...)``, and each line
-comes out as a :class:`TraceFields` event with the fields ``trace_fields()``
-returns: task, pid, cpu, flags, ts and msg.
+``trace_fields``). :class:`TracePipe` is that path as an output of a
+:class:`~flowtrace.kernel_source.KernelSource` (:class:`TracePipeSource`
+builds one): probe bodies call ``ft_printk("format", args...)``, and each
+line comes out as a :class:`TraceFields` event with the fields
+``trace_fields()`` returns: task, pid, cpu, flags, ts and msg.
 
 trace_pipe is shared by every program on the machine, and reading it
-consumes what is read. So each source puts a marker of its own at the start
+consumes what is read. So each run puts a marker of its own at the start
 of every message, and, where the kernel routes ``bpf_trace_printk`` through
 its ``bpf_trace:bpf_trace_printk`` event (Linux 5.10+), reads a private
 tracefs instance that records only that event, filtered by the marker: it
@@ -19,7 +20,7 @@ with bcc's ``trace_print``.
 
 Lines the kernel could not record (``CPU:N [LOST M EVENTS]``), lines
 ``bpf_trace_printk`` refused (a format the kernel rejects) and lines
-carrying the source's marker that do not parse as a trace line are counted
+carrying the run's marker that do not parse as a trace line are counted
 as ``stats.lost``: every line the probes printed is emitted or counted.
 Each read takes at most :data:`MAX_READS` chunks from the pipe, so a fast
 printer cannot keep the event loop busy.
@@ -34,29 +35,28 @@ import re
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-import anyio
-import anyio.lowlevel
-import anyio.to_thread
 import msgspec
 
 from . import kernel
-from .codegen import Program
-from .context import SourceContext
 from .errors import KernelError
-from .kernel_source import LoadedProgram
-from .plan import Choice, resolve
-from .probes import AttachPoint, Probe
-from .stages import Emit, Source
+from .events import Layout
+from .kernel_source import KernelSource
+from .loaded import LoadedProgram
+from .outputs import Channel, Output
+from .probes import Probe
 
-__all__ = ["MAX_READS", "TraceFields", "TracePipeSource", "parse_trace_line"]
+__all__ = ["MAX_READS", "TraceFields", "TracePipe", "TracePipeSource", "parse_trace_line"]
 
 _READ_SIZE = 1 << 16
 MAX_READS = 16
 """Chunks (of 64 KiB) one read of the pipe takes at most; the rest waits
 for the next read, after the event loop ran other tasks."""
-_MAX_DRAIN_READS = 1024  # reads after detaching (the shared pipe may never run dry)
+_MAX_COUNT_READS = 64  # reads counting what is left at stop (the shared pipe may never run dry)
+_COUNT_LIMIT = 1 << 20  # lines: when counting what is left, only MAX_READS bounds a read
+_DEFAULT_BUFFER_KB = 1408  # a CPU's trace buffer, where tracefs does not say
+_LINE_BYTES = 128  # a marked line in the trace buffer, at most about (for its capacity)
 _WAKE_INTERVAL = 0.25  # seconds between checks when poll does not wake us
 _INSTANCE_PREFIX = "flowtrace-"
 
@@ -119,7 +119,6 @@ def parse_trace_line(line: str) -> TraceFields | int | None:
 
 
 _PRINTK = re.compile(r'\bft_printk\(\s*"')
-_FAILED_MAP = "ft_printk_lost"
 _SEPARATOR = "\t"  # ends the command name in a marked message (printk allows no control code)
 
 
@@ -167,27 +166,36 @@ def _mark(body: str, marker: str) -> str:
         out.append(
             "({ char ft_comm[16] = {}; bpf_get_current_comm(&ft_comm, sizeof(ft_comm)); "
             f'if (bpf_trace_printk("{marker} %s\\t{fmt}", ft_comm{rest}) < 0)'
-            " ft_printk_failed(); })"
+            " ft_count_lost(); })"
         )
         position = call_end + 1
     out.append(body[position:])
     return "".join(out)
 
 
-class _Pipe:
-    """The trace_pipe this source reads: a private tracefs instance recording
-    only its marked ``bpf_trace_printk`` lines, or the shared pipe."""
+class _Pipe(Channel):
+    """One run's trace_pipe channel, and its reader: the run's probes print
+    with its marker in front, and it reads a private tracefs instance
+    recording only lines with that marker, or else the shared pipe, keeping
+    the marked lines."""
 
     def __init__(self, marker: str) -> None:
         self.marker = marker
-        self.root = kernel.tracefs()
+        self.root: Path | None = None
         self.instance: Path | None = None
         self.fd = -1
-        self.lost = 0
         self.more = False
-        """Whether the last :meth:`read` stopped at :data:`MAX_READS` chunks."""
+        """Whether the last :meth:`read` stopped at its bound, with more possibly left."""
         self.private_failed = ""
+        self._lost = 0
+        self._capacity = _DEFAULT_BUFFER_KB * 1024 // _LINE_BYTES
         self._tail = b""
+
+    def declarations(self) -> str:
+        return ""  # ft_printk is bpf_trace_printk; what it refuses goes to ft_count_lost()
+
+    def probe_body(self, body: str) -> str:
+        return _mark(body, self.marker)
 
     def private_possible(self) -> bool:
         root = self.root
@@ -208,16 +216,18 @@ class _Pipe:
 
     def open(self) -> None:
         """Open the private instance where possible, else the shared pipe."""
+        self.root = kernel.tracefs()
         if self.root is None:
             raise KernelError("tracefs is not mounted: mount -t debugfs debugfs /sys/kernel/debug")
         if self.private_possible():
             try:
                 self._open_private(self.root / "instances")
-                return
             except OSError as exc:
                 self.close()
                 self.private_failed = f"no private instance ({exc.strerror or exc})"
-        self.fd = os.open(self.root / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        if self.fd < 0:
+            self.fd = os.open(self.root / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        self._capacity = _buffer_kb(self.instance or self.root) * 1024 // _LINE_BYTES
 
     def _open_private(self, instances: Path) -> None:
         _remove_stale_instances(instances)
@@ -231,13 +241,29 @@ class _Pipe:
         (event / "enable").write_text("1\n")
         self.fd = os.open(self.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
 
-    def read(self) -> list[TraceFields]:
-        """The complete lines carrying the marker in what is available now,
-        up to :data:`MAX_READS` chunks (:attr:`more` tells whether it
-        stopped there, with more possibly left)."""
+    def connect(self, loaded: LoadedProgram) -> _Pipe:
+        """The pipe, opened before the probes attached, is its own reader."""
+        return self
+
+    @property
+    def max_wait(self) -> float:
+        # poll wakes per line on a private instance, at half full on the shared pipe
+        return 0.0 if self.more else _WAKE_INTERVAL
+
+    @property
+    def capacity(self) -> int:
+        """Lines one CPU's trace buffer holds, about."""
+        return self._capacity
+
+    def read(self, limit: int) -> list[TraceFields]:
+        """The complete lines carrying the marker in what is available now.
+        Reads whole 64 KiB chunks until they hold ``limit`` lines (anyone's),
+        and at most :data:`MAX_READS` of them; :attr:`more` tells whether it
+        stopped at either bound, with more possibly left."""
         chunks: list[bytes] = []
+        lines = 0
         self.more = False
-        while len(chunks) < MAX_READS:
+        while len(chunks) < MAX_READS and lines < limit:
             try:
                 chunk = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
@@ -245,13 +271,14 @@ class _Pipe:
             if not chunk:
                 break
             chunks.append(chunk)
+            lines += chunk.count(b"\n")
         else:
             self.more = True
         if not chunks:
             return []
         data = self._tail + b"".join(chunks)
-        *lines, self._tail = data.split(b"\n")
-        return list(self._ours(lines))
+        *complete, self._tail = data.split(b"\n")
+        return list(self._ours(complete))
 
     def _ours(self, lines: list[bytes]) -> Iterator[TraceFields]:
         prefix = self.marker + " "
@@ -259,13 +286,32 @@ class _Pipe:
         for raw in lines:
             parsed = parse_trace_line(raw.decode("utf-8", "replace"))
             if isinstance(parsed, int):
-                self.lost += parsed
+                self._lost += parsed
             elif parsed is None:
                 if marker in raw:  # one of ours, in no format we know: counted
-                    self.lost += 1
+                    self._lost += 1
             elif parsed.msg.startswith(prefix):
                 task, _, msg = parsed.msg[len(prefix) :].partition(_SEPARATOR)
                 yield msgspec.structs.replace(parsed, task=task, msg=msg)
+
+    def pending(self) -> bool:
+        return self.more
+
+    def unread(self) -> int:
+        """Lines of ours still in the pipe: read now and counted, not emitted
+        (at most 64 reads of :data:`MAX_READS` chunks, far more than the
+        kernel's buffers hold: a shared pipe that other programs keep filling
+        may never run dry)."""
+        count = 0
+        for _ in range(_MAX_COUNT_READS):
+            count += len(self.read(_COUNT_LIMIT))
+            if not self.more:
+                break
+        return count
+
+    def lost(self) -> int:
+        """``[LOST N EVENTS]`` lines, and lines with the marker that do not parse."""
+        return self._lost
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -274,6 +320,15 @@ class _Pipe:
         if self.instance is not None:
             _remove_instance(self.instance)
             self.instance = None
+
+
+def _buffer_kb(directory: Path) -> int:
+    """A CPU's trace buffer size in ``directory`` (tracefs or an instance), in KiB;
+    the size it will have once expanded (``7 (expanded: 1408)``)."""
+    try:
+        return int(re.findall(r"\d+", (directory / "buffer_size_kb").read_text())[-1])
+    except (OSError, IndexError):
+        return _DEFAULT_BUFFER_KB
 
 
 def _remove_instance(path: Path) -> None:
@@ -296,42 +351,52 @@ def _remove_stale_instances(instances: Path) -> None:
                 raise
 
 
-_HEADER = f"""\
-#include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
+class TracePipe(Output):
+    """``bpf_trace_printk`` lines read back from trace_pipe, as :class:`TraceFields`.
 
-BPF_PERCPU_ARRAY({_FAILED_MAP}, u64, 1);  // lines bpf_trace_printk refused
+    Probe bodies fill no record: they call ``ft_printk("format", args...)``.
+    Each run gets a marker of its own (``ft`` and 8 random hex digits) and a
+    tracefs instance of its own, so runs of one source at once see only
+    their own lines.
+    """
 
-static __always_inline void ft_printk_failed(void) {{
-    int zero = 0;
-    u64 *failed = {_FAILED_MAP}.lookup(&zero);
-    if (failed)
-        (*failed)++;
-}}
-"""
+    def layout(self, event: type[Any]) -> None:
+        if event is not TraceFields:
+            raise ValueError(
+                f"the trace_pipe output emits TraceFields, not {event.__name__}:"
+                " KernelSource(TraceFields, ..., output=TracePipe())"
+            )
+        return None
+
+    def describe(self, event: type[Any]) -> str:
+        return "ft_printk lines marked 'ft' and 8 random hex digits (new each run), from trace_pipe"
+
+    def channel(self, layout: Layout[Any] | None) -> Channel:
+        return _Pipe(f"ft{secrets.token_hex(4)}")
 
 
-class TracePipeSource(Source[TraceFields]):
-    """Lines its probes print with ``ft_printk(...)``, as :class:`TraceFields`.
+class TracePipeSource(KernelSource[TraceFields]):
+    """Lines its probes print with ``ft_printk(...)``, as :class:`TraceFields`:
+    a :class:`~flowtrace.kernel_source.KernelSource` with the
+    :class:`TracePipe` output.
 
     Probe bodies run with the probe's parameters in scope (there is no event
     record ``e``) and call ``ft_printk("format", args...)``: a
-    ``bpf_trace_printk`` whose format gets the source's marker and the task's
+    ``bpf_trace_printk`` whose format gets the run's marker and the task's
     command name put in front (so at most two arguments of your own, and,
     on kernels before 5.13, no ``%s`` of your own). Probes are resolved and
-    reported like a :class:`~flowtrace.kernel_source.KernelSource`'s.
+    reported like any kernel source's.
 
     On start the pipe is opened before the probes attach, so no line is
     missed; on stop the probes are detached first, then the lines already
-    printed are read and emitted; the tracefs instance is removed on every
-    exit path (and instances left by killed flowtrace processes are removed
-    on the next start).
+    printed are read and emitted (for up to 0.1 s, like any kernel source's
+    records; lines left after that are counted as ``unread_at_stop``); the
+    tracefs instance is removed on every exit path (and instances left by
+    killed flowtrace processes are removed on the next start).
 
     ``event`` is :class:`TraceFields`, so its runs can be recorded
     (``--record``) and replayed.
     """
-
-    event: ClassVar[type[TraceFields]] = TraceFields
 
     def __init__(
         self,
@@ -340,92 +405,6 @@ class TracePipeSource(Source[TraceFields]):
         name: str = "trace_pipe",
         cflags: Sequence[str] = (),
     ) -> None:
-        self.probes = probes
-        self.prelude = prelude
-        self.name = name
-        self.cflags = tuple(cflags)
-        self.marker = f"ft{secrets.token_hex(4)}"
-        """The marker this source's lines start with."""
-
-    def event_type(self) -> type[TraceFields]:
-        return TraceFields
-
-    def generated_code(self) -> str:
-        return self.program().text
-
-    def plan(self) -> list[Choice]:
-        """Resolve every probe on this kernel without attaching (may raise AttachError)."""
-        return resolve(self.probes)
-
-    def program(self, choices: Sequence[Choice] | None = None) -> Program:
-        """The generated C program for ``choices`` (default: this kernel's plan)."""
-        parts = [_HEADER]
-        if self.prelude.strip():
-            parts.append(self.prelude.strip() + "\n")
-        entries: list[tuple[AttachPoint, str]] = []
-        for index, choice in enumerate(self.plan() if choices is None else choices):
-            probe = choice.probe
-            params = "".join(f", {p.c_type} {p.name}" for p in probe.params)
-            body = _mark(probe.body.strip(), self.marker)
-            parts.append(
-                f"static __always_inline int ft_probe_{index}(void *ctx{params}) {{\n"
-                + "".join(f"    {line}\n" for line in body.splitlines())
-                + "    return 0;\n}"
-            )
-            for n, point in enumerate(choice.chosen):
-                fn = f"ft_entry_{index}_{n}"
-                parts.append(point.entry(fn, f"ft_probe_{index}({{args}})", probe.params))
-                entries.append((point, fn))
-        return Program("\n\n".join(parts) + "\n", tuple(entries))
-
-    def describe(self) -> list[str]:
-        lines = [f"source {self.name}: ft_printk lines marked {self.marker!r}"]
-        lines += [f"  {choice.describe()}" for choice in self.plan()]
-        return lines
-
-    async def run(self, ctx: SourceContext, emit: Emit[TraceFields]) -> None:
-        choices = self.plan()
-        program = self.program(choices)
-        pipe = _Pipe(self.marker)
-        loaded = LoadedProgram()
-        try:
-            pipe.open()
-            ctx.report(f"reading {pipe.describe()}")
-            await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
-            for choice in choices:
-                ctx.report(f"attached {choice.describe()}")
-            ctx.ready()
-            await self._pump(ctx, emit, pipe, loaded)
-        finally:
-            loaded.release()
-            pipe.close()
-
-    @staticmethod
-    async def _pump(
-        ctx: SourceContext, emit: Emit[TraceFields], pipe: _Pipe, loaded: LoadedProgram
-    ) -> None:
-        stats = ctx.stats
-
-        def lost() -> int:
-            return pipe.lost + int(loaded.bpf[_FAILED_MAP.encode()].sum(0).value)
-
-        while not ctx.stop_requested:
-            batch = pipe.read()
-            if batch:
-                stats.received += len(batch)
-                await emit(batch)
-            if pipe.more:
-                await anyio.lowlevel.checkpoint()  # let other tasks run, then read on
-            elif not batch:
-                stats.lost = lost()
-                await ctx.wait_readable(pipe.fd, _WAKE_INTERVAL)
-        loaded.detach()
-        for _ in range(_MAX_DRAIN_READS):
-            batch = pipe.read()
-            if batch:
-                stats.received += len(batch)
-                await emit(batch)
-            elif not pipe.more:
-                break
-            await anyio.lowlevel.checkpoint()
-        stats.lost = lost()
+        super().__init__(
+            TraceFields, *probes, prelude=prelude, name=name, cflags=cflags, output=TracePipe()
+        )

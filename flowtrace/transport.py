@@ -8,6 +8,9 @@ the event loop waits on it (``anyio.wait_readable``) without blocking.
 :class:`PerfBufferReader` is the fallback for kernels without ring buffers
 (before 5.8): it maps the per-CPU perf rings itself, so it too reads in bulk
 without a callback per record.
+
+Both are :class:`flowtrace.outputs.Reader` s, made by the ring and perf
+buffer outputs.
 """
 
 from __future__ import annotations
@@ -20,47 +23,17 @@ import os
 import platform
 import select
 import struct
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from .events import Event, Layout
 
-__all__ = ["PerfBufferReader", "RingBufferReader", "Transport"]
+__all__ = ["PerfBufferReader", "RingBufferReader"]
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HEADER = 8
-
-
-class Transport(Protocol):
-    """Reads decoded events from one kernel output buffer.
-
-    ``fd`` becomes readable when records arrive (wait on it with
-    ``anyio.wait_readable``).
-    """
-
-    fd: int
-    capacity: int
-    """Records the buffer holds."""
-    max_wait: float
-    """Longest a record may sit unannounced on ``fd`` (perf wakes at a watermark)."""
-
-    def read(self, limit: int) -> list[Event]:
-        """Up to ``limit`` events that are ready now, oldest first; never blocks."""
-        ...
-
-    def pending(self) -> bool:
-        """Whether records are waiting to be read."""
-        ...
-
-    def unread(self) -> int:
-        """How many records are in the buffer, read or not yet committed."""
-        ...
-
-    def close(self) -> None:
-        """Unmap and close; the reader is unusable afterwards."""
-        ...
 
 
 class RingBufferReader:
@@ -98,6 +71,9 @@ class RingBufferReader:
 
     def pending(self) -> bool:
         return bool(self._consumer[0] != self._producer[0])
+
+    def lost(self) -> int:
+        return 0  # the program counts every failed output
 
     def unread(self) -> int:
         return int((self._producer[0] - self._consumer[0]) // self._stride)
@@ -284,6 +260,9 @@ class PerfBufferReader:
 
     def pending(self) -> bool:
         return any(ring.backlog() for ring in self._rings)
+
+    def lost(self) -> int:
+        return 0  # the program counts every failed output (see the class docstring)
 
     def unread(self) -> int:
         """Records in the rings (lost-record notices, if any, counted as one each)."""

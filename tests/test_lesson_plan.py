@@ -179,7 +179,7 @@ def test_lost_lines_give_their_count_and_others_nothing() -> None:
 def test_the_marker_and_the_command_name_go_in_front_of_every_format() -> None:
     body = 'if (x)\n    ft_printk("%d (\\"ms\\")", f(x, (y)));\nelse\n    ft_printk( "none");'
     comm = "char ft_comm[16] = {}; bpf_get_current_comm(&ft_comm, sizeof(ft_comm));"
-    failed = "ft_printk_failed();"
+    failed = "ft_count_lost();"
     first = 'if (bpf_trace_printk("ft12ab %s\\t%d (\\"ms\\")", ft_comm, f(x, (y))) < 0)'
     second = 'if (bpf_trace_printk("ft12ab %s\\tnone", ft_comm) < 0)'
     assert _mark(body, "ft12ab") == (

@@ -28,10 +28,13 @@ from flowtrace.trace_pipe import (
 pytestmark = pytest.mark.kernel
 
 
-def instances() -> list[str]:
+def instances(pid: int | None = None) -> list[str]:
+    """The tracefs instances of flowtrace process ``pid`` (default: this one;
+    other test runs on the machine make and remove their own meanwhile)."""
     root = tracefs()
     assert root is not None
-    return sorted(p.name for p in (root / "instances").glob("flowtrace-*"))
+    owner = os.getpid() if pid is None else pid
+    return sorted(p.name for p in (root / "instances").glob(f"flowtrace-{owner}-*"))
 
 
 def sync_printer(text: str) -> TracePipeSource:
@@ -58,6 +61,28 @@ async def test_two_sources_each_see_only_their_own_lines() -> None:
         ours = [e for e in sink.items if e.pid in pids]
         assert [(e.pid, e.task, e.msg) for e in ours] == [(p, "sync", f"{text} 7") for p in pids]
         assert {e.msg for e in sink.items} == {f"{text} 7"}
+    assert instances() == before
+    assert [r.stats.stages[0].lost for r in runs] == [0, 0]
+
+
+@pytest.mark.anyio
+async def test_one_source_run_twice_at_once_gives_each_run_every_line() -> None:
+    """Each run has its own marker and tracefs instance: neither run sees
+    the other's lines twice, and neither misses one."""
+    before = instances()
+    source = sync_printer("both")
+    sinks = [CollectSink[TraceFields](), CollectSink[TraceFields]()]
+    pipelines = [Pipeline(source, [], sink) for sink in sinks]
+    async with anyio.create_task_group() as tg:
+        runs = [await tg.start(pipeline.run) for pipeline in pipelines]
+        assert len(instances()) == len(before) + 2
+        pids = await anyio.to_thread.run_sync(run_syncs, 4)
+        await anyio.sleep(0.3)
+        for run in runs:
+            run.stop()
+    for sink in sinks:
+        ours = [(e.pid, e.task, e.msg) for e in sink.items if e.pid in pids]
+        assert ours == [(p, "sync", "both 7") for p in pids]
     assert instances() == before
     assert [r.stats.stages[0].lost for r in runs] == [0, 0]
 
@@ -122,7 +147,7 @@ def test_instances_of_dead_flowtrace_processes_are_removed_on_start() -> None:
     finally:
         if stale.exists():
             stale.rmdir()
-    assert f"flowtrace-{gone.pid}-" not in " ".join(instances())
+    assert instances(gone.pid) == []
 
 
 def test_explain_shows_the_marked_printk_program() -> None:
@@ -197,8 +222,8 @@ def test_marked_lines_that_do_not_parse_are_counted_as_lost(tmp_path: Path) -> N
     )
     pipe = _file_pipe(tmp_path, text)
     try:
-        assert [(e.pid, e.task, e.msg) for e in pipe.read()] == [(42, "sh", "hi")]
-        assert pipe.lost == 1 + 3
+        assert [(e.pid, e.task, e.msg) for e in pipe.read(100)] == [(42, "sh", "hi")]
+        assert pipe.lost() == 1 + 3
     finally:
         pipe.close()
 
@@ -213,12 +238,41 @@ def test_one_read_takes_a_bounded_number_of_chunks(tmp_path: Path) -> None:
         reads = []
         while True:
             before = os.lseek(pipe.fd, 0, os.SEEK_CUR)
-            reads.append(pipe.read())
+            reads.append(pipe.read(count))
             assert os.lseek(pipe.fd, 0, os.SEEK_CUR) - before <= MAX_READS * (1 << 16)
             if not pipe.more:
                 break
         assert len(reads) >= 3 and all(reads)
         assert [int(e.msg) for batch in reads for e in batch] == list(range(count))
-        assert pipe.lost == 0
+        assert pipe.lost() == 0
+    finally:
+        pipe.close()
+
+
+def test_one_read_stops_at_the_chunk_that_holds_its_limit(tmp_path: Path) -> None:
+    line = "          python3-42      [001] d..31  5.000001: bpf_trace_printk: ft12345678 sh\t{}\n"
+    text = "".join(line.format(n) for n in range(5_000))
+    pipe = _file_pipe(tmp_path, text)
+    try:
+        first = pipe.read(10)  # the first 64 KiB chunk holds more than 10 lines
+        assert os.lseek(pipe.fd, 0, os.SEEK_CUR) == 1 << 16 and pipe.more
+        rest = pipe.read(len(text))
+        assert not pipe.more
+        assert [int(e.msg) for e in first + rest] == list(range(5_000))
+    finally:
+        pipe.close()
+
+
+def test_lines_left_at_stop_are_counted_not_emitted(tmp_path: Path) -> None:
+    line = "          python3-42      [001] d..31  5.000001: bpf_trace_printk: ft12345678 sh\t{}\n"
+    other = "          python3-42      [001] d..31  5.000001: bpf_trace_printk: someone else\n"
+    count = 40_000
+    text = "".join(line.format(n) + (other if n % 2 else "") for n in range(count))
+    pipe = _file_pipe(tmp_path, text)
+    try:
+        read = len(pipe.read(100))
+        assert 0 < read < count
+        assert pipe.unread() == count - read
+        assert pipe.read(count) == [] and not pipe.pending()
     finally:
         pipe.close()
