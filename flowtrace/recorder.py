@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 from msgspec.structs import fields
 
-from .clock import MonotonicClock
+from .clock import Clock, MonotonicClock, wall_time
 from .context import SourceContext
 from .events import Event, layout_of
 from .linefile import write_lines
@@ -72,7 +72,7 @@ class RecordingSource(Source[T], Generic[T]):
     def describe(self) -> list[str]:
         return [*self.source.describe(), f"  recording its events to {self.path}"]
 
-    def header(self, start: float, clock: object) -> RecordingHeader:
+    def header(self, start: float, clock: Clock) -> RecordingHeader:
         event = self.event_type()
         return RecordingHeader(
             source=self.name,
@@ -80,6 +80,7 @@ class RecordingSource(Source[T], Generic[T]):
             fields=field_types(event) if event else None,
             clock="monotonic" if isinstance(clock, MonotonicClock) else type(clock).__name__,
             start=start,
+            wall_start=wall_time(clock, start),
         )
 
     async def run(self, ctx: SourceContext, emit: Emit[T]) -> None:

@@ -179,6 +179,11 @@ class RecordingReader(Generic[S]):
             raise self._fail(
                 1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
             )
+        wall = header.wall_start
+        if wall is not None and not (math.isfinite(wall) and 0 <= wall <= MAX_START):
+            raise self._fail(
+                1, f"wall_start {wall} is not a finite number of Unix seconds within 0..1e12"
+            )
         return header
 
     def __iter__(self) -> Iterator[tuple[float, list[S]]]:

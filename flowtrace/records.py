@@ -1,5 +1,6 @@
 """Result records operators emit: histograms, count tables, window results,
-join pairs and side records.
+join pairs and side records; and receipts, which tell a source how far its
+records have reached the sink.
 
 Like events, they are ``msgspec.Struct`` types, so every sink can encode
 them; ``kind`` names the record type in NDJSON output and lets sinks (the
@@ -27,7 +28,9 @@ __all__ = [
     "JoinIncomplete",
     "JoinPair",
     "LateEvent",
+    "Receipt",
     "Record",
+    "Result",
     "SideRecord",
     "WindowResult",
 ]
@@ -46,6 +49,25 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     window_end: float | None = None
 
 
+class Result(Record, frozen=True, kw_only=True):
+    """Base of the mergeable results (histograms, count tables, window
+    results): what can cross hosts and be added up with the same result of
+    other hosts (see :func:`flowtrace.operators.merge_by`).
+
+    ``wall_start``/``wall_end`` are the window's bounds in wall-clock time
+    (Unix seconds), set when the result leaves its host (the NATS sink sets
+    them from the run's clock, see :func:`flowtrace.clock.wall_time`), so
+    hosts whose monotonic clocks differ agree on when a window was.
+    ``hosts`` names the hosts whose events the result counts: one host for
+    a result an agent sent, every contributing host for a merged one. All
+    three are None for a result that never left its host.
+    """
+
+    wall_start: float | None = None
+    wall_end: float | None = None
+    hosts: list[str] | None = None
+
+
 class Bucket(msgspec.Struct, frozen=True):
     """Values ``low <= v <= high`` were seen ``count`` times."""
 
@@ -54,7 +76,7 @@ class Bucket(msgspec.Struct, frozen=True):
     count: int
 
 
-class Histogram(Record, frozen=True, kw_only=True):
+class Histogram(Result, frozen=True, kw_only=True):
     """A log2 or linear histogram of one field.
 
     ``buckets`` run from the lowest to the highest non-empty bucket, with the
@@ -82,7 +104,7 @@ class CountRow(msgspec.Struct, frozen=True):
     count: int
 
 
-class CountTable(Record, frozen=True, kw_only=True):
+class CountTable(Result, frozen=True, kw_only=True):
     """Counts by key, highest first; ``others`` counts events whose keys were
     cut by a top-N limit. ``key_fields`` names the key's fields (so an empty
     table still has column titles)."""
@@ -93,7 +115,7 @@ class CountTable(Record, frozen=True, kw_only=True):
     key_fields: list[str] = msgspec.field(default_factory=list)
 
 
-class WindowResult(Record, frozen=True, kw_only=True):
+class WindowResult(Result, frozen=True, kw_only=True):
     """A scalar aggregate (count, sum, min, max, rate) or collected events of
     one window; ``field`` names the aggregated field (None for count/rate)."""
 
@@ -114,6 +136,22 @@ class SideRecord(Record, frozen=True, kw_only=True):
     ``docs/operators.md``)."""
 
     kind: ClassVar[str] = "side"
+
+
+class Receipt(SideRecord, frozen=True, kw_only=True, gc=False):
+    """A mark a source puts after a batch: "everything I emitted before
+    this". The runtime carries it behind the results of that batch, holds it
+    in operators that keep state until they have emitted what the batch
+    went into (see :mod:`flowtrace.routing`), takes it out before the sink
+    and, once the sink has written everything ahead of it, records
+    ``token`` in ``ctx.pipeline.receipts[source]``. A source that must
+    acknowledge its input upstream (a durable NATS consumer) does so for
+    the batches up to that token, and only then. Sinks never see receipts.
+    """
+
+    kind: ClassVar[str] = "receipt"
+    source: str
+    token: int
 
 
 class LateEvent(SideRecord, Generic[E], frozen=True, kw_only=True, gc=False):

@@ -119,7 +119,8 @@ def replay(
     """``pipeline`` rebuilt to read its source's events from the recording at
     ``path``: the source becomes a :class:`ReplaySource` of the original
     source's ``event`` type, and, unless ``realtime``, the clock a
-    :class:`ManualClock` starting at the recording's start. With ``check``
+    :class:`ManualClock` starting at the recording's start, at the wall-clock
+    time the recording started (when it says). With ``check``
     the whole file is validated first, so a bad recording fails before
     anything runs."""
     event = pipeline.source.event_type()
@@ -132,5 +133,6 @@ def replay(
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())
-    clock = None if realtime else ManualClock(reader.header.start)
+    header = reader.header
+    clock = None if realtime else ManualClock(header.start, wall_start=header.wall_start)
     return pipeline.replace(source=source, clock=clock)

@@ -37,7 +37,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .clock import Clock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import StageError
-from .routing import process_batch, route_side_records
+from .records import Receipt
+from .routing import process_batch, records_in, route_side_records, take_receipt
 from .stats import PipelineStats, StageStats
 
 if sys.version_info < (3, 11):
@@ -76,6 +77,8 @@ class OperatorStage(Protocol):
     def runs_as_task(self) -> bool: ...
     @property
     def accepts_side_records(self) -> bool: ...
+    @property
+    def holds_events(self) -> bool: ...
 
     def stage_name(self) -> str: ...
     def fresh(self) -> OperatorStage: ...
@@ -140,13 +143,15 @@ class _Edge:
             self.send_stream.send_nowait(batch)
         except anyio.WouldBlock:
             if self._overflow is Overflow.DROP:
-                self._upstream.drop("overflow", len(batch))
+                # a receipt dropped with its batch is not missed: the next one
+                # vouches for everything before it too
+                self._upstream.drop("overflow", records_in(batch))
                 await anyio.lowlevel.checkpoint()
                 return
             await self.send_stream.send(batch)
-            self._upstream.emitted += len(batch)
+            self._upstream.emitted += records_in(batch)
         else:
-            self._upstream.emitted += len(batch)
+            self._upstream.emitted += records_in(batch)
             await anyio.lowlevel.checkpoint()
 
     def close(self) -> None:
@@ -271,20 +276,21 @@ class Run:
             inbox.receive_stream.close()
             outbox.close()
             raise
+        held: list[Receipt] = []  # the latest receipt an operator holding events is behind
         try:
             op.open(ctx)
             async with inbox.receive_stream:
                 if op.runs_as_task:
                     task = cast(TaskOperatorStage, op)
-                    await self._run_task(task, ctx, inbox.receive_stream, outbox)
+                    await self._run_task(task, ctx, inbox.receive_stream, outbox, held)
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
-                        ctx.stats.received += len(batch)
-                        await outbox.send(process_batch(op, batch))
+                        ctx.stats.received += records_in(batch)
+                        await outbox.send(process_batch(op, batch, held))
                         self._stop_if_asked(op)
                 else:
-                    await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
-            await outbox.send(list(op.finish()))
+                    await self._run_ticking(op, ctx, inbox.receive_stream, outbox, held)
+            await outbox.send([*op.finish(), *held])
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
         finally:
@@ -301,10 +307,15 @@ class Run:
         ctx: StageContext,
         inbox: MemoryObjectReceiveStream[Batch],
         outbox: _Edge,
+        held: list[Receipt],
     ) -> None:
         async def batches() -> AsyncGenerator[Batch, None]:
             async for batch in inbox:
-                ctx.stats.received += len(batch)
+                ctx.stats.received += records_in(batch)
+                if not op.accepts_side_records:
+                    batch, receipt = take_receipt(batch)
+                    if receipt is not None:  # sent on after the operator's end
+                        held[:] = [receipt]
                 side, events = route_side_records(op, batch)
                 if side:  # sent on ahead; run() never sees them
                     await outbox.send(side)
@@ -322,6 +333,9 @@ class Run:
         # source and drain (counted) so nothing upstream waits forever
         async for batch in inbox:
             self.stop()
+            batch, receipt = take_receipt(batch)
+            if receipt is not None:
+                held[:] = [receipt]
             ctx.stats.received += len(batch)
             ctx.stats.drop("after_operator_end", len(batch))
 
@@ -331,6 +345,7 @@ class Run:
         ctx: StageContext,
         inbox: MemoryObjectReceiveStream[Batch],
         outbox: _Edge,
+        held: list[Receipt],
     ) -> None:
         schedule = TickSchedule(ctx.clock, op.tick_interval or 0.0)
         while True:
@@ -341,8 +356,8 @@ class Run:
                 except anyio.EndOfStream:
                     return
             if batch is not None:
-                ctx.stats.received += len(batch)
-                await outbox.send(process_batch(op, batch))
+                ctx.stats.received += records_in(batch)
+                await outbox.send(process_batch(op, batch, held))
             if schedule.due():
                 await outbox.send(list(op.tick()))
             self._stop_if_asked(op)
@@ -353,9 +368,13 @@ class Run:
                 await self.sink.open(ctx)
                 try:
                     async for batch in inbox.receive_stream:
-                        ctx.stats.received += len(batch)
-                        await self.sink.write(batch)
-                        ctx.stats.emitted += len(batch)
+                        batch, receipt = take_receipt(batch)
+                        if batch:
+                            ctx.stats.received += len(batch)
+                            await self.sink.write(batch)
+                            ctx.stats.emitted += len(batch)
+                        if receipt is not None:  # everything ahead of it is written
+                            self.stats.receipts[receipt.source] = receipt.token
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self.sink.close()

@@ -106,6 +106,10 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
     fields: list[tuple[str, str]] | None
     clock: str
     start: float
+    wall_start: float | None = None
+    """Unix seconds when the clock read ``start`` (absent in recordings made
+    before it was added): a replay maps its clock onto wall-clock time from
+    it, so results it ships carry the recorded wall-clock windows."""
 
 
 class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):

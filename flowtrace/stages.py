@@ -140,6 +140,11 @@ class Operator(_Stage, ABC, Generic[In, Out]):
     """
 
     accepts_side_records: ClassVar[bool] = False
+    holds_events: ClassVar[bool] = True
+    """Whether what it emits for a batch may come after the ``process`` call
+    for that batch (windows, joins). Operators that emit everything at once
+    (filter, map) set it False, so receipts pass them at once; receipts wait
+    in front of the others until ``finish`` (see :mod:`flowtrace.routing`)."""
     tick_interval: float | None = None
     pipeline_stop_requested: bool = False
     runs_as_task: ClassVar[bool] = False

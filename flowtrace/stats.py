@@ -52,6 +52,10 @@ class PipelineStats:
 
     stages: list[StageStats] = field(default_factory=list)
     attached: list[str] = field(default_factory=list)
+    receipts: dict[str, int] = field(default_factory=dict)
+    """Per source name, the token of the latest
+    :class:`~flowtrace.records.Receipt` that reached the sink: the sink has
+    written everything the source emitted before it."""
     chain_length: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -40,6 +40,8 @@ class Filter(PassesEvents, Operator[T, T], Generic[T]):
     naming the field; an exception from the predicate fails the stage.
     """
 
+    holds_events = False
+
     def __init__(self, predicate: Callable[[T], object], *, name: str = "") -> None:
         if not callable(predicate):
             raise PipelineDefinitionError(
@@ -75,6 +77,8 @@ class Map(OpaqueFunction, Operator[T, U], Generic[T, U]):
     emitted. Errors: an exception from ``fn`` fails the stage (a missing
     event field with a one-line message naming it)."""
 
+    holds_events = False
+
     def __init__(self, fn: Callable[[T], U], *, name: str = "") -> None:
         if not callable(fn):
             raise PipelineDefinitionError(f"map expects a function, got {type(fn).__name__}")
@@ -96,6 +100,8 @@ class FlatMap(OpaqueFunction, Operator[T, U], Generic[T, U]):
     emitted. Errors: an exception from ``fn`` or from iterating its result
     fails the stage (a missing event field with a one-line message naming
     it)."""
+
+    holds_events = False
 
     def __init__(self, fn: Callable[[T], Iterable[U]], *, name: str = "") -> None:
         if not callable(fn):
