@@ -58,6 +58,15 @@ class SourceContext(StageContext):
         self._stopping = False
         self._waits: set[anyio.CancelScope] = set()
         self._ready = anyio.Event()
+        self._close_output: Callable[[], None] = lambda: None
+
+    def close_output(self) -> None:
+        """End the source's output now (the run does it when ``run``
+        returns): operators then finish and the sink closes while the source
+        still runs, so it can wait for its last receipt to reach the sink
+        (``pipeline.receipts``) and acknowledge upstream before returning.
+        Emitting after this is an error."""
+        self._close_output()
 
     def ready(self) -> None:
         """Say the source is producing (its probes are attached); a pipeline

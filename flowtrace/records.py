@@ -60,12 +60,17 @@ class Result(Record, frozen=True, kw_only=True):
     hosts whose monotonic clocks differ agree on when a window was.
     ``hosts`` names the hosts whose events the result counts: one host for
     a result an agent sent, every contributing host for a merged one. All
-    three are None for a result that never left its host.
+    three are None for a result that never left its host. A merged result
+    lists in ``inputs`` the results it adds up, each as
+    ``HOST@WALL_START``: a reader of several collector runs' output sees a
+    window written again after a collector died between writing it and
+    acknowledging its inputs (the same inputs twice) and keeps one.
     """
 
     wall_start: float | None = None
     wall_end: float | None = None
     hosts: list[str] | None = None
+    inputs: list[str] | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True):

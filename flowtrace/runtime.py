@@ -251,6 +251,7 @@ class Run:
         self.stop()
 
     async def _run_source(self, ctx: SourceContext, edge: _Edge) -> None:
+        ctx._close_output = edge.close
         try:
             await self.source.run(ctx, edge.send)
         except Exception as exc:

@@ -21,7 +21,8 @@ command -v apt-get >/dev/null || die "needs a Debian or Ubuntu machine (apt-get 
 
 release=$(uname -r)
 packages=(python3-bpfcc python3-venv)
-[ "$with_tests" -eq 1 ] && packages+=(gcc systemtap-sdt-dev bpftrace)
+# nats-server: the fleet tests start real JetStream servers (tests/natsserver.py)
+[ "$with_tests" -eq 1 ] && packages+=(gcc systemtap-sdt-dev bpftrace nats-server)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,6 +20,7 @@ from .count import CountBy, count
 from .custom import EventOperator, per_event, stream_operator
 from .extras import Distinct, Sample, Throttle, distinct, rate, sample, throttle
 from .join import Join, join
+from .merge import MergeBy, merge_by
 from .predicates import AllOf, AnyOf, Compare, F, Not, Predicate, field
 from .windowing import EventTime, ProcessingTime, Sliding, Tumbling
 from .windows import DEFAULT_MAX_KEYS, Window, window
@@ -44,6 +45,7 @@ __all__ = [
     "Log2",
     "Map",
     "Max",
+    "MergeBy",
     "Min",
     "Not",
     "Predicate",
@@ -66,6 +68,7 @@ __all__ = [
     "log2_histogram",
     "log2_index",
     "map",
+    "merge_by",
     "per_event",
     "rate",
     "sample",

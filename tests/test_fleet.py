@@ -1,0 +1,297 @@
+"""The fleet path against real NATS servers: agents publishing to JetStream
+with acknowledgements, a collector merging through a durable consumer, and
+the failures the design must survive (a node killed, the whole cluster
+stopped, the collector killed), each with exact accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from fleet import COLLECTOR, Agent, Process, buckets_of, cli_env, read_ndjson, write_recording
+from natsserver import NATS_SERVER, NatsCluster
+
+from flowtrace.records import Bucket, Histogram
+from flowtrace.runtime import Run
+from flowtrace.sinks.nats import NatsSink
+from flowtrace.stages import Pipeline
+from flowtrace.testing import ListSource
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(
+        not Path(NATS_SERVER).exists(), reason="needs nats-server (scripts/setup.sh --test)"
+    ),
+]
+
+WALL = 1_800_000_000.0  # the recordings' wall-clock start: a multiple of every window
+
+
+@pytest.fixture
+def one_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path / "nats", 1)
+    (tmp_path / "nats").mkdir()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path) -> Iterator[NatsCluster]:
+    (tmp_path / "nats").mkdir()
+    cluster = NatsCluster(tmp_path / "nats", 3)
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+def histograms(n: int) -> list[Histogram]:
+    return [
+        Histogram(
+            field="lat_ns",
+            unit="usecs",
+            scale="log2",
+            buckets=[Bucket(0, 1, i), Bucket(2, 3, 1)],
+            window_start=float(i),
+            window_end=float(i + 1),
+        )
+        for i in range(n)
+    ]
+
+
+async def stream_messages(url: str, subject: str) -> list[Any]:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(subject, durable="check")
+        got: list[Any] = []
+        while True:
+            try:
+                got += await sub.fetch(1000, timeout=0.5)
+            except nats.errors.TimeoutError:
+                return got
+    finally:
+        await nc.close()
+
+
+async def consumer_pending(urls: list[str], durable: str) -> tuple[int, int]:
+    """(messages not yet delivered, delivered but unacknowledged) of a consumer."""
+    nc = await nats.connect(servers=urls)
+    try:
+        info = await nc.jetstream().consumer_info("FLOWTRACE", durable)
+        return info.num_pending or 0, info.num_ack_pending or 0
+    finally:
+        await nc.close()
+
+
+def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if asyncio.run(consumer_pending(urls, durable))[0] == 0:
+                return
+        except Exception:  # a leader is being elected: ask again
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the collector never read everything")
+
+
+async def test_sink_delivers_with_message_ids_and_exact_accounting(one_node: NatsCluster) -> None:
+    url = one_node.urls[0] + "/flowtrace.web1.test"
+    run = Run(Pipeline(ListSource(histograms(250), batch_size=40), [], NatsSink(url, host="web1")))
+    stats = await run.run()
+    sink = run.sink
+    assert isinstance(sink, NatsSink)
+    assert (stats.stage("nats").received, sink.delivered, stats.dropped) == (250, 250, 0)
+    messages = await stream_messages(one_node.urls[0], "flowtrace.web1.test")
+    ids = [m.headers["Nats-Msg-Id"] for m in messages]
+    assert ids == [f"web1.{sink.run_id}.{i}" for i in range(1, 251)]
+    first = msgspec_json(messages[3].data)
+    assert first["type"] == "histogram" and first["data"]["hosts"] == ["web1"]
+    # the replay clock maps window bounds onto wall-clock time
+    data = first["data"]
+    assert data["wall_end"] - data["wall_start"] == pytest.approx(1.0)
+
+
+def msgspec_json(data: bytes) -> dict[str, Any]:
+    import json
+
+    parsed: dict[str, Any] = json.loads(data)
+    return parsed
+
+
+async def test_default_subject_names_host_and_pipeline(one_node: NatsCluster) -> None:
+    sink = NatsSink(one_node.urls[0], host="db.2")
+    await Pipeline(ListSource(histograms(3), name="disk"), [], sink).run()
+    messages = await stream_messages(one_node.urls[0], "flowtrace.>")
+    assert {m.subject for m in messages} == {"flowtrace.db_2.disk"}
+
+
+def test_missing_stream_refused_in_one_line(one_node: NatsCluster, tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    rec = tmp_path / "a.rec"
+    write_recording(rec, 0, 0.5, 100, wall_start=WALL)
+    agent = Agent(tmp_path, "a", rec, one_node.urls, env, window=1.0, realtime=False,
+                  extra=",create=no")  # fmt: skip
+    assert agent.wait() == 1
+    error = [line for line in agent.stderr().splitlines() if "error" in line]
+    assert error == [
+        "flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'nats' failed:"
+        " StreamMissing: no JetStream stream captures"
+        f" subject 'flowtrace.a.disk' on {one_node.urls[0]}; create one (nats stream add) or"
+        " let the sink create it (drop create=no)"
+    ]
+
+
+async def test_unreachable_servers_buffer_then_drop_newest(tmp_path: Path) -> None:
+    from natsserver import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}/flowtrace.h.p"
+    sink = NatsSink(url, buffer=5, backoff=0.05, backoff_max=0.1, close_timeout=0.3)
+    run = Run(Pipeline(ListSource(histograms(12), batch_size=4), [], sink))
+    stats = await run.run()
+    counts = stats.stage("nats")
+    assert run.sink.delivered == 0  # type: ignore[attr-defined]
+    assert counts.dropped == {"buffer_full": 7, "undelivered": 5}
+    assert counts.received == run.sink.delivered + counts.dropped_total  # type: ignore[attr-defined]
+
+
+def agent_totals(agents: list[Agent]) -> Counter[tuple[int, int]]:
+    total: Counter[tuple[int, int]] = Counter()
+    for agent in agents:
+        total += buckets_of(read_ndjson(agent.out))
+    return total
+
+
+def check_agents(agents: list[Agent]) -> list[tuple[int, int, dict[str, int]]]:
+    """Each agent exited cleanly and received = acknowledged + dropped, exactly."""
+    results = []
+    for agent in agents:
+        assert agent.wait(90) == 0, agent.stderr()
+        received, acked, dropped = agent.accounting()
+        assert received == agent.produced()
+        assert received == acked + sum(dropped.values()), agent.stderr()
+        results.append((received, acked, dropped))
+    return results
+
+
+def start_agents(
+    tmp: Path, servers: list[str], *, seconds: float, window: float, realtime: bool
+) -> list[Agent]:
+    env = cli_env(tmp)
+    agents = []
+    for h in range(4):
+        rec = tmp / f"host{h}.rec"
+        write_recording(rec, h, seconds, 400, wall_start=WALL)
+        agents.append(
+            Agent(tmp, f"host{h}", rec, servers, env, window=window, realtime=realtime,
+                  extra=",replicas=3")
+        )  # fmt: skip
+    return agents
+
+
+def collector(tmp: Path, servers: list[str], name: str, *, window: float) -> Process:
+    out = tmp / f"{name}.ndjson"
+    args = [COLLECTOR, *servers, "--window", str(window), "--out", str(out)]
+    args += ["--ack-wait", "2", "--durable", "fleet", "--lateness", "2"]
+    return Process(args, cli_env(tmp), tmp / f"{name}.err")
+
+
+def stop_collector(c: Process, servers: list[str]) -> None:
+    wait_consumed(servers, "fleet")
+    assert c.interrupt() == 0, c.stderr()
+    assert "dropped" not in c.stderr(), c.stderr()  # no duplicate, no late result
+    # everything it read is acknowledged: nothing left for a successor
+    assert asyncio.run(consumer_pending(servers, "fleet")) == (0, 0)
+
+
+def test_four_agents_merge_to_the_sum_bucket_for_bucket(
+    three_nodes: NatsCluster, tmp_path: Path
+) -> None:
+    servers = three_nodes.urls
+    agents = start_agents(tmp_path, servers, seconds=6.0, window=1.0, realtime=False)
+    check_agents(agents)
+    c = collector(tmp_path, servers, "collector", window=1.0)
+    stop_collector(c, servers)
+    merged = read_ndjson(tmp_path / "collector.ndjson")
+    hists = [m["data"] for m in merged if m["type"] == "histogram"]
+    # per fleet window: the merged buckets are the four agents' buckets added
+    for h in hists:
+        expected: Counter[tuple[int, int]] = Counter()
+        for agent in agents:
+            for record in read_ndjson(agent.out):
+                mid = WALL + (record["data"]["window_start"] + record["data"]["window_end"]) / 2
+                if h["wall_start"] <= mid - 1000.0 < h["wall_end"]:
+                    expected += buckets_of([record])
+        assert {(b["low"], b["high"]): b["count"] for b in h["buckets"] if b["count"]} == expected
+        assert h["hosts"] == ["host0", "host1", "host2", "host3"]
+    assert [h["wall_start"] for h in hists] == [WALL + i for i in range(7)]
+    assert buckets_of(merged) == agent_totals(agents)
+    worst = [m["data"]["value"] for m in merged if m["type"] == "window"]
+    assert [w["host"] for w in worst[0]] == ["host3", "host2", "host1"]
+
+
+def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path: Path) -> None:
+    servers = three_nodes.urls
+    c = collector(tmp_path, servers, "collector", window=0.5)
+    agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
+    time.sleep(3.0)
+    three_nodes.servers[0].kill()
+    time.sleep(2.5)
+    three_nodes.servers[0].start()
+    results = check_agents(agents)
+    assert all(dropped == {} for _, _, dropped in results)
+    stop_collector(c, servers)
+    merged = read_ndjson(tmp_path / "collector.ndjson")
+    assert buckets_of(merged) == agent_totals(agents)
+
+
+def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path) -> None:
+    servers = three_nodes.urls
+    agents = start_agents(tmp_path, servers, seconds=12.0, window=0.25, realtime=True)
+    time.sleep(3.0)
+    for server in three_nodes.servers:
+        server.stop()
+    time.sleep(5.0)
+    for server in three_nodes.servers:
+        server.start()
+    results = check_agents(agents)
+    assert all(dropped == {} for _, _, dropped in results)
+    c = collector(tmp_path, servers, "collector", window=0.5)
+    stop_collector(c, servers)
+    merged = read_ndjson(tmp_path / "collector.ndjson")
+    assert buckets_of(merged) == agent_totals(agents)
+
+
+def test_collector_killed_resumes_from_its_durable_consumer(
+    three_nodes: NatsCluster, tmp_path: Path
+) -> None:
+    servers = three_nodes.urls
+    first = collector(tmp_path, servers, "first", window=0.5)
+    agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
+    time.sleep(4.0)
+    first.kill()
+    emitted_before_kill = read_ndjson(tmp_path / "first.ndjson")
+    assert emitted_before_kill  # it had merged some windows already
+    second = collector(tmp_path, servers, "second", window=0.5)
+    check_agents(agents)
+    stop_collector(second, servers)
+    again = read_ndjson(tmp_path / "second.ndjson")
+    # a window the first wrote but had not acknowledged yet when killed comes
+    # again with exactly the same inputs (kept once); any other overlap
+    # would count an input twice
+    def window(m: dict[str, Any]) -> tuple[str, float]:
+        return m["type"], m["data"]["wall_start"]
+
+    written = {window(m): m["data"]["inputs"] for m in emitted_before_kill}
+    repeated = [m for m in again if window(m) in written]
+    assert all(written[window(m)] == m["data"]["inputs"] for m in repeated)
+    merged = emitted_before_kill + [m for m in again if m not in repeated]
+    assert buckets_of(merged) == agent_totals(agents)
+
