@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -156,7 +156,10 @@ def read_ndjson(path: Path) -> list[dict[str, Any]]:
 
 
 class Process:
-    """A ``flowtrace run`` process with its stderr in a file."""
+    """A ``flowtrace run`` process with its stderr in a file. Every one
+    started is in :attr:`started` until :meth:`end_all` ends it."""
+
+    started: ClassVar[list[Process]] = []
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
@@ -164,6 +167,16 @@ class Process:
             self.process = subprocess.Popen(
                 [FLOWTRACE, "run", *args], stdout=subprocess.DEVNULL, stderr=err, env=env
             )
+        Process.started.append(self)
+
+    @classmethod
+    def end_all(cls) -> None:
+        """Kill what still runs (a test failed midway) and reap every process."""
+        while cls.started:
+            process = cls.started.pop().process
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
 
     def stderr(self) -> str:
         return self.log.read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,12 @@ pytestmark = [
 ]
 
 WALL = 1_800_000_000.0  # the recordings' wall-clock start: a multiple of every window
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    yield
+    Process.end_all()
 
 
 @pytest.fixture
@@ -88,6 +94,19 @@ async def consumer_pending(urls: list[str], durable: str) -> tuple[int, int]:
         return info.num_pending or 0, info.num_ack_pending or 0
     finally:
         await nc.close()
+
+
+def until(what: Callable[[], bool], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def publishing(agents: list[Agent]) -> bool:
+    """Every agent has written results of its own, and none has finished."""
+    started = all(a.out.exists() and a.out.stat().st_size > 0 for a in agents)
+    return started and all(a.process.poll() is None for a in agents)
 
 
 def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
@@ -241,7 +260,8 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
     servers = three_nodes.urls
     c = collector(tmp_path, servers, "collector", window=0.5)
     agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
-    time.sleep(3.0)
+    until(lambda: publishing(agents))
+    time.sleep(1.0)
     three_nodes.servers[0].kill()
     time.sleep(2.5)
     three_nodes.servers[0].start()
@@ -255,7 +275,8 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
 def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path) -> None:
     servers = three_nodes.urls
     agents = start_agents(tmp_path, servers, seconds=12.0, window=0.25, realtime=True)
-    time.sleep(3.0)
+    until(lambda: publishing(agents))
+    time.sleep(1.0)
     for server in three_nodes.servers:
         server.stop()
     time.sleep(5.0)
@@ -274,11 +295,12 @@ def test_collector_killed_resumes_from_its_durable_consumer(
 ) -> None:
     servers = three_nodes.urls
     first = collector(tmp_path, servers, "first", window=0.5)
-    agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
-    time.sleep(4.0)
+    agents = start_agents(tmp_path, servers, seconds=10.0, window=0.25, realtime=True)
+    until(lambda: bool(read_ndjson(tmp_path / "first.ndjson")))  # it has merged windows
+    time.sleep(1.0)
+    assert all(a.process.poll() is None for a in agents)  # mid-stream
     first.kill()
     emitted_before_kill = read_ndjson(tmp_path / "first.ndjson")
-    assert emitted_before_kill  # it had merged some windows already
     second = collector(tmp_path, servers, "second", window=0.5)
     check_agents(agents)
     stop_collector(second, servers)

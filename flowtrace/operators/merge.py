@@ -103,7 +103,10 @@ class MergeBy(Operator[Any, Any]):
     A result for a window already emitted is late: counted as dropped
     (``late``) and passed on as a :class:`~flowtrace.records.LateEvent`. The
     same result twice (same hosts, same wall bounds, same kind) is counted
-    as dropped (``duplicate``) and left out. Other records pass through.
+    as dropped (``duplicate``) and left out. Other records, side records
+    among them, pass through unchanged, ahead of what their batch completes.
+    Errors: bad arguments raise
+    :class:`~flowtrace.errors.PipelineDefinitionError` in one line.
 
     Bounds: at most ``max_groups`` open (kind, window) groups; results of
     further groups are dropped (``group_limit``).
