@@ -83,6 +83,9 @@ class NatsSource(Source[Any]):
     redelivered meanwhile; a message delivered again while still held here
     is not emitted twice (counted in :attr:`redelivered`).
 
+    A collector may start first: while no stream captures the subject it
+    says so once and tries again every second.
+
     Stop: the source stops fetching, ends its output so operators emit what
     they hold, waits up to ``drain_timeout`` seconds for the last receipt
     to reach the sink, acknowledges, and closes the connection.
@@ -161,15 +164,34 @@ class NatsSource(Source[Any]):
                 max_ack_pending=self.max_ack_pending,
                 filter_subject=self.subject,
             )
-            sub = await js.pull_subscribe(
-                self.subject, durable=self.durable, stream=self.stream, config=config
-            )
-            ctx.report(f"reading {self.subject} as consumer {self.durable}")
             ctx.ready()
-            await self._consume(ctx, emit, sub)
+            sub = await self._subscribe(ctx, js, config)
+            if sub is not None:
+                ctx.report(f"reading {self.subject} as consumer {self.durable}")
+                await self._consume(ctx, emit, sub)
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
+
+    async def _subscribe(self, ctx: SourceContext, js: Any, config: ConsumerConfig) -> Any:
+        """The pull subscription; while no stream captures the subject yet
+        (no agent has published) or JetStream has no leader, try again every
+        second until stopped (None then)."""
+        told = False
+        while not ctx.stop_requested:
+            try:
+                return await js.pull_subscribe(
+                    self.subject, durable=self.durable, stream=self.stream, config=config
+                )
+            except nats.js.errors.NotFoundError:
+                why = f"no stream captures {self.subject} yet"
+            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+                why = f"JetStream not ready: {exc or type(exc).__name__}"
+            if not told:
+                ctx.report(f"{why}; trying again every second")
+                told = True
+            await ctx.sleep(1.0)
+        return None
 
     async def _consume(self, ctx: SourceContext, emit: Emit[Any], sub: Any) -> None:
         name = ctx.stats.name
