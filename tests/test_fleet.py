@@ -145,6 +145,27 @@ def msgspec_json(data: bytes) -> dict[str, Any]:
     return parsed
 
 
+class SameRun(NatsSink):
+    """A sink whose every run has the same run id: a second run resends the
+    first one's message ids, as a resend after a lost acknowledgement does."""
+
+    async def open(self, ctx: Any) -> None:
+        await super().open(ctx)
+        self.run_id = "same"
+
+
+async def test_resent_message_ids_are_stored_once(one_node: NatsCluster) -> None:
+    url = one_node.urls[0] + "/flowtrace.web1.test"
+    for resend in (False, True):
+        run = Run(Pipeline(ListSource(histograms(100)), [], SameRun(url, host="web1")))
+        await run.run()
+        sink = run.sink
+        assert isinstance(sink, SameRun)
+        assert (sink.delivered, sink.duplicates) == (100, 100 if resend else 0)
+    messages = await stream_messages(one_node.urls[0], "flowtrace.web1.test")
+    assert len(messages) == 100
+
+
 async def test_default_subject_names_host_and_pipeline(one_node: NatsCluster) -> None:
     sink = NatsSink(one_node.urls[0], host="db.2")
     await Pipeline(ListSource(histograms(3), name="disk"), [], sink).run()
