@@ -364,6 +364,8 @@ def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) 
     fields that exist. Where the source's type cannot be known yet (its
     kernel description needs root) nothing is checked; a replay rebuilds the
     plan with the recording's type, and is checked then."""
+    if not any(op.reads_fields() for op in operators):
+        return  # nothing to check: do not ask the source (its type may need tracefs)
     try:
         current = source.event_type()
     except (FlowtraceError, OSError):
