@@ -48,6 +48,7 @@ from .typed_sources import (
     syscall_entry,
     syscall_exit,
     tracepoint,
+    tracepoints,
     uprobe,
     usdt,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "syscall_exit",
     "syscall_exit_points",
     "tracepoint",
+    "tracepoints",
     "uprobe",
     "usdt",
 ]

@@ -43,10 +43,11 @@ class RecordingSource(Source[T], Generic[T]):
     """Runs ``source`` unchanged and writes every batch it emits to ``path``
     before passing it on.
 
-    Takes the wrapped source's name and ``event`` type, so counters and
-    replays read as the original. Holds nothing in memory: each batch is
-    written with ``os.write`` before it goes downstream, so the recording has
-    every event the source emitted even if the process is killed. A write
+    Takes the wrapped source's name and ``event`` type (or ``event_types``,
+    for a source emitting several), so counters and replays read as the original.
+    Holds nothing in memory: each batch is written with ``os.write`` before
+    it goes downstream, so the recording has every event the source emitted
+    even if the process is killed. A write
     error truncates the file back to its last whole line and fails the
     source (and so the pipeline). The ``end`` record is written, and the file
     fsynced, on every exit of ``source.run`` (end, stop, failure,
@@ -59,6 +60,10 @@ class RecordingSource(Source[T], Generic[T]):
         self.path = Path(path)
         self.name = source.stage_name()
         self.event: type[Any] | None = getattr(source, "event", None)
+        several = getattr(source, "event_types", None)
+        self.event_types: tuple[type[Any], ...] | None = (
+            several if isinstance(several, tuple) and len(several) > 1 else None
+        )
         self._encoder = RecordEncoder()
 
     def describe(self) -> list[str]:
@@ -71,13 +76,16 @@ class RecordingSource(Source[T], Generic[T]):
             bind(stats)
 
     def header(self, start: float, clock: object) -> RecordingHeader:
-        event = self.event
+        event = None if self.event_types else self.event
         return RecordingHeader(
             source=self.name,
             event=event.__name__ if event else None,
             fields=field_types(event) if event else None,
             clock="monotonic" if isinstance(clock, MonotonicClock) else type(clock).__name__,
             start=start,
+            events=[(e.__name__, field_types(e)) for e in self.event_types]
+            if self.event_types
+            else None,
         )
 
     async def run(self, ctx: SourceContext, emit: Emit[T]) -> None:

@@ -48,6 +48,7 @@ class ReplaySource(Source[E], Generic[E]):
     ) -> None:
         self.reader = reader
         self.event = reader.event
+        self.event_types = reader.types
         self.realtime = realtime
         self.name = name or reader.header.source
         self._chain: list[StageStats] = []
@@ -128,13 +129,13 @@ def replay(
     anything runs. If you rebuild the result with ``Pipeline.replace``, call
     :func:`flowtrace.sinkspec.bind_pipeline_stats` on the pipeline you run
     (the replay source paces the virtual clock by its counters)."""
-    event = replay_event(pipeline.source, path)
-    if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
+    types = replay_event(pipeline.source, path)
+    if types is None:
         raise ReplayError(
             f"source {pipeline.source.stage_name()!r} declares no event type (an `event`"
             " attribute naming a msgspec Struct, as KernelSource has); it cannot be replayed"
         )
-    reader = RecordingReader(path, event)
+    reader = RecordingReader(path, types)
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())

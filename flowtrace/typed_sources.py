@@ -67,9 +67,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+import numpy as np
+
 from . import ktypes
 from .errors import EventDefinitionError, PipelineDefinitionError, one_line
-from .events import Event, event_type, layout_of
+from .events import Event, Layout, event_type, layout_of
 from .kernel_source import KernelSource
 from .ktypes import KernelType, kernel_type
 from .probes import Param, Probe, RawTracepoint, Tracepoint, Uprobe, Usdt
@@ -78,6 +80,7 @@ from .tracefs_format import FieldKind, FormatField, TracepointFormat, read_forma
 __all__ = [
     "DEFAULT_STRING_SIZE",
     "Arg",
+    "TaggedLayout",
     "TracepointDefinition",
     "TracepointSource",
     "TypedUsdt",
@@ -85,16 +88,21 @@ __all__ = [
     "raw_tracepoint",
     "syscall_entry",
     "syscall_exit",
+    "tagged_event",
     "task_field_names",
     "tracepoint",
+    "tracepoints",
     "uprobe",
     "usdt",
 ]
 
 E = TypeVar("E", bound=Event)
 
-DEFAULT_STRING_SIZE = 256
-"""Bytes kept of each ``__data_loc`` string of a generated event (NUL included)."""
+DEFAULT_STRING_SIZE = 128
+"""Bytes kept of each ``__data_loc`` string of a generated event (NUL
+included). The record is built on the BPF stack (512 bytes), so a
+tracepoint with two such strings (``sched:sched_process_fork``) still fits;
+declare an event to keep more of one string."""
 
 _TASK_FIELDS = {
     "ts": ktypes.ktime_ns,
@@ -275,9 +283,11 @@ def define_tracepoint(
     *,
     event: type[Event] | None = None,
     string_size: int = DEFAULT_STRING_SIZE,
+    tag: int | None = None,
 ) -> TracepointDefinition:
     """The event type (generated, or ``event`` checked against ``fmt``) and
-    probe of a source over the tracepoint ``fmt`` describes."""
+    probe of a source over the tracepoint ``fmt`` describes. With ``tag``
+    the probe fills member ``tag`` of a tagged record (see :func:`tagged_event`)."""
     readable, unread = _readable(fmt, string_size)
     by_name = {r.name: r for r in readable}
     what = f"{fmt.category}:{fmt.name}"
@@ -289,30 +299,93 @@ def define_tracepoint(
         pointers = {r.name for r in readable if r.field.kind is FieldKind.POINTER}
         read = _check_declared(event, dict(_with_task_fields(own)), f"tracepoint {what}", pointers)
     user_memory = fmt.category == "syscalls"
-    body = "\n".join(
-        _read_field(by_name[field], field, declared, user_memory) for field, declared in read
-    )
-    probe = Probe(what, Tracepoint(fmt.category, fmt.name), body=body)
+    lines = [] if tag is None else [f"e.{_TAG} = {tag};"]
+    lines += [
+        _read_field(by_name[field], _member_field(tag, field), declared, user_memory)
+        for field, declared in read
+    ]
+    probe = Probe(what, Tracepoint(fmt.category, fmt.name), body="\n".join(lines))
     return TracepointDefinition(event, probe, tuple(unread))
 
 
+# -- several tracepoints, one buffer: tagged records --------------------------------
+
+_TAG = "ft_member"
+
+
+def _member_field(tag: int | None, field: str) -> str:
+    return field if tag is None else f"m{tag}_{field}"
+
+
+@dataclass(frozen=True)
+class TaggedLayout(Layout[Any]):
+    """The layout of records that each hold one of several event types: a
+    ``ft_member`` tag, then every member's fields (``m<tag>_<field>``), of
+    which the tagged member's are filled. Decoding yields each record as its
+    member's event type, in record order."""
+
+    members: tuple[type[Event], ...] = ()
+
+    def decode(
+        self, records: np.ndarray[Any, Any], strings: dict[bytes, str] | None = None
+    ) -> list[Any]:
+        tags = records[_TAG]
+        out: list[Any] = [None] * len(records)
+        for tag, member in enumerate(self.members):
+            where = np.flatnonzero(tags == tag)
+            if not len(where):
+                continue
+            picked = records[where]
+            # the member's own fields, where this record type holds them
+            fields = layout_of(member).fields
+            offsets = picked.dtype.fields
+            view = np.dtype(
+                {
+                    "names": [f.name for f in fields],
+                    "formats": [f.ktype.numpy_code for f in fields],
+                    "offsets": [offsets[_member_field(tag, f.name)][1] for f in fields],
+                    "itemsize": picked.dtype.itemsize,
+                }
+            )
+            events = layout_of(member).decode(picked.view(view), strings)
+            for at, event in zip(where.tolist(), events, strict=True):
+                out[at] = event
+        return [e for e in out if e is not None]
+
+
+def tagged_event(members: Sequence[type[Event]]) -> tuple[type[Event], TaggedLayout]:
+    """The record type holding any of ``members`` (filled fields included, so
+    each member's automatic fields are filled), and its tagged layout."""
+    fields = [(_TAG, ktypes.integer(1, False))]
+    for tag, member in enumerate(members):
+        fields += [(_member_field(tag, f.name), f.ktype) for f in layout_of(member).fields]
+    record = event_type("Or".join(m.__name__ for m in members), fields)
+    base = layout_of(record)
+    return record, TaggedLayout(record, base.fields, base.size, base.align, tuple(members))
+
+
 class TracepointSource(KernelSource[E], Generic[E]):
-    """A kernel source over a tracepoint, its event type generated from the
-    tracepoint's format file (or declared, and checked against it).
+    """A kernel source over one tracepoint or several, each with its event
+    type generated from the tracepoint's format file (or declared, and
+    checked against it).
+
+    Several tracepoints share one buffer, so their events arrive in the
+    order they happened (the order of a request's issue and completion
+    holds): each record carries a tag saying which event type it is, and
+    the source emits each as its own type. ``event_types`` lists the types,
+    ``event`` is the record type (the one event type for one tracepoint).
 
     Building one reads nothing. The first use of anything derived from the
-    format (``event``, ``probes``, ``layout``, planning, ``describe``,
-    running) reads the format file and completes the
-    :class:`~flowtrace.kernel_source.KernelSource` construction; a source
-    with a declared event answers ``event`` without reading it.
+    formats (``event``, ``event_types``, ``probes``, ``layout``, planning,
+    ``describe``, running) reads the format files and completes the
+    :class:`~flowtrace.kernel_source.KernelSource` construction; a source of
+    one tracepoint with a declared event answers ``event`` without reading.
     """
 
     def __init__(
         self,
-        category: str,
-        name: str,
+        members: Sequence[tuple[str, type[Event] | None]],
         *,
-        event: type[E] | None = None,
         string_size: int = DEFAULT_STRING_SIZE,
         source_name: str = "",
         transport: str = "auto",
@@ -321,53 +394,73 @@ class TracepointSource(KernelSource[E], Generic[E]):
     ) -> None:
         if not 0 < string_size <= 4096:
             raise PipelineDefinitionError(f"string_size must be 1 to 4096 bytes, not {string_size}")
-        self.tracepoint = f"{category}:{name}"
-        self.name = source_name or self.tracepoint
+        if not members:
+            raise PipelineDefinitionError("name at least one tracepoint")
+        self.tracepoints = tuple(name for name, _ in members)
+        self.name = source_name or " + ".join(self.tracepoints)
         self.unread: tuple[FormatField, ...] = ()
-        self._where = (category, name)
+        self._members = [(*_split(name), declared) for name, declared in members]
         self._string_size = string_size
-        self._declared = event
         self._options: dict[str, Any] = {
             "transport": transport,
             "buffer_pages": buffer_pages,
             "cflags": cflags,
         }
         self._defined = False
-        if event is not None:
-            self.event = event  # known without the format
+        declared = [d for _, d in members if d is not None]
+        if len(declared) == len(members):
+            self.event_types: tuple[type[Event], ...] = tuple(declared)
+            if len(declared) == 1:
+                self.event = declared[0]  # type: ignore[assignment]
 
-    @property
-    def generated_event_name(self) -> str | None:
-        """The name of the generated event type (None with a declared event): a
-        replay rebuilds that type from the recording's header instead of
-        reading the format (see :func:`flowtrace.recording.replay_event`)."""
-        return None if self._declared is not None else _class_name(self._where[1])
+    def replay_types(self) -> tuple[type[Event] | str, ...]:
+        """The event types a replay of this source reads: declared types as
+        they are, generated ones by name, to be rebuilt from the recording's
+        header instead of read from the kernel (see
+        :func:`flowtrace.recording.replay_event`)."""
+        return tuple(d or _class_name(name) for _, name, d in self._members)
 
     def _define(self) -> None:
-        category, name = self._where
-        definition = define_tracepoint(
-            read_format(category, name), event=self._declared, string_size=self._string_size
-        )
-        KernelSource.__init__(
-            self, definition.event, definition.probe, name=self.name, **self._options
-        )
-        self.unread = definition.unread
+        tagged = len(self._members) > 1
+        definitions = [
+            define_tracepoint(
+                read_format(category, name),
+                event=declared,
+                string_size=self._string_size,
+                tag=tag if tagged else None,
+            )
+            for tag, (category, name, declared) in enumerate(self._members)
+        ]
+        events = tuple(d.event for d in definitions)
+        record: type[Any] = events[0]
+        layout = None
+        if tagged:
+            record, layout = tagged_event(events)
+        probes = [d.probe for d in definitions]
+        KernelSource.__init__(self, record, *probes, name=self.name, **self._options)
+        if layout is not None:
+            self.layout = layout
+        self.event_types = events
+        self.unread = tuple(f for d in definitions for f in d.unread)
         self._defined = True
 
     if not TYPE_CHECKING:
 
         def __getattr__(self, attr: str) -> Any:
             # Reached only for attributes not set yet: those KernelSource's
-            # construction sets are completed from the format on first use.
+            # construction sets are completed from the formats on first use.
             if attr.startswith("__") or self.__dict__.get("_defined", True):
                 raise AttributeError(attr)
-            if attr not in _kernel_source_attributes():
+            if attr not in _kernel_source_attributes() and attr != "event_types":
                 raise AttributeError(attr)
             self._define()
             return getattr(self, attr)
 
     def describe(self) -> list[str]:
         lines = super().describe()
+        if len(self.event_types) > 1:
+            names = ", ".join(e.__name__ for e in self.event_types)
+            lines[0] = lines[0].replace(self.event.__name__, names, 1)
         if self.unread:
             text = ", ".join(f.describe() for f in self.unread)
             lines.append(f"  fields not read (no kernel type for them): {text}")
@@ -423,11 +516,29 @@ def tracepoint(
     fields (see the module docstring for the generated event type and the
     naming rule). ``string_size`` bytes are kept of ``__data_loc`` strings;
     ``source_name`` names the stage (default: the tracepoint)."""
-    category, event_name = _split(name)
     return TracepointSource(
-        category,
-        event_name,
-        event=event,
+        [(name, event)],
+        string_size=string_size,
+        source_name=source_name,
+        transport=transport,
+        buffer_pages=buffer_pages,
+    )
+
+
+def tracepoints(
+    *names: str | tuple[str, type[Event]],
+    string_size: int = DEFAULT_STRING_SIZE,
+    source_name: str = "",
+    transport: str = "auto",
+    buffer_pages: int = 1024,
+) -> TracepointSource[Any]:
+    """Every hit of each tracepoint in ``names``, through one buffer, so events
+    arrive in the order they happened, each as its tracepoint's event type:
+    generated (a ``"category:name"``) or declared (a ``("category:name",
+    MyEvent)`` pair). For a start/complete pair followed by
+    :func:`~flowtrace.operators.join`."""
+    return TracepointSource(
+        [(n, None) if isinstance(n, str) else n for n in names],
         string_size=string_size,
         source_name=source_name,
         transport=transport,

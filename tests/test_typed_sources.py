@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+import numpy as np
 import pytest
 
 from flowtrace import (
@@ -20,6 +21,7 @@ from flowtrace import (
     layout_of,
     syscall_entry,
     tracepoint,
+    tracepoints,
     uprobe,
     usdt,
 )
@@ -27,9 +29,10 @@ from flowtrace.ktypes import Char, comm, ktime_ns, parse_c_type, s32, task_pid, 
 from flowtrace.recorder import RecordingSource
 from flowtrace.replay import ReplayError, replay
 from flowtrace.sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
+from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.testing import CollectSink, ListSource
 from flowtrace.tracefs_format import FieldKind, TracepointFormat, parse_format
-from flowtrace.typed_sources import define_tracepoint, task_field_names
+from flowtrace.typed_sources import define_tracepoint, tagged_event, task_field_names
 
 FORMATS = Path(__file__).with_name("formats")
 
@@ -115,7 +118,7 @@ def test_naming_rule_a_format_field_keeps_its_name() -> None:
     names = [name for name, _ in fields(issue)]
     assert names[:4] == ["ts", "pid", "tid", "task_comm"]
     assert names[4:] == ["dev", "sector", "nr_sector", "bytes", "ioprio", "rwbs", "comm", "cmd"]
-    assert dict(fields(issue))["cmd"] == "char[256]"
+    assert dict(fields(issue))["cmd"] == "char[128]"
     assert "bpf_get_current_comm(&e.task_comm" in layout_of(issue).c_fill("e")
     exec_ = define_tracepoint(fmt("sched:sched_process_exec"), string_size=64).event
     assert [name for name, _ in fields(exec_)] == [
@@ -213,8 +216,8 @@ def test_building_reads_no_tracefs_and_a_declared_event_is_known() -> None:
     source = tracepoint("syscalls:no_such_tracepoint", event=Write)
     assert source.event is Write
     assert source.stage_name() == "syscalls:no_such_tracepoint"
-    assert source.generated_event_name is None
-    assert syscall_entry("write").generated_event_name == "SysEnterWrite"
+    assert source.replay_types() == (Write,)
+    assert syscall_entry("write").replay_types() == ("SysEnterWrite",)
 
 
 @pytest.mark.parametrize("name", ["sys_enter_write", "a:b:c", ":x", "x:"])
@@ -344,5 +347,64 @@ async def test_recording_a_generated_type_lists_its_fields(tmp_path: Path) -> No
     assert header["fields"][-3:] == [
         ["rwbs", "char[10]"],
         ["comm", "char[16]"],
-        ["cmd", "char[256]"],
+        ["cmd", "char[128]"],
     ]
+
+
+# -- several tracepoints, one buffer -------------------------------------------------
+
+
+def test_tagged_records_decode_as_their_own_types_in_order() -> None:
+    issue = define_tracepoint(fmt("block:block_rq_issue"), event=BlockIssue, tag=0)
+    complete = define_tracepoint(fmt("block:block_rq_complete"), event=BlockComplete, tag=1)
+    assert issue.probe.body.splitlines()[:2] == [
+        "e.ft_member = 0;",
+        "e.m0_dev = *(u32 *)((char *)ctx + 8);  // dev_t dev",
+    ]
+    assert complete.probe.body.splitlines()[0] == "e.ft_member = 1;"
+    record, layout = tagged_event([BlockIssue, BlockComplete])
+    assert record.__name__ == "BlockIssueOrBlockComplete"
+    assert "e.m0_ts = bpf_ktime_get_ns();" in layout.c_fill("e")
+    assert "e.m1_ts = bpf_ktime_get_ns();" in layout.c_fill("e")
+    raw = np.zeros(3, dtype=layout.dtype())
+    raw["ft_member"] = [0, 1, 0]
+    raw["m0_ts"], raw["m0_sector"], raw["m0_bytes"], raw["m0_rwbs"] = [5, 0, 9], 8, 4096, b"WS"
+    raw["m1_ts"][1], raw["m1_dev"][1], raw["m1_sector"][1] = 7, 3, 8
+    assert layout.decode(raw) == [
+        BlockIssue(5, 0, 8, 4096, "WS"),
+        BlockComplete(7, 3, 8),
+        BlockIssue(9, 0, 8, 4096, "WS"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_several_generated_types_record_and_replay(tmp_path: Path) -> None:
+    issue = define_tracepoint(fmt("block:block_rq_issue")).event
+    complete = define_tracepoint(fmt("block:block_rq_complete")).event
+    events = [
+        issue(1, 2, 3, "dd", 8, 16, 8, 4096, 0, "W", "dd", ""),
+        complete(2, 0, 0, "swapper/0", 8, 16, 8, 0, 0, "W", ""),
+    ]
+    source = ListSource(events)
+    source.event_types = (issue, complete)  # type: ignore[attr-defined]
+    recording = tmp_path / "requests.rec"
+    await Pipeline(RecordingSource(source, recording), [], CollectSink()).run()
+    header = msgspec.json.decode(recording.read_bytes().splitlines()[0])["data"]
+    assert header["event"] is None and [n for n, _ in header["events"]] == [
+        "BlockRqIssue",
+        "BlockRqComplete",
+    ]
+    typed = tracepoints("block:block_rq_issue", "block:block_rq_complete")
+    again = replay(Pipeline(typed, [], CollectSink()), recording)
+    await again.run()
+    sink = again.sink
+    assert isinstance(sink, CollectSink)
+    assert [type(e).__name__ for e in sink.items] == ["BlockRqIssue", "BlockRqComplete"]
+    assert [msgspec.structs.asdict(e) for e in sink.items] == [
+        msgspec.structs.asdict(e) for e in events
+    ]
+    assert "probes" not in vars(typed)
+    declared = tracepoints(("block:block_rq_issue", BlockIssue), "block:block_rq_complete")
+    with pytest.raises(ReplayError, match="recording holds BlockRqIssue, BlockRqComplete events,"
+                       " the pipeline's source emits BlockIssue, BlockRqComplete"):
+        replay(Pipeline(declared, [], CollectSink()), recording)
