@@ -45,11 +45,23 @@ def forks() -> list[int]:
     return [workload.pid]
 
 
+# a source written by hand: its own event class and probe
 CLONES = """
+from flowtrace import Event, KernelSource, Probe, syscall_entry_points
+from flowtrace.ktypes import cpu_id, ktime_ns, task_comm, task_pid
 from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.processes import clones
 
-pipeline = clones() | ConsoleSink(line=lambda e: f"{e.comm} {e.pid} cpu {e.cpu} at {e.ts}")
+
+class Clone(Event, frozen=True):
+    ts: ktime_ns
+    pid: task_pid
+    cpu: cpu_id
+    comm: task_comm
+
+
+calls = syscall_entry_points("clone", "clone3", "fork", "vfork")
+source = KernelSource(Clone, Probe("entry of clone/clone3/fork/vfork", *calls), name="clones")
+pipeline = source | ConsoleSink(line=lambda e: f"{e.comm} {e.pid} cpu {e.cpu} at {e.ts}")
 """
 
 # an event type generated from the tracepoint's format file: the replay,
