@@ -7,6 +7,7 @@ sinks print, write or forward them. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+from .argument_sources import Arg, raw_tracepoint, uprobe, usdt
 from .clock import Clock, ManualClock, MonotonicClock
 from .context import SourceContext, StageContext
 from .errors import (
@@ -41,17 +42,7 @@ from .probes import (
 from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
 from .trace_pipe import TraceFields, TracePipeSource
-from .typed_sources import (
-    Arg,
-    TracepointSource,
-    raw_tracepoint,
-    syscall_entry,
-    syscall_exit,
-    tracepoint,
-    tracepoints,
-    uprobe,
-    usdt,
-)
+from .typed_sources import TracepointSource, syscall_entry, syscall_exit, tracepoint, tracepoints
 
 __all__ = [
     "Arg",

@@ -30,9 +30,11 @@ from flowtrace.recorder import RecordingSource
 from flowtrace.replay import ReplayError, replay
 from flowtrace.sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
 from flowtrace.sources.block import BlockComplete, BlockIssue
+from flowtrace.tagged import tagged_event
 from flowtrace.testing import CollectSink, ListSource
 from flowtrace.tracefs_format import FieldKind, TracepointFormat, parse_format
-from flowtrace.typed_sources import define_tracepoint, tagged_event, task_field_names
+from flowtrace.typed_events import task_field_names
+from flowtrace.typed_sources import define_tracepoint
 
 FORMATS = Path(__file__).with_name("formats")
 
