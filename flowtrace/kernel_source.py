@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -11,13 +12,14 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
+from .events import Layout
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
 from .plan import Choice, resolve
 from .probes import Probe
 from .stages import Emit, Source
 
-__all__ = ["KernelSource"]
+__all__ = ["KernelSource", "SourceDefinition"]
 
 E = TypeVar("E", bound=msgspec.Struct)
 
@@ -26,6 +28,21 @@ _LOST_REFRESH = 0.25  # seconds between reads of the lost counters
 _DRAIN_GRACE = 0.1  # seconds a stop waits for records still being written
 _SMALL_BATCH = 512  # a batch this small means the reader is keeping up easily
 _MAX_GATHER = 0.01  # seconds events may wait to be read together (their latency)
+
+
+@dataclass(frozen=True)
+class SourceDefinition(Generic[E]):
+    """What a kernel source compiles: the record type its probes fill, the
+    probes, C helpers they share (``prelude``), where records go
+    (``output``, with the ``layout`` it writes), and the event types that
+    come out (one; several when records carry a tag saying which)."""
+
+    event: type[E]
+    probes: tuple[Probe, ...]
+    prelude: str
+    output: Output
+    layout: Layout[Any] | None
+    event_types: tuple[type[Any], ...]
 
 
 class KernelSource(Source[E], Generic[E]):
@@ -69,16 +86,38 @@ class KernelSource(Source[E], Generic[E]):
             output = buffer_output(transport or "auto", pages)
         elif transport is not None or buffer_pages is not None:
             raise ValueError("give either output= or transport=/buffer_pages=, not both")
-        self.event = event
-        self.probes = probes
-        self.prelude = prelude
         self.name = name or event.__name__
         self.cflags = tuple(cflags)
-        self.output = output
-        self.layout = output.layout(event)
+        self._definition = SourceDefinition(
+            event, probes, prelude, output, output.layout(event), (event,)
+        )
+
+    def definition(self) -> SourceDefinition[E]:
+        """What this source compiles (a subclass may work it out on first use)."""
+        return self._definition
+
+    @property
+    def event(self) -> type[E]:
+        """The record type its probes fill."""
+        return self.definition().event
+
+    @property
+    def probes(self) -> tuple[Probe, ...]:
+        return self.definition().probes
+
+    @property
+    def output(self) -> Output:
+        return self.definition().output
+
+    @property
+    def layout(self) -> Layout[Any] | None:
+        return self.definition().layout
 
     def event_type(self) -> type[E]:
         return self.event
+
+    def event_types(self) -> tuple[type[Any], ...]:
+        return self.definition().event_types
 
     def generated_code(self) -> str:
         return self.program().text
@@ -94,7 +133,7 @@ class KernelSource(Source[E], Generic[E]):
         return self._program(chosen, self.output.channel(self.layout))
 
     def _program(self, choices: Sequence[Choice], channel: Channel) -> Program:
-        return generate(self.layout, choices, prelude=self.prelude, output=channel)
+        return generate(self.layout, choices, prelude=self.definition().prelude, output=channel)
 
     def describe(self) -> list[str]:
         lines = [f"source {self.name}: {self.output.describe(self.event)}"]

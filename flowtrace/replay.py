@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -14,7 +14,7 @@ import msgspec
 
 from .clock import ManualClock
 from .context import SourceContext
-from .recording import RecordingReader, ReplayError
+from .recording import RecordingReader, ReplayError, replay_event
 from .stages import Emit, Pipeline, Source
 from .stats import StageStats
 
@@ -47,11 +47,15 @@ class ReplaySource(Source[E], Generic[E]):
     ) -> None:
         self.reader = reader
         self.event = reader.event
+        self._types = reader.types
         self.realtime = realtime
         self.name = name or reader.header.source
 
     def event_type(self) -> type[E]:
         return self.event
+
+    def event_types(self) -> tuple[type[Any], ...]:
+        return tuple(self._types)
 
     def describe(self) -> list[str]:
         pace = "in real time" if self.realtime else "as fast as possible"
@@ -122,13 +126,13 @@ def replay(
     :class:`ManualClock` starting at the recording's start. With ``check``
     the whole file is validated first, so a bad recording fails before
     anything runs."""
-    event = pipeline.source.event_type()
-    if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
+    types = replay_event(pipeline.source, path)
+    if types is None:
         raise ReplayError(
             f"source {pipeline.source.stage_name()!r} declares no event type (an `event`"
             " attribute naming a msgspec Struct, as KernelSource has); it cannot be replayed"
         )
-    reader = RecordingReader(path, event)
+    reader = RecordingReader(path, types)
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())

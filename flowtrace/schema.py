@@ -96,9 +96,11 @@ class Summary(msgspec.Struct, frozen=True):
     stages: list[StageCounts]
 
 
-class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
+class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """First line of a recording: which source and event type, and the field
-    layout (name, C type) the events had, so a replay can check they match."""
+    layout (name, C type) the events had, so a replay can check they match.
+    A source emitting several event types lists each (name, fields) in
+    ``events``, and ``event`` and ``fields`` are null."""
 
     kind: ClassVar[str] = "recording"
     source: str
@@ -106,6 +108,7 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
     fields: list[tuple[str, str]] | None
     clock: str
     start: float
+    events: list[tuple[str, list[tuple[str, str]]]] | None = None
 
 
 class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):

@@ -103,6 +103,20 @@ class Source(_Stage, ABC, Generic[Out]):
         :class:`~flowtrace.errors.FlowtraceError` when that fails."""
         return None
 
+    def event_types(self) -> tuple[type[Any], ...]:
+        """Every type of event it emits: one, or several for a source over
+        several probes whose events each keep their own type (what a
+        recording lists); empty when not known."""
+        event = self.event_type()
+        return () if event is None else (event,)
+
+    def replay_types(self) -> tuple[type[Any] | str, ...]:
+        """What a replay of its recording reads: :meth:`event_types`, where a
+        type generated from the running kernel's description may be given by
+        name instead, to be rebuilt from the recording's header (so a replay
+        reads nothing of the kernel and needs no root)."""
+        return self.event_types()
+
     def generated_code(self) -> str | None:
         """The program it would load into the kernel (BPF C), if any, for
         ``flowtrace explain``; generating it attaches nothing."""
@@ -358,26 +372,37 @@ def field_names(event: type[Any]) -> tuple[str, ...] | None:
 
 
 def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
-    """Check every field name the operators read against the type of the
-    events reaching them, where that type is known. Raises
+    """Check every field name the operators read against the types of the
+    events reaching them, where those are known: a field must be one every
+    type has (a source over several probes emits several types). Raises
     :class:`PipelineDefinitionError` naming the operator, the field and the
-    fields that exist. Where the source's type cannot be known yet (its
+    fields there are. Where the source's types cannot be known yet (their
     kernel description needs root) nothing is checked; a replay rebuilds the
-    plan with the recording's type, and is checked then."""
+    plan with the recording's types, and is checked then."""
     if not any(op.reads_fields() for op in operators):
-        return  # nothing to check: do not ask the source (its type may need tracefs)
+        return  # nothing to check: do not ask the source (its types may need tracefs)
     try:
-        current = source.event_type()
+        types: tuple[type[Any], ...] = source.event_types()
     except (FlowtraceError, OSError):
         return
     for op in operators:
-        names = field_names(current) if current is not None else None
-        if names is not None:
-            for field in op.reads_fields():
-                if field not in names:
-                    assert current is not None
-                    raise PipelineDefinitionError(
-                        f"{op.stage_name()}: {current.__name__} has no field {field!r};"
-                        f" its fields: {', '.join(names)}"
-                    )
-        current = op.output_type(current)
+        _check_operator(op, types)
+        outputs = tuple(op.output_type(t) for t in types)
+        passed = len(types) == 1 or all(o is t for o, t in zip(outputs, types, strict=True))
+        types = tuple(t for t in outputs if t is not None) if passed else ()
+
+
+def _check_operator(op: Operator[Any, Any], types: tuple[type[Any], ...]) -> None:
+    named = [field_names(t) for t in types]
+    if not types or any(n is None for n in named):
+        return
+    shared = [f for f in named[0] or () if all(f in (n or ()) for n in named)]
+    for field in op.reads_fields():
+        if field not in shared:
+            kinds = " and ".join(t.__name__ for t in types)
+            what = "has" if len(types) == 1 else "have"
+            listing = "its fields" if len(types) == 1 else "fields they all have"
+            raise PipelineDefinitionError(
+                f"{op.stage_name()}: {kinds} {what} no field {field!r}; {listing}: "
+                + ", ".join(shared)
+            )

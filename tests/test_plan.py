@@ -16,19 +16,15 @@ import pytest
 from workloads import run_syncs
 
 from flowtrace import (
-    Event,
-    KernelSource,
     Operator,
     Pipeline,
     PipelineDefinitionError,
-    Probe,
     Run,
     Sink,
     StageContext,
     syscall_entry,
 )
 from flowtrace.fanout import TeeSink
-from flowtrace.ktypes import task_comm, task_pid
 from flowtrace.testing import ListSource
 
 
@@ -154,13 +150,26 @@ def test_fields_are_checked_when_the_plan_is_built() -> None:
         Pipeline(Typed(EVENTS), [SumBy("pidd")], PerRun())
 
 
+class Other(msgspec.Struct, frozen=True):
+    pid: int
+    lat: int
+
+
+class Mixed(ListSource[Any]):
+    def event_types(self) -> tuple[type[Any], ...]:
+        return (Sample, Other)
+
+
+def test_a_source_of_several_types_offers_the_fields_they_all_have() -> None:
+    Mixed([]) | SumBy("pid")  # "pid" twice: both have it
+    with pytest.raises(PipelineDefinitionError) as info:
+        Mixed([]) | SumBy("lat")
+    message = "SumBy: Sample and Other have no field 'lat'; fields they all have: pid"
+    assert str(info.value) == message
+
+
 def test_fields_after_an_operator_of_unknown_output_are_not_checked() -> None:
     Typed(EVENTS) | SumBy("bytes") | SumBy("anything")  # SumBy's output type is unknown
-
-
-class SyncCall(Event, frozen=True):
-    pid: task_pid
-    comm: task_comm
 
 
 @pytest.mark.kernel
@@ -168,7 +177,7 @@ class SyncCall(Event, frozen=True):
 async def test_one_kernel_pipeline_runs_twice_in_a_row_and_twice_at_once() -> None:
     """Each run attaches its own program and sees exactly the syncs made
     while it was attached."""
-    pipeline = KernelSource(SyncCall, Probe("entry of sync(2)", *syscall_entry("sync"))) | PerRun()
+    pipeline = syscall_entry("sync") | PerRun()
 
     async def attached_while(syncs: int, runs: int) -> list[tuple[Run, list[int]]]:
         async with anyio.create_task_group() as tg:
