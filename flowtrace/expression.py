@@ -32,7 +32,7 @@ import ast
 import builtins
 import difflib
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -154,10 +154,10 @@ def _bound_names(tree: ast.AST) -> set[str]:
     return bound
 
 
-def _used_names(tree: ast.AST) -> Iterator[ast.Name]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            yield node
+def _used_names(tree: ast.AST) -> list[ast.Name]:
+    """The names ``tree`` reads, leftmost first."""
+    names = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
+    return sorted(names, key=lambda n: (n.lineno, n.col_offset))
 
 
 def unknown_name_message(name: str, known: dict[str, NameEntry], where: str = "") -> str:

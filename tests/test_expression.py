@@ -139,6 +139,11 @@ def test_an_unknown_name_lists_close_matches() -> None:
     )
 
 
+def test_the_leftmost_unknown_name_is_reported() -> None:
+    # a breadth-first walk of the tree meets xyzzy before qq
+    assert error("qq(1) | xyzzy").startswith("-e: unknown name 'qq' at column 1;")
+
+
 def test_an_unknown_name_without_close_matches_lists_every_name() -> None:
     message = error("xyzzy()")
     head = "-e: unknown name 'xyzzy' at column 1; the names are sources: "
