@@ -35,14 +35,25 @@ from .probes import (
     Uprobe,
     Uretprobe,
     Usdt,
-    syscall_entry,
-    syscall_exit,
+    syscall_entry_points,
+    syscall_exit_points,
 )
 from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import PipelineStats, StageStats
 from .trace_pipe import TraceFields, TracePipeSource
+from .typed_sources import (
+    Arg,
+    TracepointSource,
+    raw_tracepoint,
+    syscall_entry,
+    syscall_exit,
+    tracepoint,
+    uprobe,
+    usdt,
+)
 
 __all__ = [
+    "Arg",
     "AsyncOperator",
     "AttachError",
     "Clock",
@@ -80,10 +91,17 @@ __all__ = [
     "TraceFields",
     "TracePipeSource",
     "Tracepoint",
+    "TracepointSource",
     "Uprobe",
     "Uretprobe",
     "Usdt",
     "layout_of",
+    "raw_tracepoint",
     "syscall_entry",
+    "syscall_entry_points",
     "syscall_exit",
+    "syscall_exit_points",
+    "tracepoint",
+    "uprobe",
+    "usdt",
 ]

@@ -10,7 +10,9 @@ decoder agree by construction.
 from __future__ import annotations
 
 import functools
+import keyword
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -18,9 +20,9 @@ import msgspec
 import numpy as np
 
 from .errors import EventDefinitionError
-from .ktypes import KernelType
+from .ktypes import KernelType, annotation
 
-__all__ = ["Event", "FieldLayout", "Layout", "layout_of"]
+__all__ = ["Event", "FieldLayout", "Layout", "event_type", "layout_of"]
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -168,3 +170,33 @@ def _derive_layout(event: type[Event]) -> Layout[Any]:
     if not fields:
         raise EventDefinitionError(f"{event.__name__} declares no fields")
     return Layout(event, tuple(fields), _align(offset, max_align), max_align)
+
+
+def event_type(name: str, fields: Sequence[tuple[str, KernelType]]) -> type[Event]:
+    """A new :class:`Event` subclass ``name`` with ``fields`` in order, as if
+    declared with a class statement (its layout is derived the same way).
+
+    Field names must be Python identifiers that do not start with ``_``
+    (msgspec cannot hold those), and distinct; else ``EventDefinitionError``.
+    """
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise EventDefinitionError(f"{name!r} is not a usable event class name")
+    seen: set[str] = set()
+    for field, _ in fields:
+        if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("_"):
+            raise EventDefinitionError(
+                f"{name}: {field!r} is not a usable field name (an identifier, not starting with _)"
+            )
+        if field in seen:
+            raise EventDefinitionError(f"{name}: field {field!r} appears twice")
+        seen.add(field)
+    made = msgspec.defstruct(
+        name,
+        [(field, annotation(ktype)) for field, ktype in fields],
+        bases=(Event,),
+        frozen=True,
+        gc=False,
+        module=__name__,
+    )
+    assert issubclass(made, Event)
+    return made

@@ -36,10 +36,7 @@ def field_types(event: type[Any]) -> list[tuple[str, str]]:
     for another msgspec Struct."""
     if not issubclass(event, Event):
         return [(f.name, getattr(f.type, "__name__", repr(f.type))) for f in fields(event)]
-    return [
-        (f.name, f"{f.ktype.c_type}[{f.ktype.array_len}]" if f.ktype.is_string else f.ktype.c_type)
-        for f in layout_of(event).fields
-    ]
+    return [(f.name, f.ktype.spelled()) for f in layout_of(event).fields]
 
 
 class RecordingSource(Source[T], Generic[T]):

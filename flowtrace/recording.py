@@ -6,7 +6,10 @@ go backwards nor lie more than :data:`MAX_SPAN` seconds after the header's
 start, the ``end`` record and its count) and raises
 :class:`ReplayError` naming the file, the line number, the problem and the
 fix. A recording never names code to import: the event type comes from the
-caller (the pipeline being replayed) and must match the header's layout.
+caller (the pipeline being replayed) and must match the header's layout; a
+source whose event type is generated from the running kernel (a
+tracepoint's format file) has it rebuilt from the header's field names and
+kernel types instead (:func:`replay_event`), so replaying reads no tracefs.
 """
 
 from __future__ import annotations
@@ -20,12 +23,21 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 import numpy as np
 
-from .errors import FlowtraceError
-from .events import Event, layout_of
+from .errors import EventDefinitionError, FlowtraceError
+from .events import Event, event_type, layout_of
+from .ktypes import parse_c_type
 from .recorder import field_types
 from .sinks.schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
 
-__all__ = ["MAX_LINE", "MAX_SPAN", "RecordingReader", "ReplayError"]
+__all__ = [
+    "MAX_FIELDS",
+    "MAX_LINE",
+    "MAX_SPAN",
+    "RecordingReader",
+    "ReplayError",
+    "read_header",
+    "replay_event",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -40,8 +52,11 @@ MAX_START = 1e12
 """Largest header ``start`` (in absolute value) a reader accepts: clock
 seconds (monotonic: since boot), so ±31,000 years: far inside what the
 windows' nanosecond arithmetic handles (a forged 1e300 would overflow it)."""
+MAX_FIELDS = 1024
+"""Most fields a recorded event type rebuilt from a header may have."""
 BATCH_LIMIT = 8192
 _FIX = "record it again with flowtrace run --record"
+_OTHER = "replay it into the pipeline that recorded it, or record this one"
 
 
 class ReplayError(FlowtraceError):
@@ -84,38 +99,14 @@ def _strict_type(event: type[S]) -> tuple[type[msgspec.Struct], list[tuple[int, 
     return msgspec.defstruct(event.__name__, fields, forbid_unknown_fields=True), extra
 
 
-class RecordingReader(Generic[S]):
-    """Reads a recording of ``event`` events; iterating yields ``(at, batch)``
-    pairs, batches as recorded (events with the same ``at``), split at
-    ``batch_limit``. Holds one batch and one line in memory.
+class _RecordingFile:
+    """A recording file, read in bounded lines; opening it reads and checks
+    its header (``header``)."""
 
-    Opening reads and checks the header. :attr:`end` is set once the ``end``
-    record is read. Every problem raises :class:`ReplayError`, one line:
-    ``PATH:LINE: problem; fix``.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], event: type[S], *, batch_limit: int = BATCH_LIMIT
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.event = event
-        self.batch_limit = batch_limit
         self._envelope = msgspec.json.Decoder(_Line)
         self._header_decoder = msgspec.json.Decoder(RecordingHeader)
-        self._end_decoder = msgspec.json.Decoder(RecordingEnd)
-        strict, self._limits = _strict_type(event)
-        self._data = msgspec.json.Decoder(strict)
-        # one decode per event line where the line is as flowtrace writes it;
-        # anything else goes through the checks that name the problem
-        self._quick = msgspec.json.Decoder(
-            msgspec.defstruct(
-                "EventLine",
-                [("v", int), ("type", str), ("name", str), ("at", float), ("data", strict)],
-            )
-        )
-        self.end: RecordingEnd | None = None
-        self.end_at = 0.0
-        self.events = 0
         with self._open() as lines:
             self.header = self._read_header(lines)
 
@@ -163,23 +154,72 @@ class RecordingReader(Generic[S]):
             header = self._header_decoder.decode(line.data)
         except msgspec.DecodeError as exc:
             raise self._fail(1, f"bad recording header: {exc}") from None
-        other = "replay it into the pipeline that recorded it, or record this one"
-        if header.event != self.event.__name__:
-            raise self._fail(
-                1,
-                f"recording holds {header.event} events, the pipeline's source emits"
-                f" {self.event.__name__}",
-                other,
-            )
-        expected = [list(f) for f in field_types(self.event)]
-        if header.fields is not None and [list(f) for f in header.fields] != expected:
-            fields = ", ".join(" ".join(f) for f in header.fields)
-            raise self._fail(1, f"recorded {header.event} fields differ: ({fields})", other)
         if not math.isfinite(header.start) or abs(header.start) > MAX_START:
             raise self._fail(
                 1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
             )
         return header
+
+    def rebuilt_event(self) -> type[Event]:
+        """An event type with the header's field names and kernel types (none
+        filled automatically: for replay), checked as untrusted input."""
+        header = self.header
+        if header.event is None or header.fields is None:
+            raise self._fail(1, "the header lists no event type and fields to rebuild")
+        if len(header.fields) > MAX_FIELDS:
+            raise self._fail(1, f"{len(header.fields)} fields, more than {MAX_FIELDS}")
+        try:
+            fields = [(name, parse_c_type(spelled)) for name, spelled in header.fields]
+            return event_type(header.event, fields)
+        except (ValueError, EventDefinitionError) as exc:
+            raise self._fail(1, f"bad event type in the header: {exc}") from None
+
+    def _check_event(self, name: str) -> None:
+        """Refuse a recording of events other than ``name``."""
+        if self.header.event != name:
+            raise self._fail(
+                1,
+                f"recording holds {self.header.event} events, the pipeline's source emits {name}",
+                _OTHER,
+            )
+
+
+class RecordingReader(_RecordingFile, Generic[S]):
+    """Reads a recording of ``event`` events; iterating yields ``(at, batch)``
+    pairs, batches as recorded (events with the same ``at``), split at
+    ``batch_limit``. Holds one batch and one line in memory.
+
+    Opening reads and checks the header. :attr:`end` is set once the ``end``
+    record is read. Every problem raises :class:`ReplayError`, one line:
+    ``PATH:LINE: problem; fix``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], event: type[S], *, batch_limit: int = BATCH_LIMIT
+    ) -> None:
+        super().__init__(path)
+        self.event = event
+        self.batch_limit = batch_limit
+        self._check_event(event.__name__)
+        expected = [list(f) for f in field_types(event)]
+        header = self.header
+        if header.fields is not None and [list(f) for f in header.fields] != expected:
+            fields = ", ".join(" ".join(f) for f in header.fields)
+            raise self._fail(1, f"recorded {header.event} fields differ: ({fields})", _OTHER)
+        self._end_decoder = msgspec.json.Decoder(RecordingEnd)
+        strict, self._limits = _strict_type(event)
+        self._data = msgspec.json.Decoder(strict)
+        # one decode per event line where the line is as flowtrace writes it;
+        # anything else goes through the checks that name the problem
+        self._quick = msgspec.json.Decoder(
+            msgspec.defstruct(
+                "EventLine",
+                [("v", int), ("type", str), ("name", str), ("at", float), ("data", strict)],
+            )
+        )
+        self.end: RecordingEnd | None = None
+        self.end_at = 0.0
+        self.events = 0
 
     def __iter__(self) -> Iterator[tuple[float, list[S]]]:
         self.events, self.end = 0, None
@@ -268,6 +308,29 @@ class RecordingReader(Generic[S]):
             pass
         assert self.end is not None
         return self.end
+
+
+def read_header(path: str | os.PathLike[str]) -> RecordingHeader:
+    """The checked header of the recording at ``path`` (its events are not read)."""
+    return _RecordingFile(path).header
+
+
+def replay_event(source: object, path: str | os.PathLike[str]) -> object:
+    """The event type to replay the recording at ``path`` into ``source``'s pipeline.
+
+    A source whose event type is generated from the running kernel names it
+    in ``generated_event_name`` (as :class:`~flowtrace.typed_sources.TracepointSource`
+    does): the type is rebuilt from the recording's header (field names and
+    kernel types), so nothing is read from the kernel; a recording of other
+    events is refused. Any other source's ``event`` attribute (None if it has
+    none) is returned.
+    """
+    name = getattr(source, "generated_event_name", None)
+    if not isinstance(name, str):
+        return getattr(source, "event", None)
+    recording = _RecordingFile(path)
+    recording._check_event(name)
+    return recording.rebuilt_event()
 
 
 class _Lines:

@@ -15,7 +15,7 @@ import msgspec
 from .clock import ManualClock
 from .context import SourceContext
 from .pipeline import Pipeline
-from .recording import RecordingReader, ReplayError
+from .recording import RecordingReader, ReplayError, replay_event
 from .stages import Emit, Source
 from .stats import PipelineStats, StageStats
 
@@ -128,7 +128,7 @@ def replay(
     anything runs. If you rebuild the result with ``Pipeline.replace``, call
     :func:`flowtrace.sinkspec.bind_pipeline_stats` on the pipeline you run
     (the replay source paces the virtual clock by its counters)."""
-    event = getattr(pipeline.source, "event", None)
+    event = replay_event(pipeline.source, path)
     if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
         raise ReplayError(
             f"source {pipeline.source.stage_name()!r} declares no event type (an `event`"

@@ -7,7 +7,7 @@ import json
 from flowtrace.events import Event
 from flowtrace.kernel_source import KernelSource
 from flowtrace.ktypes import cpu_id, ktime_ns, task_comm, task_pid
-from flowtrace.probes import Probe, syscall_entry
+from flowtrace.probes import Probe, syscall_entry_points
 from flowtrace.trace_pipe import TracePipeSource
 
 __all__ = ["CREATION_SYSCALLS", "Clone", "clone_messages", "clones"]
@@ -25,7 +25,9 @@ class Clone(Event, frozen=True):
 
 
 def _creation_probe(body: str = "") -> Probe:
-    return Probe("entry of clone/clone3/fork/vfork", *syscall_entry(*CREATION_SYSCALLS), body=body)
+    return Probe(
+        "entry of clone/clone3/fork/vfork", *syscall_entry_points(*CREATION_SYSCALLS), body=body
+    )
 
 
 def clones(*, transport: str = "auto") -> KernelSource[Clone]:

@@ -14,7 +14,7 @@ import pytest
 from clirun import flowtrace
 from workloads import run_syncs
 
-from flowtrace import Pipeline, Probe, syscall_entry
+from flowtrace import Pipeline, Probe, syscall_entry_points
 from flowtrace.kernel import tracefs
 from flowtrace.testing import CollectSink
 from flowtrace.trace_pipe import (
@@ -36,7 +36,7 @@ def instances() -> list[str]:
 
 def sync_printer(text: str) -> TracePipeSource:
     return TracePipeSource(
-        Probe("entry of sync(2)", *syscall_entry("sync"), body=f'ft_printk("{text} %d", 7);')
+        Probe("entry of sync(2)", *syscall_entry_points("sync"), body=f'ft_printk("{text} %d", 7);')
     )
 
 
@@ -142,7 +142,8 @@ async def test_lines_the_kernel_refuses_to_print_are_counted_as_lost() -> None:
     workload = getppid_loop(calls)
     body = f"if ((bpf_get_current_pid_tgid() >> 32) != {workload.pid})\n    return 0;\n"
     body += 'ft_printk("a control code \\001 is refused");'
-    source = TracePipeSource(Probe("entry of getppid(2)", *syscall_entry("getppid"), body=body))
+    probe = Probe("entry of getppid(2)", *syscall_entry_points("getppid"), body=body)
+    source = TracePipeSource(probe)
     sink = CollectSink[TraceFields]()
     pipeline = Pipeline(source, [], sink)
     async with anyio.create_task_group() as tg:
