@@ -4,18 +4,22 @@ The expression is parsed with :mod:`ast` first, so a syntax error is reported
 with its column before anything is imported or built. It is then evaluated
 with only the names of :func:`expression_names` and no other builtins:
 
+* the typed sources of :mod:`flowtrace.typed_sources` (``tracepoint``,
+  ``syscall_entry``, ``syscall_exit``, ``raw_tracepoint``, ``uprobe``,
+  ``usdt``);
 * sources: every entry point in the ``flowtrace.sources`` group, by its name
   (``sync_calls()``, ``task_switches()``, a third-party package's own);
 * ``F`` and every operator of :mod:`flowtrace.operators` (``filter``,
   ``count``, ``log2_histogram``, ``join``, ``Sum``, ...);
-* the kernel types of :mod:`flowtrace.ktypes` (``u32``, ``Char``, ...);
+* the kernel types of :mod:`flowtrace.ktypes` (``u32``, ``Char``, ...) and
+  ``Arg`` (an argument by position, for typed sources);
 * sinks: every entry point in the ``flowtrace.sinks`` group, by its name
   (``console``, ``ndjson``, ``socket``, ``metrics``), called like the class
   (``ndjson("out.ndjson")``);
 * the builtins in :data:`SAFE_BUILTINS`.
 
-Where two groups define a name, the later one in this list wins (an
-operator named like a plugin source is the operator). Names are loaded only
+Where a plugin's name is also one of flowtrace's own, flowtrace's wins (an
+entry-point source named ``count`` is not reachable; the operator is). Names are loaded only
 when the expression uses them, so a broken plugin affects only expressions
 that name it. Attributes starting with ``_`` cannot be used. This keeps
 expressions to pipeline building; it is not a sandbox (the command runs as
@@ -40,13 +44,14 @@ from typing import Any
 
 import msgspec
 
-from . import ktypes, operators
+from . import ktypes, operators, typed_sources
 from .errors import FlowtraceError, PipelineFileError, one_line
 from .pipeline import Flow, Pipeline
 from .stages import Operator, Sink, Source
 
 __all__ = [
     "SAFE_BUILTINS",
+    "TYPED_SOURCES",
     "ExpressionError",
     "NameEntry",
     "evaluate",
@@ -60,6 +65,9 @@ SINK_GROUP = "flowtrace.sinks"
 DEFAULT_SINK = "console"
 GROUPS = ("source", "operator", "kernel type", "sink", "builtin")
 _STAGE_GROUPS = ("source", "operator", "sink")
+
+TYPED_SOURCES = ("tracepoint", "syscall_entry", "syscall_exit", "raw_tracepoint", "uprobe", "usdt")
+"""The typed sources an expression may use."""
 
 SAFE_BUILTINS = (
     "abs",
@@ -114,7 +122,9 @@ def expression_names() -> dict[str, NameEntry]:
     names |= _entry_points(SINK_GROUP, "sink")
     names |= _entry_points(SOURCE_GROUP, "source")
     names |= _attributes(ktypes, ktypes.__all__, "kernel type")
+    names |= _attributes(typed_sources, ["Arg"], "kernel type")
     names |= _attributes(operators, operators.__all__, "operator")
+    names |= _attributes(typed_sources, TYPED_SOURCES, "source")
     return names
 
 

@@ -10,9 +10,10 @@ from importlib.metadata import EntryPoint, entry_points
 
 import pytest
 
-from flowtrace import ktypes, operators
+from flowtrace import ktypes, operators, typed_sources
 from flowtrace.expression import (
     SAFE_BUILTINS,
+    TYPED_SOURCES,
     ExpressionError,
     evaluate,
     expression_names,
@@ -43,9 +44,12 @@ def test_the_names_are_operators_kernel_types_plugins_and_a_few_builtins() -> No
         **dict.fromkeys(SAFE_BUILTINS, "builtin"),
         **dict.fromkeys(sinks, "sink"),
         **dict.fromkeys(sources, "source"),
-        **dict.fromkeys(ktypes.__all__, "kernel type"),
+        **dict.fromkeys([*ktypes.__all__, "Arg"], "kernel type"),
         **dict.fromkeys(operators.__all__, "operator"),
+        **dict.fromkeys(TYPED_SOURCES, "source"),
     }
+    assert set(TYPED_SOURCES) <= set(typed_sources.__all__)
+    assert names["tracepoint"].load() is typed_sources.tracepoint
     assert {name: entry.group for name, entry in names.items()} == expected
     assert names["F"].load() is operators.F
     assert names["u32"].load() is ktypes.u32
