@@ -14,14 +14,20 @@ T = TypeVar("T")
 
 
 class Result(Sink[T], Generic[T]):
-    """Keeps the last item it receives (an operator's final table)."""
+    """Keeps the last item it receives (an operator's final table), where
+    the object the caller holds sees it: each run works on a copy of the
+    sink, and the copies share one holder."""
 
     def __init__(self, name: str = "result") -> None:
-        self.value: T | None = None
+        self._last: list[T] = []
         self.name = name
 
+    @property
+    def value(self) -> T | None:
+        return self._last[-1] if self._last else None
+
     async def write(self, batch: list[T]) -> None:
-        self.value = batch[-1]
+        self._last[:] = batch[-1:]
 
 
 def count_answer(value: Any) -> dict[str, int]:

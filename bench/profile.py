@@ -46,7 +46,7 @@ _RULES: list[tuple[str, str, str, str]] = [
     ("operators", "process", "bench/ops.py", ""),
     ("operators", "<lambda>", "bench/contenders/", ""),
     ("operators", "", "flowtrace/operators/", ""),
-    ("operators", "_run_operator", "flowtrace/pipeline.py", "op.process"),
+    ("operators", "_run_operator", "flowtrace/runtime.py", "op.process"),
     ("sink", "write", "bench/ops.py", ""),
     ("sink", "", "sinks/", ""),
     ("kernel lost counter read (bcc map, per wake-up)", "lost", "flowtrace/kernel_source.py", ""),
@@ -54,7 +54,7 @@ _RULES: list[tuple[str, str, str, str]] = [
     ("waiting for the fd (wait_readable, cancel scope)", "_woken_by_stop", "", ""),
     ("source loop", "_pump", "flowtrace/kernel_source.py", ""),
     ("pipeline edges and tasks", "", "anyio/streams/memory.py", ""),
-    ("pipeline edges and tasks", "", "flowtrace/pipeline.py", ""),
+    ("pipeline edges and tasks", "", "flowtrace/runtime.py", ""),
     ("event loop: waiting (epoll) ", "select", "selectors.py", ""),
     ("event loop and anyio", "", "asyncio/", ""),
     ("event loop and anyio", "", "anyio/", ""),
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in raw.read_text().splitlines():
         stack_text, _, samples = line.rpartition(" ")
         frames = stack_text.split(";")
-        if not any("run (flowtrace/pipeline.py" in f or "pipeline.py" in f for f in frames):
+        if not any("run (flowtrace/runtime.py" in f or "runtime.py" in f for f in frames):
             continue  # not the pipeline (py-spy's idle samples, other threads)
         counts[categorize(frames[2:])] += int(samples)
     total = sum(counts.values())

@@ -10,7 +10,7 @@ log2 histogram, served over HTTP from the same event loop.
     #   flowtrace run --record reads.rec pipelines/vfsreadlat.py
     .venv/bin/python examples/latency_service.py --replay reads.rec
 
-The pipeline is ``read_latencies() | log2_histogram(every=1s) | Accumulate()``:
+The pipeline is ``read_latencies() | log2_histogram(every=Tumbling(1)) | Accumulate()``:
 the operator emits one histogram per second, the sink adds them up, and the
 HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
 detached), then the server; exit 0. An error (a pipeline that cannot start,
@@ -30,12 +30,12 @@ import anyio
 import msgspec
 from anyio.abc import SocketStream, TaskStatus
 
-from flowtrace import FlowtraceError, Pipeline, Sink
-from flowtrace.operators import log2_histogram
-from flowtrace.operators.render import histogram_lines
+from flowtrace import FlowtraceError, Pipeline, Run, Sink, StageContext
+from flowtrace.operators import Tumbling, log2_histogram
 from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
-from flowtrace.sinks.schema import envelope, summary
+from flowtrace.schema import envelope, summary
 from flowtrace.sources.reads import read_latencies
 
 if sys.version_info < (3, 11):
@@ -53,7 +53,8 @@ class Accumulate(Sink[Record]):
 
     name = "accumulate"
 
-    def __init__(self) -> None:
+    async def open(self, ctx: StageContext) -> None:
+        await super().open(ctx)
         self.counts: dict[tuple[int, int], int] = {}
         self.unit = "usecs"
 
@@ -74,20 +75,20 @@ def latency_pipeline(every: float = 1.0) -> Pipeline:
     """Read latencies, a histogram per ``every`` seconds, accumulated."""
     return (
         read_latencies()
-        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every)
+        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=Tumbling(every))
         | Accumulate()
     )
 
 
 def render(h: Histogram) -> str:
     """``h`` exactly as bcc's ``print_log2_hist`` prints the same counts
-    (:func:`flowtrace.operators.render.histogram_lines`): nothing while empty."""
+    (:func:`flowtrace.render.histogram_lines`): nothing while empty."""
     lines = histogram_lines(h)
     return "\n".join(lines) + "\n" if lines else ""
 
 
 class LatencyService:
-    """Runs ``pipeline`` and an HTTP server on ``host:port`` in one task group.
+    """Runs ``pipeline`` once and an HTTP server on ``host:port`` in one task group.
 
     ``GET /`` (text), ``/histogram`` (JSON) and ``/stats`` (JSON) answer from
     the live state; any other path is a 404. Requests are read with a bound
@@ -100,10 +101,10 @@ class LatencyService:
     """
 
     def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8080) -> None:
-        sink = pipeline.sink
-        if not isinstance(sink, Accumulate):
+        if not isinstance(pipeline.sink, Accumulate):
             raise TypeError("the pipeline must end in an Accumulate sink")
-        self.pipeline, self.sink = pipeline, sink
+        self.pipeline_run = Run(pipeline)
+        self.sink = cast(Accumulate, self.pipeline_run.sink)
         self.host, self.port = host, port
         self.pipeline_done = anyio.Event()
         self.error: Exception | None = None
@@ -112,7 +113,7 @@ class LatencyService:
 
     def stop(self) -> None:
         """Stop the pipeline (detach, drain), then the server."""
-        self.pipeline.stop()
+        self.pipeline_run.stop()
         self._stopped.set()
 
     async def run(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -127,10 +128,10 @@ class LatencyService:
             await self.pipeline_done.wait()
             tg.cancel_scope.cancel()
 
-    async def _run_pipeline(self, *, task_status: TaskStatus[Pipeline]) -> None:
+    async def _run_pipeline(self, *, task_status: TaskStatus[Run]) -> None:
         status = _Started(task_status)
         try:
-            await self.pipeline.run(task_status=cast("TaskStatus[Pipeline]", status))
+            await self.pipeline_run.run(task_status=cast("TaskStatus[Run]", status))
         except FlowtraceError as exc:
             if not status.done:
                 raise  # failed while starting: the caller of run() gets the real error
@@ -167,7 +168,7 @@ class LatencyService:
         if path == "/histogram":
             return "200 OK", "application/json", _JSON.encode(envelope(self.sink.histogram()))
         if path == "/stats":
-            body: Any = envelope(summary(self.pipeline.stats))
+            body: Any = envelope(summary(self.pipeline_run.stats))
             return "200 OK", "application/json", _JSON.encode(body)
         return "404 Not Found", "text/plain", b"try /, /histogram or /stats\n"
 
@@ -175,11 +176,11 @@ class LatencyService:
 class _Started:
     """Passes ``started`` on to a task status, remembering that it was called."""
 
-    def __init__(self, status: TaskStatus[Pipeline]) -> None:
+    def __init__(self, status: TaskStatus[Run]) -> None:
         self.status = status
         self.done = False
 
-    def started(self, value: Pipeline) -> None:
+    def started(self, value: Run) -> None:
         self.done = True
         self.status.started(value)
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FlowtraceError, OSError) as exc:
         print(f"latency_service: error: {exc}", file=sys.stderr)
         return 2
-    for line in pipeline.stats.summary():
+    for line in service.pipeline_run.stats.summary():
         print(f"latency_service: {line}", file=sys.stderr)
     if service.error is not None:
         print(f"latency_service: error: {service.error}", file=sys.stderr)

@@ -20,7 +20,6 @@ from .errors import (
 )
 from .events import Event, Layout, layout_of
 from .kernel_source import KernelSource
-from .pipeline import Flow, Overflow, Pipeline
 from .probes import (
     Fentry,
     Fexit,
@@ -38,7 +37,8 @@ from .probes import (
     syscall_entry_points,
     syscall_exit_points,
 )
-from .stages import AsyncOperator, Emit, Operator, Sink, Source
+from .runtime import Run
+from .stages import AsyncOperator, Emit, Flow, Operator, Overflow, Pipeline, Sink, Source
 from .stats import PipelineStats, StageStats
 from .trace_pipe import TraceFields, TracePipeSource
 from .typed_sources import (
@@ -81,6 +81,7 @@ __all__ = [
     "PipelineStats",
     "Probe",
     "RawTracepoint",
+    "Run",
     "Scheme",
     "Sink",
     "Source",

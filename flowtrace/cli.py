@@ -23,13 +23,14 @@ import anyio
 import msgspec
 
 from .doctor import as_json_objects, run_checks
-from .errors import FlowtraceError, PipelineFileError
+from .errors import FlowtraceError, PipelineDefinitionError, PipelineFileError
 from .expression import evaluate
 from .loader import load_pipeline
-from .pipeline import Pipeline
 from .recorder import RecordingSource
 from .replay import ReplayError, replay
+from .runtime import Run
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
+from .stages import Pipeline
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -43,7 +44,7 @@ def _say(line: str) -> None:
     print(f"flowtrace: {line}", file=sys.stderr, flush=True)
 
 
-async def _watch_signals(pipeline: Pipeline, scope: anyio.CancelScope) -> None:
+async def _watch_signals(run: Run, scope: anyio.CancelScope) -> None:
     """First Ctrl-C/SIGTERM: graceful stop. Second: cancel (probes still detach)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         stopping = False
@@ -52,26 +53,26 @@ async def _watch_signals(pipeline: Pipeline, scope: anyio.CancelScope) -> None:
                 scope.cancel()
                 return
             stopping = True
-            pipeline.stop()
+            run.stop()
 
 
-async def _report_losses(pipeline: Pipeline) -> None:
+async def _report_losses(run: Run) -> None:
     """Print a line whenever a stage's loss or drop count grows."""
     shown = (0, 0)
     while True:
         await anyio.sleep(_LIVE_INTERVAL)
-        now = (pipeline.stats.lost, pipeline.stats.dropped)
+        now = (run.stats.lost, run.stats.dropped)
         if now != shown:
             _say(f"so far {now[0]} events lost in the kernel, {now[1]} dropped in the pipeline")
             shown = now
 
 
-async def _run(pipeline: Pipeline, duration: float | None) -> None:
+async def _run(run: Run, duration: float | None) -> None:
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch_signals, pipeline, tg.cancel_scope)
-        tg.start_soon(_report_losses, pipeline)
+        tg.start_soon(_watch_signals, run, tg.cancel_scope)
+        tg.start_soon(_report_losses, run)
         try:
-            await pipeline.run(duration=duration, report=_say)
+            await run.run(duration=duration, report=_say)
         finally:
             tg.cancel_scope.cancel()
 
@@ -89,13 +90,13 @@ def _duration(text: str) -> float:
 
 def _check_record(pipeline: Pipeline, path: str) -> None:
     """Refuse ``--record PATH`` before anything runs: a source without an
-    ``event`` type (its recording could not be replayed), a directory, or a
+    event type (its recording could not be replayed), a directory, or a
     path in no directory."""
-    event = getattr(pipeline.source, "event", None)
+    event = pipeline.source.event_type()
     if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
         raise ReplayError(
-            f"--record: source {pipeline.source.stage_name()!r} declares no event type (an"
-            " `event` attribute naming a msgspec Struct), so its recording could not be"
+            f"--record: source {pipeline.source.stage_name()!r} declares no event type (its"
+            " event_type() names no msgspec Struct), so its recording could not be"
             " replayed; record a source that declares one"
         )
     target = Path(path)
@@ -137,16 +138,16 @@ def _build(args: argparse.Namespace) -> Pipeline:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    pipeline = _build(args)
+    run = Run(_build(args))
     try:
-        anyio.run(_run, pipeline, args.duration)
+        anyio.run(_run, run, args.duration)
     except BaseExceptionGroup as group:
         failures, _ = group.split(FlowtraceError)
         if failures is None:
             raise
         raise _first_leaf(failures) from None
     finally:
-        for line in pipeline.stats.summary():
+        for line in run.stats.summary():
             _say(line)
     return 0
 
@@ -161,10 +162,10 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 def _cmd_explain(args: argparse.Namespace) -> int:
     pipeline = _load(args)
     print("\n".join(pipeline.describe()))
-    program = getattr(pipeline.source, "program", None)
-    if program is not None:
+    code = pipeline.source.generated_code()
+    if code is not None:
         print("\n/* BPF program */")
-        print(program().text)
+        print(code)
     return 0
 
 
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except (PipelineFileError, SinkSpecError, ReplayError) as exc:
+    except (PipelineFileError, PipelineDefinitionError, SinkSpecError, ReplayError) as exc:
         _say(f"error: {exc}")
         return 2
     except FlowtraceError as exc:

@@ -1,5 +1,5 @@
-"""What a running stage gets from the pipeline: its counters, a clock, and
-(for sources) the stop request."""
+"""What a running stage gets from its run: its counters, the whole run's
+counters, a clock, and (for sources) the stop request."""
 
 from __future__ import annotations
 
@@ -9,18 +9,35 @@ from contextlib import contextmanager
 import anyio
 
 from .clock import Clock
-from .stats import StageStats
+from .stats import PipelineStats, StageStats
 
 __all__ = ["SourceContext", "StageContext"]
 
 
 class StageContext:
-    """Handed to a stage when the pipeline starts it."""
+    """Handed to a stage when a run starts it.
 
-    def __init__(self, stats: StageStats, clock: Clock, report: Callable[[str], None]) -> None:
+    ``stats`` are the stage's own counters; ``pipeline`` the counters of every
+    stage of the same run (live: sinks that report loss and summaries read
+    them, a replay paces its clock by them); ``clock`` the run's clock.
+    """
+
+    def __init__(
+        self,
+        stats: StageStats,
+        clock: Clock,
+        report: Callable[[str], None],
+        pipeline: PipelineStats | None = None,
+    ) -> None:
         self.stats = stats
         self.clock = clock
+        self.pipeline = pipeline if pipeline is not None else PipelineStats([stats])
         self._report = report
+
+    def child(self, stats: StageStats) -> StageContext:
+        """A context for a stage this one runs inside itself (a sink of a fan-out):
+        same clock, reports and run, its own counters."""
+        return StageContext(stats, self.clock, self._report, self.pipeline)
 
     def report(self, message: str) -> None:
         """Tell the user something about this stage (how a probe attached)."""
@@ -30,8 +47,14 @@ class StageContext:
 class SourceContext(StageContext):
     """A source's context: also says when to stop."""
 
-    def __init__(self, stats: StageStats, clock: Clock, report: Callable[[str], None]) -> None:
-        super().__init__(stats, clock, report)
+    def __init__(
+        self,
+        stats: StageStats,
+        clock: Clock,
+        report: Callable[[str], None],
+        pipeline: PipelineStats | None = None,
+    ) -> None:
+        super().__init__(stats, clock, report, pipeline)
         self._stopping = False
         self._waits: set[anyio.CancelScope] = set()
         self._ready = anyio.Event()

@@ -70,6 +70,12 @@ class KernelSource(Source[E], Generic[E]):
         self.cflags = tuple(cflags)
         self.layout = layout_of(event)
 
+    def event_type(self) -> type[E]:
+        return self.event
+
+    def generated_code(self) -> str:
+        return self.program().text
+
     def plan(self) -> list[Choice]:
         """Resolve every probe on this kernel without attaching (may raise AttachError)."""
         return resolve(self.probes)

@@ -6,10 +6,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .errors import PipelineFileError
-from .pipeline import Pipeline
+from .errors import EventDefinitionError, PipelineDefinitionError, PipelineFileError
+from .stages import Pipeline
 
 __all__ = ["load_pipeline"]
+
+_DEFINITION_ERRORS = (PipelineDefinitionError, EventDefinitionError)
 
 
 def _split(spec: str) -> tuple[Path, str]:
@@ -45,6 +47,9 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
     sys.modules[module_name] = module
     try:
         exec(code, module.__dict__)
+    except _DEFINITION_ERRORS as exc:  # a plan that does not hold together: its own line
+        del sys.modules[module_name]
+        raise PipelineFileError(f"{path}: {exc}") from None
     except Exception as exc:
         del sys.modules[module_name]
         raise PipelineFileError(
@@ -65,6 +70,8 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
             built = target(args)
         except SystemExit as exc:  # a factory's argparse rejected the arguments
             raise PipelineFileError(f"{path}: bad arguments {' '.join(args)!r}") from exc
+        except _DEFINITION_ERRORS as exc:
+            raise PipelineFileError(f"{path}: {exc}") from None
         except ValueError as exc:  # int("x") and the like on an argument
             raise PipelineFileError(
                 f"{path}: bad arguments {' '.join(args)!r}: {' '.join(str(exc).split())}"

@@ -1,6 +1,6 @@
 """Recording a source's events as they arrive, for replay without a kernel.
 
-A recording is NDJSON in the schema of :mod:`flowtrace.sinks.schema`: a
+A recording is NDJSON in the schema of :mod:`flowtrace.schema`: a
 ``recording`` header, one ``event`` record per event with ``at`` (the
 pipeline clock when the source handed its batch on; events of one batch
 share it), and an ``end`` record. :mod:`flowtrace.replay` reads it back.
@@ -20,10 +20,9 @@ from msgspec.structs import fields
 from .clock import MonotonicClock
 from .context import SourceContext
 from .events import Event, layout_of
-from .sinks.linefile import write_lines
-from .sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
+from .linefile import write_lines
+from .schema import RecordEncoder, RecordingEnd, RecordingHeader
 from .stages import Emit, Source
-from .stats import PipelineStats
 
 __all__ = ["RecordingSource", "field_types"]
 
@@ -58,20 +57,20 @@ class RecordingSource(Source[T], Generic[T]):
         self.source = source
         self.path = Path(path)
         self.name = source.stage_name()
-        self.event: type[Any] | None = getattr(source, "event", None)
         self._encoder = RecordEncoder()
+
+    def fresh(self) -> RecordingSource[T]:
+        """A recorder of a fresh copy of the recorded source, for one run."""
+        return RecordingSource(self.source.fresh(), self.path)
+
+    def event_type(self) -> type[Any] | None:
+        return self.source.event_type()
 
     def describe(self) -> list[str]:
         return [*self.source.describe(), f"  recording its events to {self.path}"]
 
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Pass the pipeline's counters on to the recorded source, if it uses them."""
-        bind = getattr(self.source, "bind_pipeline", None)
-        if callable(bind):
-            bind(stats)
-
     def header(self, start: float, clock: object) -> RecordingHeader:
-        event = self.event
+        event = self.event_type()
         return RecordingHeader(
             source=self.name,
             event=event.__name__ if event else None,
@@ -128,7 +127,7 @@ class _NotingReady:
 
 
 class _LineFile:
-    """A file written in whole lines (:func:`~flowtrace.sinks.linefile.write_lines`):
+    """A file written in whole lines (:func:`~flowtrace.linefile.write_lines`):
     a failed write is cut back to the last whole line, and the file is not
     written again."""
 

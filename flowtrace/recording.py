@@ -27,7 +27,7 @@ from .errors import EventDefinitionError, FlowtraceError
 from .events import Event, event_type, layout_of
 from .ktypes import parse_c_type
 from .recorder import field_types
-from .sinks.schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
+from .schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
 
 __all__ = [
     "MAX_FIELDS",
@@ -322,12 +322,13 @@ def replay_event(source: object, path: str | os.PathLike[str]) -> object:
     in ``generated_event_name`` (as :class:`~flowtrace.typed_sources.TracepointSource`
     does): the type is rebuilt from the recording's header (field names and
     kernel types), so nothing is read from the kernel; a recording of other
-    events is refused. Any other source's ``event`` attribute (None if it has
-    none) is returned.
+    events is refused. Any other source's ``event_type()`` is returned (None
+    if it has none).
     """
     name = getattr(source, "generated_event_name", None)
     if not isinstance(name, str):
-        return getattr(source, "event", None)
+        event_type = getattr(source, "event_type", None)
+        return event_type() if callable(event_type) else None
     recording = _RecordingFile(path)
     recording._check_event(name)
     return recording.rebuilt_event()

@@ -107,11 +107,11 @@ class WindowResult(Record, frozen=True, kw_only=True):
 class SideRecord(Record, frozen=True, kw_only=True):
     """Base of side outputs: what an operator could not fold into its results
     (a late event, a start that never completed) but passes on rather than
-    lose. Every flowtrace operator passes side records through unchanged and
-    never applies its predicate, function, key or aggregate to one: per-event
-    operators keep them in their place among the events, windows emit them
-    ahead of the results of the batch they came with; sinks print or write
-    them (see ``docs/operators.md``)."""
+    lose. The runtime sends side records past every operator unchanged,
+    ahead of the results of the batch they came with, so no predicate,
+    function, key or aggregate is applied to one (see
+    :mod:`flowtrace.routing`); sinks print or write them (see
+    ``docs/operators.md``)."""
 
     kind: ClassVar[str] = "side"
 

@@ -14,10 +14,9 @@ import msgspec
 
 from .clock import ManualClock
 from .context import SourceContext
-from .pipeline import Pipeline
 from .recording import RecordingReader, ReplayError, replay_event
-from .stages import Emit, Source
-from .stats import PipelineStats, StageStats
+from .stages import Emit, Pipeline, Source
+from .stats import StageStats
 
 __all__ = ["RecordingReader", "ReplayError", "ReplaySource", "replay"]
 
@@ -31,8 +30,8 @@ class ReplaySource(Source[E], Generic[E]):
     (``realtime=False``, what :func:`replay` sets up) the replay runs on the
     recorded timeline as fast as the pipeline can go: before each batch the
     clock is set to the batch's arrival time, and the next step waits until
-    every stage has taken what was emitted (read from the pipeline's
-    counters, handed over by :meth:`bind_pipeline`), so each operator sees
+    every stage has taken what was emitted (read from the run's counters,
+    ``ctx.pipeline``), so each operator sees
     each batch at its recorded time and ticks on that timeline. At the end
     the clock moves to the time the recording stopped. With ``realtime`` the
     source sleeps between batches as long as the recording did.
@@ -50,12 +49,9 @@ class ReplaySource(Source[E], Generic[E]):
         self.event = reader.event
         self.realtime = realtime
         self.name = name or reader.header.source
-        self._chain: list[StageStats] = []
 
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Watch ``stats`` (the pipeline running this source) to know when
-        every stage has taken the last batch."""
-        self._chain = list(stats.stages)
+    def event_type(self) -> type[E]:
+        return self.event
 
     def describe(self) -> list[str]:
         pace = "in real time" if self.realtime else "as fast as possible"
@@ -92,7 +88,7 @@ class ReplaySource(Source[E], Generic[E]):
         """Wait until every stage took what it was given: the counters show
         it, and stay unchanged over two passes of the event loop (a stage
         between handing a batch on and counting it makes progress on each)."""
-        chain = self._chain if self._chain and self._chain[0] is ctx.stats else []
+        chain = ctx.pipeline.chain
         last: list[tuple[int, int, int]] = []
         steady = spins = 0
         while True:
@@ -125,9 +121,7 @@ def replay(
     source's ``event`` type, and, unless ``realtime``, the clock a
     :class:`ManualClock` starting at the recording's start. With ``check``
     the whole file is validated first, so a bad recording fails before
-    anything runs. If you rebuild the result with ``Pipeline.replace``, call
-    :func:`flowtrace.sinkspec.bind_pipeline_stats` on the pipeline you run
-    (the replay source paces the virtual clock by its counters)."""
+    anything runs."""
     event = replay_event(pipeline.source, path)
     if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
         raise ReplayError(
@@ -139,6 +133,4 @@ def replay(
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())
     clock = None if realtime else ManualClock(reader.header.start)
-    replayed = pipeline.replace(source=source, clock=clock)
-    source.bind_pipeline(replayed.stats)
-    return replayed
+    return pipeline.replace(source=source, clock=clock)

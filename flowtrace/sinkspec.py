@@ -7,31 +7,28 @@ installed third-party package adds sinks by declaring one::
     mysink = "mypackage.sink:MySink"
 
 The entry point is a class or factory with a ``from_spec(argument: str)``
-classmethod/function returning the sink; it raises :class:`SinkSpecError`
-(or ``ValueError``) for an argument it cannot use, with a message naming the
-problem and the fix. flowtrace's own sinks (``ndjson``, ``socket``,
-``metrics``) are found even where the entry points are not installed.
+classmethod/function returning the sink (:class:`SinkFactory`); it raises
+:class:`SinkSpecError` (or ``ValueError``) for an argument it cannot use,
+with a message naming the problem and the fix. The entry points are the one
+registry: flowtrace's own sinks are found through them too.
 
 :func:`with_sinks` adds sinks to a pipeline through a
-:class:`~flowtrace.sinks.tee.TeeSink`; :func:`bind_pipeline_stats` hands the
-pipeline's counters to sinks that report them.
+:class:`~flowtrace.fanout.TeeSink`.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, Protocol, runtime_checkable
 
 from .errors import FlowtraceError
-from .pipeline import Pipeline
-from .stages import Sink
+from .fanout import TeeSink
+from .stages import Pipeline, Sink
 
 __all__ = [
+    "SinkFactory",
     "SinkSpecError",
-    "bind_pipeline_stats",
     "parse_options",
     "parse_size",
     "sink_from_spec",
@@ -39,31 +36,22 @@ __all__ = [
 ]
 
 GROUP = "flowtrace.sinks"
-_BUILTIN = {
-    "ndjson": "flowtrace.sinks.ndjson:NdjsonSink",
-    "socket": "flowtrace.sinks.socket:SocketSink",
-    "metrics": "flowtrace.sinks.metrics:MetricsSink",
-}
-
-T = TypeVar("T")
 
 
 class SinkSpecError(FlowtraceError):
     """A ``--sink`` specification names no known sink or has a bad argument."""
 
 
+@runtime_checkable
+class SinkFactory(Protocol):
+    """What a ``flowtrace.sinks`` entry point names: something that builds
+    its sink from the text after ``NAME:``."""
+
+    def from_spec(self, argument: str) -> Sink[Any]: ...
+
+
 def _available() -> dict[str, Callable[[], Any]]:
-    found: dict[str, Callable[[], Any]] = {}
-    for name, target in _BUILTIN.items():
-        found[name] = functools.partial(_import, target)
-    for ep in entry_points(group=GROUP):
-        found[ep.name] = ep.load
-    return found
-
-
-def _import(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return {ep.name: ep.load for ep in entry_points(group=GROUP)}
 
 
 def sink_from_spec(spec: str) -> Sink[Any]:
@@ -82,14 +70,13 @@ def sink_from_spec(spec: str) -> Sink[Any]:
         raise SinkSpecError(
             f"--sink {spec}: sink {name!r} failed to import: {type(exc).__name__}: {exc}"
         ) from None
-    from_spec = getattr(factory, "from_spec", None)
-    if from_spec is None:
+    if not isinstance(factory, SinkFactory):
         raise SinkSpecError(
             f"--sink {spec}: sink {name!r} cannot be built from the command line "
             "(it has no from_spec); use it in the pipeline file instead"
         )
     try:
-        sink = from_spec(argument)
+        sink = factory.from_spec(argument)
     except SinkSpecError as exc:
         raise SinkSpecError(f"--sink {spec}: {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -124,24 +111,9 @@ def parse_options(parts: Sequence[str], allowed: dict[str, Callable[[str], Any]]
     return options
 
 
-def bind_pipeline_stats(pipeline: Pipeline) -> Pipeline:
-    """Hand ``pipeline.stats`` to its source and sink where they use them
-    (sinks that report the pipeline's counters, a replay source pacing a
-    virtual clock; see :class:`~flowtrace.sinks.reporting.PipelineBound`).
-    Call it on the pipeline you run, after the last ``Pipeline.replace``;
-    returns the pipeline."""
-    for stage in (pipeline.source, pipeline.sink):
-        bind = getattr(stage, "bind_pipeline", None)
-        if callable(bind):
-            bind(pipeline.stats)
-    return pipeline
-
-
 def with_sinks(pipeline: Pipeline, sinks: Sequence[Sink[Any]]) -> Pipeline:
     """A new pipeline writing to its own sink and to ``sinks`` (through a
-    :class:`~flowtrace.sinks.tee.TeeSink`), with the counters bound."""
+    :class:`~flowtrace.fanout.TeeSink`)."""
     if not sinks:
-        return bind_pipeline_stats(pipeline)
-    from .sinks.tee import TeeSink
-
-    return bind_pipeline_stats(pipeline.replace(sink=TeeSink([pipeline.sink, *sinks])))
+        return pipeline
+    return pipeline.replace(sink=TeeSink([pipeline.sink, *sinks]))

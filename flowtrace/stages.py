@@ -1,51 +1,87 @@
-"""The three kinds of stage a pipeline is made of, as abstract base classes.
+"""The three kinds of stage, and pipelines as plans composed of them.
 
 Batches (lists of events, oldest first) are what moves between stages; a
 stage sees whole batches, so per-event work is a plain loop or comprehension
 inside one call, never an await per event.
 
-Lifecycle guarantees, for every stage a pipeline runs:
+``source | operator | ... | sink`` builds a :class:`Pipeline`: an immutable
+description. Nothing runs or attaches while it is built; field names the
+operators read are checked against the source's event type then. Each run
+(:meth:`Pipeline.run`, :class:`~flowtrace.runtime.Run`) makes fresh stage
+objects from the plan with :meth:`fresh`, so one pipeline runs any number of
+times, in a row or at once, and the stage objects in the plan are never
+opened. A stage therefore keeps its configuration in ``__init__`` and every
+piece of per-run state in what ``open()`` (or a source's ``run()``) creates.
+
+Lifecycle guarantees, for every stage a run starts:
 
 * Operators and sinks are opened (``open``) once before their first batch
-  and closed (``close``) once afterwards, also when the pipeline fails or is
+  and closed (``close``) once afterwards, also when the run fails or is
   cancelled. A source has no ``open`` or ``close``: its ``run`` is awaited
   once and releases what it acquired (detaches probes) before returning.
 * A source is asked to stop (``ctx.stop_requested``) before anything
   downstream finishes; operators then get ``finish()`` once the stream above
   them has ended, and sinks get ``close()`` after their last batch.
-* An exception a stage raises stops the whole pipeline with a
+* An exception a stage raises stops the whole run with a
   :class:`~flowtrace.errors.StageError` naming that stage.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Generic, TypeVar, overload
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
+import anyio
+from anyio.abc import TaskStatus
+
+from .clock import Clock, MonotonicClock
 from .context import SourceContext, StageContext
+from .errors import FlowtraceError, PipelineDefinitionError
+from .runtime import Overflow, Run
+from .stats import PipelineStats
 
-if TYPE_CHECKING:
-    from .pipeline import Flow, Pipeline
-
-__all__ = ["AsyncOperator", "Emit", "Operator", "Sink", "Source"]
+__all__ = [
+    "AsyncOperator",
+    "Emit",
+    "Flow",
+    "Operator",
+    "Overflow",
+    "Pipeline",
+    "Sink",
+    "Source",
+    "field_names",
+]
 
 T = TypeVar("T")
+U = TypeVar("U")
 In = TypeVar("In")
 Out = TypeVar("Out")
+S = TypeVar("S", bound="_Stage")
 
 Emit = Callable[[list[T]], Awaitable[None]]
 """How a source hands a batch downstream; may wait (backpressure)."""
 
 
-class _Named:
+class _Stage:
     name: str = ""
 
     def stage_name(self) -> str:
         return self.name or type(self).__name__
 
+    def fresh(self: S) -> S:
+        """A stage with this one's configuration and no run state, for one run.
 
-class Source(_Named, ABC, Generic[Out]):
+        The default is a shallow copy, which is right for stages that keep
+        per-run state only in what ``open()``/``run()`` create. A stage that
+        holds other stages (a fan-out, a recorder) returns copies holding
+        fresh copies of them.
+        """
+        return copy.copy(self)
+
+
+class Source(_Stage, ABC, Generic[Out]):
     """Produces batches of events.
 
     ``run`` emits until its input is exhausted or ``ctx.stop_requested``
@@ -60,43 +96,65 @@ class Source(_Named, ABC, Generic[Out]):
         """Lines explaining what the source will do, without doing it."""
         return [f"source {self.stage_name()}"]
 
+    def event_type(self) -> type[Any] | None:
+        """The type of the events it emits, when known (a msgspec Struct):
+        what plans check field names against, and what recordings carry.
+        May read the kernel's description of the event (tracefs); raises
+        :class:`~flowtrace.errors.FlowtraceError` when that fails."""
+        return None
+
+    def generated_code(self) -> str | None:
+        """The program it would load into the kernel (BPF C), if any, for
+        ``flowtrace explain``; generating it attaches nothing."""
+        return None
+
     @overload
     def __or__(self, other: Operator[Out, T]) -> Flow[T]: ...
     @overload
     def __or__(self, other: Sink[Out]) -> Pipeline: ...
     def __or__(self, other: Operator[Out, T] | Sink[Out]) -> Flow[T] | Pipeline:
-        from .pipeline import Flow
-
         return Flow[Out](self, ()) | other
 
 
-class Operator(_Named, ABC, Generic[In, Out]):
+class Operator(_Stage, ABC, Generic[In, Out]):
     """Transforms batches; synchronous, so it never blocks the pipeline.
 
     ``process`` gets each batch and returns what to emit now (possibly
     nothing). If ``tick_interval`` is set, ``tick`` runs whenever that many
-    seconds of the pipeline clock (``self.ctx.clock``) have passed since the
+    seconds of the run's clock (``self.ctx.clock``) have passed since the
     last tick, also when no events arrive; it must emit everything due at
     ``ctx.clock.now()``, since a virtual clock may jump several intervals at
     once. ``finish`` runs once at end of stream and returns what is still held
     (open windows).
 
     An operator that has seen enough (a window operator after its last
-    window) calls :meth:`request_pipeline_stop`.
+    window) calls :meth:`request_pipeline_stop`. An operator that reads
+    fields of its input by name says which in :meth:`reads_fields`, so a
+    plan can check them before anything runs.
+
+    Side records (:class:`~flowtrace.records.SideRecord`) from upstream
+    never reach ``process`` (nor the batches an :class:`AsyncOperator`
+    reads): the runtime sends them on ahead of what the operator emits for
+    their batch (:mod:`flowtrace.routing`), unless the class sets
+    ``accepts_side_records = True`` and handles them itself.
     """
 
+    accepts_side_records: ClassVar[bool] = False
     tick_interval: float | None = None
     pipeline_stop_requested: bool = False
+    runs_as_task: ClassVar[bool] = False
+    """True for :class:`AsyncOperator`: the run calls ``setup``/``run``/``teardown``."""
 
     def open(self, ctx: StageContext) -> None:
-        """Called once before the first batch."""
+        """Called once before the first batch, on the run's own copy."""
         self.ctx = ctx
         self.pipeline_stop_requested = False
 
     def request_pipeline_stop(self) -> None:
-        """Ask the pipeline to stop as :meth:`Pipeline.stop` does: the source
-        stops, what is in flight still flows through ``process``, then
-        ``finish`` runs. Takes effect when the current call returns."""
+        """Ask the run to stop as :meth:`Run.stop <flowtrace.runtime.Run.stop>`
+        does: the source stops, what is in flight still flows through
+        ``process``, then ``finish`` runs. Takes effect when the current call
+        returns."""
         self.pipeline_stop_requested = True
 
     @abstractmethod
@@ -111,22 +169,35 @@ class Operator(_Named, ABC, Generic[In, Out]):
     def close(self) -> None:
         """Called once at the end, also on failure."""
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """Names of input event fields this operator reads (empty: none, or
+        not known, as for a plain function)."""
+        return ()
+
+    def output_type(self, input_type: type[Any] | None) -> type[Any] | None:
+        """The type of what it emits when its input is of ``input_type``;
+        None when not known. Operators that pass events on unchanged return
+        ``input_type``."""
+        return None
+
 
 class AsyncOperator(Operator[In, Out]):
     """An operator that runs as its own task, for logic that awaits or is
     written as one loop over the stream (see
     :func:`flowtrace.operators.stream_operator`).
 
-    The pipeline calls ``open(ctx)``, awaits :meth:`setup`, then awaits
+    The run calls ``open(ctx)``, awaits :meth:`setup`, then awaits
     :meth:`run` with the input batches and an ``emit`` function, then awaits
     :meth:`teardown` (once ``setup`` has returned: also on failure or
     cancellation, shielded from it), and finally calls ``close()``. ``tick``
     and ``tick_interval`` are not used (await in ``run`` instead); ``process``
     must not be called. Each batch ``run`` takes from ``batches`` counts as received;
     ``await emit(list)`` sends a batch on (waiting when downstream is full).
-    If ``run`` returns before its input ends, the pipeline is asked to stop
+    If ``run`` returns before its input ends, the run is asked to stop
     and the rest of the input is counted as dropped (``after_operator_end``).
     """
+
+    runs_as_task: ClassVar[bool] = True
 
     async def setup(self) -> None:
         """Acquire what ``run`` needs (may await)."""
@@ -144,14 +215,22 @@ class AsyncOperator(Operator[In, Out]):
         )
 
 
-class Sink(_Named, ABC, Generic[In]):
+class Sink(_Stage, ABC, Generic[In]):
     """Consumes batches: prints, writes, forwards.
 
     ``close`` flushes what the sink buffers; what it could not deliver is
     counted in ``ctx.stats.dropped``.
     """
 
+    def reports_pipeline(self) -> bool:
+        """Whether its output includes the run's own counters (attach, loss
+        and summary records, read from ``ctx.pipeline``): a fan-out closes
+        such sinks after the others, so their summaries include what the
+        others dropped while closing."""
+        return False
+
     async def open(self, ctx: StageContext) -> None:
+        """Called once before the first batch, on the run's own copy."""
         self.ctx = ctx
 
     @abstractmethod
@@ -159,3 +238,144 @@ class Sink(_Named, ABC, Generic[In]):
 
     async def close(self) -> None:
         """Flush and release; called once, also on failure."""
+
+
+class Flow(Generic[T]):
+    """A source and the operators after it; ``| sink`` makes a Pipeline."""
+
+    def __init__(self, source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
+        self.source = source
+        self.operators = tuple(operators)
+        _check_fields(source, self.operators)
+
+    @overload
+    def __or__(self, other: Operator[T, U]) -> Flow[U]: ...
+    @overload
+    def __or__(self, other: Sink[T]) -> Pipeline: ...
+    def __or__(self, other: Operator[T, U] | Sink[T]) -> Flow[U] | Pipeline:
+        if isinstance(other, Operator):
+            return Flow(self.source, (*self.operators, other))
+        if isinstance(other, Sink):
+            return Pipeline(self.source, self.operators, other)
+        raise PipelineDefinitionError(
+            f"cannot pipe into {type(other).__name__}: expected an Operator or a Sink"
+        )
+
+
+class Pipeline:
+    """A source, operators and a sink, as a plan to run: immutable once built.
+
+    :meth:`run` runs it (any number of times, also at once): each run makes
+    its own stage objects, counters and clock from the plan. The core installs
+    no signal handlers and keeps no global state: run it in any
+    anyio-compatible event loop; ``await task_group.start(pipeline.run)``
+    returns the :class:`~flowtrace.runtime.Run` (live ``stats``, ``stop()``).
+    """
+
+    __slots__ = ("capacity", "clock", "operators", "overflow", "sink", "source")
+
+    source: Source[Any]
+    operators: tuple[Operator[Any, Any], ...]
+    sink: Sink[Any]
+    capacity: int
+    overflow: Overflow
+    clock: Clock
+
+    def __init__(
+        self,
+        source: Source[Any],
+        operators: Sequence[Operator[Any, Any]],
+        sink: Sink[Any],
+        *,
+        capacity: int = 64,
+        overflow: Overflow = Overflow.BLOCK,
+        clock: Clock | None = None,
+    ) -> None:
+        if capacity < 1:
+            raise PipelineDefinitionError("edge capacity must be at least one batch")
+        _check_fields(source, operators)
+        setter = object.__setattr__
+        setter(self, "source", source)
+        setter(self, "operators", tuple(operators))
+        setter(self, "sink", sink)
+        setter(self, "capacity", capacity)
+        setter(self, "overflow", overflow)
+        setter(self, "clock", clock or MonotonicClock())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Pipeline is immutable: use replace({name}=...) for a new one")
+
+    def replace(
+        self,
+        *,
+        source: Source[Any] | None = None,
+        sink: Sink[Any] | None = None,
+        capacity: int | None = None,
+        overflow: Overflow | None = None,
+        clock: Clock | None = None,
+    ) -> Pipeline:
+        """A new plan with some parts replaced (runs never share state, so
+        both plans can run at the same time)."""
+        return Pipeline(
+            source or self.source,
+            self.operators,
+            sink or self.sink,
+            capacity=capacity or self.capacity,
+            overflow=overflow or self.overflow,
+            clock=clock or self.clock,
+        )
+
+    def describe(self) -> list[str]:
+        """What would run, without running it (for ``flowtrace explain``)."""
+        lines = self.source.describe()
+        lines += [f"operator {op.stage_name()}" for op in self.operators]
+        lines.append(f"sink {self.sink.stage_name()}")
+        return lines
+
+    async def run(
+        self,
+        *,
+        duration: float | None = None,
+        report: Callable[[str], None] | None = None,
+        task_status: TaskStatus[Run] = anyio.TASK_STATUS_IGNORED,
+    ) -> PipelineStats:
+        """Run once, to completion (see :meth:`flowtrace.runtime.Run.run`):
+        until the source ends, the run is stopped, or ``duration`` seconds
+        pass. Returns the run's final counters; started with
+        ``task_group.start`` it hands the caller the :class:`Run` once the
+        source is producing."""
+        return await Run(self).run(duration=duration, report=report, task_status=task_status)
+
+
+def field_names(event: type[Any]) -> tuple[str, ...] | None:
+    """The names an operator can read from events of type ``event``: a
+    msgspec Struct's fields and properties; None for other types."""
+    fields: tuple[str, ...] | None = getattr(event, "__struct_fields__", None)
+    if fields is None:
+        return None
+    properties = [n for n in dir(event) if isinstance(getattr(event, n, None), property)]
+    return (*fields, *(p for p in properties if p not in fields))
+
+
+def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
+    """Check every field name the operators read against the type of the
+    events reaching them, where that type is known. Raises
+    :class:`PipelineDefinitionError` naming the operator, the field and the
+    fields that exist. Where the source's type cannot be known yet (its
+    kernel description needs root) nothing is checked; a replay rebuilds the
+    plan with the recording's type, and is checked then."""
+    try:
+        current = source.event_type()
+    except (FlowtraceError, OSError):
+        return
+    for op in operators:
+        names = field_names(current) if current is not None else None
+        if names is not None:
+            for field in op.reads_fields():
+                if field not in names:
+                    assert current is not None
+                    raise PipelineDefinitionError(
+                        f"{op.stage_name()}: {current.__name__} has no field {field!r};"
+                        f" its fields: {', '.join(names)}"
+                    )
+        current = op.output_type(current)

@@ -44,10 +44,23 @@ class StageStats:
 
 @dataclass
 class PipelineStats:
-    """Counters of every stage in pipeline order, and how each probe attached."""
+    """Counters of every stage in pipeline order, and how each probe attached.
+
+    The first :attr:`chain_length` stages are the pipeline's own, source to
+    sink; stages a sink adds while opening (a fan-out's sinks) follow them.
+    """
 
     stages: list[StageStats] = field(default_factory=list)
     attached: list[str] = field(default_factory=list)
+    chain_length: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chain_length = len(self.stages)
+
+    @property
+    def chain(self) -> list[StageStats]:
+        """The pipeline's own stages, source to sink, in order."""
+        return self.stages[: self.chain_length]
 
     def stage(self, name: str) -> StageStats:
         for stage in self.stages:

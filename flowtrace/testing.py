@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 
 from .clock import ManualClock, TickSchedule
 from .context import SourceContext, StageContext
+from .routing import process_batch
 from .stages import AsyncOperator, Emit, Operator, Sink, Source
 from .stats import StageStats
 
@@ -116,7 +117,7 @@ class OperatorHarness(Generic[In, Out]):
         """One batch through ``process``, then a due tick; what was emitted."""
         events = list(batch)
         self.stats.received += len(events)
-        out = self._out(self.operator.process(events))
+        out = self._out(process_batch(self.operator, events))
         return out + self._tick_if_due()
 
     def advance(self, seconds: float) -> list[Out]:

@@ -347,6 +347,12 @@ class TracePipeSource(Source[TraceFields]):
         self.marker = f"ft{secrets.token_hex(4)}"
         """The marker this source's lines start with."""
 
+    def event_type(self) -> type[TraceFields]:
+        return TraceFields
+
+    def generated_code(self) -> str:
+        return self.program().text
+
     def plan(self) -> list[Choice]:
         """Resolve every probe on this kernel without attaching (may raise AttachError)."""
         return resolve(self.probes)

@@ -29,7 +29,7 @@ kprobe or fentry (as here), read(2) entry to exit, and the header says so.
 
 from flowtrace import Pipeline
 from flowtrace.errors import AttachError, PipelineFileError
-from flowtrace.operators import log2_histogram
+from flowtrace.operators import Tumbling, log2_histogram
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sources.reads import READ_SYSCALL, read_latencies, read_latency_scheme
 
@@ -56,6 +56,8 @@ def pipeline(args: list[str]) -> Pipeline:
         header.insert(0, "Timing read(2) calls: vfs_read() has no kprobe or fentry on this kernel.")
     return (
         source
-        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=interval, limit=count)
+        | log2_histogram(
+            "lat_ns", unit="usecs", divisor=1000, every=Tumbling(interval), limit=count
+        )
         | ConsoleSink(header=header)
     )

@@ -3,19 +3,20 @@ histograms exactly as bcc prints them, count tables as aligned rows."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
 from flowtrace.context import StageContext
-from flowtrace.operators.render import (
+from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
+from flowtrace.render import (
     count_table_lines,
     histogram_lines,
     ordered_rows,
     section_line,
 )
-from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
 from flowtrace.stages import Sink
 
 __all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
@@ -143,6 +144,18 @@ class ConsoleSink(Sink[T], Generic[T]):
         self.table = table or TableStyle()
         self.stream = stream
         self.name = name
+
+    def fresh(self) -> ConsoleSink[T]:
+        """A copy for one run with its own copies of the formatting callables,
+        so stateful ones (:class:`RelativeSeconds`, a callable object keeping
+        the first timestamp) start afresh in every run."""
+        sink = copy.copy(self)
+        sink.columns = copy.deepcopy(self.columns)
+        if self.line is not None and self.line != self._row:
+            sink.line = copy.deepcopy(self.line)
+        else:
+            sink.line = sink._row if self.columns else None
+        return sink
 
     def _out(self) -> TextIO:
         return self.stream or sys.stdout

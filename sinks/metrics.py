@@ -21,7 +21,6 @@ from flowtrace.context import StageContext
 from flowtrace.records import CountTable, Histogram, WindowResult
 from flowtrace.sinkspec import SinkSpecError
 from flowtrace.stages import Sink
-from flowtrace.stats import PipelineStats
 
 __all__ = ["MetricsSink"]
 
@@ -61,7 +60,7 @@ class MetricsSink(Sink[Any]):
     * ``<prefix>_stage_received_total``, ``_stage_emitted_total``,
       ``_stage_dropped_total`` (by ``reason``) and ``_stage_lost_total``
       (lost in the kernel before delivery), per ``stage``: the whole
-      pipeline's counters once bound (:meth:`bind_pipeline`), else this sink's.
+      run's counters (every stage of the pipeline).
 
     Holds one counter per label set, no events. The HTTP server runs in a
     thread (prometheus-client's); the state it reads is guarded by a lock,
@@ -79,17 +78,6 @@ class MetricsSink(Sink[Any]):
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} is not between 0 and 65535")
         self.host, self.port, self.prefix, self.name = host, port, _name(prefix), name
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
-        self._lock = threading.Lock()
-        self._pipeline: PipelineStats | None = None
-        self._histograms: dict[tuple[str, str, Labels], dict[int, int]] = {}
-        self._counts: dict[Labels, int] = {}
-        self._others = 0
-        self._gauges: dict[tuple[str, Labels], float] = {}
-        self._records: dict[tuple[str, str], int] = {}
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def from_spec(cls, argument: str) -> MetricsSink:
@@ -102,9 +90,8 @@ class MetricsSink(Sink[Any]):
             raise SinkSpecError(f"bad port {port!r}: use --sink metrics:PORT or metrics:HOST:PORT")
         return cls(int(port), host)
 
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Expose the whole pipeline's counters, not just this sink's."""
-        self._pipeline = stats
+    def reports_pipeline(self) -> bool:
+        return True
 
     @property
     def url(self) -> str:
@@ -112,7 +99,19 @@ class MetricsSink(Sink[Any]):
         return f"http://{host}:{self.port}/metrics"
 
     async def open(self, ctx: StageContext) -> None:
+        """Start this run's registry and HTTP server (``port`` 0: any free
+        port; the run's copy then holds the one chosen)."""
         await super().open(ctx)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        self._lock = threading.Lock()
+        self._histograms: dict[tuple[str, str, Labels], dict[int, int]] = {}
+        self._counts: dict[Labels, int] = {}
+        self._others = 0
+        self._gauges: dict[tuple[str, Labels], float] = {}
+        self._records: dict[tuple[str, str], int] = {}
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
         try:
             self._server, self._thread = start_http_server(self.port, self.host, self.registry)
         except OSError as exc:
@@ -167,8 +166,7 @@ class MetricsSink(Sink[Any]):
         """The current metric families (what a scrape returns)."""
         with self._lock:
             yield from self._result_metrics()
-        stats = self._pipeline
-        stages = list(stats.stages) if stats is not None else [self.ctx.stats]
+        stages = list(self.ctx.pipeline.stages)
         p = self.prefix
         received = CounterMetricFamily(
             f"{p}_stage_received", "events a stage took in", labels=["stage"]

@@ -1,4 +1,4 @@
-"""Newline-delimited JSON to a file or standard output (schema: ``sinks/schema.py``)."""
+"""Newline-delimited JSON to a file or standard output (schema: ``flowtrace/schema.py``)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import anyio
 import anyio.to_thread
 
 from flowtrace.context import StageContext
+from flowtrace.linefile import write_lines
+from flowtrace.schema import RecordEncoder
 from flowtrace.sinkspec import SinkSpecError, parse_options, parse_size
 from flowtrace.stages import Sink
-from flowtrace.stats import PipelineStats
 
-from .linefile import write_lines
 from .reporting import Reporter
-from .schema import RecordEncoder
 
 __all__ = ["NdjsonSink"]
 
@@ -65,11 +64,7 @@ class NdjsonSink(Sink[Any]):
         self.reports = reports
         self.name = name
         self._encoder = RecordEncoder()
-        self._reporter = Reporter()
         self._fd = -1
-        self._size = 0
-        self._regular = False
-        self._committed = 0  # bytes of the current _write call that are in the file
 
     @classmethod
     def from_spec(cls, argument: str) -> NdjsonSink:
@@ -88,12 +83,13 @@ class NdjsonSink(Sink[Any]):
             raise SinkSpecError(f"{path!r} is a directory: name a file in it, e.g. {example}")
         return cls(path, max_bytes=options.get("rotate"), backups=options.get("backups", 5))
 
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Report the counters of the whole pipeline, not just this sink's."""
-        self._reporter.bind(stats)
+    def reports_pipeline(self) -> bool:
+        return self.reports
 
     async def open(self, ctx: StageContext) -> None:
         await super().open(ctx)
+        self._reporter = Reporter(ctx.pipeline)
+        self._committed = 0  # bytes of the current _write call that are in the file
         self._open_file()
 
     def _open_file(self) -> None:
@@ -112,7 +108,7 @@ class NdjsonSink(Sink[Any]):
         self._committed = 0
         try:
             if self.reports:
-                due = self._reporter.due(self.ctx.stats)
+                due = self._reporter.due()
                 if due:
                     await self._write(self._encoder.json_lines(due))
             self._committed = 0
@@ -128,7 +124,7 @@ class NdjsonSink(Sink[Any]):
             return
         try:
             if self.reports:
-                await self._write(self._encoder.json_lines(self._reporter.final(self.ctx.stats)))
+                await self._write(self._encoder.json_lines(self._reporter.final()))
         finally:
             await self._release()
 

@@ -1,55 +1,37 @@
-"""How a sink learns the whole pipeline's counters and writes them as records.
+"""Which attach, loss and summary records a sink still has to write.
 
-A sink sees only its own :class:`~flowtrace.stats.StageStats` through
-``self.ctx``. Sinks that write attach, loss and summary records implement
-:class:`PipelineBound`; :func:`flowtrace.sinkspec.bind_pipeline_stats` (which
-``flowtrace run`` calls) hands them the running pipeline's
-:class:`~flowtrace.stats.PipelineStats`. Unbound, they report their own stage
-only.
+A sink that reports reads the run's counters from ``ctx.pipeline`` (see
+:class:`~flowtrace.context.StageContext`) and sets ``reports_pipeline``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from flowtrace.stats import PipelineStats, StageStats
+from flowtrace.schema import AttachReport, loss_report, summary
+from flowtrace.stats import PipelineStats
 
-from .schema import AttachReport, loss_report, summary
-
-__all__ = ["PipelineBound", "Reporter"]
-
-
-@runtime_checkable
-class PipelineBound(Protocol):
-    """A sink that reports the counters of the pipeline it runs in."""
-
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Use ``stats`` (the pipeline's live counters) for reports."""
+__all__ = ["Reporter"]
 
 
 class Reporter:
-    """Which report records a sink still has to write.
+    """Which report records a sink still has to write about ``stats`` (a run's
+    live counters).
 
     :meth:`due` returns the attach lines not yet written and, when the totals
     of lost or dropped events changed since the last call, a loss record.
     :meth:`final` returns what is still due plus the summary. Holds two
-    integers and a pair of totals; never buffers records.
+    integers and a pair of totals; never buffers records. Made per run.
     """
 
-    def __init__(self) -> None:
-        self.stats: PipelineStats | None = None
+    def __init__(self, stats: PipelineStats) -> None:
+        self.stats = stats
         self._attached = 0
         self._totals = (0, 0)
 
-    def bind(self, stats: PipelineStats) -> None:
-        self.stats = stats
-
-    def _pipeline(self, own: StageStats) -> PipelineStats:
-        return self.stats if self.stats is not None else PipelineStats([own])
-
-    def due(self, own: StageStats) -> list[Any]:
+    def due(self) -> list[Any]:
         """Records to write before the next batch."""
-        stats = self._pipeline(own)
+        stats = self.stats
         lines = stats.attached[self._attached :]
         self._attached += len(lines)
         records: list[Any] = [AttachReport(line) for line in lines]
@@ -59,6 +41,6 @@ class Reporter:
             records.append(loss_report(stats))
         return records
 
-    def final(self, own: StageStats) -> list[Any]:
+    def final(self) -> list[Any]:
         """Records to write when closing: what is due, then the summary."""
-        return [*self.due(own), summary(self._pipeline(own))]
+        return [*self.due(), summary(self.stats)]

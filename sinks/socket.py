@@ -13,13 +13,13 @@ from typing import Any
 
 import anyio
 
+from flowtrace.context import StageContext
+from flowtrace.schema import RecordEncoder
 from flowtrace.sinkspec import SinkSpecError, parse_options
 from flowtrace.stages import Sink
-from flowtrace.stats import PipelineStats
 
 from .netio import Address, Connection
 from .reporting import Reporter
-from .schema import RecordEncoder
 
 __all__ = ["SocketSink"]
 
@@ -90,6 +90,11 @@ class SocketSink(Sink[Any]):
         self.connect_timeout, self.close_timeout = connect_timeout, close_timeout
         self.reports = reports
         self.name = name
+        self._encoder = RecordEncoder()
+
+    async def open(self, ctx: StageContext) -> None:
+        """Start this run's connection state (nothing connects before the first batch)."""
+        await super().open(ctx)
         self.delivered = 0
         """Events the peer has taken (see the class docstring)."""
         self.connects = 0
@@ -99,8 +104,7 @@ class SocketSink(Sink[Any]):
         self.state = "not connected yet"
         """The latest connection state, as the last change would report it."""
         self._reported = self._unreported = 0
-        self._encoder = RecordEncoder()
-        self._reporter = Reporter()
+        self._reporter = Reporter(ctx.pipeline)
         self._pending: deque[Frame] = deque()
         self._inflight: deque[tuple[int, Frame]] = deque()  # (end offset in stream, frame)
         self._conn: Connection | None = None
@@ -124,9 +128,8 @@ class SocketSink(Sink[Any]):
     reported_changes = _REPORTED_CHANGES
     """How many connection changes are reported (later ones are only counted)."""
 
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Report the counters of the whole pipeline, not just this sink's."""
-        self._reporter.bind(stats)
+    def reports_pipeline(self) -> bool:
+        return self.reports
 
     def _change(self, state: str, *, report: bool = True) -> None:
         """Note a connection change; report it while under the limit."""
@@ -156,7 +159,7 @@ class SocketSink(Sink[Any]):
         """Queue the due report records and ``batch``, then send what the peer
         takes. A batch that cannot be encoded is counted as
         ``dropped["encode_error"]`` (none of it is sent) and the error raised."""
-        due = self._reporter.due(self.ctx.stats) if self.reports else []
+        due = self._reporter.due() if self.reports else []
         try:
             frames = self._frames(due, 0) + self._frames(batch, 1)
         except Exception:
@@ -171,7 +174,7 @@ class SocketSink(Sink[Any]):
 
     async def close(self) -> None:
         if self.reports:
-            self._pending.extend(self._frames(self._reporter.final(self.ctx.stats), 0))
+            self._pending.extend(self._frames(self._reporter.final(), 0))
             self._trim()
         with anyio.move_on_after(self.close_timeout):
             while self._pending or self._inflight:

@@ -29,15 +29,15 @@ async def collect(
     sink = CollectSink[Any]()
     pipeline = Pipeline(source, operators, sink)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload)
         await anyio.sleep(settle)
-        pipeline.stop()
-    stages = pipeline.stats.stages
-    assert pipeline.stats.lost == 0, pipeline.stats.summary()
-    assert pipeline.stats.dropped == 0, pipeline.stats.summary()
+        run.stop()
+    stages = run.stats.stages
+    assert run.stats.lost == 0, run.stats.summary()
+    assert run.stats.dropped == 0, run.stats.summary()
     for before, after in itertools.pairwise(stages):
-        assert after.received == before.emitted, pipeline.stats.summary()
+        assert after.received == before.emitted, run.stats.summary()
     assert stages[0].received == stages[0].emitted
     return sink.items
 

@@ -25,9 +25,9 @@ import pytest
 from workloads import run
 
 from flowtrace import FlowtraceError, ManualClock, Pipeline, Source, SourceContext, StageError
-from flowtrace.operators.render import histogram_lines
 from flowtrace.recorder import RecordingSource
 from flowtrace.records import Bucket, Histogram
+from flowtrace.render import histogram_lines
 from flowtrace.sources.reads import ReadLatency
 from flowtrace.stages import Emit
 from flowtrace.testing import CollectSink, ListSource
@@ -59,7 +59,10 @@ def latency(n: int, micros: int) -> ReadLatency:
 class Fed(Source[ReadLatency]):
     """Stands in for read_latencies(): emits what the test feeds it."""
 
-    event = ReadLatency
+    def event_type(self) -> type[ReadLatency]:
+
+        return ReadLatency
+
     name = "reads"
 
     def __init__(self) -> None:
@@ -126,14 +129,16 @@ async def test_service_serves_the_live_histogram_and_stops_cleanly() -> None:
         service.stop()
         source.sender.close()
     assert service.error is None
-    assert pipeline.stats.stage("reads").received == 7
+    assert service.pipeline_run.stats.stage("reads").received == 7
     with pytest.raises(urllib.error.URLError):
         get(url)
 
 
 def record_latencies(path: Path, micros: list[int]) -> None:
     class Recorded(Source[ReadLatency]):
-        event = ReadLatency
+        def event_type(self) -> type[ReadLatency]:
+            return ReadLatency
+
         name = "reads"
 
         async def run(self, ctx: SourceContext, emit: Emit[ReadLatency]) -> None:
@@ -272,7 +277,9 @@ def test_the_page_is_the_histogram_as_bcc_prints_it() -> None:
 
 
 class FailsToStart(Source[ReadLatency]):
-    event = ReadLatency
+    def event_type(self) -> type[ReadLatency]:
+        return ReadLatency
+
     name = "reads"
 
     async def run(self, ctx: SourceContext, emit: Emit[ReadLatency]) -> None:

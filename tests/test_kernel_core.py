@@ -87,13 +87,13 @@ async def test_flooded_source_accounts_for_every_event(transport: str) -> None:
     sink = Stalling()
     pipeline = Pipeline(getppid_source(workload.pid, 1, transport), [], sink, capacity=1)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload.go)
         with anyio.fail_after(10):  # the loss shows while the run goes on
-            while pipeline.stats.stages[0].lost == 0:  # noqa: ASYNC110 - polling a counter
+            while run.stats.stages[0].lost == 0:  # noqa: ASYNC110 - polling a counter
                 await anyio.sleep(0.05)
-        pipeline.stop()
-    source = pipeline.stats.stages[0]
+        run.stop()
+    source = run.stats.stages[0]
     assert len(sink.items) == source.received
     assert source.received + source.lost == count
 
@@ -198,9 +198,9 @@ async def _count_syncs_embedded() -> tuple[list[int], list[int]]:
     sink = CollectSink[SyncCall]()
     pipeline = Pipeline(sync_calls(), [], sink)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         pids = await anyio.to_thread.run_sync(run_syncs, 2)
-        pipeline.stop()
+        run.stop()
     return pids, [e.pid for e in sink.items if e.pid in pids]
 
 

@@ -48,19 +48,18 @@ async def test_two_sources_each_see_only_their_own_lines() -> None:
     pipelines = [Pipeline(sync_printer(t), [], s) for t, s in zip(texts, sinks, strict=True)]
     pids: list[int] = []
     async with anyio.create_task_group() as tg:
-        for pipeline in pipelines:
-            await tg.start(pipeline.run)
+        runs = [await tg.start(pipeline.run) for pipeline in pipelines]
         assert len(instances()) == len(before) + 2
         await anyio.to_thread.run_sync(lambda: pids.extend(run_syncs(3)))
         await anyio.sleep(0.3)
-        for pipeline in pipelines:
-            pipeline.stop()
+        for run in runs:
+            run.stop()
     for text, sink in zip(texts, sinks, strict=True):
         ours = [e for e in sink.items if e.pid in pids]
         assert [(e.pid, e.task, e.msg) for e in ours] == [(p, "sync", f"{text} 7") for p in pids]
         assert {e.msg for e in sink.items} == {f"{text} 7"}
     assert instances() == before
-    assert [p.stats.stages[0].lost for p in pipelines] == [0, 0]
+    assert [r.stats.stages[0].lost for r in runs] == [0, 0]
 
 
 def _read_shared_pipe() -> str:
@@ -95,10 +94,10 @@ async def test_lines_of_other_programs_stay_in_the_shared_pipe_for_their_reader(
         sink = CollectSink[TraceFields]()
         pipeline = Pipeline(sync_printer("mine"), [], sink)
         async with anyio.create_task_group() as tg:
-            await tg.start(pipeline.run)
+            run = await tg.start(pipeline.run)
             pids = await anyio.to_thread.run_sync(run_syncs, 2)
             await anyio.sleep(0.3)
-            pipeline.stop()
+            run.stop()
     finally:
         bpf.cleanup()
     assert [e.msg for e in sink.items if e.pid in pids] == ["mine 7", "mine 7"]
@@ -147,11 +146,11 @@ async def test_lines_the_kernel_refuses_to_print_are_counted_as_lost() -> None:
     sink = CollectSink[TraceFields]()
     pipeline = Pipeline(source, [], sink)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         await anyio.to_thread.run_sync(workload.go)
-        pipeline.stop()
+        run.stop()
     assert sink.items == []
-    assert pipeline.stats.stages[0].lost == calls
+    assert run.stats.stages[0].lost == calls
 
 
 @pytest.mark.anyio
@@ -166,14 +165,14 @@ async def test_without_private_instances_the_shared_pipe_is_read_by_marker(
     sink = CollectSink[TraceFields]()
     pipeline = Pipeline(sync_printer("shared"), [], sink)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         assert instances() == before
         pids = await anyio.to_thread.run_sync(run_syncs, 2)
         await anyio.sleep(0.3)
-        pipeline.stop()
+        run.stop()
     assert [(e.pid, e.msg) for e in sink.items if e.pid in pids] == [(p, "shared 7") for p in pids]
     assert {e.msg for e in sink.items} == {"shared 7"}
-    assert any("reading the shared " in line for line in pipeline.stats.attached)
+    assert any("reading the shared " in line for line in run.stats.attached)
 
 
 def _file_pipe(tmp_path: Path, text: str) -> _Pipe:

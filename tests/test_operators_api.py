@@ -164,14 +164,14 @@ def every_operator() -> list[Operator[Any, Any]]:
         ops.throttle(1),
         ops.join(lambda e: e.n == 0, lambda e: e.n == 1, key="k"),
         ops.join(Ev, Other, key="k"),
-        ops.window(ops.Count(), 1.0),
-        ops.window(ops.Sum("n"), 2.0, every=1.0, by="k"),
+        ops.window(ops.Count(), every=ops.Tumbling(1.0)),
+        ops.window(ops.Sum("n"), every=ops.Sliding(2.0, 1.0), by="k"),
         ops.window(ops.Max("n")),
-        ops.window(ops.Count(), 1.0, time_field="ts"),
+        ops.window(ops.Count(), every=ops.Tumbling(1.0), clock=ops.EventTime("ts")),
         ops.count("n"),
         ops.log2_histogram("n", divisor=2),
         ops.linear_histogram("n"),
-        ops.rate(1.0),
+        ops.rate(),
         Tally(),
         doubled(),
     ]
@@ -235,3 +235,84 @@ def test_records_encode_structured_for_machines() -> None:
     assert decoded[2]["reason"] == "timeout"
     assert decoded[3]["event"] == {"ts": 0, "dev": 3}
     assert [r.kind for r in records] == ["histogram", "join_pair", "join_incomplete", "late_event"]
+
+
+# -- field declarations for checking a plan ------------------------------
+
+
+class Read(msgspec.Struct, frozen=True):
+    ts: int
+    pid: int
+    comm: str
+    bytes: int
+
+
+class Issue(msgspec.Struct, frozen=True):
+    ts: int
+    dev: int
+    sector: int
+
+
+class Complete(msgspec.Struct, frozen=True):
+    ts: int
+    dev: int
+    sector: int
+
+
+class Median(ops.Aggregate[Any, list[int]]):
+    """An aggregate that says nothing of its fields or its record type."""
+
+    def new(self) -> list[int]:
+        return []
+
+    def add(self, acc: list[int], events: list[Any]) -> list[int]:
+        return acc + [e.bytes for e in events]
+
+    def merge(self, accs: Any) -> list[int]:
+        return [v for acc in accs for v in acc]
+
+    def result(self, acc: list[int], start: float, end: float, key: Any) -> Any:
+        return sorted(acc)[len(acc) // 2] if acc else None
+
+
+def declarations() -> list[tuple[Any, tuple[str, ...], type | None]]:
+    """Operators with the fields they read and their output type for Read input."""
+    from flowtrace.records import CountTable, Histogram, WindowResult
+
+    second, event_time = ops.Tumbling(1.0), ops.EventTime("ts")
+    predicate = (ops.F.pid > 1) & ~ops.F.comm.isin({"sh"}) | (ops.F.pid == 0)
+    return [
+        (ops.filter(predicate), ("pid", "comm"), Read),
+        (ops.filter(pid=1, comm="sh"), ("pid", "comm"), Read),
+        (ops.filter(lambda e: e.pid > 1), (), Read),
+        (ops.map(lambda e: e.pid), (), None),
+        (ops.flat_map(lambda e: [e.pid]), (), None),
+        (ops.sample(2), (), Read),
+        (ops.distinct(["comm", "pid"]), ("comm", "pid"), Read),
+        (ops.distinct(lambda e: e.pid), (), Read),
+        (ops.throttle(5), (), Read),
+        (ops.join(Issue, Complete, key=("dev", "sector")), ("dev", "sector", "ts"), None),
+        (ops.join(Issue, Complete, key="dev", complete_key="sector", time_field=None),
+         ("dev", "sector"), None),
+        (ops.window(ops.Count(), every=second), (), WindowResult),
+        (ops.window(ops.Sum("bytes"), by="comm", every=second, clock=event_time),
+         ("bytes", "comm", "ts"), WindowResult),
+        (ops.window(ops.Max(lambda e: e.bytes), by=lambda e: e.pid), (), WindowResult),
+        (ops.window(ops.Collect(), by=["pid", "comm"]), ("pid", "comm"), WindowResult),
+        (ops.window(Median()), (), None),
+        (ops.count(["comm", "pid"]), ("comm", "pid"), CountTable),
+        (ops.count("ts", every=second, clock=event_time), ("ts",), CountTable),
+        (ops.log2_histogram("bytes", by="comm"), ("bytes", "comm"), Histogram),
+        (ops.linear_histogram(lambda e: e.bytes % 8), (), Histogram),
+        (ops.rate(by="pid", every=second, clock=event_time), ("pid", "ts"), WindowResult),
+        (Tally(), (), None),
+        (doubled(), (), None),
+    ]  # fmt: skip
+
+
+def test_operators_declare_the_fields_they_read_and_what_they_emit() -> None:
+    for op, fields, output in declarations():
+        assert op.reads_fields() == fields, op.stage_name()
+        assert op.output_type(Read) is output, op.stage_name()
+        if output is Read:  # passes events through: whatever comes in
+            assert op.output_type(None) is None, op.stage_name()

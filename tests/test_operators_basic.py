@@ -70,7 +70,8 @@ def test_predicates_are_data() -> None:
     assert (first.field, first.op, first.value) == ("pid", "==", 42)  # type: ignore[attr-defined]
     assert (second.field, second.op, second.value) == ("comm", "in", frozenset({"sh", "bash"}))  # type: ignore[attr-defined]
     assert isinstance(third, Not)
-    assert p.fields() == {"pid", "comm", "uid"}
+    assert p.fields() == ("pid", "comm", "uid")
+    assert ((F.b > 1) | (F.a == 2) | ~(F.b < 0)).fields() == ("b", "a")
     assert repr(p) == "(F.pid == 42) & (F.comm in ['bash', 'sh']) & (~(F.uid == 0))"
     op = filter(p)
     assert op.predicate is p
@@ -128,30 +129,31 @@ def test_bad_definitions() -> None:
         map("pid")  # type: ignore[arg-type]
 
 
-def test_side_records_pass_filter_map_flat_map_in_place() -> None:
+def test_side_records_pass_filter_map_flat_map_ahead_of_results() -> None:
     """A side record (here an incomplete join, which has no pid) is never
-    handed to the predicate or function: it comes out unchanged, where it was."""
+    handed to the predicate or function: it comes out unchanged, ahead of
+    the results of its batch."""
     side = JoinIncomplete(key={"pid": 9}, start=Proc(9, "sh"), reason="timeout", waited=1.0)
     batch: list[Any] = [Proc(1, "sh"), side, Proc(2, "bash"), Proc(3, "sh"), side]
     assert OperatorHarness(filter(F.comm == "sh")).feed(batch) == [
+        side,
+        side,
         Proc(1, "sh"),
-        side,
         Proc(3, "sh"),
-        side,
     ]
     assert OperatorHarness(filter(lambda e: e.pid > 1)).feed(batch) == [
         side,
+        side,
         Proc(2, "bash"),
         Proc(3, "sh"),
-        side,
     ]
-    assert OperatorHarness(map(lambda e: e.pid)).feed(batch) == [1, side, 2, 3, side]
+    assert OperatorHarness(map(lambda e: e.pid)).feed(batch) == [side, side, 1, 2, 3]
     assert OperatorHarness(flat_map(lambda e: [e.pid] * (e.pid - 1))).feed(batch) == [
+        side,
         side,
         2,
         3,
         3,
-        side,
     ]
     assert OperatorHarness(filter(pid=2)).feed([side]) == [side]
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from flowtrace.errors import PipelineDefinitionError, StageError
 from flowtrace.operators import Linear, Log2, linear_histogram, log2_bounds, log2_histogram
 from flowtrace.operators import log2_index as our_log2_index
-from flowtrace.operators.render import histogram_counts, histogram_lines, linear_lines, log2_lines
 from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.render import histogram_counts, histogram_lines, linear_lines, log2_lines
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
 bcc_table = pytest.importorskip("bcc.table")

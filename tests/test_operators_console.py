@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from flowtrace.clock import ManualClock
-from flowtrace.operators import count, join, log2_histogram
+from flowtrace.operators import Tumbling, count, join, log2_histogram
 from flowtrace.records import CountRow, CountTable, JoinIncomplete
 from flowtrace.sinks.console import Column, ConsoleSink, HistogramStyle, TableStyle
 from flowtrace.testing import ListSource, OperatorHarness
@@ -75,7 +75,7 @@ async def test_bitehist_prints_the_histogram_as_bcc_at_the_end() -> None:
 
 def test_vfsreadlat_prints_one_histogram_per_interval() -> None:
     clock = ManualClock()
-    h = OperatorHarness(log2_histogram("bytes", unit="usecs", every=1.0, limit=3), clock)
+    h = OperatorHarness(log2_histogram("bytes", unit="usecs", every=Tumbling(1.0), limit=3), clock)
     h.feed([BlockIO(5), BlockIO(700)])
     h.advance(1.0)  # an interval with reads
     h.advance(1.0)  # a quiet one

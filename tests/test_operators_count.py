@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import count
+from flowtrace.operators import Tumbling, count
 from flowtrace.records import CountRow, CountTable, Record
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -91,7 +91,7 @@ def test_ties_keep_first_seen_order() -> None:
 
 def test_periodic_counts_per_interval_with_window_bounds() -> None:
     clock = ManualClock(100.0)
-    h = OperatorHarness(count("comm", every=2.0), clock)
+    h = OperatorHarness(count("comm", every=Tumbling(2.0)), clock)
     h.feed([Switch(0, 0, "a")] * 3)
     clock.advance(1.0)
     h.feed([Switch(0, 0, "b")])
@@ -136,6 +136,6 @@ def test_bad_arguments() -> None:
     with pytest.raises(PipelineDefinitionError, match="repeat a field"):
         count(["pid", "pid"])
     with pytest.raises(
-        PipelineDefinitionError, match="count: every must be a positive number, got 0"
+        PipelineDefinitionError, match="Tumbling: length must be a positive number, got 0"
     ):
-        count("comm", every=0)
+        count("comm", every=Tumbling(0))

@@ -20,6 +20,7 @@ from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError, StageError
 from flowtrace.operators import EventOperator, per_event, stream_operator
 from flowtrace.records import JoinIncomplete
+from flowtrace.runtime import Run
 from flowtrace.stages import AsyncOperator, Emit
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -180,11 +181,12 @@ async def test_a_generator_that_ends_early_stops_the_pipeline_and_counts_the_res
 async def test_a_failing_generator_is_named_and_closed() -> None:
     closed.clear()
     sink = CollectSink[int]()
+    run = Run(ListSource(range(20), batch_size=4) | slow_echo() | sink)
     with pytest.raises(StageError, match=r"stage 'slow_echo' failed: ValueError: unlucky"):
-        await (ListSource(range(20), batch_size=4) | slow_echo() | sink).run()
+        await run.run()
     assert closed == ["slow_echo"]
     assert sink.items == list(range(12))
-    assert sink.closed
+    assert isinstance(run.sink, CollectSink) and run.sink.closed
 
 
 def test_generator_operator_under_trio() -> None:
@@ -233,17 +235,17 @@ class Resource(AsyncOperator[int, int]):
     ],
 )
 async def test_async_operator_lifecycle(fail_in: str, log: list[str]) -> None:
-    op = Resource(fail_in)
     sink = CollectSink[int]()
-    pipeline = ListSource(range(5)) | op | sink
+    run = Run(ListSource(range(5)) | Resource(fail_in) | sink)
     if fail_in:
         with pytest.raises(StageError):
-            await pipeline.run()
+            await run.run()
     else:
-        await pipeline.run()
+        await run.run()
         assert sink.items == [1, 2, 3, 4, 5]
-    assert op.log == log
-    assert sink.closed
+    op = run.operators[0]
+    assert isinstance(op, Resource) and op.log == log
+    assert isinstance(run.sink, CollectSink) and run.sink.closed
 
 
 def test_async_operator_is_not_driven_by_process() -> None:
@@ -322,8 +324,8 @@ async def running_total(events: AsyncIterator[int]) -> AsyncIterator[int]:
 
 @pytest.mark.anyio
 async def test_side_records_pass_every_custom_form() -> None:
-    """Side records never reach user code: in place past ``per_event`` and
-    ``EventOperator``, ahead of what a generator yields for their batch."""
+    """Side records never reach user code: they go on ahead of what
+    ``per_event``, ``EventOperator`` and a generator emit for their batch."""
     side = JoinIncomplete(key={"k": 1}, start=0, reason="timeout", waited=1.0)
 
     @per_event
@@ -335,8 +337,8 @@ async def test_side_records_pass_every_custom_form() -> None:
             self.emit(event * 2)
 
     batch: list[Any] = [1, side, 2, 3, side]
-    assert OperatorHarness(plus_one()).feed(batch) == [2, side, 3, 4, side]
-    assert OperatorHarness(Doubler()).feed(batch) == [2, side, 4, 6, side]
+    assert OperatorHarness(plus_one()).feed(batch) == [side, side, 2, 3, 4]
+    assert OperatorHarness(Doubler()).feed(batch) == [side, side, 2, 4, 6]
     sink = CollectSink[Any]()
     await (ListSource([*batch, 4, side], batch_size=5) | running_total() | sink).run()
     assert sink.items == [side, side, 1, 3, 6, side, 10]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import distinct, rate, sample, throttle
+from flowtrace.operators import Sliding, Tumbling, distinct, rate, sample, throttle
 from flowtrace.records import JoinIncomplete, Record, WindowResult
 from flowtrace.testing import OperatorHarness
 
@@ -21,7 +21,7 @@ class Ev(msgspec.Struct, frozen=True):
 
 def test_rate_is_events_per_second_per_interval() -> None:
     clock = ManualClock()
-    h = OperatorHarness(rate(2.0), clock)
+    h = OperatorHarness(rate(every=Tumbling(2.0)), clock)
     h.feed([Ev(i) for i in range(10)])
     out = h.advance(2.0)
     h.feed([Ev(0)])
@@ -64,7 +64,7 @@ def test_distinct_forgets_after_a_while_and_passes_side_records() -> None:
     clock = ManualClock()
     h = OperatorHarness(distinct("comm", forget_after=10.0), clock)
     side = JoinIncomplete(key={"k": 1}, start=Ev(9), reason="timeout", waited=1.0)
-    assert h.feed([Ev(1, "a"), side, Ev(2, "a"), Ev(3, "b")]) == [Ev(1, "a"), side, Ev(3, "b")]
+    assert h.feed([Ev(1, "a"), side, Ev(2, "a"), Ev(3, "b")]) == [side, Ev(1, "a"), Ev(3, "b")]
     clock.advance(9.0)
     assert h.feed([Ev(4, "a")]) == []
     clock.advance(1.0)
@@ -86,18 +86,18 @@ def test_bad_arguments() -> None:
         sample(0)
     with pytest.raises(PipelineDefinitionError, match="throttle: per must be a positive number"):
         throttle(1, per=0)
-    with pytest.raises(PipelineDefinitionError, match="rate: every must be a positive number"):
-        rate(-1.0)
+    with pytest.raises(PipelineDefinitionError, match="Tumbling: length must be a positive number"):
+        rate(every=Tumbling(-1.0))
 
 
 def test_sample_and_throttle_pass_side_records_without_counting_them() -> None:
     side = JoinIncomplete(key={"k": 1}, start=Ev(9), reason="timeout", waited=1.0)
     h = OperatorHarness(sample(2))
-    assert h.feed([side, Ev(0), side, Ev(1), Ev(2)]) == [side, Ev(0), side, Ev(2)]
+    assert h.feed([side, Ev(0), side, Ev(1), Ev(2)]) == [side, side, Ev(0), Ev(2)]
     assert h.feed([side]) == [side]
     assert h.feed([Ev(3), Ev(4)]) == [Ev(4)]
     h = OperatorHarness(throttle(2, per=1.0))
-    assert h.feed([side, Ev(0), side, Ev(1), Ev(2), side]) == [side, Ev(0), side, Ev(1), side]
+    assert h.feed([side, Ev(0), side, Ev(1), Ev(2), side]) == [side, side, side, Ev(0), Ev(1)]
     assert h.stats.dropped == {"throttled": 1}
 
 
@@ -122,11 +122,11 @@ def test_rate_never_divides_by_time_that_has_not_passed() -> None:
     """A sliding rate ending after 0.5 s reports its one open window once,
     over the half second that passed; a window of zero length has no rate."""
     clock = ManualClock()
-    h = OperatorHarness(rate(1.0, window=3.0), clock)
+    h = OperatorHarness(rate(every=Sliding(3.0, 1.0)), clock)
     h.feed([Ev(1), Ev(2)])
     clock.advance(0.5)
     assert rates(h.finish()) == [(0.0, 0.5, 4.0)]
-    h = OperatorHarness(rate(1.0, window=2.0), clock := ManualClock())
+    h = OperatorHarness(rate(every=Sliding(2.0, 1.0)), clock := ManualClock())
     h.feed([Ev(1), Ev(2)])
     out = h.advance(1.0)
     h.feed([Ev(3)])
@@ -137,7 +137,7 @@ def test_rate_never_divides_by_time_that_has_not_passed() -> None:
         (0.0, 2.0, 1.5),
         (1.0, 2.5, 1 / 1.5),
     ]
-    h = OperatorHarness(rate(1.0), clock := ManualClock())
+    h = OperatorHarness(rate(), clock := ManualClock())
     h.feed([Ev(1)])
     out = h.advance(1.0) + h.finish()
     assert rates(out) == [

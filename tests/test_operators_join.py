@@ -142,9 +142,10 @@ def test_other_events_pass_and_arrival_time_latency() -> None:
     assert h.emitted[0] == Other(5)
 
 
-def test_predicate_join_passes_side_records_in_place() -> None:
+def test_predicate_join_passes_side_records_ahead() -> None:
     """Side records from upstream (a late event has no ``dev``) never reach
-    the start/complete predicates or the key; they keep their place."""
+    the start/complete predicates or the key; they go on ahead of the
+    batch's pairs."""
     late = LateEvent(event=Other(1), watermark=1.0, window_start=0.0, window_end=1.0)
     earlier = JoinIncomplete(key={"sector": 4}, start=Other(2), reason="timeout", waited=1.0)
     h = OperatorHarness(
@@ -154,8 +155,8 @@ def test_predicate_join_passes_side_records_in_place() -> None:
     assert [r if isinstance(r, JoinIncomplete | LateEvent) else r.latency_ns for r in out] == [
         late,
         earlier,
-        7,
         late,
+        7,
     ]
     assert h.feed([earlier]) == [earlier]
     assert h.stats.dropped == {}

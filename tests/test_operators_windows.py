@@ -21,10 +21,13 @@ from flowtrace.operators import (
     Collect,
     Count,
     CountBy,
+    EventTime,
     Max,
     Min,
     Rate,
+    Sliding,
     Sum,
+    Tumbling,
     log2_histogram,
     window,
 )
@@ -57,7 +60,7 @@ def test_tumbling_processing_time_windows_partition_the_events(
     schedule: list[tuple[float, int]], size: float
 ) -> None:
     clock = ManualClock(10.0)
-    h = OperatorHarness(window(Collect(), size), clock)
+    h = OperatorHarness(window(Collect(), every=Tumbling(size)), clock)
     fed_at: dict[int, float] = {}
     n = 0
     for dt, count in schedule:
@@ -116,7 +119,7 @@ def test_sliding_processing_time_windows_are_exactly_the_reference(
 ) -> None:
     size, every = shape
     clock = ManualClock(0.0)
-    h = OperatorHarness(window(Collect(), size, every=every), clock)
+    h = OperatorHarness(window(Collect(), every=Sliding(size, every)), clock)
     arrivals: list[tuple[float, int]] = []
     n = 0
     for dt, count in schedule:
@@ -142,13 +145,13 @@ def test_sliding_window_at_end_of_stream_is_emitted_once() -> None:
     """A 3 s window every 1 s that ends after 0.5 s: one window, not three
     copies of it."""
     clock = ManualClock()
-    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock)
+    h = OperatorHarness(window(Count(), every=Sliding(3.0, 1.0)), clock)
     h.feed([Ev(1), Ev(2)])
     clock.advance(0.5)
     assert [(r.window_start, r.window_end, r.value) for r in collected(h.finish())] == [
         (0.0, 0.5, 2)
     ]
-    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock := ManualClock())
+    h = OperatorHarness(window(Count(), every=Sliding(3.0, 1.0)), clock := ManualClock())
     h.feed([Ev(1)])
     out = h.advance(1.0)
     h.feed([Ev(2)])  # arrives at 1.0, the very end: its own window, cut there
@@ -157,11 +160,11 @@ def test_sliding_window_at_end_of_stream_is_emitted_once() -> None:
         (0.0, 1.0, 1),
         (0.0, 1.0, 2),
     ]
-    h = OperatorHarness(window(Count(), 3.0, every=1.0), clock := ManualClock())
+    h = OperatorHarness(window(Count(), every=Sliding(3.0, 1.0)), clock := ManualClock())
     h.feed([Ev(1)])
     out = h.advance(1.0) + h.finish()  # nothing new at the end: no repeat
     assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
-    h = OperatorHarness(window(Count(), 2.0, every=1.0, by="comm"), clock := ManualClock())
+    h = OperatorHarness(window(Count(), every=Sliding(2.0, 1.0), by="comm"), clock := ManualClock())
     h.feed([Ev(1, comm="a")])
     clock.advance(2.25)
     out = h.feed([Ev(2, comm="b")]) + h.finish()
@@ -175,7 +178,7 @@ def test_sliding_window_at_end_of_stream_is_emitted_once() -> None:
 def test_decimal_intervals_end_on_the_tick_on_a_virtual_clock() -> None:
     """Ten steps of 0.1 s: ten windows, each emitted on its own tick."""
     clock = ManualClock()
-    h = OperatorHarness(window(Count(), 0.1), clock)
+    h = OperatorHarness(window(Count(), every=Tumbling(0.1)), clock)
     per_step = []
     for i in range(10):
         h.feed([Ev(i)])
@@ -183,20 +186,23 @@ def test_decimal_intervals_end_on_the_tick_on_a_virtual_clock() -> None:
             [(r.window_start, r.window_end, r.value) for r in collected(h.advance(0.1))]
         )
     assert per_step == [[(k / 10, (k + 1) / 10, 1)] for k in range(10)]
-    h = OperatorHarness(window(Count(), 0.3, every=0.1), clock := ManualClock(7.3))
+    h = OperatorHarness(window(Count(), every=Sliding(0.3, 0.1)), clock := ManualClock(7.3))
     emitted = [len(collected(h.advance(0.1))) for _ in range(30)]
     assert emitted == [1] * 30
+
+
+SECONDLY = Tumbling(1.0)
 
 
 def test_every_windowed_factory_takes_emit_late() -> None:
     late_batch = [Ev(1, ts=5 * SECOND), Ev(2, ts=7 * SECOND)]
     factories: dict[str, Callable[[bool], ops.Window[Any]]] = {
-        "count": lambda late: ops.count("comm", every=1.0, time_field="ts", emit_late=late),
-        "log2": lambda late: log2_histogram("size", every=1.0, time_field="ts", emit_late=late),
+        "count": lambda late: ops.count("comm", every=SECONDLY, clock=EventTime("ts", 0, late)),
+        "log2": lambda late: log2_histogram("size", every=SECONDLY, clock=EventTime("ts", 0, late)),
         "linear": lambda late: ops.linear_histogram(
-            "size", every=1.0, time_field="ts", emit_late=late
+            "size", every=SECONDLY, clock=EventTime("ts", 0, late)
         ),
-        "rate": lambda late: ops.rate(1.0, time_field="ts", emit_late=late),
+        "rate": lambda late: ops.rate(every=SECONDLY, clock=EventTime("ts", 0, late)),
     }
     for name, make in factories.items():
         for emit_late in (True, False):
@@ -211,7 +217,7 @@ def test_every_windowed_factory_takes_emit_late() -> None:
 
 def test_processing_time_emits_empty_windows_and_the_current_one_at_end() -> None:
     clock = ManualClock()
-    h = OperatorHarness(window(Count(), 1.0), clock)
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0)), clock)
     h.feed([Ev(1), Ev(2)])
     out = h.advance(3.0)  # one tick, three windows due
     assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [
@@ -230,7 +236,7 @@ def test_scalar_aggregates_per_window_and_key() -> None:
     events = [Ev(1, comm="a", size=5), Ev(2, comm="b", size=1), Ev(3, comm="a", size=7)]
     results = {}
     for agg in (Count(), Sum("size"), Min("size"), Max("size"), Rate()):
-        h = OperatorHarness(window(agg, 2.0, by="comm"), clock := ManualClock())
+        h = OperatorHarness(window(agg, every=Tumbling(2.0), by="comm"), clock := ManualClock())
         h.feed(events)
         out = collected(h.advance(2.0))
         results[agg.name] = [(r.key, r.value) for r in out]
@@ -241,7 +247,7 @@ def test_scalar_aggregates_per_window_and_key() -> None:
         "max": [({"comm": "a"}, 7), ({"comm": "b"}, 1)],
         "rate": [({"comm": "a"}, 1.0), ({"comm": "b"}, 0.5)],
     }
-    h = OperatorHarness(window(Max("size"), 1.0), clock)
+    h = OperatorHarness(window(Max("size"), every=Tumbling(1.0)), clock)
     assert [r.value for r in collected(h.advance(1.0))] == [None]  # empty window
 
 
@@ -308,7 +314,9 @@ def reference_event_time(
 def test_event_time_tumbling_windows_partition_the_events(
     stamps: list[int], batch: int, size_s: int, lateness_s: int
 ) -> None:
-    op = window(Collect(), float(size_s), time_field="ts", lateness=float(lateness_s))
+    op = window(
+        Collect(), every=Tumbling(size_s), clock=EventTime("ts", lateness=float(lateness_s))
+    )
     h = OperatorHarness(op)
     events = [Ev(i, ts) for i, ts in enumerate(stamps)]
     for b in range(0, len(events), batch):
@@ -332,7 +340,7 @@ def test_event_time_sliding_windows_hold_each_event_size_over_slide_times(
     stamps: list[int], batch: int, shape: tuple[int, int]
 ) -> None:
     size, every = shape
-    op = window(Collect(), float(size), every=float(every), time_field="ts", lateness=100.0)
+    op = window(Collect(), every=Sliding(size, every), clock=EventTime("ts", lateness=100.0))
     h = OperatorHarness(op)
     events = [Ev(i, ts) for i, ts in enumerate(stamps)]
     for b in range(0, len(events), batch):
@@ -347,7 +355,8 @@ def test_event_time_sliding_windows_hold_each_event_size_over_slide_times(
 
 def test_late_events_are_counted_and_passed_on_or_only_counted() -> None:
     for emit_late in (True, False):
-        h = OperatorHarness(window(Count(), 1.0, time_field="ts", emit_late=emit_late))
+        clock = EventTime("ts", emit_late=emit_late)
+        h = OperatorHarness(window(Count(), every=Tumbling(1.0), clock=clock))
         first = h.feed([Ev(1, 5 * SECOND + 10)])
         assert first == []
         out = h.feed([Ev(2, 7 * SECOND), Ev(3, 2 * SECOND)])
@@ -365,7 +374,7 @@ def test_late_events_are_counted_and_passed_on_or_only_counted() -> None:
 
 def test_limit_emits_that_many_windows_then_asks_to_stop() -> None:
     clock = ManualClock()
-    h = OperatorHarness(window(Count(), 1.0, limit=2), clock)
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), limit=2), clock)
     h.feed([Ev(1)])
     assert not h.pipeline_stop_requested
     out = h.advance(1.0)
@@ -383,7 +392,7 @@ async def test_limit_stops_a_live_pipeline_after_n_windows() -> None:
     """vfsreadlat's count: three histograms, then the pipeline ends by itself."""
     source = ListSource([Ev(i, size=i) for i in range(100_000)], batch_size=10, interval=0.005)
     sink = CollectSink[Record]()
-    pipeline = source | log2_histogram("size", unit="usecs", every=0.05, limit=3) | sink
+    pipeline = source | log2_histogram("size", unit="usecs", every=Tumbling(0.05), limit=3) | sink
     with anyio.fail_after(30):
         stats = await pipeline.run()
     assert len([r for r in sink.items if isinstance(r, Histogram)]) == 3
@@ -401,22 +410,40 @@ async def test_limit_stops_a_pipeline_without_ticks() -> None:
     source = ListSource(events, batch_size=5, interval=0.001)
     sink = CollectSink[Record]()
     with anyio.fail_after(30):
-        stats = await (source | window(Count(), 1.0, time_field="ts", limit=2) | sink).run()
+        op = window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), limit=2)
+        stats = await (source | op | sink).run()
     assert [(r.window_start, r.value) for r in collected(sink.items)] == [(0.0, 10), (1.0, 10)]
     assert stats.stages[0].received < 100_000
-    op = stats.stages[1]
-    assert op.received == 20 + op.dropped["after_limit"]
+    counted = stats.stages[1]
+    assert counted.received == 20 + counted.dropped["after_limit"]
 
 
 def test_bad_window_definitions() -> None:
     with pytest.raises(PipelineDefinitionError, match="not a whole multiple"):
-        window(Count(), 3.0, every=2.0)
-    with pytest.raises(PipelineDefinitionError, match="need a window size"):
-        window(Count(), time_field="ts")
+        Sliding(3.0, 2.0)
+    with pytest.raises(PipelineDefinitionError, match="need windows; pass every=Tumbling"):
+        window(Count(), clock=EventTime("ts"))
+    with pytest.raises(PipelineDefinitionError, match="need windows; pass every=Tumbling"):
+        window(Count(), limit=3)
     with pytest.raises(PipelineDefinitionError, match="keyed already"):
-        window(CountBy("comm"), 1.0, by="comm")
+        window(CountBy("comm"), every=Tumbling(1.0), by="comm")
     with pytest.raises(PipelineDefinitionError, match="lateness must be >= 0"):
-        window(Count(), 1.0, lateness=-1)
+        EventTime("ts", lateness=-1)
+    with pytest.raises(PipelineDefinitionError, match="'t s' is not a field name"):
+        EventTime("t s")
+    with pytest.raises(PipelineDefinitionError, match="Sliding: step must be a positive number"):
+        Sliding(1.0, 0)
+    with pytest.raises(
+        PipelineDefinitionError,
+        match=r"^window\(count\): every=1\.0 is not a windower; pass every=Tumbling\(1\.0\)",
+    ):
+        window(Count(), every=1.0)  # type: ignore[arg-type]
+    with pytest.raises(
+        PipelineDefinitionError, match=r"^count: clock='ts' is not a clock; pass clock="
+    ):
+        ops.count("comm", every=Tumbling(1.0), clock="ts")  # type: ignore[arg-type]
+    with pytest.raises(PipelineDefinitionError, match="rate: limit must be a positive integer"):
+        ops.rate(limit=0)
     with pytest.raises(
         PipelineDefinitionError,
         match=r"Collect\(max_items=0\): max_items must be a positive integer",

@@ -17,6 +17,7 @@ from flowtrace import (
     Overflow,
     Pipeline,
     PipelineDefinitionError,
+    Run,
     Source,
     SourceContext,
     StageContext,
@@ -81,16 +82,17 @@ class Exploding(Operator[int, int]):
 @pytest.mark.anyio
 async def test_events_flow_in_order_through_operators() -> None:
     sink = CollectSink[int]()
-    double = Double()
-    pipeline = ListSource(range(1000), batch_size=7) | double | sink
-    stats = await pipeline.run()
+    run = Run(ListSource(range(1000), batch_size=7) | Double() | sink)
+    stats = await run.run()
     assert sink.items == [2 * x for x in range(1000)]
     assert [(s.name, s.received, s.emitted) for s in stats.stages] == [
         ("list", 1000, 1000),
         ("double", 1000, 1000),
         ("collect", 1000, 1000),
     ]
-    assert double.closed and sink.closed
+    double, collect = run.operators[0], run.sink
+    assert isinstance(double, Double) and isinstance(collect, CollectSink)
+    assert double.closed and collect.closed
 
 
 @pytest.mark.anyio
@@ -131,14 +133,15 @@ async def test_block_policy_loses_nothing() -> None:
 
 @pytest.mark.anyio
 async def test_failing_stage_is_named_and_everything_closes() -> None:
-    sink = CollectSink[int]()
-    double = Double()
+    run = Run(ListSource(range(10)) | Double() | Exploding() | CollectSink[int]())
     with pytest.raises(
         StageError, match=r"stage 'exploding' failed: ValueError: bad event"
     ) as info:
-        await (ListSource(range(10)) | double | Exploding() | sink).run()
+        await run.run()
     assert info.value.stage == "exploding"
     assert isinstance(info.value.__cause__, ValueError)
+    double, sink = run.operators[0], run.sink
+    assert isinstance(double, Double) and isinstance(sink, CollectSink)
     assert sink.closed and double.closed
 
 
@@ -147,10 +150,10 @@ async def test_stop_ends_the_source_and_drains() -> None:
     sink = CollectSink[int]()
     pipeline = ListSource(range(100), batch_size=1, interval=0.01) | SumAtEnd() | sink
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
         await anyio.sleep(0.05)
-        pipeline.stop()
-    received = pipeline.stats.stages[0].received
+        run.stop()
+    received = run.stats.stages[0].received
     assert 0 < received < 100
     assert sink.items == [sum(range(received))]
 
@@ -164,11 +167,11 @@ async def test_duration_stops_the_pipeline() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_pipeline_runs_once() -> None:
-    pipeline = ListSource([1]) | CollectSink[int]()
-    await pipeline.run()
-    with pytest.raises(PipelineDefinitionError, match="runs once"):
-        await pipeline.run()
+async def test_a_run_runs_once() -> None:
+    run = Run(ListSource([1]) | CollectSink[int]())
+    await run.run()
+    with pytest.raises(RuntimeError, match="runs once"):
+        await run.run()
 
 
 def test_piping_into_something_else_is_an_error() -> None:
@@ -182,9 +185,9 @@ async def _embedded(expected: int) -> int:
     pipeline = ListSource(range(expected), batch_size=1, interval=0.001) | Double() | sink
     seen_live = 0
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
-        while pipeline.stats.stages[-1].received < expected:
-            seen_live = max(seen_live, pipeline.stats.stages[-1].received)
+        run = await tg.start(pipeline.run)
+        while run.stats.stages[-1].received < expected:
+            seen_live = max(seen_live, run.stats.stages[-1].received)
             await anyio.sleep(0.005)
     assert sink.items == [2 * x for x in range(expected)]
     return seen_live
@@ -245,14 +248,13 @@ async def test_start_raises_when_the_source_fails_before_it_is_ready() -> None:
 class SlowToStart(Source[int]):
     """Takes a while before it is ready, as compiling and attaching does."""
 
-    def __init__(self, clock: ManualClock) -> None:
-        self.clock = clock
-        self.ready_at = -1.0
+    ready_at = -1.0
 
     async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
         await anyio.sleep(0.05)
-        self.clock.advance(5.0)
-        self.ready_at = self.clock.now()
+        assert isinstance(ctx.clock, ManualClock)
+        ctx.clock.advance(5.0)
+        type(self).ready_at = ctx.clock.now()
         ctx.ready()
         await emit([1, 2, 3])
 
@@ -265,12 +267,12 @@ class RecordsOpen(Double):
 
 @pytest.mark.anyio
 async def test_operators_open_when_the_source_is_ready() -> None:
-    clock = ManualClock()
-    source = SlowToStart(clock)
-    operator = RecordsOpen()
     sink = CollectSink[int]()
-    await Pipeline(source, [operator], sink, clock=clock).run()
-    assert operator.opened_at == source.ready_at == 5.0
+    run = Run(Pipeline(SlowToStart(), [RecordsOpen()], sink, clock=ManualClock()))
+    await run.run()
+    operator = run.operators[0]
+    assert isinstance(operator, RecordsOpen)
+    assert operator.opened_at == SlowToStart.ready_at == 5.0
     assert sink.items == [2, 4, 6]
 
 

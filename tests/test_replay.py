@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowtrace import ManualClock, Operator, Pipeline, SourceContext, StageError
+from flowtrace import ManualClock, Operator, Pipeline, Run, SourceContext, StageError
 from flowtrace.recorder import RecordingSource
 from flowtrace.replay import RecordingReader, ReplayError, replay
 from flowtrace.sinks.ndjson import NdjsonSink
@@ -33,7 +33,10 @@ class Timed(Source[SyncCall]):
     so a "live" run has an exact, known timeline.
     """
 
-    event = SyncCall
+    def event_type(self) -> type[SyncCall]:
+
+        return SyncCall
+
     name = "sync"
 
     def __init__(self, batches: int, per_batch: int, step: float = 0.3, lost: int = 0) -> None:
@@ -99,15 +102,17 @@ def recorded_times(path: Path) -> list[float]:
 async def test_replay_reproduces_events_batches_and_counters(tmp_path: Path) -> None:
     recording = tmp_path / "sync.rec"
     live = Pipeline(Timed(batches=12, per_batch=5, step=0.01, lost=3), [], CollectSink())
-    await live.replace(source=RecordingSource(live.source, recording)).run()
+    live_run = Run(live.replace(source=RecordingSource(live.source, recording)))
+    await live_run.run()
     again = replay(Pipeline(Timed(0, 0), [], CollectSink()), recording)
     assert isinstance(again.clock, ManualClock)
-    await again.run()
-    live_sink, replay_sink = live.sink, again.sink
+    replayed = Run(again)
+    await replayed.run()
+    live_sink, replay_sink = live_run.sink, replayed.sink
     assert isinstance(live_sink, CollectSink) and isinstance(replay_sink, CollectSink)
     assert replay_sink.items == live_sink.items and len(live_sink.items) == 60
     assert replay_sink.batches == live_sink.batches == 12
-    assert [s.describe() for s in again.stats.stages] == [
+    assert [s.describe() for s in replayed.stats.stages] == [
         "sync: 60 in, 60 out, 3 lost before delivery",
         "collect: 60 in, 60 out",
     ]
@@ -122,16 +127,18 @@ async def test_virtual_clock_follows_the_recorded_timeline(tmp_path: Path) -> No
     times = recorded_times(recording)
     reader = RecordingReader(recording, SyncCall)
     reader.check()
-    outputs = []
+    outputs: list[list[Any]] = []
     for _ in range(2):
-        again = replay(build(Timed(0, 0)), recording)
+        again = Run(replay(build(Timed(0, 0)), recording))
         assert again.clock.now() == reader.header.start
         await again.run()
         op = again.operators[-1]
         assert isinstance(op, PerSecond)
         assert op.batch_times == times, "each batch is processed at its recorded time"
         assert again.clock.now() == reader.end_at
-        outputs.append(again.sink.items)  # type: ignore[attr-defined]
+        assert isinstance(again.sink, CollectSink)
+        outputs.append(list(again.sink.items))
+        again.sink.items.clear()
     assert outputs[0] == outputs[1], "a replay is deterministic"
     ticks = outputs[0]
     assert len(ticks) >= 3, "2.5 recorded seconds tick at least twice, then finish"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from flowtrace.recorder import field_types
 from flowtrace.replay import RecordingReader, ReplayError
-from flowtrace.sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
+from flowtrace.schema import RecordEncoder, RecordingEnd, RecordingHeader
 from flowtrace.sources.syscalls import SyncCall
 
 ENCODER = RecordEncoder()

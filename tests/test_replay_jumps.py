@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flowtrace.clock import ManualClock
-from flowtrace.operators import Collect, Count, log2_histogram, window
+from flowtrace.operators import Collect, Count, Sliding, Tumbling, log2_histogram, window
 from flowtrace.operators.windows import MAX_EMPTY_RUN
 from flowtrace.recorder import field_types
 from flowtrace.recording import MAX_SPAN, RecordingReader, ReplayError
@@ -34,7 +34,7 @@ YEAR_OF_SECONDS = 365 * 24 * 3600.0
 
 def test_a_year_long_jump_skips_the_empty_windows_and_reports_it() -> None:
     clock = ManualClock(10.0)
-    h = OperatorHarness(window(Count(), every=1.0), clock)
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0)), clock)
     h.feed([1, 2, 3])
     started = time.monotonic()
     emitted = h.advance(YEAR_OF_SECONDS)
@@ -57,7 +57,7 @@ def test_a_year_long_jump_skips_the_empty_windows_and_reports_it() -> None:
 
 
 def test_runs_up_to_the_bound_are_emitted_whole() -> None:
-    h = OperatorHarness(window(Count(), every=1.0), ManualClock(0.0))
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0)), ManualClock(0.0))
     h.feed([1])
     emitted = h.advance(MAX_EMPTY_RUN + 1.0)  # the window with the event, then the bound
     assert [r.value for r in window_results(emitted)] == [1] + [0] * MAX_EMPTY_RUN
@@ -66,7 +66,7 @@ def test_runs_up_to_the_bound_are_emitted_whole() -> None:
 
 
 def test_sliding_windows_holding_events_are_all_emitted_before_the_skip() -> None:
-    h = OperatorHarness(window(Collect(), 4.0, every=1.0), ManualClock(0.0))
+    h = OperatorHarness(window(Collect(), every=Sliding(4.0, 1.0)), ManualClock(0.0))
     h.feed([1])
     h.advance(1.0)
     h.feed([2])
@@ -83,7 +83,7 @@ def test_sliding_windows_holding_events_are_all_emitted_before_the_skip() -> Non
 
 
 def test_a_limit_within_reach_still_counts_the_empty_windows() -> None:
-    h = OperatorHarness(window(Count(), every=1.0, limit=5), ManualClock(0.0))
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), limit=5), ManualClock(0.0))
     h.feed([1])
     emitted = h.advance(1e9)
     assert [r.value for r in window_results(emitted)] == [1, 0, 0, 0, 0]
@@ -93,7 +93,7 @@ def test_a_limit_within_reach_still_counts_the_empty_windows() -> None:
 
 def test_jump_at_end_of_stream_is_bounded_too() -> None:
     clock = ManualClock(0.0)
-    h = OperatorHarness(log2_histogram("lat_ns", every=0.001), clock)
+    h = OperatorHarness(log2_histogram("lat_ns", every=Tumbling(0.001)), clock)
     h.feed([ReadLatency(ts=1, lat_ns=5, ret=1, pid=7, tid=7, comm="cat")])
     clock.advance(1e7)  # no tick: finish sees the whole jump
     started = time.monotonic()

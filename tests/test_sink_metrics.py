@@ -7,7 +7,7 @@ import gc
 import socket
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.to_thread
@@ -99,10 +99,11 @@ async def test_scraped_histograms_counts_and_pipeline_counters() -> None:
     sink = MetricsSink(port=0)
     pipeline = with_sinks(Pipeline(source, [DropSyscalls()], sink), [])
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
+        sink = cast(MetricsSink, run.sink)
         await source.emitted.wait()
         with anyio.fail_after(10):
-            while pipeline.stats.stage("metrics").emitted < len(ITEMS) - 2:  # noqa: ASYNC110
+            while run.stats.stage("metrics").emitted < len(ITEMS) - 2:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
         assert sink.host == "127.0.0.1" and sink.port != 0
         families = await anyio.to_thread.run_sync(scrape, sink.url)
@@ -140,21 +141,22 @@ async def test_binds_loopback_only_and_stops_serving_on_close() -> None:
     sink = MetricsSink(port=0)
     pipeline = Pipeline(source, [], sink)
     async with anyio.create_task_group() as tg:
-        await tg.start(pipeline.run)
+        run = await tg.start(pipeline.run)
+        sink = cast(MetricsSink, run.sink)
         await source.emitted.wait()
         port = sink.port
         with pytest.raises(OSError):  # nothing listens on ::1, only on 127.0.0.1
             socket.create_connection(("::1", port), timeout=5).close()
         families = await anyio.to_thread.run_sync(scrape, sink.url)
         assert "flowtrace_stage_received" in families
-        assert any("serving metrics at http://127.0.0.1:" in a for a in pipeline.stats.attached)
+        assert any("serving metrics at http://127.0.0.1:" in a for a in run.stats.attached)
         source.done.set()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 # The runtime leaves the sink's inbox stream unclosed when a sink's open()
-# fails (flowtrace/pipeline.py, reported); its ResourceWarning is not ours.
+# fails (flowtrace/runtime.py, reported); its ResourceWarning is not ours.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_port_in_use_fails_with_the_fix() -> None:
     with socket.socket() as taken:

@@ -17,12 +17,20 @@ from typing import Any
 import anyio
 import pytest
 
-from flowtrace import Operator, Overflow, Pipeline, SourceContext, StageError, recorder
+from flowtrace import (
+    Operator,
+    Overflow,
+    Pipeline,
+    Run,
+    SourceContext,
+    StageError,
+    linefile,
+    recorder,
+)
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
-from flowtrace.sinks import linefile
 from flowtrace.sinks import ndjson as ndjson_module
 from flowtrace.sinks.ndjson import NdjsonSink
-from flowtrace.sinkspec import SinkSpecError, bind_pipeline_stats, sink_from_spec, with_sinks
+from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
 from flowtrace.sources.syscalls import SyncCall
 from flowtrace.stages import Emit
 from flowtrace.testing import CollectSink, ListSource
@@ -80,7 +88,8 @@ async def test_every_record_says_its_type_and_stays_structured(tmp_path: Path) -
     assert records[3]["data"]["value"] == 12
     summary = records[-1]
     assert summary["type"] == "summary"
-    assert [(s["name"], s["received"]) for s in summary["data"]["stages"]] == [("ndjson", 5)]
+    stages = [(s["name"], s["received"]) for s in summary["data"]["stages"]]
+    assert stages == [("list", 5), ("ndjson", 5)], "the whole run's counters"
 
 
 class Reporting(ListSource[int]):
@@ -154,22 +163,22 @@ class Exploding(Operator[int, int]):
 @pytest.mark.anyio
 async def test_failing_stage_leaves_whole_lines_and_a_summary(tmp_path: Path) -> None:
     out = tmp_path / "out.ndjson"
-    pipeline = ListSource(range(1000), batch_size=10) | Exploding() | NdjsonSink(out)
+    run = Run(ListSource(range(1000), batch_size=10) | Exploding() | NdjsonSink(out))
     with pytest.raises(StageError, match="exploding"):
-        await pipeline.run()
+        await run.run()
     records = lines(out)
     assert records[-1]["type"] == "summary"
     written = [r["data"] for r in of_type(records, "value")]
     assert written == list(range(len(written)))
-    assert len(written) == pipeline.stats.stage("ndjson").received
+    assert len(written) == run.stats.stage("ndjson").received
 
 
 @pytest.mark.anyio
 async def test_full_disk_counts_the_batch_and_fails() -> None:
-    pipeline = ListSource(range(50), batch_size=50) | NdjsonSink("/dev/full", reports=False)
+    run = Run(ListSource(range(50), batch_size=50) | NdjsonSink("/dev/full", reports=False))
     with pytest.raises(StageError, match="No space left on device"):
-        await pipeline.run()
-    assert pipeline.stats.stage("ndjson").dropped == {"write_error": 50}
+        await run.run()
+    assert run.stats.stage("ndjson").dropped == {"write_error": 50}
 
 
 @pytest.mark.anyio
@@ -177,17 +186,17 @@ async def test_failing_report_write_counts_the_batch() -> None:
     """The attach record due before the first batch cannot be written: the
     batch is counted as not written, like a failing batch write."""
     sink = NdjsonSink("/dev/full")
-    pipeline = bind_pipeline_stats(Pipeline(Reporting(range(100), batch_size=100), [], sink))
+    run = Run(Pipeline(Reporting(range(100), batch_size=100), [], sink))
     with pytest.raises(StageError, match="No space left on device"):
-        await pipeline.run()
-    stats = pipeline.stats.stage("ndjson")
+        await run.run()
+    stats = run.stats.stage("ndjson")
     assert stats.dropped == {"write_error": 100}
     assert stats.received == stats.emitted + stats.dropped_total
 
 
 CUT_BACK = """
 import os, resource, signal, sys
-from flowtrace.sinks.linefile import write_lines
+from flowtrace.linefile import write_lines
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY))
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)

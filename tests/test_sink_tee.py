@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from flowtrace import Pipeline, Sink, StageError
+from flowtrace import Pipeline, Run, Sink, StageError
+from flowtrace.fanout import TeeSink
 from flowtrace.sinks.ndjson import NdjsonSink
-from flowtrace.sinks.tee import TeeSink
 from flowtrace.testing import CollectSink, ListSource
 
 pytestmark = pytest.mark.anyio
@@ -27,14 +27,14 @@ class Broken(Sink[Any]):
 async def test_sinks_after_a_failing_one_still_get_the_batch() -> None:
     before, after = CollectSink[int](), CollectSink[int]()
     tee = TeeSink([before, Broken(), after])
-    pipeline = Pipeline(ListSource(range(10), batch_size=10), [], tee)
-    tee.bind_pipeline(pipeline.stats)
+    run = Run(Pipeline(ListSource(range(10), batch_size=10), [], tee))
     with pytest.raises(StageError, match="sink 'broken' failed: RuntimeError: broken sink"):
-        await pipeline.run()
+        await run.run()
     assert before.items == after.items == list(range(10))
-    by_name = {s.name: s for s in tee.stats}
+    children = run.stats.stages[run.stats.chain_length :]
+    by_name = {s.name: s for s in children}
     assert by_name["broken"].dropped == {"sink_failed": 10}
-    for stats in tee.stats:
+    for stats in children:
         assert stats.received == 10
         assert stats.received == stats.emitted + stats.dropped_total, stats
 
@@ -42,10 +42,10 @@ async def test_sinks_after_a_failing_one_still_get_the_batch() -> None:
 async def test_first_failure_is_raised_and_a_counting_sink_is_trusted() -> None:
     after = CollectSink[int]()
     tee = TeeSink([NdjsonSink("/dev/full", reports=False), Broken(), after])
-    pipeline = Pipeline(ListSource(range(10), batch_size=10), [], tee)
+    run = Run(Pipeline(ListSource(range(10), batch_size=10), [], tee))
     with pytest.raises(StageError, match="sink 'ndjson' failed: OSError"):
-        await pipeline.run()
+        await run.run()
     assert after.items == list(range(10))
-    ndjson, broken, _ = tee.stats
+    ndjson, broken, _ = run.stats.stages[run.stats.chain_length :]
     assert ndjson.dropped == {"write_error": 10}, "its own count, not sink_failed"
     assert broken.dropped == {"sink_failed": 10}

@@ -1,5 +1,5 @@
 """Running a flowtrace contender the way an embedding application would:
-the pipeline in a task group, SIGINT mapped to ``Pipeline.stop()``."""
+the pipeline in a task group, SIGINT mapped to ``Run.stop()``."""
 
 from __future__ import annotations
 
@@ -8,23 +8,24 @@ import signal
 import anyio
 
 from bench.child import Report, ready
-from flowtrace import Pipeline, PipelineStats
+from flowtrace import Pipeline, PipelineStats, Run
 
 
-async def _run(pipeline: Pipeline) -> None:
+async def _run(run: Run) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with anyio.create_task_group() as tg:
-            await tg.start(pipeline.run)
+            await tg.start(run.run)
             ready()
             async for _ in signals:
-                pipeline.stop()
+                run.stop()
                 break
 
 
 def run(pipeline: Pipeline) -> PipelineStats:
     """Run ``pipeline`` until SIGINT; it has drained when this returns."""
-    anyio.run(_run, pipeline)
-    return pipeline.stats
+    run = Run(pipeline)
+    anyio.run(_run, run)
+    return run.stats
 
 
 def accounting(stats: PipelineStats, delivered: int) -> Report:

@@ -21,6 +21,7 @@ from .custom import EventOperator, per_event, stream_operator
 from .extras import Distinct, Sample, Throttle, distinct, rate, sample, throttle
 from .join import Join, join
 from .predicates import AllOf, AnyOf, Compare, F, Not, Predicate, field
+from .windowing import EventTime, ProcessingTime, Sliding, Tumbling
 from .windows import DEFAULT_MAX_KEYS, Window, window
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "CountBy",
     "Distinct",
     "EventOperator",
+    "EventTime",
     "F",
     "Filter",
     "FlatMap",
@@ -45,10 +47,13 @@ __all__ = [
     "Min",
     "Not",
     "Predicate",
+    "ProcessingTime",
     "Rate",
     "Sample",
+    "Sliding",
     "Sum",
     "Throttle",
+    "Tumbling",
     "Window",
     "count",
     "distinct",

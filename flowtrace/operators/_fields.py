@@ -19,6 +19,8 @@ from ..errors import PipelineDefinitionError
 __all__ = [
     "KeyGetter",
     "KeySpec",
+    "OpaqueFunction",
+    "PassesEvents",
     "ValueGetter",
     "ValueSpec",
     "missing_field",
@@ -130,3 +132,29 @@ def positive_int(value: object, what: str, *, allow_zero: bool = False) -> int:
         kind = "a non-negative integer" if allow_zero else "a positive integer"
         raise PipelineDefinitionError(f"{what} must be {kind}, got {value!r}")
     return value
+
+
+class PassesEvents:
+    """Declarations of an operator that emits some of its input events
+    unchanged (filter, sample, distinct, throttle)."""
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """The event fields it reads: none unless it says otherwise."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Events pass unchanged: the input's type."""
+        return input_type
+
+
+class OpaqueFunction:
+    """Declarations of an operator whose work is a user's function (map,
+    per_event, ...): what it reads and returns is not known."""
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """Unknown: a function reads what it reads."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: whatever the function returns."""
+        return None

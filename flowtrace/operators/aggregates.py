@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from ..context import StageContext
 from ..records import Record, WindowResult
@@ -29,19 +29,27 @@ A = TypeVar("A")
 class Aggregate(ABC, Generic[T, A]):
     """A per-window computation with accumulators of type ``A``.
 
-    ``open`` is called when the window operator opens (use ``self.ctx.stats``
-    to count what the aggregate drops). ``merge`` must return a new
-    accumulator and leave its inputs unchanged (an interval's accumulator is
-    shared by every sliding window that covers it); ``result`` must not
-    change ``acc`` either.
+    An aggregate is configuration: each run of a window operator opens its
+    own shallow copy (``open`` is called on the copy; use ``self.ctx.stats``
+    there to count what the aggregate drops), so keep per-run state in
+    ``open`` or in the accumulators and never change what ``__init__`` set.
+    ``merge`` must return a new accumulator and leave its inputs unchanged
+    (an interval's accumulator is shared by every sliding window that
+    covers it); ``result`` must not change ``acc`` either.
     """
 
     name: str = "aggregate"
     keyed: bool = True
     """Whether the aggregate may be grouped by key (``window(..., by=...)``)."""
+    record_type: ClassVar[type[Record] | None] = None
+    """The type of record ``result`` returns (None: not said)."""
 
     def open(self, ctx: StageContext) -> None:
         self.ctx = ctx
+
+    def reads_fields(self) -> tuple[str, ...]:
+        """The event fields ``add`` reads (empty: none or unknown)."""
+        return ()
 
     @abstractmethod
     def new(self) -> A:
@@ -64,6 +72,7 @@ class Count(Aggregate[Any, int]):
     """The number of events: ``WindowResult(aggregate="count", value=n)``."""
 
     name = "count"
+    record_type = WindowResult
 
     def new(self) -> int:
         return 0
@@ -105,8 +114,15 @@ class Rate(Count):
 
 
 class _OfField(Aggregate[Any, A]):
+    """An aggregate of one value per event: a field, or a function of the event."""
+
+    record_type: ClassVar[type[Record] | None] = WindowResult
+
     def __init__(self, value: ValueSpec) -> None:
         self.value = ValueGetter.of(value, type(self).__name__)
+
+    def reads_fields(self) -> tuple[str, ...]:
+        return (self.value.field,) if self.value.field else ()
 
     def _result(self, value: Any, start: float, end: float, key: dict[str, Any] | None) -> Record:
         return WindowResult(
@@ -192,6 +208,7 @@ class Collect(Aggregate[T, list[T]], Generic[T]):
     """
 
     name = "collect"
+    record_type = WindowResult
 
     def __init__(self, max_items: int = 10_000) -> None:
         self.max_items = positive_int(max_items, f"Collect(max_items={max_items!r}): max_items")

@@ -4,8 +4,8 @@ They hold nothing between batches and emit, for each batch, what they
 computed from it, in input order. Each batch is one list comprehension (or
 a C-level ``filter``/``map``), so the per-event cost is the user's function
 call and nothing else. Side records from upstream (an incomplete join, a
-late event) are not handed to the user's function: they pass through
-unchanged, in their place among the results. An exception from the user's
+late event) are not handed to the user's function: the runtime sends them on
+unchanged, ahead of the batch's results. An exception from the user's
 function fails the stage (:class:`~flowtrace.errors.StageError` names it);
 nothing is skipped silently.
 """
@@ -18,8 +18,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from ..errors import PipelineDefinitionError
 from ..stages import Operator
-from ._fields import missing_field
-from ._side import around_side_records
+from ._fields import OpaqueFunction, PassesEvents, missing_field
 from .predicates import AllOf, Compare, Predicate
 
 __all__ = ["Filter", "FlatMap", "Map", "filter", "flat_map", "map"]
@@ -28,14 +27,14 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-class Filter(Operator[T, T], Generic[T]):
+class Filter(PassesEvents, Operator[T, T], Generic[T]):
     """Keeps the events ``predicate`` is true for, in order.
 
     Buffers nothing; emits per batch; events it rejects are not dropped in
     the loss sense (they are what was asked for), so the stage's ``in`` and
     ``out`` counters show how many passed. ``predicate`` is a field
     predicate (data, see :attr:`predicate`) or any function. Side records
-    pass through unchanged, in their place, never tested. End of stream:
+    go on ahead of the batch's results, never tested. End of stream:
     nothing is held, nothing more is emitted. Errors: an event without a
     field the predicate reads fails the stage with a one-line message
     naming the field; an exception from the predicate fails the stage.
@@ -55,10 +54,12 @@ class Filter(Operator[T, T], Generic[T]):
         so it can be moved into the kernel; None for a plain function."""
         return self.test if isinstance(self.test, Predicate) else None
 
-    def process(self, batch: list[T]) -> Sequence[T]:
-        return around_side_records(batch, self._select)
+    def reads_fields(self) -> tuple[str, ...]:
+        """The fields a field predicate names (empty for a plain function)."""
+        predicate = self.predicate
+        return predicate.fields() if predicate is not None else ()
 
-    def _select(self, batch: list[T]) -> list[T]:
+    def process(self, batch: list[T]) -> Sequence[T]:
         try:
             if isinstance(self.test, Predicate):
                 return self.test.select(batch)
@@ -67,9 +68,9 @@ class Filter(Operator[T, T], Generic[T]):
             raise missing_field(exc, self.stage_name()) from exc
 
 
-class Map(Operator[T, U], Generic[T, U]):
+class Map(OpaqueFunction, Operator[T, U], Generic[T, U]):
     """Emits ``fn(event)`` for every event, in order, per batch. Buffers
-    nothing. Side records pass through unchanged, in their place, never
+    nothing. Side records go on ahead of the batch's results, never
     handed to ``fn``. End of stream: nothing is held, nothing more is
     emitted. Errors: an exception from ``fn`` fails the stage (a missing
     event field with a one-line message naming it)."""
@@ -81,19 +82,16 @@ class Map(Operator[T, U], Generic[T, U]):
         self.name = name or "map"
 
     def process(self, batch: list[T]) -> Sequence[U]:
-        return around_side_records(batch, self._map)
-
-    def _map(self, batch: list[T]) -> list[U]:
         try:
             return list(builtins.map(self.fn, batch))
         except AttributeError as exc:
             raise missing_field(exc, self.stage_name()) from exc
 
 
-class FlatMap(Operator[T, U], Generic[T, U]):
+class FlatMap(OpaqueFunction, Operator[T, U], Generic[T, U]):
     """Emits every item of ``fn(event)`` for every event, in order, per batch
     (an empty iterable emits nothing). Buffers nothing beyond one batch's
-    results. Side records pass through unchanged, in their place, never
+    results. Side records go on ahead of the batch's results, never
     handed to ``fn``. End of stream: nothing is held, nothing more is
     emitted. Errors: an exception from ``fn`` or from iterating its result
     fails the stage (a missing event field with a one-line message naming
@@ -106,9 +104,6 @@ class FlatMap(Operator[T, U], Generic[T, U]):
         self.name = name or "flat_map"
 
     def process(self, batch: list[T]) -> Sequence[U]:
-        return around_side_records(batch, self._flat_map)
-
-    def _flat_map(self, batch: list[T]) -> list[U]:
         fn = self.fn
         try:
             return [item for event in batch for item in fn(event)]

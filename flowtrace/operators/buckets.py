@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..records import Bucket, Histogram, Record
-from ._fields import KeySpec, ValueGetter, ValueSpec, positive_int
-from .aggregates import Aggregate
+from ._fields import KeySpec, ValueSpec, positive_int
+from .aggregates import _OfField
+from .windowing import ProcessingTime, WindowClock, Windower
 from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = [
@@ -67,12 +68,13 @@ def _u64_quotients(values: list[Any], divisor: int) -> list[int]:
     return [(int(v) & U64) // divisor for v in values]
 
 
-class _Histogram(Aggregate[Any, Any]):
+class _Histogram(_OfField[Any]):
     scale = ""
+    record_type = Histogram
 
     def __init__(self, value: ValueSpec, unit: str, divisor: int) -> None:
         self.divisor = positive_int(divisor, f"{type(self).__name__}: divisor")
-        self.value = ValueGetter.of(value, type(self).__name__)
+        super().__init__(value)
         self.unit = unit
 
     def values(self, events: list[Any]) -> list[Any]:
@@ -192,37 +194,25 @@ def log2_histogram(
     unit: str = "value",
     divisor: int = 1,
     by: KeySpec | None = None,
-    every: float | None = None,
-    window: float | None = None,
-    time_field: str | None = None,
-    lateness: float = 0.0,
+    every: Windower | None = None,
+    clock: WindowClock = ProcessingTime(),
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
-    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """A log2 histogram of ``value`` with bcc's buckets (see :class:`Log2`).
 
     Emitted at end of stream by default (bitehist prints it on Ctrl-C):
     ``log2_histogram("bytes", unit="kbytes", divisor=1024)``. With
-    ``every=S``: one histogram per S seconds (vfsreadlat; ``limit=N`` stops
-    the pipeline after N). ``window``/``every`` make it sliding, ``by`` one
-    histogram per key, ``time_field`` event time (with ``lateness`` and
-    ``emit_late``). See :class:`~flowtrace.operators.Window` for timing,
-    bounds and end of stream.
+    ``every=Tumbling(S)``: one histogram per S seconds (vfsreadlat;
+    ``limit=N`` stops the pipeline after N); ``every=Sliding(...)`` makes it
+    sliding, ``by`` one histogram per key, ``clock=EventTime(...)`` event
+    time. See :class:`~flowtrace.operators.Window` for timing, bounds and
+    end of stream.
     """
-    return Window(
-        Log2(value, unit, divisor),
-        size=window,
-        every=every,
-        by=by,
-        time_field=time_field,
-        lateness=lateness,
-        max_keys=max_keys,
-        limit=limit,
-        emit_late=emit_late,
-        name=name or "log2_histogram",
-    )
+    hist = Log2(value, unit, divisor)
+    return Window(hist, every=every, clock=clock, by=by, max_keys=max_keys, limit=limit,
+                  name=name or "log2_histogram")  # fmt: skip
 
 
 def linear_histogram(
@@ -232,27 +222,15 @@ def linear_histogram(
     divisor: int = 1,
     max_index: int = 1024,
     by: KeySpec | None = None,
-    every: float | None = None,
-    window: float | None = None,
-    time_field: str | None = None,
-    lateness: float = 0.0,
+    every: Windower | None = None,
+    clock: WindowClock = ProcessingTime(),
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
-    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """A linear histogram of ``value`` (see :class:`Linear`); emission and
     windows as :func:`log2_histogram`, timing, bounds and end of stream as
     :class:`~flowtrace.operators.Window`."""
-    return Window(
-        Linear(value, unit, divisor, max_index),
-        size=window,
-        every=every,
-        by=by,
-        time_field=time_field,
-        lateness=lateness,
-        max_keys=max_keys,
-        limit=limit,
-        emit_late=emit_late,
-        name=name or "linear_histogram",
-    )
+    hist = Linear(value, unit, divisor, max_index)
+    return Window(hist, every=every, clock=clock, by=by, max_keys=max_keys, limit=limit,
+                  name=name or "linear_histogram")  # fmt: skip

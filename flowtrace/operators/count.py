@@ -10,6 +10,7 @@ from typing import Any
 from ..records import CountRow, CountTable, Record
 from ._fields import KeyGetter, KeySpec, positive_int
 from .aggregates import Aggregate
+from .windowing import ProcessingTime, WindowClock, Windower
 from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = ["CountBy", "count"]
@@ -27,6 +28,7 @@ class CountBy(Aggregate[Any, "Counter[Hashable]"]):
 
     name = "count"
     keyed = False
+    record_type = CountTable
 
     def __init__(
         self, by: KeySpec, *, top: int | None = None, max_keys: int = DEFAULT_MAX_KEYS
@@ -34,6 +36,9 @@ class CountBy(Aggregate[Any, "Counter[Hashable]"]):
         self.key = KeyGetter.of(by, "count")
         self.top = positive_int(top, "count: top") if top is not None else None
         self.max_keys = positive_int(max_keys, "count: max_keys")
+
+    def reads_fields(self) -> tuple[str, ...]:
+        return self.key.fields
 
     def new(self) -> Counter[Hashable]:
         return Counter()
@@ -75,32 +80,21 @@ def count(
     by: KeySpec,
     *,
     top: int | None = None,
-    every: float | None = None,
-    window: float | None = None,
-    time_field: str | None = None,
-    lateness: float = 0.0,
+    every: Windower | None = None,
+    clock: WindowClock = ProcessingTime(),
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
-    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
     """Count events by key: a field (``"comm"``), several fields
     (``["prev_pid", "next_pid"]``), or a function.
 
     Emits one :class:`~flowtrace.records.CountTable` at end of stream by
-    default (strlen_count prints it on Ctrl-C), or one per ``every`` seconds
-    (``window`` for sliding counts, ``time_field`` for event time with
-    ``lateness`` and ``emit_late``, ``limit`` to stop after N tables). See
-    :class:`CountBy` for order and bounds and
-    :class:`~flowtrace.operators.Window` for timing and end of stream.
+    default (strlen_count prints it on Ctrl-C), or one per window with
+    ``every=Tumbling(S)`` or ``Sliding(...)`` (``clock=EventTime(...)`` for
+    event time, ``limit`` to stop after N tables). See :class:`CountBy` for
+    order and bounds and :class:`~flowtrace.operators.Window` for timing and
+    end of stream.
     """
-    return Window(
-        CountBy(by, top=top, max_keys=max_keys),
-        size=window,
-        every=every,
-        time_field=time_field,
-        lateness=lateness,
-        limit=limit,
-        emit_late=emit_late,
-        name=name or "count",
-    )
+    table = CountBy(by, top=top, max_keys=max_keys)
+    return Window(table, every=every, clock=clock, limit=limit, name=name or "count")

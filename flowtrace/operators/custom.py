@@ -17,10 +17,9 @@ For resources that need awaiting to acquire and release, subclass
 
 Side records from upstream (:class:`~flowtrace.records.SideRecord`: an
 incomplete join, a late event) never reach the user's code in the three
-forms: they pass through unchanged, in their place (``per_event``,
-``EventOperator``) or ahead of what the generator yields for their batch
-(``stream_operator``). An operator that wants to see them subclasses
-:class:`~flowtrace.stages.Operator` directly.
+forms: the runtime sends them on unchanged, ahead of what the operator
+emits for their batch (see :mod:`flowtrace.routing`). An operator that
+wants to see them sets ``accepts_side_records = True``.
 """
 
 from __future__ import annotations
@@ -31,13 +30,12 @@ from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing
 from operator import length_hint
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from ..context import StageContext
 from ..errors import PipelineDefinitionError
-from ..records import SideRecord
 from ..stages import AsyncOperator, Emit, Operator
-from ._side import around_side_records, has_side_records
+from ._fields import OpaqueFunction
 
 __all__ = ["EventOperator", "per_event", "stream_operator"]
 
@@ -46,9 +44,9 @@ Out = TypeVar("Out")
 P = ParamSpec("P")
 
 
-class _PerEvent(Operator[In, Out]):
+class _PerEvent(OpaqueFunction, Operator[In, Out]):
     """Emits ``fn(event, *args, **kwargs)`` per event, in order, skipping
-    ``None``. Buffers nothing; side records pass through in their place;
+    ``None``. Buffers nothing; side records go on ahead of the batch's results;
     an exception from ``fn`` fails the stage."""
 
     def __init__(
@@ -58,9 +56,6 @@ class _PerEvent(Operator[In, Out]):
         self.name = getattr(fn, "__name__", "per_event")
 
     def process(self, batch: list[In]) -> Sequence[Out]:
-        return around_side_records(batch, self._call)
-
-    def _call(self, batch: list[In]) -> list[Out]:
         fn, args, kwargs = self.fn, self.args, self.kwargs
         if args or kwargs:
             results = [fn(e, *args, **kwargs) for e in batch]
@@ -85,8 +80,8 @@ def per_event(
     The function gets each event and the arguments given to the factory; what
     it returns is emitted, ``None`` is not. Each call of the factory is a
     new operator. Buffers nothing, emits per batch in order; side records
-    from upstream pass through unchanged, in their place, and never reach
-    the function. End of stream: nothing is held, nothing more is emitted.
+    from upstream go on unchanged, ahead of the batch's results, and never
+    reach the function. End of stream: nothing is held, nothing more is emitted.
     Errors: an exception from the function fails the stage; decorating an
     async function raises :class:`~flowtrace.errors.PipelineDefinitionError`.
     """
@@ -104,7 +99,7 @@ def per_event(
     return make
 
 
-class _GeneratorOperator(AsyncOperator[In, Out]):
+class _GeneratorOperator(OpaqueFunction, AsyncOperator[In, Out]):
     """Runs an async generator over the events; see :func:`stream_operator`."""
 
     def __init__(
@@ -123,10 +118,6 @@ class _GeneratorOperator(AsyncOperator[In, Out]):
         async def events() -> AsyncGenerator[In, None]:
             nonlocal current
             async for batch in batches:
-                if has_side_records(batch):  # they go on ahead of this batch's results
-                    side = [e for e in batch if isinstance(e, SideRecord)]
-                    ready.extend(cast("list[Out]", side))  # side records travel untyped
-                    batch = [e for e in batch if not isinstance(e, SideRecord)]
                 current = iter(batch)
                 for event in current:
                     yield event
@@ -204,8 +195,8 @@ class EventOperator(Operator[In, Out], Generic[In, Out]):
     returned). Call :meth:`emit` from ``on_event``, ``on_tick`` and
     ``on_end`` to send results on; they go downstream, in emit order, when
     that call's batch is done. Side records from upstream never reach
-    ``on_event``: they pass through unchanged, in their place among what
-    ``on_event`` emits. What the class holds (buffers) is its own
+    ``on_event``: they go on unchanged, ahead of what ``on_event`` emits
+    for their batch. What the class holds (buffers) is its own
     business: document its bounds, as flowtrace's operators do. End of
     stream: ``on_end`` runs, then ``teardown``. Errors: an exception from a
     handler fails the stage (``teardown`` still runs); :meth:`emit` outside
@@ -228,6 +219,16 @@ class EventOperator(Operator[In, Out], Generic[In, Out]):
     def teardown(self) -> None:
         """Release what ``setup`` acquired."""
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The event fields ``on_event`` reads, for checking a plan; override
+        to declare them (default: unknown, empty)."""
+        return ()
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """The type of what it emits given its input's; override to declare
+        it (default: unknown, None)."""
+        return None
+
     def emit(self, item: Out) -> None:
         """Send ``item`` downstream (from ``on_event``, ``on_tick``, ``on_end``)."""
         if self._out is None:
@@ -244,9 +245,6 @@ class EventOperator(Operator[In, Out], Generic[In, Out]):
         self._set_up = True
 
     def process(self, batch: list[In]) -> Sequence[Out]:
-        return around_side_records(batch, self._on_events)
-
-    def _on_events(self, batch: list[In]) -> list[Out]:
         out: list[Out] = []
         self._out = out
         handle = self.on_event

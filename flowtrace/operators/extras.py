@@ -11,10 +11,10 @@ from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
 from ..stages import Operator
-from ._fields import KeyGetter, KeySpec, missing_field, positive, positive_int
+from ._fields import KeyGetter, KeySpec, PassesEvents, missing_field, positive, positive_int
 from ._intervals import nanoseconds
-from ._side import around_side_records
 from .aggregates import Rate
+from .windowing import ProcessingTime, Tumbling, WindowClock, Windower
 from .windows import DEFAULT_MAX_KEYS, Window
 
 __all__ = ["Distinct", "Sample", "Throttle", "distinct", "rate", "sample", "throttle"]
@@ -23,46 +23,34 @@ T = TypeVar("T")
 
 
 def rate(
-    every: float = 1.0,
     *,
+    every: Windower | None = Tumbling(1.0),
     by: KeySpec | None = None,
-    window: float | None = None,
-    time_field: str | None = None,
-    lateness: float = 0.0,
+    clock: WindowClock = ProcessingTime(),
     max_keys: int = DEFAULT_MAX_KEYS,
     limit: int | None = None,
-    emit_late: bool = True,
     name: str = "",
 ) -> Window[Any]:
-    """Events per second, every ``every`` seconds (per key with ``by``):
-    ``WindowResult(aggregate="rate", value=events / window length)``. An
-    interval without events reports 0.0 (unkeyed). ``window`` averages over a
-    longer sliding window. Timing, bounds and end of stream as
-    :class:`~flowtrace.operators.Window`; the length divided by is always
-    time that has passed (see :class:`~flowtrace.operators.Rate`): the first
-    windows of a sliding rate begin when the operator opened, and at end of
-    stream the last window, emitted once, ends at that moment and is divided
-    by its real length (no rate, ``value=None``, if that length is zero)."""
-    return Window(
-        Rate(),
-        size=window,
-        every=every,
-        by=by,
-        time_field=time_field,
-        lateness=lateness,
-        max_keys=max_keys,
-        limit=limit,
-        emit_late=emit_late,
-        name=name or "rate",
-    )
+    """Events per second of each window, every second by default (per key
+    with ``by``): ``WindowResult(aggregate="rate", value=events / window
+    length)``. An interval without events reports 0.0 (unkeyed).
+    ``every=Sliding(3.0, 1.0)`` averages over a longer sliding window.
+    Timing, bounds and end of stream as :class:`~flowtrace.operators.Window`;
+    the length divided by is always time that has passed (see
+    :class:`~flowtrace.operators.Rate`): the first windows of a sliding rate
+    begin when the operator opened, and at end of stream the last window,
+    emitted once, ends at that moment and is divided by its real length (no
+    rate, ``value=None``, if that length is zero)."""
+    return Window(Rate(), every=every, clock=clock, by=by, max_keys=max_keys, limit=limit,
+                  name=name or "rate")  # fmt: skip
 
 
-class Sample(Operator[T, T], Generic[T]):
+class Sample(PassesEvents, Operator[T, T], Generic[T]):
     """Passes one event in ``n``: the 1st, the (n+1)th, ... counted across
     batches, in order; emits per batch. Buffers nothing (holds one counter).
     The events it skips are what was asked for, not losses: the stage's
-    in/out counters show them. Side records from upstream pass through
-    unchanged, in their place, and are not counted as events. End of stream:
+    in/out counters show them. Side records from upstream go on ahead
+    of the batch's results and are not counted as events. End of stream:
     nothing is held, nothing more is emitted. Errors: ``n`` that is not a
     positive integer raises :class:`~flowtrace.errors.PipelineDefinitionError`.
     """
@@ -76,9 +64,6 @@ class Sample(Operator[T, T], Generic[T]):
         self._skip = 0  # events to skip before the next one passed
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        return around_side_records(batch, self._sample)
-
-    def _sample(self, batch: list[T]) -> list[T]:
         size, skip, n = len(batch), self._skip, self.n
         if skip >= size:
             self._skip = skip - size
@@ -88,15 +73,15 @@ class Sample(Operator[T, T], Generic[T]):
         return kept
 
 
-class Distinct(Operator[T, T], Generic[T]):
+class Distinct(PassesEvents, Operator[T, T], Generic[T]):
     """Passes the first event of each key and holds back later ones with a
     key it remembers, in order; emits per batch.
 
     Remembers at most ``max_keys`` keys: beyond that, the key first seen
     longest ago is forgotten (and passes again when it recurs). With
     ``forget_after``, a key is also forgotten that many seconds (pipeline
-    clock) after it was first passed. Side records from upstream pass
-    through unchanged, in their place. Holding back repeats is what was
+    clock) after it was first passed. Side records from upstream go on
+    ahead of the batch's results. Holding back repeats is what was
     asked for, not a loss: the stage's in/out counters show how many. End
     of stream: nothing is emitted (held keys are only memory of the past).
     Errors: a missing key field fails the stage with a message naming it.
@@ -116,14 +101,15 @@ class Distinct(Operator[T, T], Generic[T]):
         self.forget_after = forget_after
         self.name = name or "distinct"
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The key's fields (empty for a key function)."""
+        return self.key.fields
+
     def open(self, ctx: StageContext) -> None:
         super().open(ctx)
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
 
     def process(self, batch: list[T]) -> Sequence[T]:
-        return around_side_records(batch, self._first_of_keys)
-
-    def _first_of_keys(self, batch: list[T]) -> list[T]:
         seen, now = self._seen, self.ctx.clock.now()
         if self.forget_after is not None:
             due = now - self.forget_after
@@ -142,14 +128,14 @@ class Distinct(Operator[T, T], Generic[T]):
         return out
 
 
-class Throttle(Operator[T, T], Generic[T]):
+class Throttle(PassesEvents, Operator[T, T], Generic[T]):
     """Passes at most ``limit`` events per ``per`` seconds of the pipeline
     clock, the first ones of each interval, in order; the rest are counted
     as dropped (``throttled``). Intervals are fixed, counted in whole
     nanoseconds from when the operator opens (in a pipeline: when the
     source is ready). Protects a console or a socket from a flood without
     hiding that it happened. Buffers nothing (holds one counter). Side
-    records from upstream pass through unchanged, in their place, and do not
+    records from upstream go on ahead of the batch's results and do not
     count against the limit. End of stream: nothing is held, nothing more is
     emitted. Errors: a ``limit`` or ``per`` that is not positive raises
     :class:`~flowtrace.errors.PipelineDefinitionError`."""
@@ -171,9 +157,6 @@ class Throttle(Operator[T, T], Generic[T]):
         interval = (nanoseconds(self.ctx.clock.now()) - self._origin_ns) // self._per_ns
         if interval != self._interval:
             self._interval, self._passed = interval, 0
-        return around_side_records(batch, self._first_of_interval)
-
-    def _first_of_interval(self, batch: list[T]) -> list[T]:
         room = self.limit - self._passed
         if len(batch) <= room:
             self._passed += len(batch)

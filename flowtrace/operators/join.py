@@ -12,7 +12,6 @@ from ..errors import PipelineDefinitionError
 from ..records import JoinIncomplete, JoinPair
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
-from ._side import around_side_records
 from .windows import DEFAULT_MAX_KEYS
 
 __all__ = ["REPEAT_POLICIES", "Join", "join"]
@@ -42,8 +41,8 @@ class Join(Operator[Any, Any], Generic[S, C]):
     below), then, in input order: a :class:`~flowtrace.records.JoinPair`
     (start, complete, ``latency_ns``) for each complete whose key has a
     pending start; every event that is neither start nor complete,
-    unchanged; side records from upstream, unchanged and in their place
-    (never matched as a start or complete, so a predicate never sees one).
+    unchanged. Side records from upstream go on ahead of all that, never
+    matched as a start or complete (a predicate never sees one).
     Latency is ``complete.<time_field> - start.<time_field>`` (nanoseconds;
     ``time_field=None``: the difference of arrival times on the pipeline
     clock, which is only as fine as batches are).
@@ -113,6 +112,16 @@ class Join(Operator[Any, Any], Generic[S, C]):
         super().open(ctx)
         self._pending: OrderedDict[Hashable, tuple[S, float]] = OrderedDict()
 
+    def reads_fields(self) -> tuple[str, ...]:
+        """The start and complete key fields and the timestamp field (a key
+        function or a predicate reads what it reads: not listed)."""
+        time = (self.time.name,) if self.time is not None else ()
+        return tuple(dict.fromkeys((*self.start_key.fields, *self.complete_key.fields, *time)))
+
+    def output_type(self, input_type: type | None) -> type | None:
+        """Unknown: pairs mixed with the events that are neither start nor complete."""
+        return None
+
     @property
     def pending(self) -> int:
         """How many starts are waiting for their complete."""
@@ -122,7 +131,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
         now = self.ctx.clock.now()
         out: list[Any] = self._expire(now)
         try:
-            out += around_side_records(batch, lambda events: self._join(events, now))
+            out += self._join(batch, now)
         except AttributeError as exc:
             if self.time is not None and exc.name == self.time.name:
                 raise PipelineDefinitionError(
@@ -134,8 +143,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
         return out
 
     def _join(self, batch: list[Any], now: float) -> list[Any]:
-        """Pairs, incompletes and passed-through events of ``batch`` (no side
-        records in it), in input order."""
+        """Pairs, incompletes and passed-through events of ``batch``, in input order."""
         out: list[Any] = []
         pending = self._pending
         start_key, complete_key = self.start_key.get, self.complete_key.get

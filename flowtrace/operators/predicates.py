@@ -45,8 +45,8 @@ class Predicate:
         test = self.__call__
         return [e for e in batch if test(e)]
 
-    def fields(self) -> set[str]:
-        """Every field the predicate reads."""
+    def fields(self) -> tuple[str, ...]:
+        """The fields the predicate names, each once, in order of first appearance."""
         raise NotImplementedError
 
     def __and__(self, other: Predicate) -> AllOf:
@@ -66,6 +66,10 @@ def _check(other: object) -> Predicate:
             " combine predicates such as F.pid == 1, or write one function"
         )
     return other
+
+
+def _fields_of(parts: tuple[Predicate, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f for p in parts for f in p.fields()))
 
 
 def _parts(p: Predicate, kind: type[AllOf] | type[AnyOf]) -> tuple[Predicate, ...]:
@@ -103,8 +107,8 @@ class Compare(Predicate):
         cmp = self._cmp
         return [e for e in batch if cmp(get(e), value)]
 
-    def fields(self) -> set[str]:
-        return {self.field}
+    def fields(self) -> tuple[str, ...]:
+        return (self.field,)
 
     def __repr__(self) -> str:
         value = sorted(self.value, key=repr) if self.op in ("in", "not in") else self.value
@@ -125,8 +129,8 @@ class AllOf(Predicate):
             batch = p.select(batch)
         return batch
 
-    def fields(self) -> set[str]:
-        return set().union(*(p.fields() for p in self.parts))
+    def fields(self) -> tuple[str, ...]:
+        return _fields_of(self.parts)
 
     def __repr__(self) -> str:
         return " & ".join(f"({p!r})" for p in self.parts) or "AllOf(())"
@@ -141,8 +145,8 @@ class AnyOf(Predicate):
     def __call__(self, event: Any) -> bool:
         return any(p(event) for p in self.parts)
 
-    def fields(self) -> set[str]:
-        return set().union(*(p.fields() for p in self.parts))
+    def fields(self) -> tuple[str, ...]:
+        return _fields_of(self.parts)
 
     def __repr__(self) -> str:
         return " | ".join(f"({p!r})" for p in self.parts) or "AnyOf(())"
@@ -157,7 +161,7 @@ class Not(Predicate):
     def __call__(self, event: Any) -> bool:
         return not self.part(event)
 
-    def fields(self) -> set[str]:
+    def fields(self) -> tuple[str, ...]:
         return self.part.fields()
 
     def __repr__(self) -> str:

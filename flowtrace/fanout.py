@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flowtrace.context import StageContext
-from flowtrace.errors import FlowtraceError
-from flowtrace.stages import Sink
-from flowtrace.stats import PipelineStats, StageStats
-
-from .reporting import PipelineBound
+from .context import StageContext
+from .errors import FlowtraceError
+from .stages import Sink
+from .stats import StageStats
 
 __all__ = ["SinkFailed", "TeeSink"]
 
@@ -29,12 +27,12 @@ class TeeSink(Sink[Any]):
     Buffers nothing itself: a batch is handed to each sink in turn (the same
     list; sinks must not modify it), so the slowest sink paces the pipeline.
     Each sink gets its own :class:`~flowtrace.stats.StageStats` (received,
-    emitted, and what it drops, by reason); :meth:`bind_pipeline` adds them
-    to the pipeline's counters after the tee's own, so the summary shows one
-    line per sink. A sink that raises in ``write`` fails the pipeline with
+    emitted, and what it drops, by reason), added to the run's counters after
+    the tee's own when it opens, so the summary shows one line per sink. A
+    sink that raises in ``write`` fails the pipeline with
     :class:`SinkFailed` naming it, once the other sinks got the batch too
     (see :meth:`write`). ``close`` closes every sink that opened,
-    sinks that report the pipeline's counters (:class:`PipelineBound`) last
+    sinks that report the run's counters (``reports_pipeline``) last
     so their summaries include what the others dropped while closing; the
     first error is raised once all are closed.
     """
@@ -44,42 +42,33 @@ class TeeSink(Sink[Any]):
             raise ValueError("TeeSink needs at least one sink")
         self.sinks = tuple(sinks)
         self.name = name
-        names: list[str] = []
+
+    def fresh(self) -> TeeSink:
+        """A tee of fresh copies of its sinks, for one run."""
+        return TeeSink([sink.fresh() for sink in self.sinks], name=self.name)
+
+    def _child_stats(self, ctx: StageContext) -> list[StageStats]:
+        """One counter set per sink, named uniquely among the run's stages."""
+        taken = {s.name for s in ctx.pipeline.stages}
+        children = []
         for sink in self.sinks:
-            base = sink.stage_name()
-            unique, n = base, 1
-            while unique in names:
+            name = base = sink.stage_name()
+            n = 1
+            while name in taken:
                 n += 1
-                unique = f"{base}#{n}"
-            names.append(unique)
-        self.stats = [StageStats(n) for n in names]
-        self._opened: list[int] = []
-        self._pipeline: PipelineStats | None = None
-
-    def bind_pipeline(self, stats: PipelineStats) -> None:
-        """Bind the sinks that report to ``stats``; each sink's counters join
-        ``stats`` when the tee opens (once the runtime has set up its stages)."""
-        self._pipeline = stats
-        for sink in self.sinks:
-            if isinstance(sink, PipelineBound):
-                sink.bind_pipeline(stats)
-
-    def _register(self) -> None:
-        if self._pipeline is None:
-            return
-        taken = {s.name for s in self._pipeline.stages}
-        for child in self.stats:
-            while child.name in taken:
-                child.name += "'"
-            taken.add(child.name)
-            self._pipeline.stages.append(child)
+                name = f"{base}#{n}"
+            taken.add(name)
+            children.append(StageStats(name))
+        ctx.pipeline.stages.extend(children)
+        return children
 
     async def open(self, ctx: StageContext) -> None:
         await super().open(ctx)
-        self._register()
+        self.stats = self._child_stats(ctx)
+        self._opened: list[int] = []
         try:
             for i, (sink, stats) in enumerate(zip(self.sinks, self.stats, strict=True)):
-                await sink.open(StageContext(stats, ctx.clock, ctx.report))
+                await sink.open(ctx.child(stats))
                 self._opened.append(i)
         except BaseException:
             await self.close()
@@ -109,7 +98,7 @@ class TeeSink(Sink[Any]):
 
     async def close(self) -> None:
         opened, self._opened = self._opened, []
-        order = sorted(opened, key=lambda i: isinstance(self.sinks[i], PipelineBound))
+        order = sorted(opened, key=lambda i: self.sinks[i].reports_pipeline())
         first: SinkFailed | None = None
         for i in order:
             try:

@@ -1,8 +1,10 @@
-"""Composing stages into a pipeline and running it.
+"""Running a pipeline: one :class:`Run` per execution of a plan.
 
-``source | operator | ... | sink`` builds a :class:`Pipeline`. Running it
-starts one task per stage inside the caller's event loop (asyncio or trio,
-through anyio), connected by bounded memory streams that carry batches.
+A run makes fresh stage objects from the plan (``stage.fresh()``), fresh
+counters and a fresh clock, then starts one task per stage inside the
+caller's event loop (asyncio or trio, through anyio), connected by bounded
+memory streams that carry batches. Nothing of a run stays in the plan, so
+one plan runs any number of times, in a row or at once.
 
 Edges: each holds at most ``capacity`` batches. With ``Overflow.BLOCK`` (the
 default) a full edge makes the upstream stage wait, so pressure propagates to
@@ -10,38 +12,41 @@ the source, whose kernel buffer then fills and counts what it cannot take.
 With ``Overflow.DROP`` a batch that does not fit is dropped and counted as
 ``dropped["overflow"]`` on the upstream stage.
 
-Stopping: :meth:`Pipeline.stop` asks the source to stop; it detaches its
-probes, emits what it has already read and returns; every operator then sees
-the end of its input, emits what ``finish()`` returns, and the sink is closed.
+Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes,
+emits what it has already read and returns; every operator then sees the end
+of its input, emits what ``finish()`` returns, and the sink is closed.
+
+This module knows stages only by the protocols below, so it depends on
+nothing that composes them (:mod:`flowtrace.stages` builds on it).
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import sys
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock, MonotonicClock, TickSchedule
+from .clock import Clock, TickSchedule
 from .context import SourceContext, StageContext
-from .errors import PipelineDefinitionError, StageError
-from .stages import AsyncOperator, Operator, Sink, Source
+from .errors import StageError
+from .routing import process_batch, route_side_records
 from .stats import PipelineStats, StageStats
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Flow", "Overflow", "Pipeline"]
+__all__ = ["Overflow", "Run"]
 
-T = TypeVar("T")
-U = TypeVar("U")
 Batch = list[Any]
+EmitBatch = Callable[[Batch], Awaitable[None]]
 
 
 class Overflow(enum.Enum):
@@ -53,25 +58,67 @@ class Overflow(enum.Enum):
     """Drop the batch and count it as dropped on the upstream stage."""
 
 
-class Flow(Generic[T]):
-    """A source and the operators after it; ``| sink`` makes a Pipeline."""
+class SourceStage(Protocol):
+    """What a run needs of a source (see :class:`flowtrace.stages.Source`)."""
 
-    def __init__(self, source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
-        self.source = source
-        self.operators = tuple(operators)
+    def stage_name(self) -> str: ...
+    def fresh(self) -> SourceStage: ...
+    async def run(self, ctx: SourceContext, emit: EmitBatch) -> None: ...
 
-    @overload
-    def __or__(self, other: Operator[T, U]) -> Flow[U]: ...
-    @overload
-    def __or__(self, other: Sink[T]) -> Pipeline: ...
-    def __or__(self, other: Operator[T, U] | Sink[T]) -> Flow[U] | Pipeline:
-        if isinstance(other, Operator):
-            return Flow(self.source, (*self.operators, other))
-        if isinstance(other, Sink):
-            return Pipeline(self.source, self.operators, other)
-        raise PipelineDefinitionError(
-            f"cannot pipe into {type(other).__name__}: expected an Operator or a Sink"
-        )
+
+class OperatorStage(Protocol):
+    """What a run needs of an operator (see :class:`flowtrace.stages.Operator`)."""
+
+    tick_interval: float | None
+    pipeline_stop_requested: bool
+
+    @property
+    def runs_as_task(self) -> bool: ...
+    @property
+    def accepts_side_records(self) -> bool: ...
+
+    def stage_name(self) -> str: ...
+    def fresh(self) -> OperatorStage: ...
+    def open(self, ctx: StageContext) -> None: ...
+    def process(self, batch: Batch) -> Sequence[Any]: ...
+    def tick(self) -> Sequence[Any]: ...
+    def finish(self) -> Sequence[Any]: ...
+    def close(self) -> None: ...
+
+
+class TaskOperatorStage(OperatorStage, Protocol):
+    """An operator with ``runs_as_task`` (see :class:`flowtrace.stages.AsyncOperator`)."""
+
+    async def setup(self) -> None: ...
+    async def run(self, batches: AsyncIterator[Batch], emit: EmitBatch) -> None: ...
+    async def teardown(self) -> None: ...
+
+
+class SinkStage(Protocol):
+    """What a run needs of a sink (see :class:`flowtrace.stages.Sink`)."""
+
+    def stage_name(self) -> str: ...
+    def fresh(self) -> SinkStage: ...
+    async def open(self, ctx: StageContext) -> None: ...
+    async def write(self, batch: Batch) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Plan(Protocol):
+    """What a run is made from (see :class:`flowtrace.stages.Pipeline`)."""
+
+    @property
+    def source(self) -> SourceStage: ...
+    @property
+    def operators(self) -> Sequence[OperatorStage]: ...
+    @property
+    def sink(self) -> SinkStage: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def overflow(self) -> Overflow: ...
+    @property
+    def clock(self) -> Clock: ...
 
 
 class _Edge:
@@ -106,90 +153,58 @@ class _Edge:
         self.send_stream.close()
 
 
-class Pipeline:
-    """A source, operators, and a sink, run as one unit.
+class Run:
+    """One execution of a plan: its own stage objects, counters and clock.
 
-    A pipeline runs once. Its :attr:`stats` are live while it runs. The core
-    installs no signal handlers and keeps no global state: run it in any
-    anyio-compatible event loop, and call :meth:`stop` to end it gracefully.
+    Made by :meth:`flowtrace.Pipeline.run` (which hands it to
+    ``task_group.start`` callers) or directly as ``Run(pipeline)`` when the
+    caller wants the handle before it starts (to stop it from a signal
+    handler). :attr:`stats` are live while it runs; :meth:`stop` ends it
+    gracefully; :attr:`source`, :attr:`operators` and :attr:`sink` are this
+    run's stage objects. A run runs once.
     """
 
-    def __init__(
-        self,
-        source: Source[Any],
-        operators: Sequence[Operator[Any, Any]],
-        sink: Sink[Any],
-        *,
-        capacity: int = 64,
-        overflow: Overflow = Overflow.BLOCK,
-        clock: Clock | None = None,
-    ) -> None:
-        if capacity < 1:
-            raise PipelineDefinitionError("edge capacity must be at least one batch")
-        self.source = source
-        self.operators = tuple(operators)
-        self.sink = sink
-        self.capacity = capacity
-        self.overflow = overflow
-        self.clock: Clock = clock or MonotonicClock()
-        names = [source.stage_name(), *(op.stage_name() for op in operators), sink.stage_name()]
+    def __init__(self, plan: Plan) -> None:
+        self.source = plan.source.fresh()
+        self.operators = tuple(op.fresh() for op in plan.operators)
+        self.sink = plan.sink.fresh()
+        self.clock: Clock = copy.copy(plan.clock)
+        self.capacity = plan.capacity
+        self.overflow = plan.overflow
+        names = [
+            self.source.stage_name(),
+            *(op.stage_name() for op in self.operators),
+            self.sink.stage_name(),
+        ]
         self.stats = PipelineStats([StageStats(n) for n in _unique(names)])
         self._source_ctx: SourceContext | None = None
         self._stop_early = False
         self._started = False
 
-    def replace(
-        self,
-        *,
-        source: Source[Any] | None = None,
-        sink: Sink[Any] | None = None,
-        capacity: int | None = None,
-        overflow: Overflow | None = None,
-        clock: Clock | None = None,
-    ) -> Pipeline:
-        """A new, not yet run pipeline with some parts replaced, to run instead
-        of this one: the parts not replaced (operators with their state) are
-        shared, so the two must not run at the same time."""
-        return Pipeline(
-            source or self.source,
-            self.operators,
-            sink or self.sink,
-            capacity=capacity or self.capacity,
-            overflow=overflow or self.overflow,
-            clock=clock or self.clock,
-        )
-
     def stop(self) -> None:
-        """Ask the pipeline to finish: stop the source, drain, flush, close."""
+        """Ask the run to finish: stop the source, drain, flush, close."""
         self._stop_early = True
         if self._source_ctx is not None:
             self._source_ctx.request_stop()
-
-    def describe(self) -> list[str]:
-        """What would run, without running it (for ``flowtrace explain``)."""
-        lines = self.source.describe()
-        lines += [f"operator {op.stage_name()}" for op in self.operators]
-        lines.append(f"sink {self.sink.stage_name()}")
-        return lines
 
     async def run(
         self,
         *,
         duration: float | None = None,
         report: Callable[[str], None] | None = None,
-        task_status: TaskStatus[Pipeline] = anyio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[Run] = anyio.TASK_STATUS_IGNORED,
     ) -> PipelineStats:
         """Run to completion: until the source ends, :meth:`stop` is called, or
         ``duration`` seconds pass. Returns the final counters.
 
         ``report`` receives informational lines (how each probe attached).
-        Started with ``await task_group.start(pipeline.run)``, it returns to
-        the caller once the source is producing (probes attached).
+        Started with ``await task_group.start(run.run)``, it returns this run
+        to the caller once the source is producing (probes attached).
         Raises :class:`StageError` naming the first stage that failed; every
         probe is detached before it propagates.
         """
         if self._started:
-            raise PipelineDefinitionError("a pipeline runs once; build a new one to run again")
+            raise RuntimeError("a run runs once; start another run of the pipeline")
         self._started = True
         stats = self.stats.stages
 
@@ -198,7 +213,7 @@ class Pipeline:
             if report is not None:
                 report(line)
 
-        source_ctx = SourceContext(stats[0], self.clock, tell)
+        source_ctx = SourceContext(stats[0], self.clock, tell, self.stats)
         self._source_ctx = source_ctx
         if self._stop_early:
             source_ctx.request_stop()
@@ -210,11 +225,11 @@ class Pipeline:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._run_source, source_ctx, edges[0])
                     for i, op in enumerate(self.operators):
-                        ctx = StageContext(stats[i + 1], self.clock, tell)
+                        ctx = StageContext(stats[i + 1], self.clock, tell, self.stats)
                         tg.start_soon(
                             self._run_operator, op, ctx, edges[i], edges[i + 1], source_ctx
                         )
-                    sink_ctx = StageContext(stats[-1], self.clock, tell)
+                    sink_ctx = StageContext(stats[-1], self.clock, tell, self.stats)
                     tg.start_soon(self._run_sink, sink_ctx, edges[-1])
                     await source_ctx.wait_ready()
                     task_status.started(self)
@@ -242,7 +257,7 @@ class Pipeline:
 
     async def _run_operator(
         self,
-        op: Operator[Any, Any],
+        op: OperatorStage,
         ctx: StageContext,
         inbox: _Edge,
         outbox: _Edge,
@@ -259,12 +274,13 @@ class Pipeline:
         try:
             op.open(ctx)
             async with inbox.receive_stream:
-                if isinstance(op, AsyncOperator):
-                    await self._run_async(op, ctx, inbox.receive_stream, outbox)
+                if op.runs_as_task:
+                    task = cast(TaskOperatorStage, op)
+                    await self._run_task(task, ctx, inbox.receive_stream, outbox)
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
                         ctx.stats.received += len(batch)
-                        await outbox.send(list(op.process(batch)))
+                        await outbox.send(process_batch(op, batch))
                         self._stop_if_asked(op)
                 else:
                     await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
@@ -275,13 +291,13 @@ class Pipeline:
             outbox.close()
             op.close()
 
-    def _stop_if_asked(self, op: Operator[Any, Any]) -> None:
+    def _stop_if_asked(self, op: OperatorStage) -> None:
         if op.pipeline_stop_requested:
             self.stop()
 
-    async def _run_async(
+    async def _run_task(
         self,
-        op: AsyncOperator[Any, Any],
+        op: TaskOperatorStage,
         ctx: StageContext,
         inbox: MemoryObjectReceiveStream[Batch],
         outbox: _Edge,
@@ -289,7 +305,11 @@ class Pipeline:
         async def batches() -> AsyncGenerator[Batch, None]:
             async for batch in inbox:
                 ctx.stats.received += len(batch)
-                yield batch
+                side, events = route_side_records(op, batch)
+                if side:  # sent on ahead; run() never sees them
+                    await outbox.send(side)
+                if events or not side:
+                    yield events
 
         await op.setup()
         try:
@@ -307,7 +327,7 @@ class Pipeline:
 
     async def _run_ticking(
         self,
-        op: Operator[Any, Any],
+        op: OperatorStage,
         ctx: StageContext,
         inbox: MemoryObjectReceiveStream[Batch],
         outbox: _Edge,
@@ -322,7 +342,7 @@ class Pipeline:
                     return
             if batch is not None:
                 ctx.stats.received += len(batch)
-                await outbox.send(list(op.process(batch)))
+                await outbox.send(process_batch(op, batch))
             if schedule.due():
                 await outbox.send(list(op.tick()))
             self._stop_if_asked(op)

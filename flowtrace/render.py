@@ -17,8 +17,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ..records import CountRow, CountTable, Histogram
-from .buckets import LOG2_SLOTS, log2_bounds
+from .operators.buckets import LOG2_SLOTS, log2_bounds
+from .records import CountRow, CountTable, Histogram
 
 __all__ = [
     "count_table_lines",
