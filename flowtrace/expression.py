@@ -46,8 +46,7 @@ import msgspec
 
 from . import ktypes, operators, typed_sources
 from .errors import FlowtraceError, PipelineFileError, one_line
-from .pipeline import Flow, Pipeline
-from .stages import Operator, Sink, Source
+from .stages import Flow, Operator, Pipeline, Sink, Source
 
 __all__ = [
     "SAFE_BUILTINS",

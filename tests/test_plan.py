@@ -25,7 +25,7 @@ from flowtrace import (
     Run,
     Sink,
     StageContext,
-    syscall_entry,
+    syscall_entry_points,
 )
 from flowtrace.fanout import TeeSink
 from flowtrace.ktypes import task_comm, task_pid
@@ -168,7 +168,8 @@ class SyncCall(Event, frozen=True):
 async def test_one_kernel_pipeline_runs_twice_in_a_row_and_twice_at_once() -> None:
     """Each run attaches its own program and sees exactly the syncs made
     while it was attached."""
-    pipeline = KernelSource(SyncCall, Probe("entry of sync(2)", *syscall_entry("sync"))) | PerRun()
+    probe = Probe("entry of sync(2)", *syscall_entry_points("sync"))
+    pipeline = KernelSource(SyncCall, probe) | PerRun()
 
     async def attached_while(syncs: int, runs: int) -> list[tuple[Run, list[int]]]:
         async with anyio.create_task_group() as tg:

@@ -26,7 +26,7 @@ from flowtrace import (
 from flowtrace.ktypes import Char, comm, ktime_ns, parse_c_type, s32, task_pid, u32, u64
 from flowtrace.recorder import RecordingSource
 from flowtrace.replay import ReplayError, replay
-from flowtrace.sinks.schema import RecordEncoder, RecordingEnd, RecordingHeader
+from flowtrace.schema import RecordEncoder, RecordingEnd, RecordingHeader
 from flowtrace.testing import CollectSink, ListSource
 from flowtrace.tracefs_format import FieldKind, TracepointFormat, parse_format
 from flowtrace.typed_sources import define_tracepoint, task_field_names
