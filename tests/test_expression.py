@@ -66,7 +66,7 @@ def test_a_source_an_operator_and_a_sink_by_name() -> None:
 
 
 def test_aggregate_classes_and_kernel_types_are_names() -> None:
-    pipeline = evaluate("sync_calls() | window(Count(), 1.0)")
+    pipeline = evaluate("sync_calls() | window(Count(), every=Tumbling(1.0))")
     assert isinstance(pipeline.operators[0].aggregate, Count)  # type: ignore[attr-defined]
     assert evaluate("sync_calls() | filter(lambda e: e.pid < u32.size * 1000)").operators
 
