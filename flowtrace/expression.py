@@ -242,7 +242,7 @@ def evaluate(text: str) -> Pipeline:
     tree = parse(text)
     scope = _globals(tree, text)
     try:
-        value = eval(compile(tree, "<-e>", "eval"), scope)
+        return _as_pipeline(eval(compile(tree, "<-e>", "eval"), scope), scope)
     except NameError as exc:  # a name bound in one lambda, used outside it
         name = getattr(exc, "name", None) or str(exc)
         raise ExpressionError(unknown_name_message(name, expression_names())) from None
@@ -252,7 +252,6 @@ def evaluate(text: str) -> Pipeline:
         raise ExpressionError(f"-e: {one_line(exc)}") from None
     except Exception as exc:
         raise ExpressionError(f"-e: {type(exc).__name__}: {one_line(exc)}") from None
-    return _as_pipeline(value, scope)
 
 
 def _as_pipeline(value: Any, scope: dict[str, Any]) -> Pipeline:
