@@ -250,3 +250,28 @@ def test_each_evaluation_builds_new_stages() -> None:
     first, second = (evaluate('sync_calls() | count("comm")') for _ in range(2))
     assert first.source is not second.source
     assert first.operators[0] is not second.operators[0]
+
+
+def test_flowtrace_names_hide_plugins_and_sources_hide_sinks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extra = {
+        "flowtrace.sources": [
+            EntryPoint("count", "flowtrace.sources.syscalls:sync_calls", "flowtrace.sources"),
+            EntryPoint("both", "flowtrace.sources.syscalls:sync_calls", "flowtrace.sources"),
+        ],
+        "flowtrace.sinks": [
+            EntryPoint("both", "flowtrace.sinks.ndjson:NdjsonSink", "flowtrace.sinks"),
+        ],
+    }
+
+    def with_extra(*, group: str, name: str | None = None) -> list[EntryPoint]:
+        if name is not None:
+            return list(entry_points(group=group, name=name))
+        return [*entry_points(group=group), *extra.get(group, [])]
+
+    monkeypatch.setattr("flowtrace.expression.entry_points", with_extra)
+    names = expression_names()
+    assert names["count"].group == "operator"
+    assert names["both"].group == "source"
+    assert evaluate('both() | count("comm")').source.stage_name() == "sync"
