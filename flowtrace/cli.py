@@ -28,7 +28,7 @@ from .expression import evaluate
 from .loader import load_pipeline
 from .recorder import RecordingSource
 from .replay import ReplayError, replay
-from .runtime import Run
+from .runtime import DRAIN_TIMEOUT, Run
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 from .stages import Pipeline
 
@@ -45,8 +45,9 @@ def _say(line: str) -> None:
 
 
 async def _watch_signals(run: Run, scope: anyio.CancelScope) -> None:
-    """First Ctrl-C/SIGTERM: graceful stop. Second: cancel (probes still detach)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """First Ctrl-C/SIGTERM/SIGHUP: graceful stop (probes detach at once, the
+    drain has a deadline). Second: cancel (what was in flight is counted)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stopping = False
         async for _ in signals:
             if stopping:
@@ -138,7 +139,7 @@ def _build(args: argparse.Namespace) -> Pipeline:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    run = Run(_build(args))
+    run = Run(_build(args), drain_timeout=args.drain_timeout)
     try:
         anyio.run(_run, run, args.duration)
     except BaseExceptionGroup as group:
@@ -200,6 +201,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_duration,
         metavar="SECONDS",
         help="stop after this many seconds (a positive number)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=_duration,
+        default=DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"after a stop, what is not delivered by then is cut off, counted"
+        f" (default {DRAIN_TIMEOUT:g})",
     )
     run.add_argument(
         "--sink",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock", "TickSchedule"]
+__all__ = ["Clock", "ManualClock", "MonotonicClock", "ReplayClock", "TickSchedule"]
 
 
 class Clock(Protocol):
@@ -36,6 +36,16 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds
+
+
+class ReplayClock(ManualClock):
+    """A virtual clock of which every run gets its own copy, starting where
+    this one stands (a replay's recorded timeline: two runs of one replay must
+    not move each other's time). A plain :class:`ManualClock` is shared by
+    the runs of its pipeline, so the code holding it drives their time."""
+
+    def fresh(self) -> ReplayClock:
+        return ReplayClock(self.now())
 
 
 class TickSchedule:

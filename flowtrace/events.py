@@ -134,6 +134,22 @@ def _decode_strings(raw: list[bytes], cache: dict[bytes, str]) -> list[str]:
     return list(map(cache.__getitem__, raw))
 
 
+C_RESERVED = frozenset(
+    {
+        "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
+        "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
+        "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
+        "union", "unsigned", "void", "volatile", "while", "current",
+    }
+)
+"""Names a record field cannot have: C keywords, and ``current`` (a macro
+of the kernel headers the program is compiled with)."""
+
+MAX_RECORD = 480
+"""The largest record a probe fills, in bytes: it lives on the BPF program's
+512-byte stack beside the probe's own variables."""
+
+
 def _align(offset: int, alignment: int) -> int:
     return (offset + alignment - 1) // alignment * alignment
 
@@ -154,6 +170,11 @@ def _derive_layout(event: type[Event]) -> Layout[Any]:
     offset = 0
     max_align = 1
     for name in event.__struct_fields__:
+        if name in C_RESERVED:
+            raise EventDefinitionError(
+                f"{event.__name__}.{name}: {name!r} cannot name a field of a kernel record"
+                " (a C keyword or kernel macro); rename it"
+            )
         ktype = next(
             (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, KernelType)),
             None,
@@ -169,7 +190,14 @@ def _derive_layout(event: type[Event]) -> Layout[Any]:
         max_align = max(max_align, ktype.align)
     if not fields:
         raise EventDefinitionError(f"{event.__name__} declares no fields")
-    return Layout(event, tuple(fields), _align(offset, max_align), max_align)
+    size = _align(offset, max_align)
+    if size > MAX_RECORD:
+        raise EventDefinitionError(
+            f"{event.__name__}: its record is {size} bytes, and a BPF program builds records"
+            f" on a 512-byte stack (at most {MAX_RECORD}): use shorter strings (Char(N),"
+            " string_size=) or fewer fields"
+        )
+    return Layout(event, tuple(fields), size, max_align)
 
 
 def event_type(name: str, fields: Sequence[tuple[str, KernelType]]) -> type[Event]:

@@ -145,6 +145,7 @@ class KernelSource(Source[E], Generic[E]):
         channel = self.output.channel(self.layout)
         program = self._program(choices, channel)
         loaded = LoadedProgram()
+        reader: Reader | None = None
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -152,6 +153,8 @@ class KernelSource(Source[E], Generic[E]):
             # the run starts now: outputs that failed before the channel was
             # connected (perf rings not yet in place) are not part of it
             loaded.lost_before_start = loaded.lost()
+            # the stop detaches at once, also while emit waits on a full edge
+            ctx.call_on_stop(loaded.detach_quietly)
             ctx.report(f"reading {channel.describe()}")
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
@@ -159,9 +162,19 @@ class KernelSource(Source[E], Generic[E]):
             await self._pump(ctx, emit, loaded, reader)
         finally:
             try:
-                loaded.release()
+                # on every exit, cancellation included: detach, then count what
+                # the kernel lost and what was left unread, then free
+                loaded.detach_quietly()
+                if reader is not None:
+                    ctx.stats.lost = loaded.lost() + reader.lost()
+                    unread = reader.unread()  # taken in, never handed on
+                    ctx.stats.received += unread
+                    ctx.stats.drop("unread_at_stop", unread)
             finally:
-                channel.close()
+                try:
+                    loaded.release()
+                finally:
+                    channel.close()
 
     @staticmethod
     async def _pump(
@@ -190,12 +203,11 @@ class KernelSource(Source[E], Generic[E]):
             last_read = now
         loaded.detach()
         await _drain(ctx, emit, reader)
-        stats.lost = loaded.lost() + reader.lost()
 
 
 async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
     """Emit what the output holds after detaching. A record still on its way
-    is waited for briefly; what is left after that is counted."""
+    is waited for briefly; what is left after that is counted by the caller."""
     deadline = anyio.current_time() + _DRAIN_GRACE
     while anyio.current_time() < deadline:
         batch = reader.read(_BATCH_LIMIT)
@@ -206,4 +218,3 @@ async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
             await anyio.sleep(0.001)
         else:
             break
-    ctx.stats.drop("unread_at_stop", reader.unread())

@@ -85,12 +85,19 @@ class KernelType:
 def Char(length: int, fill: str | None = None) -> KernelType:
     """A NUL-terminated ``char[length]`` field, decoded to ``str``.
 
-    Decoding stops at the first NUL and replaces invalid UTF-8.
+    Decoding stops at the first NUL and replaces invalid UTF-8. ``length``
+    is a whole number of bytes from 1 to :data:`MAX_STRING` (it becomes a C
+    array size, so nothing else is accepted).
     """
-    if length <= 0:
-        raise ValueError(f"char array length must be positive, got {length}")
+    if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= MAX_STRING:
+        raise ValueError(
+            f"char array length must be a whole number from 1 to {MAX_STRING}, got {length!r}"
+        )
     return KernelType("char", length, f"S{length}", array_len=length, fill=fill)
 
+
+MAX_STRING = 4096
+"""The longest ``Char(N)`` field, in bytes."""
 
 _U8 = KernelType("u8", 1, "<u1")
 _U16 = KernelType("u16", 2, "<u2")

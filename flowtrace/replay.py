@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from .clock import ManualClock
+from .clock import ManualClock, ReplayClock
 from .context import SourceContext
 from .recording import RecordingReader, ReplayError, replay_event
 from .stages import Emit, Pipeline, Source
@@ -50,6 +50,13 @@ class ReplaySource(Source[E], Generic[E]):
         self._types = reader.types
         self.realtime = realtime
         self.name = name or reader.header.source
+
+    def fresh(self) -> ReplaySource[E]:
+        """A replay of the same recording with its own reader (a reader keeps
+        its position and counts while iterating), for one run."""
+        old = self.reader
+        reader = RecordingReader(old.path, tuple(self._types), batch_limit=old.batch_limit)
+        return ReplaySource(reader, realtime=self.realtime, name=self.name)
 
     def event_type(self) -> type[E]:
         return self.event
@@ -129,12 +136,12 @@ def replay(
     types = replay_event(pipeline.source, path)
     if types is None:
         raise ReplayError(
-            f"source {pipeline.source.stage_name()!r} declares no event type (an `event`"
-            " attribute naming a msgspec Struct, as KernelSource has); it cannot be replayed"
+            f"source {pipeline.source.stage_name()!r} declares no event type (its"
+            " replay_types() names no msgspec Struct); it cannot be replayed"
         )
     reader = RecordingReader(path, types)
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())
-    clock = None if realtime else ManualClock(reader.header.start)
+    clock = None if realtime else ReplayClock(reader.header.start)
     return pipeline.replace(source=source, clock=clock)

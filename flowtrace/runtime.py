@@ -1,9 +1,10 @@
 """Running a pipeline: one :class:`Run` per execution of a plan.
 
-A run makes fresh stage objects from the plan (``stage.fresh()``), fresh
-counters and a fresh clock, then starts one task per stage inside the
-caller's event loop (asyncio or trio, through anyio), connected by bounded
-memory streams that carry batches. Nothing of a run stays in the plan, so
+A run makes fresh stage objects from the plan (``stage.fresh()``) and fresh
+counters (and its own copy of a replay's virtual clock; other clocks are the
+plan's), then starts one task per stage inside the caller's event loop
+(asyncio or trio, through anyio), connected by bounded memory streams that
+carry batches. Nothing of a run stays in the plan, so
 one plan runs any number of times, in a row or at once.
 
 Edges: each holds at most ``capacity`` batches. With ``Overflow.BLOCK`` (the
@@ -12,9 +13,14 @@ the source, whose kernel buffer then fills and counts what it cannot take.
 With ``Overflow.DROP`` a batch that does not fit is dropped and counted as
 ``dropped["overflow"]`` on the upstream stage.
 
-Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes,
-emits what it has already read and returns; every operator then sees the end
-of its input, emits what ``finish()`` returns, and the sink is closed.
+Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes
+at once (whatever the stages after it are doing), emits what it has already
+read and returns; every operator then sees the end of its input, emits what
+``finish()`` returns, and the sink is closed. All that has a deadline:
+``drain_timeout`` seconds after the stop (5 by default) whatever has not
+finished is cancelled, and what was read but not delivered by then is counted
+as dropped (``stop_deadline``) at the stage that held it; a sink's ``close``
+gets as long again. Cancelling the run (a second Ctrl-C) counts the same way.
 
 This module knows stages only by the protocols below, so it depends on
 nothing that composes them (:mod:`flowtrace.stages` builds on it).
@@ -22,8 +28,8 @@ nothing that composes them (:mod:`flowtrace.stages` builds on it).
 
 from __future__ import annotations
 
-import copy
 import enum
+import itertools
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -34,7 +40,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock, TickSchedule
+from .clock import Clock, ReplayClock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import StageError
 from .routing import process_batch, route_side_records
@@ -43,7 +49,10 @@ from .stats import PipelineStats, StageStats
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Overflow", "Run"]
+__all__ = ["DRAIN_TIMEOUT", "Overflow", "Run"]
+
+DRAIN_TIMEOUT = 5.0
+"""Seconds a stopped run may take to drain before what is left is cut off."""
 
 Batch = list[Any]
 EmitBatch = Callable[[Batch], Awaitable[None]]
@@ -122,18 +131,30 @@ class Plan(Protocol):
 
 
 class _Edge:
-    """A bounded stream of batches between two stages, with its overflow policy."""
+    """A bounded stream of batches between two stages, with its overflow policy.
 
-    def __init__(self, capacity: int, overflow: Overflow, upstream: StageStats) -> None:
+    Counts exactly: the upstream stage's ``emitted`` grows by what the edge
+    took, the downstream stage's ``received`` by what it handed on
+    (:meth:`took`); what is between the two when a run is cut short is
+    counted by :meth:`count_abandoned`.
+    """
+
+    def __init__(
+        self, capacity: int, overflow: Overflow, upstream: StageStats, downstream: StageStats
+    ) -> None:
         self.send_stream: MemoryObjectSendStream[Batch]
         self.receive_stream: MemoryObjectReceiveStream[Batch]
         self.send_stream, self.receive_stream = anyio.create_memory_object_stream[Batch](capacity)
         self._overflow = overflow
         self._upstream = upstream
+        self._downstream = downstream
+        self._last_taken: Batch | None = None
 
     async def send(self, batch: Batch) -> None:
         """Pass ``batch`` on under the edge's policy; always yields to the
-        event loop once, so a producer that never waits cannot starve others."""
+        event loop once, so a producer that never waits cannot starve others.
+        Cancelled while waiting for room, the batch counts as dropped
+        (``stop_deadline``) unless the downstream stage took it meanwhile."""
         if not batch:
             return
         try:
@@ -143,18 +164,40 @@ class _Edge:
                 self._upstream.drop("overflow", len(batch))
                 await anyio.lowlevel.checkpoint()
                 return
-            await self.send_stream.send(batch)
+            try:
+                await self.send_stream.send(batch)
+            except anyio.get_cancelled_exc_class():
+                if self._last_taken is batch:
+                    self._upstream.emitted += len(batch)
+                else:
+                    self._upstream.drop("stop_deadline", len(batch))
+                raise
             self._upstream.emitted += len(batch)
         else:
             self._upstream.emitted += len(batch)
             await anyio.lowlevel.checkpoint()
+
+    def took(self, batch: Batch) -> Batch:
+        """Count ``batch`` as received downstream (called as it is received,
+        with no await in between); returns it."""
+        self._downstream.received += len(batch)
+        self._last_taken = batch
+        return batch
+
+    def count_abandoned(self) -> None:
+        """Count what the edge still held when the run was cut short as
+        received and dropped (``stop_deadline``) by the downstream stage."""
+        held = self._upstream.emitted - self._downstream.received
+        if held > 0:
+            self._downstream.received += held
+            self._downstream.drop("stop_deadline", held)
 
     def close(self) -> None:
         self.send_stream.close()
 
 
 class Run:
-    """One execution of a plan: its own stage objects, counters and clock.
+    """One execution of a plan: its own stage objects and counters.
 
     Made by :meth:`flowtrace.Pipeline.run` (which hands it to
     ``task_group.start`` callers) or directly as ``Run(pipeline)`` when the
@@ -164,11 +207,15 @@ class Run:
     run's stage objects. A run runs once.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        if not drain_timeout > 0:
+            raise ValueError(f"drain_timeout must be a positive number of seconds: {drain_timeout}")
+        self.drain_timeout = drain_timeout
         self.source = plan.source.fresh()
         self.operators = tuple(op.fresh() for op in plan.operators)
         self.sink = plan.sink.fresh()
-        self.clock: Clock = copy.copy(plan.clock)
+        clock = plan.clock
+        self.clock: Clock = clock.fresh() if isinstance(clock, ReplayClock) else clock
         self.capacity = plan.capacity
         self.overflow = plan.overflow
         names = [
@@ -178,14 +225,18 @@ class Run:
         ]
         self.stats = PipelineStats([StageStats(n) for n in _unique(names)])
         self._source_ctx: SourceContext | None = None
+        self._stopping: anyio.Event | None = None
         self._stop_early = False
         self._started = False
 
     def stop(self) -> None:
-        """Ask the run to finish: stop the source, drain, flush, close."""
+        """Ask the run to finish: stop the source (probes detach at once),
+        drain, flush, close; within ``drain_timeout`` seconds."""
         self._stop_early = True
         if self._source_ctx is not None:
             self._source_ctx.request_stop()
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def run(
         self,
@@ -215,14 +266,19 @@ class Run:
 
         source_ctx = SourceContext(stats[0], self.clock, tell, self.stats)
         self._source_ctx = source_ctx
+        self._stopping = anyio.Event()
         if self._stop_early:
-            source_ctx.request_stop()
-        edges = [_Edge(self.capacity, self.overflow, s) for s in stats[:-1]]
+            self.stop()
+        edges = [
+            _Edge(self.capacity, self.overflow, up, down)
+            for up, down in itertools.pairwise(stats)
+        ]
         try:
             async with anyio.create_task_group() as outer:
                 if duration is not None:
                     outer.start_soon(self._stop_after, duration)
                 async with anyio.create_task_group() as tg:
+                    outer.start_soon(self._cut_off_after_stop, tg.cancel_scope, tell)
                     tg.start_soon(self._run_source, source_ctx, edges[0])
                     for i, op in enumerate(self.operators):
                         ctx = StageContext(stats[i + 1], self.clock, tell, self.stats)
@@ -239,11 +295,26 @@ class Run:
             if failures:
                 raise failures[0] from failures[0].__cause__
             raise
+        finally:
+            for edge in edges:
+                edge.count_abandoned()
         return self.stats
 
     async def _stop_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
         self.stop()
+
+    async def _cut_off_after_stop(
+        self, stages: anyio.CancelScope, tell: Callable[[str], None]
+    ) -> None:
+        assert self._stopping is not None
+        await self._stopping.wait()
+        await anyio.sleep(self.drain_timeout)
+        tell(
+            f"stopping took longer than {self.drain_timeout:g} s: cutting the run off;"
+            " what was not delivered is counted as dropped (stop_deadline)"
+        )
+        stages.cancel()
 
     async def _run_source(self, ctx: SourceContext, edge: _Edge) -> None:
         try:
@@ -276,14 +347,13 @@ class Run:
             async with inbox.receive_stream:
                 if op.runs_as_task:
                     task = cast(TaskOperatorStage, op)
-                    await self._run_task(task, ctx, inbox.receive_stream, outbox)
+                    await self._run_task(task, ctx, inbox, outbox)
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
-                        ctx.stats.received += len(batch)
-                        await outbox.send(process_batch(op, batch))
+                        await outbox.send(process_batch(op, inbox.took(batch)))
                         self._stop_if_asked(op)
                 else:
-                    await self._run_ticking(op, ctx, inbox.receive_stream, outbox)
+                    await self._run_ticking(op, ctx, inbox, outbox)
             await outbox.send(list(op.finish()))
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
@@ -299,13 +369,12 @@ class Run:
         self,
         op: TaskOperatorStage,
         ctx: StageContext,
-        inbox: MemoryObjectReceiveStream[Batch],
+        inbox: _Edge,
         outbox: _Edge,
     ) -> None:
         async def batches() -> AsyncGenerator[Batch, None]:
-            async for batch in inbox:
-                ctx.stats.received += len(batch)
-                side, events = route_side_records(op, batch)
+            async for batch in inbox.receive_stream:
+                side, events = route_side_records(op, inbox.took(batch))
                 if side:  # sent on ahead; run() never sees them
                     await outbox.send(side)
                 if events or not side:
@@ -320,16 +389,15 @@ class Run:
                 await op.teardown()
         # run() returned: if input is left, the operator ended early; stop the
         # source and drain (counted) so nothing upstream waits forever
-        async for batch in inbox:
+        async for batch in inbox.receive_stream:
             self.stop()
-            ctx.stats.received += len(batch)
-            ctx.stats.drop("after_operator_end", len(batch))
+            ctx.stats.drop("after_operator_end", len(inbox.took(batch)))
 
     async def _run_ticking(
         self,
         op: OperatorStage,
         ctx: StageContext,
-        inbox: MemoryObjectReceiveStream[Batch],
+        inbox: _Edge,
         outbox: _Edge,
     ) -> None:
         schedule = TickSchedule(ctx.clock, op.tick_interval or 0.0)
@@ -337,11 +405,10 @@ class Run:
             batch: Batch | None = None
             with anyio.move_on_after(schedule.seconds_left()):
                 try:
-                    batch = await inbox.receive()
+                    batch = inbox.took(await inbox.receive_stream.receive())
                 except anyio.EndOfStream:
                     return
             if batch is not None:
-                ctx.stats.received += len(batch)
                 await outbox.send(process_batch(op, batch))
             if schedule.due():
                 await outbox.send(list(op.tick()))
@@ -353,14 +420,26 @@ class Run:
                 await self.sink.open(ctx)
                 try:
                     async for batch in inbox.receive_stream:
-                        ctx.stats.received += len(batch)
-                        await self.sink.write(batch)
-                        ctx.stats.emitted += len(batch)
+                        await self._write(ctx, inbox.took(batch))
                 finally:
-                    with anyio.CancelScope(shield=True):
+                    # shielded from cancellation, but not waited for without end
+                    with anyio.move_on_after(self.drain_timeout, shield=True):
                         await self.sink.close()
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
+
+    async def _write(self, ctx: StageContext, batch: Batch) -> None:
+        counted = ctx.stats.dropped_total
+        try:
+            await self.sink.write(batch)
+        except anyio.get_cancelled_exc_class():
+            # cut short: what the sink did not count itself is not delivered
+            if ctx.stats.dropped_total == counted:
+                ctx.stats.drop("stop_deadline", len(batch))
+            else:
+                ctx.stats.emitted += len(batch) - (ctx.stats.dropped_total - counted)
+            raise
+        ctx.stats.emitted += len(batch)
 
 
 def _unique(names: list[str]) -> list[str]:

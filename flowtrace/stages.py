@@ -38,7 +38,7 @@ from anyio.abc import TaskStatus
 
 from .clock import Clock, MonotonicClock
 from .context import SourceContext, StageContext
-from .errors import FlowtraceError, PipelineDefinitionError
+from .errors import KernelUnreadable, PipelineDefinitionError
 from .runtime import Overflow, Run
 from .stats import PipelineStats
 
@@ -280,7 +280,7 @@ class Pipeline:
     """A source, operators and a sink, as a plan to run: immutable once built.
 
     :meth:`run` runs it (any number of times, also at once): each run makes
-    its own stage objects, counters and clock from the plan. The core installs
+    its own stage objects and counters from the plan. The core installs
     no signal handlers and keeps no global state: run it in any
     anyio-compatible event loop; ``await task_group.start(pipeline.run)``
     returns the :class:`~flowtrace.runtime.Run` (live ``stats``, ``stop()``).
@@ -373,8 +373,9 @@ def field_names(event: type[Any]) -> tuple[str, ...] | None:
 
 def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
     """Check every field name the operators read against the types of the
-    events reaching them, where those are known: a field must be one every
-    type has (a source over several probes emits several types). Raises
+    events reaching them, where those are known: a field must be one of them
+    has (a source over several probes emits several types, and a join reads
+    its start key from one and its complete key from another). Raises
     :class:`PipelineDefinitionError` naming the operator, the field and the
     fields there are. Where the source's types cannot be known yet (their
     kernel description needs root) nothing is checked; a replay rebuilds the
@@ -383,7 +384,7 @@ def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) 
         return  # nothing to check: do not ask the source (its types may need tracefs)
     try:
         types: tuple[type[Any], ...] = source.event_types()
-    except (FlowtraceError, OSError):
+    except KernelUnreadable:
         return
     for op in operators:
         _check_operator(op, types)
@@ -396,13 +397,12 @@ def _check_operator(op: Operator[Any, Any], types: tuple[type[Any], ...]) -> Non
     named = [field_names(t) for t in types]
     if not types or any(n is None for n in named):
         return
-    shared = [f for f in named[0] or () if all(f in (n or ()) for n in named)]
+    known = list(dict.fromkeys(f for n in named for f in n or ()))
     for field in op.reads_fields():
-        if field not in shared:
-            kinds = " and ".join(t.__name__ for t in types)
-            what = "has" if len(types) == 1 else "have"
-            listing = "its fields" if len(types) == 1 else "fields they all have"
-            raise PipelineDefinitionError(
-                f"{op.stage_name()}: {kinds} {what} no field {field!r}; {listing}: "
-                + ", ".join(shared)
-            )
+        if field not in known:
+            if len(types) == 1:
+                problem = f"{types[0].__name__} has no field {field!r}; its fields"
+            else:
+                kinds = ", ".join(t.__name__ for t in types)
+                problem = f"none of {kinds} has a field {field!r}; their fields"
+            raise PipelineDefinitionError(f"{op.stage_name()}: {problem}: {', '.join(known)}")

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 
 from . import kernel
-from .errors import AttachError
+from .errors import AttachError, KernelUnreadable
 
 __all__ = ["FieldKind", "FormatField", "TracepointFormat", "parse_format", "read_format"]
 
@@ -144,13 +144,19 @@ def read_format(category: str, name: str) -> TracepointFormat:
         raise AttachError(f"{what}: not a tracepoint name; give it as category:name")
     path = format_path(category, name)
     if path is None:
-        raise AttachError(f"{what}: cannot read tracefs (not mounted, or not root): {_MOUNT_FIX}")
+        raise KernelUnreadable(
+            f"{what}: cannot read tracefs (not mounted, or not root): {_MOUNT_FIX}"
+        )
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise AttachError(
             f"{what}: no such tracepoint in this kernel (no {path}); list them with"
             f" ls {path.parent.parent.parent}"
+        ) from None
+    except PermissionError as exc:
+        raise KernelUnreadable(
+            f"{what}: cannot read {path}: {exc.strerror}; {_MOUNT_FIX}"
         ) from None
     except OSError as exc:
         raise AttachError(f"{what}: cannot read {path}: {exc.strerror}; {_MOUNT_FIX}") from None

@@ -47,13 +47,14 @@ the fix.
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from . import ktypes
 from .errors import PipelineDefinitionError
-from .events import Event, event_type
+from .events import C_RESERVED, Event, event_type
 from .kernel_source import KernelSource, SourceDefinition
 from .ktypes import KernelType
 from .outputs import buffer_output
@@ -98,6 +99,8 @@ def _readable(fmt: TracepointFormat, string_size: int) -> tuple[list[_Readable],
     readable, unread = [], []
     for f in fmt.own_fields:
         name = f.name.lstrip("_")
+        if keyword.iskeyword(name) or name in C_RESERVED:
+            name += "_"  # ``from`` (syscalls:sys_enter_ioperm) becomes ``from_``
         if f.kind is FieldKind.INTEGER:
             readable.append(_Readable(f, name, ktypes.integer(f.size, f.signed)))
         elif f.kind is FieldKind.POINTER:

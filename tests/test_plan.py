@@ -25,6 +25,8 @@ from flowtrace import (
     syscall_entry,
 )
 from flowtrace.fanout import TeeSink
+from flowtrace.recorder import RecordingSource
+from flowtrace.replay import replay
 from flowtrace.testing import ListSource
 
 
@@ -160,11 +162,11 @@ class Mixed(ListSource[Any]):
         return (Sample, Other)
 
 
-def test_a_source_of_several_types_offers_the_fields_they_all_have() -> None:
-    Mixed([]) | SumBy("pid")  # "pid" twice: both have it
+def test_a_source_of_several_types_offers_the_fields_any_of_them_has() -> None:
+    Mixed([]) | SumBy("lat")  # Other has it (a join reads a key from one type only)
     with pytest.raises(PipelineDefinitionError) as info:
-        Mixed([]) | SumBy("lat")
-    message = "SumBy: Sample and Other have no field 'lat'; fields they all have: pid"
+        Mixed([]) | SumBy("latt")
+    message = "SumBy: none of Sample, Other has a field 'latt'; their fields: pid, bytes, kib, lat"
     assert str(info.value) == message
 
 
@@ -214,3 +216,19 @@ def test_explain_names_a_misspelt_field_before_attaching(tmp_path: Path) -> None
     assert done.stderr == (
         f"flowtrace: error: {bad}: count: SyncCall has no field 'pidd'; its fields: ts, pid, comm\n"
     )
+
+
+@pytest.mark.anyio
+async def test_one_replay_runs_twice_at_once_each_on_its_own_timeline(tmp_path: Path) -> None:
+    recording = tmp_path / "samples.rec"
+    live = Typed(EVENTS, batch_size=10) | SumBy("bytes") | PerRun()
+    await live.replace(source=RecordingSource(live.source, recording)).run()
+    replayed = replay(live, recording)
+    runs = [Run(replayed), Run(replayed)]
+    async with anyio.create_task_group() as tg:
+        for run in runs:
+            tg.start_soon(run.run)
+    for run in runs:
+        assert items(run) == EXPECTED
+        assert run.stats.stages[0].received == 300
+    assert runs[0].clock is not runs[1].clock

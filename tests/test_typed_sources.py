@@ -249,8 +249,9 @@ def test_argument_sources_generate_their_event() -> None:
     assert source.event.__name__ == "HttpServerRequest"
     assert fields(source.event)[4:] == [("port", "s32"), ("path", "char[128]")]
     (probe,) = source.probes
-    assert [(p.name, p.c_type) for p in probe.params] == [("port", "s32"), ("path", "u64")]
-    assert "bpf_probe_read_user_str(&e.path, sizeof(e.path), (void *)path);" in probe.body
+    params = [(p.name, p.c_type) for p in probe.params]
+    assert params == [("ft_arg_port", "s32"), ("ft_arg_path", "u64")]
+    assert "bpf_probe_read_user_str(&e.path, sizeof(e.path), (void *)ft_arg_path);" in probe.body
     named = uprobe("/bin/true", "visit", args={"pid": u32, "comm": comm})
     assert [n for n, _ in fields(named.event)] == [
         *("ts", "task_pid", "tid", "task_comm", "pid", "comm")
@@ -418,3 +419,16 @@ async def test_several_generated_types_record_and_replay(tmp_path: Path) -> None
     with pytest.raises(ReplayError, match="recording holds BlockRqIssue, BlockRqComplete events,"
                        " the pipeline's source emits BlockIssue, BlockRqComplete"):
         replay(Pipeline(declared, [], CollectSink()), recording)
+
+
+def test_a_format_field_named_like_a_keyword_gets_an_underscore() -> None:
+    event = define_tracepoint(fmt("syscalls:sys_enter_ioperm")).event
+    assert [n for n, _ in fields(event)][-4:] == ["syscall_nr", "from_", "num", "turn_on"]
+
+
+def test_a_record_field_cannot_be_a_c_keyword() -> None:
+    class Bad(Event, frozen=True):
+        int: u64
+
+    with pytest.raises(EventDefinitionError, match="'int' cannot name a field of a kernel record"):
+        layout_of(Bad)

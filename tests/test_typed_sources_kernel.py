@@ -147,6 +147,15 @@ async def test_uprobe_with_a_string_argument() -> None:
     ]
 
 
+async def test_arguments_may_be_named_like_the_programs_own_names() -> None:
+    """``ctx`` and ``e`` are names inside the generated C; arguments named so
+    are still read (their C variables have names of their own)."""
+    workload = GatedProgram([program("visits"), "/x"])
+    source = uprobe(program("visits"), "visit", args={"e": Char(8), "ctx": u64}, pid=workload.pid)
+    events = await collect(source, workload.go)
+    assert [(e.e, e.ctx) for e in events] == [("/x", 1)]
+
+
 async def test_usdt_reads_each_argument_with_its_size() -> None:
     paths = ["/index.html", "/a?b=c"]
     workload = http_requests(paths)
