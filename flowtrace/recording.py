@@ -14,8 +14,10 @@ kernel types instead (:func:`replay_event`), so replaying reads no tracefs.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,9 +268,11 @@ class RecordingReader(_RecordingFile, Generic[S]):
         self.end: RecordingEnd | None = None
         self.end_at = 0.0
         self.events = 0
+        self.cut_at: int | None = None
+        """The line a recording cut short (no end record) stops before."""
 
     def __iter__(self) -> Iterator[tuple[float, list[S]]]:
-        self.events, self.end = 0, None
+        self.events, self.end, self.cut_at = 0, None, None
         last_at = self.header.start
         batch: list[S] = []
         lineno = 1
@@ -277,6 +281,9 @@ class RecordingReader(_RecordingFile, Generic[S]):
             for lineno, raw in enumerate(lines, start=2):
                 if self.end is not None:
                     raise self._fail(lineno, "records after the end record")
+                if not raw.endswith(b"\n") and len(raw) <= MAX_LINE:
+                    lineno -= 1
+                    break  # a last line cut in the middle: the recording stops before it
                 line, at, read = self._event_line(lineno, raw)
                 if at is None or not math.isfinite(at) or at < last_at:
                     raise self._fail(lineno, f"arrival time {at} missing or before {last_at}")
@@ -309,8 +316,9 @@ class RecordingReader(_RecordingFile, Generic[S]):
                 self.events += 1
         if batch:
             yield last_at, batch
-        if self.end is None:
-            raise self._fail(lineno, "no end record: the recording was cut short")
+        if self.end is None:  # killed while recording: what was written stands
+            self.cut_at = lineno + 1
+            self.end = RecordingEnd(events=self.events, received=self.events, lost=0)
 
     def _event_line(
         self, lineno: int, raw: bytes
@@ -394,10 +402,13 @@ def replay_event(
 
 
 class _Lines:
-    """Lines of a file (with their newline), each read with a length bound."""
+    """Lines of a file (with their newline), each read with a length bound.
+    Only regular files: a FIFO or device would block or never end."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a recording is a file)")
         self._file = path.open("rb")
 
     def __enter__(self) -> _Lines:

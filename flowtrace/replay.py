@@ -39,7 +39,9 @@ class ReplaySource(Source[E], Generic[E]):
     Counters read as the recorded source's: ``received`` counts replayed
     events, ``lost`` is what the recorded source reported lost. A problem in
     the file raises :class:`ReplayError` at its line, after the batches
-    before it went downstream.
+    before it went downstream. A recording cut short (its recorder was
+    killed: no end record, maybe a last line cut in the middle) replays every
+    whole event line before the cut, and says where it stopped.
     """
 
     def __init__(
@@ -81,6 +83,12 @@ class ReplaySource(Source[E], Generic[E]):
         end = self.reader.end
         assert end is not None
         ctx.stats.lost = end.lost
+        if self.reader.cut_at is not None:
+            ctx.report(
+                f"{self.reader.path} stops at line {self.reader.cut_at} (cut short: no end"
+                f" record); replayed the {end.events} events before it; what its source lost"
+                " is not known"
+            )
         await self._advance(ctx, self.reader.end_at + offset)
 
     async def _advance(self, ctx: SourceContext, when: float) -> None:

@@ -25,7 +25,7 @@ attached), ``loss`` (the totals of lost and dropped events grew) and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -111,14 +111,18 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     events: list[tuple[str, list[tuple[str, str]]]] | None = None
 
 
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A number of events: what a recording's end record may claim."""
+
+
 class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):
     """Last line of a recording: how many events it holds, and what the source
     counted (read from its origin, lost before delivery) when it stopped."""
 
     kind: ClassVar[str] = "end"
-    events: int
-    received: int
-    lost: int
+    events: Count
+    received: Count
+    lost: Count
 
 
 def _counts(stage: StageStats) -> StageCounts:
