@@ -15,7 +15,7 @@ buckets whose counts add up to what was delivered.
 
 from __future__ import annotations
 
-from flowtrace import Event, KernelSource, Probe, syscall_entry
+from flowtrace import Event, KernelSource, Probe, syscall_entry_points
 from flowtrace.ktypes import ktime_ns, task_comm, task_pid, u32
 
 __all__ = [
@@ -53,7 +53,7 @@ def getppid_source(
     """
     probe = Probe(
         "entry of getppid(2)",
-        *syscall_entry("getppid"),
+        *syscall_entry_points("getppid"),
         body=f"if (e.pid != {pid}) return 0;\ne.tslow = e.ts & {TSLOW_MASK:#x};",
     )
     if buffer_pages is None:

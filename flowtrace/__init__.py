@@ -7,6 +7,7 @@ sinks print, write or forward them. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+from .argument_sources import Arg, raw_tracepoint, uprobe, usdt
 from .clock import Clock, ManualClock, MonotonicClock
 from .context import SourceContext, StageContext
 from .errors import (
@@ -35,15 +36,17 @@ from .probes import (
     Uprobe,
     Uretprobe,
     Usdt,
-    syscall_entry,
-    syscall_exit,
+    syscall_entry_points,
+    syscall_exit_points,
 )
 from .runtime import Run
 from .stages import AsyncOperator, Emit, Flow, Operator, Overflow, Pipeline, Sink, Source
 from .stats import PipelineStats, StageStats
 from .trace_pipe import TraceFields, TracePipe, TracePipeSource
+from .typed_sources import TracepointSource, syscall_entry, syscall_exit, tracepoint, tracepoints
 
 __all__ = [
+    "Arg",
     "AsyncOperator",
     "AttachError",
     "AutoBuffer",
@@ -87,10 +90,18 @@ __all__ = [
     "TracePipe",
     "TracePipeSource",
     "Tracepoint",
+    "TracepointSource",
     "Uprobe",
     "Uretprobe",
     "Usdt",
     "layout_of",
+    "raw_tracepoint",
     "syscall_entry",
+    "syscall_entry_points",
     "syscall_exit",
+    "syscall_exit_points",
+    "tracepoint",
+    "tracepoints",
+    "uprobe",
+    "usdt",
 ]

@@ -4,6 +4,9 @@
 pipeline's own), ``--record PATH`` (save the source's events as they arrive)
 and ``--replay PATH [--realtime]`` (read them back instead of attaching: no
 root, no bcc). Options go before the pipeline file.
+
+``run`` and ``explain`` take ``-e EXPR``, a pipeline written as one
+expression (:mod:`flowtrace.expression`), instead of a file.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import msgspec
 
 from .doctor import as_json_objects, run_checks
 from .errors import FlowtraceError, PipelineDefinitionError, PipelineFileError
+from .expression import evaluate
 from .loader import load_pipeline
 from .recorder import RecordingSource
 from .replay import ReplayError, replay
-from .runtime import Run
+from .runtime import DRAIN_TIMEOUT, Run
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 from .stages import Pipeline
 
@@ -41,8 +45,9 @@ def _say(line: str) -> None:
 
 
 async def _watch_signals(run: Run, scope: anyio.CancelScope) -> None:
-    """First Ctrl-C/SIGTERM: graceful stop. Second: cancel (probes still detach)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """First Ctrl-C/SIGTERM/SIGHUP: graceful stop (probes detach at once, the
+    drain has a deadline). Second: cancel (what was in flight is counted)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stopping = False
         async for _ in signals:
             if stopping:
@@ -103,10 +108,20 @@ def _check_record(pipeline: Pipeline, path: str) -> None:
         raise ReplayError(f"--record {path}: no directory {str(folder)!r}")
 
 
+def _load(args: argparse.Namespace) -> Pipeline:
+    """The pipeline of ``-e EXPR`` or of ``FILE [ARGS]``: exactly one of them."""
+    if (args.expression is None) == (args.pipeline is None):
+        both = args.pipeline is not None
+        raise PipelineFileError(f"give a pipeline FILE or -e EXPR{', not both' if both else ''}")
+    if args.expression is not None:
+        return evaluate(args.expression)
+    return load_pipeline(args.pipeline, args.args)
+
+
 def _build(args: argparse.Namespace) -> Pipeline:
     """The pipeline to run: loaded, replayed or recorded, with the extra sinks.
     Every problem with the options raises here, before anything runs."""
-    pipeline = load_pipeline(args.pipeline, args.args)
+    pipeline = _load(args)
     sinks = [sink_from_spec(spec) for spec in args.sink]
     if args.realtime and not args.replay:
         raise SinkSpecError("--realtime paces a replay: use it with --replay PATH")
@@ -124,7 +139,7 @@ def _build(args: argparse.Namespace) -> Pipeline:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    run = Run(_build(args))
+    run = Run(_build(args), drain_timeout=args.drain_timeout)
     try:
         anyio.run(_run, run, args.duration)
     except BaseExceptionGroup as group:
@@ -146,7 +161,7 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    pipeline = load_pipeline(args.pipeline, args.args)
+    pipeline = _load(args)
     print("\n".join(pipeline.describe()))
     code = pipeline.source.generated_code()
     if code is not None:
@@ -164,16 +179,36 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
+def _pipeline_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "pipeline", nargs="?", help="FILE[:NAME], NAME defaults to 'pipeline' (or use -e)"
+    )
+    command.add_argument(
+        "-e",
+        dest="expression",
+        metavar="EXPR",
+        help="the pipeline as one expression instead of a FILE (see docs/oneliners.md)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowtrace", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a pipeline file until Ctrl-C or its end")
-    run.add_argument("pipeline", help="FILE[:NAME], NAME defaults to 'pipeline'")
+    _pipeline_arguments(run)
     run.add_argument(
         "--duration",
         type=_duration,
         metavar="SECONDS",
         help="stop after this many seconds (a positive number)",
+    )
+    run.add_argument(
+        "--drain-timeout",
+        type=_duration,
+        default=DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"after a stop, what is not delivered by then is cut off, counted"
+        f" (default {DRAIN_TIMEOUT:g})",
     )
     run.add_argument(
         "--sink",
@@ -194,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain", help="print the attach plan and BPF program without attaching"
     )
-    explain.add_argument("pipeline", help="FILE[:NAME]")
+    _pipeline_arguments(explain)
     explain.add_argument("args", nargs=argparse.REMAINDER)
     explain.set_defaults(handler=_cmd_explain)
     doctor = commands.add_parser("doctor", help="check this machine for tracing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock", "TickSchedule", "wall_time"]
+__all__ = ["Clock", "ManualClock", "MonotonicClock", "ReplayClock", "TickSchedule", "wall_time"]
 
 
 class Clock(Protocol):
@@ -58,6 +58,16 @@ def wall_time(clock: Clock, t: float) -> float:
     if callable(wall):
         return float(wall(t))
     return t + (time.time() - time.monotonic())
+
+
+class ReplayClock(ManualClock):
+    """A virtual clock of which every run gets its own copy, starting where
+    this one stands (a replay's recorded timeline: two runs of one replay must
+    not move each other's time). A plain :class:`ManualClock` is shared by
+    the runs of its pipeline, so the code holding it drives their time."""
+
+    def fresh(self) -> ReplayClock:
+        return ReplayClock(self.now(), wall_start=self.wall(self.now()))
 
 
 class TickSchedule:

@@ -57,6 +57,7 @@ class SourceContext(StageContext):
         super().__init__(stats, clock, report, pipeline)
         self._stopping = False
         self._waits: set[anyio.CancelScope] = set()
+        self._on_stop: list[Callable[[], None]] = []
         self._ready = anyio.Event()
         self._close_output: Callable[[], None] = lambda: None
 
@@ -86,6 +87,19 @@ class SourceContext(StageContext):
         self._stopping = True
         for scope in list(self._waits):
             scope.cancel()
+        callbacks, self._on_stop = self._on_stop, []
+        for callback in callbacks:
+            callback()
+
+    def call_on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a stop is requested (at once if it was),
+        from whatever task requests it: for what must happen at the stop
+        itself, like detaching probes while the source waits on a full edge.
+        The callback must not raise."""
+        if self._stopping:
+            callback()
+        else:
+            self._on_stop.append(callback)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, waking early when a stop is requested."""

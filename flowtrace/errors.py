@@ -7,7 +7,9 @@
     ├── PipelineDefinitionError     a pipeline is composed wrongly
     ├── PipelineFileError           a pipeline file cannot be loaded (CLI exit 2)
     ├── AttachError                 no alternative of a probe fits this kernel;
-    │                               nothing stays attached
+    │   │                           nothing stays attached
+    │   └── KernelUnreadable        the kernel's description (tracefs) cannot be
+    │                               read here: not root, or not mounted
     ├── KernelError                 bcc cannot compile or load the BPF program
     └── StageError                  a stage failed while running; names the stage,
                                     the cause is chained as ``__cause__``
@@ -23,6 +25,7 @@ __all__ = [
     "EventDefinitionError",
     "FlowtraceError",
     "KernelError",
+    "KernelUnreadable",
     "PipelineDefinitionError",
     "PipelineFileError",
     "StageError",
@@ -48,6 +51,12 @@ class PipelineFileError(FlowtraceError):
 
 class AttachError(FlowtraceError):
     """No alternative of a probe can attach on this kernel."""
+
+
+class KernelUnreadable(AttachError):
+    """What the kernel says about its tracepoints cannot be read here (tracefs
+    is readable by root only, or not mounted); a plan checks such a source's
+    fields when it can read them (at run, or from a recording)."""
 
 
 class KernelError(FlowtraceError):

@@ -10,7 +10,9 @@ decoder agree by construction.
 from __future__ import annotations
 
 import functools
+import keyword
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -18,9 +20,9 @@ import msgspec
 import numpy as np
 
 from .errors import EventDefinitionError
-from .ktypes import KernelType
+from .ktypes import KernelType, annotation
 
-__all__ = ["Event", "FieldLayout", "Layout", "layout_of"]
+__all__ = ["Event", "FieldLayout", "Layout", "event_type", "layout_of"]
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -132,6 +134,22 @@ def _decode_strings(raw: list[bytes], cache: dict[bytes, str]) -> list[str]:
     return list(map(cache.__getitem__, raw))
 
 
+C_RESERVED = frozenset(
+    {
+        "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else",
+        "enum", "extern", "float", "for", "goto", "if", "inline", "int", "long", "register",
+        "restrict", "return", "short", "signed", "sizeof", "static", "struct", "switch", "typedef",
+        "union", "unsigned", "void", "volatile", "while", "current",
+    }
+)
+"""Names a record field cannot have: C keywords, and ``current`` (a macro
+of the kernel headers the program is compiled with)."""
+
+MAX_RECORD = 480
+"""The largest record a probe fills, in bytes: it lives on the BPF program's
+512-byte stack beside the probe's own variables."""
+
+
 def _align(offset: int, alignment: int) -> int:
     return (offset + alignment - 1) // alignment * alignment
 
@@ -152,6 +170,11 @@ def _derive_layout(event: type[Event]) -> Layout[Any]:
     offset = 0
     max_align = 1
     for name in event.__struct_fields__:
+        if name in C_RESERVED:
+            raise EventDefinitionError(
+                f"{event.__name__}.{name}: {name!r} cannot name a field of a kernel record"
+                " (a C keyword or kernel macro); rename it"
+            )
         ktype = next(
             (m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, KernelType)),
             None,
@@ -167,4 +190,41 @@ def _derive_layout(event: type[Event]) -> Layout[Any]:
         max_align = max(max_align, ktype.align)
     if not fields:
         raise EventDefinitionError(f"{event.__name__} declares no fields")
-    return Layout(event, tuple(fields), _align(offset, max_align), max_align)
+    size = _align(offset, max_align)
+    if size > MAX_RECORD:
+        raise EventDefinitionError(
+            f"{event.__name__}: its record is {size} bytes, and a BPF program builds records"
+            f" on a 512-byte stack (at most {MAX_RECORD}): use shorter strings (Char(N),"
+            " string_size=) or fewer fields"
+        )
+    return Layout(event, tuple(fields), size, max_align)
+
+
+def event_type(name: str, fields: Sequence[tuple[str, KernelType]]) -> type[Event]:
+    """A new :class:`Event` subclass ``name`` with ``fields`` in order, as if
+    declared with a class statement (its layout is derived the same way).
+
+    Field names must be Python identifiers that do not start with ``_``
+    (msgspec cannot hold those), and distinct; else ``EventDefinitionError``.
+    """
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise EventDefinitionError(f"{name!r} is not a usable event class name")
+    seen: set[str] = set()
+    for field, _ in fields:
+        if not field.isidentifier() or keyword.iskeyword(field) or field.startswith("_"):
+            raise EventDefinitionError(
+                f"{name}: {field!r} is not a usable field name (an identifier, not starting with _)"
+            )
+        if field in seen:
+            raise EventDefinitionError(f"{name}: field {field!r} appears twice")
+        seen.add(field)
+    made = msgspec.defstruct(
+        name,
+        [(field, annotation(ktype)) for field, ktype in fields],
+        bases=(Event,),
+        frozen=True,
+        gc=False,
+        module=__name__,
+    )
+    assert issubclass(made, Event)
+    return made

@@ -45,15 +45,19 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 
 
 def tracefs() -> Path | None:
-    """The tracefs directory bcc can use, or None when tracefs is not mounted.
+    """The tracefs directory bcc can use, or None when tracefs is not mounted
+    (or not readable by this user).
 
     bcc 0.26 reads ``/sys/kernel/debug/tracing``; when only
     ``/sys/kernel/tracing`` is mounted, the latter is returned and the doctor
     reports the mismatch.
     """
     for path in reversed(_TRACEFS_CANDIDATES):
-        if (path / "events").is_dir():
-            return path
+        try:
+            if (path / "events").is_dir():
+                return path
+        except OSError:  # /sys/kernel/debug is root's only: not usable
+            continue
     return None
 
 

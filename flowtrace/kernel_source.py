@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -11,13 +12,14 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
+from .events import Layout
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
 from .plan import Choice, resolve
 from .probes import Probe
 from .stages import Emit, Source
 
-__all__ = ["KernelSource"]
+__all__ = ["KernelSource", "SourceDefinition"]
 
 E = TypeVar("E", bound=msgspec.Struct)
 
@@ -26,6 +28,21 @@ _LOST_REFRESH = 0.25  # seconds between reads of the lost counters
 _DRAIN_GRACE = 0.1  # seconds a stop waits for records still being written
 _SMALL_BATCH = 512  # a batch this small means the reader is keeping up easily
 _MAX_GATHER = 0.01  # seconds events may wait to be read together (their latency)
+
+
+@dataclass(frozen=True)
+class SourceDefinition(Generic[E]):
+    """What a kernel source compiles: the record type its probes fill, the
+    probes, C helpers they share (``prelude``), where records go
+    (``output``, with the ``layout`` it writes), and the event types that
+    come out (one; several when records carry a tag saying which)."""
+
+    event: type[E]
+    probes: tuple[Probe, ...]
+    prelude: str
+    output: Output
+    layout: Layout[Any] | None
+    event_types: tuple[type[Any], ...]
 
 
 class KernelSource(Source[E], Generic[E]):
@@ -69,16 +86,38 @@ class KernelSource(Source[E], Generic[E]):
             output = buffer_output(transport or "auto", pages)
         elif transport is not None or buffer_pages is not None:
             raise ValueError("give either output= or transport=/buffer_pages=, not both")
-        self.event = event
-        self.probes = probes
-        self.prelude = prelude
         self.name = name or event.__name__
         self.cflags = tuple(cflags)
-        self.output = output
-        self.layout = output.layout(event)
+        self._definition = SourceDefinition(
+            event, probes, prelude, output, output.layout(event), (event,)
+        )
+
+    def definition(self) -> SourceDefinition[E]:
+        """What this source compiles (a subclass may work it out on first use)."""
+        return self._definition
+
+    @property
+    def event(self) -> type[E]:
+        """The record type its probes fill."""
+        return self.definition().event
+
+    @property
+    def probes(self) -> tuple[Probe, ...]:
+        return self.definition().probes
+
+    @property
+    def output(self) -> Output:
+        return self.definition().output
+
+    @property
+    def layout(self) -> Layout[Any] | None:
+        return self.definition().layout
 
     def event_type(self) -> type[E]:
         return self.event
+
+    def event_types(self) -> tuple[type[Any], ...]:
+        return self.definition().event_types
 
     def generated_code(self) -> str:
         return self.program().text
@@ -94,7 +133,7 @@ class KernelSource(Source[E], Generic[E]):
         return self._program(chosen, self.output.channel(self.layout))
 
     def _program(self, choices: Sequence[Choice], channel: Channel) -> Program:
-        return generate(self.layout, choices, prelude=self.prelude, output=channel)
+        return generate(self.layout, choices, prelude=self.definition().prelude, output=channel)
 
     def describe(self) -> list[str]:
         lines = [f"source {self.name}: {self.output.describe(self.event)}"]
@@ -106,6 +145,7 @@ class KernelSource(Source[E], Generic[E]):
         channel = self.output.channel(self.layout)
         program = self._program(choices, channel)
         loaded = LoadedProgram()
+        reader: Reader | None = None
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -113,6 +153,8 @@ class KernelSource(Source[E], Generic[E]):
             # the run starts now: outputs that failed before the channel was
             # connected (perf rings not yet in place) are not part of it
             loaded.lost_before_start = loaded.lost()
+            # the stop detaches at once, also while emit waits on a full edge
+            ctx.call_on_stop(loaded.detach_quietly)
             ctx.report(f"reading {channel.describe()}")
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
@@ -120,9 +162,19 @@ class KernelSource(Source[E], Generic[E]):
             await self._pump(ctx, emit, loaded, reader)
         finally:
             try:
-                loaded.release()
+                # on every exit, cancellation included: detach, then count what
+                # the kernel lost and what was left unread, then free
+                loaded.detach_quietly()
+                if reader is not None:
+                    ctx.stats.lost = loaded.lost() + reader.lost()
+                    unread = reader.unread()  # taken in, never handed on
+                    ctx.stats.received += unread
+                    ctx.stats.drop("unread_at_stop", unread)
             finally:
-                channel.close()
+                try:
+                    loaded.release()
+                finally:
+                    channel.close()
 
     @staticmethod
     async def _pump(
@@ -151,12 +203,11 @@ class KernelSource(Source[E], Generic[E]):
             last_read = now
         loaded.detach()
         await _drain(ctx, emit, reader)
-        stats.lost = loaded.lost() + reader.lost()
 
 
 async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
     """Emit what the output holds after detaching. A record still on its way
-    is waited for briefly; what is left after that is counted."""
+    is waited for briefly; what is left after that is counted by the caller."""
     deadline = anyio.current_time() + _DRAIN_GRACE
     while anyio.current_time() < deadline:
         batch = reader.read(_BATCH_LIMIT)
@@ -167,4 +218,3 @@ async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
             await anyio.sleep(0.001)
         else:
             break
-    ctx.stats.drop("unread_at_stop", reader.unread())

@@ -21,9 +21,13 @@ from typing import Annotated
 __all__ = [
     "Char",
     "KernelType",
+    "annotation",
     "comm",
     "cpu_id",
+    "integer",
+    "kernel_type",
     "ktime_ns",
+    "parse_c_type",
     "s8",
     "s16",
     "s32",
@@ -69,16 +73,31 @@ class KernelType:
     def filled(self, fill: str) -> KernelType:
         return KernelType(self.c_type, self.size, self.numpy_code, self.array_len, fill)
 
+    def spelled(self) -> str:
+        """The C spelling recordings list: ``u32``, ``s64``, ``char[16]``."""
+        return f"{self.c_type}[{self.array_len}]" if self.is_string else self.c_type
+
+    def unfilled(self) -> KernelType:
+        """The same type, without automatic filling."""
+        return KernelType(self.c_type, self.size, self.numpy_code, self.array_len)
+
 
 def Char(length: int, fill: str | None = None) -> KernelType:
     """A NUL-terminated ``char[length]`` field, decoded to ``str``.
 
-    Decoding stops at the first NUL and replaces invalid UTF-8.
+    Decoding stops at the first NUL and replaces invalid UTF-8. ``length``
+    is a whole number of bytes from 1 to :data:`MAX_STRING` (it becomes a C
+    array size, so nothing else is accepted).
     """
-    if length <= 0:
-        raise ValueError(f"char array length must be positive, got {length}")
+    if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= MAX_STRING:
+        raise ValueError(
+            f"char array length must be a whole number from 1 to {MAX_STRING}, got {length!r}"
+        )
     return KernelType("char", length, f"S{length}", array_len=length, fill=fill)
 
+
+MAX_STRING = 4096
+"""The longest ``Char(N)`` field, in bytes."""
 
 _U8 = KernelType("u8", 1, "<u1")
 _U16 = KernelType("u16", 2, "<u2")
@@ -89,10 +108,14 @@ u8 = Annotated[int, _U8]
 u16 = Annotated[int, _U16]
 u32 = Annotated[int, _U32]
 u64 = Annotated[int, _U64]
-s8 = Annotated[int, KernelType("s8", 1, "<i1")]
-s16 = Annotated[int, KernelType("s16", 2, "<i2")]
-s32 = Annotated[int, KernelType("s32", 4, "<i4")]
-s64 = Annotated[int, KernelType("s64", 8, "<i8")]
+_S8 = KernelType("s8", 1, "<i1")
+_S16 = KernelType("s16", 2, "<i2")
+_S32 = KernelType("s32", 4, "<i4")
+_S64 = KernelType("s64", 8, "<i8")
+s8 = Annotated[int, _S8]
+s16 = Annotated[int, _S16]
+s32 = Annotated[int, _S32]
+s64 = Annotated[int, _S64]
 comm = Annotated[str, Char(16)]
 """A task command name (``char[16]``), filled by the probe body."""
 
@@ -108,3 +131,40 @@ task_comm = Annotated[str, Char(16, "bpf_get_current_comm(&{field}, sizeof({fiel
 """The current task's command name."""
 cpu_id = Annotated[int, _U32.filled("{field} = bpf_get_smp_processor_id();")]
 """The CPU the probe fired on."""
+
+
+_INTEGERS = {t.c_type: t for t in (_U8, _U16, _U32, _U64, _S8, _S16, _S32, _S64)}
+_MAX_CHARS = 1 << 16
+
+
+def integer(size: int, signed: bool) -> KernelType:
+    """The integer type of ``size`` bytes (1, 2, 4 or 8): ``u32``, ``s64``..."""
+    found = _INTEGERS.get(f"{'s' if signed else 'u'}{size * 8}")
+    if found is None:
+        raise ValueError(f"no {size}-byte integer type")
+    return found
+
+
+def parse_c_type(spelling: str) -> KernelType:
+    """The type :meth:`KernelType.spelled` spells ``spelling`` (``u32``,
+    ``char[16]``); ``ValueError`` for anything else."""
+    if spelling in _INTEGERS:
+        return _INTEGERS[spelling]
+    length = spelling.removeprefix("char[").removesuffix("]")
+    digits = length.isascii() and length.isdecimal()
+    if spelling == f"char[{length}]" and digits and 0 < int(length) <= _MAX_CHARS:
+        return Char(int(length))
+    raise ValueError(f"not a kernel type: {spelling[:40]!r} (u8..u64, s8..s64, char[N])")
+
+
+def kernel_type(declared: object) -> KernelType | None:
+    """The kernel type of ``declared`` (``u32``, ``task_pid``, ``Char(64)``), or None."""
+    if isinstance(declared, KernelType):
+        return declared
+    found = [m for m in getattr(declared, "__metadata__", ()) if isinstance(m, KernelType)]
+    return found[0] if found else None
+
+
+def annotation(ktype: KernelType) -> object:
+    """An event field annotation of ``ktype``: ``Annotated[int | str, ktype]``."""
+    return Annotated[str, ktype] if ktype.is_string else Annotated[int, ktype]

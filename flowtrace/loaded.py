@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,6 +92,13 @@ class LoadedProgram:
                 failures.append(exc)
         if failures:
             raise failures[0]
+
+    def detach_quietly(self) -> None:
+        """:meth:`detach`, leaving a failing detach for :meth:`detach` or
+        :meth:`release` to try again and report (for a stop request, which
+        must not raise)."""
+        with contextlib.suppress(Exception):
+            self.detach()
 
     def release(self) -> None:
         """Detach everything and free the program; safe in any state, and the

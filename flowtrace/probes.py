@@ -50,8 +50,8 @@ __all__ = [
     "Uprobe",
     "Uretprobe",
     "Usdt",
-    "syscall_entry",
-    "syscall_exit",
+    "syscall_entry_points",
+    "syscall_exit_points",
 ]
 
 # Registers holding syscall arguments inside the pt_regs a syscall wrapper gets.
@@ -547,7 +547,7 @@ class Probe:
         object.__setattr__(self, "schemes", tuple(a.name for a in labelled))
 
 
-def syscall_entry(*syscalls: str) -> tuple[Alternative, ...]:
+def syscall_entry_points(*syscalls: str) -> tuple[Alternative, ...]:
     """Alternatives observing entry of any of ``syscalls``: fentry, then
     kprobe on the syscall functions, then the ``sys_enter_*`` tracepoints."""
     return (
@@ -557,7 +557,7 @@ def syscall_entry(*syscalls: str) -> tuple[Alternative, ...]:
     )
 
 
-def syscall_exit(*syscalls: str) -> tuple[Alternative, ...]:
+def syscall_exit_points(*syscalls: str) -> tuple[Alternative, ...]:
     """Alternatives observing return of ``syscalls``: kretprobe, then the
     ``sys_exit_*`` tracepoints. Declare one parameter, ``ret``."""
     return (

@@ -35,20 +35,18 @@ def field_types(event: type[Any]) -> list[tuple[str, str]]:
     for another msgspec Struct."""
     if not issubclass(event, Event):
         return [(f.name, getattr(f.type, "__name__", repr(f.type))) for f in fields(event)]
-    return [
-        (f.name, f"{f.ktype.c_type}[{f.ktype.array_len}]" if f.ktype.is_string else f.ktype.c_type)
-        for f in layout_of(event).fields
-    ]
+    return [(f.name, f.ktype.spelled()) for f in layout_of(event).fields]
 
 
 class RecordingSource(Source[T], Generic[T]):
     """Runs ``source`` unchanged and writes every batch it emits to ``path``
     before passing it on.
 
-    Takes the wrapped source's name and ``event`` type, so counters and
-    replays read as the original. Holds nothing in memory: each batch is
-    written with ``os.write`` before it goes downstream, so the recording has
-    every event the source emitted even if the process is killed. A write
+    Takes the wrapped source's name and event types, so counters and replays
+    read as the original.
+    Holds nothing in memory: each batch is written with ``os.write`` before
+    it goes downstream, so the recording has every event the source emitted
+    even if the process is killed. A write
     error truncates the file back to its last whole line and fails the
     source (and so the pipeline). The ``end`` record is written, and the file
     fsynced, on every exit of ``source.run`` (end, stop, failure,
@@ -69,17 +67,26 @@ class RecordingSource(Source[T], Generic[T]):
     def event_type(self) -> type[Any] | None:
         return self.source.event_type()
 
+    def event_types(self) -> tuple[type[Any], ...]:
+        return self.source.event_types()
+
+    def replay_types(self) -> tuple[type[Any] | str, ...]:
+        return self.source.replay_types()
+
     def describe(self) -> list[str]:
         return [*self.source.describe(), f"  recording its events to {self.path}"]
 
     def header(self, start: float, clock: Clock) -> RecordingHeader:
-        event = self.event_type()
+        types = self.event_types()
+        several = len(types) > 1
+        event = types[0] if len(types) == 1 else None
         return RecordingHeader(
             source=self.name,
             event=event.__name__ if event else None,
             fields=field_types(event) if event else None,
             clock="monotonic" if isinstance(clock, MonotonicClock) else type(clock).__name__,
             start=start,
+            events=[(e.__name__, field_types(e)) for e in types] if several else None,
             wall_start=wall_time(clock, start),
         )
 

@@ -6,26 +6,42 @@ go backwards nor lie more than :data:`MAX_SPAN` seconds after the header's
 start, the ``end`` record and its count) and raises
 :class:`ReplayError` naming the file, the line number, the problem and the
 fix. A recording never names code to import: the event type comes from the
-caller (the pipeline being replayed) and must match the header's layout.
+caller (the pipeline being replayed) and must match the header's layout; a
+source whose event type is generated from the running kernel (a
+tracepoint's format file) has it rebuilt from the header's field names and
+kernel types instead (:func:`replay_event`), so replaying reads no tracefs.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 import numpy as np
 
-from .errors import FlowtraceError
-from .events import Event, layout_of
+from .errors import EventDefinitionError, FlowtraceError
+from .events import Event, event_type, layout_of
+from .ktypes import parse_c_type
 from .recorder import field_types
 from .schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
+from .stages import Source
 
-__all__ = ["MAX_LINE", "MAX_SPAN", "RecordingReader", "ReplayError"]
+__all__ = [
+    "MAX_FIELDS",
+    "MAX_LINE",
+    "MAX_SPAN",
+    "MAX_TYPES",
+    "RecordingReader",
+    "ReplayError",
+    "replay_event",
+]
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -40,8 +56,13 @@ MAX_START = 1e12
 """Largest header ``start`` (in absolute value) a reader accepts: clock
 seconds (monotonic: since boot), so ±31,000 years: far inside what the
 windows' nanosecond arithmetic handles (a forged 1e300 would overflow it)."""
+MAX_FIELDS = 1024
+"""Most fields a recorded event type rebuilt from a header may have."""
+MAX_TYPES = 64
+"""Most event types a header rebuilt for replay may list."""
 BATCH_LIMIT = 8192
 _FIX = "record it again with flowtrace run --record"
+_OTHER = "replay it into the pipeline that recorded it, or record this one"
 
 
 class ReplayError(FlowtraceError):
@@ -84,38 +105,14 @@ def _strict_type(event: type[S]) -> tuple[type[msgspec.Struct], list[tuple[int, 
     return msgspec.defstruct(event.__name__, fields, forbid_unknown_fields=True), extra
 
 
-class RecordingReader(Generic[S]):
-    """Reads a recording of ``event`` events; iterating yields ``(at, batch)``
-    pairs, batches as recorded (events with the same ``at``), split at
-    ``batch_limit``. Holds one batch and one line in memory.
+class _RecordingFile:
+    """A recording file, read in bounded lines; opening it reads and checks
+    its header (``header``)."""
 
-    Opening reads and checks the header. :attr:`end` is set once the ``end``
-    record is read. Every problem raises :class:`ReplayError`, one line:
-    ``PATH:LINE: problem; fix``.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], event: type[S], *, batch_limit: int = BATCH_LIMIT
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.event = event
-        self.batch_limit = batch_limit
         self._envelope = msgspec.json.Decoder(_Line)
         self._header_decoder = msgspec.json.Decoder(RecordingHeader)
-        self._end_decoder = msgspec.json.Decoder(RecordingEnd)
-        strict, self._limits = _strict_type(event)
-        self._data = msgspec.json.Decoder(strict)
-        # one decode per event line where the line is as flowtrace writes it;
-        # anything else goes through the checks that name the problem
-        self._quick = msgspec.json.Decoder(
-            msgspec.defstruct(
-                "EventLine",
-                [("v", int), ("type", str), ("name", str), ("at", float), ("data", strict)],
-            )
-        )
-        self.end: RecordingEnd | None = None
-        self.end_at = 0.0
-        self.events = 0
         with self._open() as lines:
             self.header = self._read_header(lines)
 
@@ -163,18 +160,6 @@ class RecordingReader(Generic[S]):
             header = self._header_decoder.decode(line.data)
         except msgspec.DecodeError as exc:
             raise self._fail(1, f"bad recording header: {exc}") from None
-        other = "replay it into the pipeline that recorded it, or record this one"
-        if header.event != self.event.__name__:
-            raise self._fail(
-                1,
-                f"recording holds {header.event} events, the pipeline's source emits"
-                f" {self.event.__name__}",
-                other,
-            )
-        expected = [list(f) for f in field_types(self.event)]
-        if header.fields is not None and [list(f) for f in header.fields] != expected:
-            fields = ", ".join(" ".join(f) for f in header.fields)
-            raise self._fail(1, f"recorded {header.event} fields differ: ({fields})", other)
         if not math.isfinite(header.start) or abs(header.start) > MAX_START:
             raise self._fail(
                 1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
@@ -186,11 +171,113 @@ class RecordingReader(Generic[S]):
             )
         return header
 
+    def recorded_types(self) -> list[tuple[str | None, list[tuple[str, str]] | None]]:
+        """(name, fields) of each event type the header lists, in order."""
+        header = self.header
+        if header.events is not None:
+            return [(name, fields) for name, fields in header.events]
+        return [(header.event, header.fields)]
+
+    def rebuilt_events(self) -> dict[str, type[Event]]:
+        """Event types with the header's names, field names and kernel types
+        (none filled automatically: for replay), checked as untrusted input."""
+        recorded = self.recorded_types()
+        if len(recorded) > MAX_TYPES:
+            raise self._fail(1, f"{len(recorded)} event types, more than {MAX_TYPES}")
+        rebuilt: dict[str, type[Event]] = {}
+        for name, fields in recorded:
+            if name is None or fields is None:
+                raise self._fail(1, "the header lists no event type and fields to rebuild")
+            if len(fields) > MAX_FIELDS:
+                raise self._fail(1, f"{len(fields)} fields, more than {MAX_FIELDS}")
+            try:
+                types = [(field, parse_c_type(spelled)) for field, spelled in fields]
+                rebuilt[name] = event_type(name, types)
+            except (ValueError, EventDefinitionError) as exc:
+                raise self._fail(1, f"bad event type in the header: {exc}") from None
+        return rebuilt
+
+    def _refuse(self, names: Sequence[str]) -> ReplayError:
+        held = ", ".join(str(name) for name, _ in self.recorded_types())
+        emits = ", ".join(names)
+        return self._fail(
+            1, f"recording holds {held} events, the pipeline's source emits {emits}", _OTHER
+        )
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """How the event lines of one event type are read."""
+
+    make: type[Any]
+    names: tuple[str, ...]
+    positional: bool
+    kind: str
+    limits: list[tuple[int, int]]
+    data: msgspec.json.Decoder[Any]
+    quick: msgspec.json.Decoder[Any]
+
+    @classmethod
+    def of(cls, event: type[Any]) -> _Decoding:
+        strict, limits = _strict_type(event)
+        # one decode per event line where the line is as flowtrace writes it;
+        # anything else goes through the checks that name the problem
+        quick = msgspec.defstruct(
+            "EventLine", [("v", int), ("type", str), ("name", str), ("at", float), ("data", strict)]
+        )
+        return cls(
+            event,
+            event.__struct_fields__,
+            issubclass(event, Event),
+            getattr(event, "kind", "value"),
+            limits,
+            msgspec.json.Decoder(strict),
+            msgspec.json.Decoder(quick),
+        )
+
+
+class RecordingReader(_RecordingFile, Generic[S]):
+    """Reads a recording of ``event`` events (or of several event types, given
+    as a tuple, in the order the header lists them); iterating yields
+    ``(at, batch)`` pairs, batches as recorded (events with the same
+    ``at``), split at ``batch_limit``. Holds one batch and one line in memory.
+
+    Opening reads and checks the header. :attr:`end` is set once the ``end``
+    record is read. Every problem raises :class:`ReplayError`, one line:
+    ``PATH:LINE: problem; fix``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        event: type[S] | tuple[type[S], ...],
+        *,
+        batch_limit: int = BATCH_LIMIT,
+    ) -> None:
+        super().__init__(path)
+        self.types: tuple[type[S], ...] = event if isinstance(event, tuple) else (event,)
+        self.event = self.types[0]
+        self.batch_limit = batch_limit
+        recorded = self.recorded_types()
+        if [name for name, _ in recorded] != [t.__name__ for t in self.types]:
+            raise self._refuse([t.__name__ for t in self.types])
+        for t, (name, fields) in zip(self.types, recorded, strict=True):
+            if fields is not None and [list(f) for f in fields] != [
+                list(f) for f in field_types(t)
+            ]:
+                listed = ", ".join(" ".join(f) for f in fields)
+                raise self._fail(1, f"recorded {name} fields differ: ({listed})", _OTHER)
+        self._end_decoder = msgspec.json.Decoder(RecordingEnd)
+        self._decodings = {t.__name__: _Decoding.of(t) for t in self.types}
+        self._only = self._decodings[self.event.__name__] if len(self.types) == 1 else None
+        self.end: RecordingEnd | None = None
+        self.end_at = 0.0
+        self.events = 0
+        self.cut_at: int | None = None
+        """The line a recording cut short (no end record) stops before."""
+
     def __iter__(self) -> Iterator[tuple[float, list[S]]]:
-        self.events, self.end = 0, None
-        make, names = self.event, self.event.__struct_fields__
-        positional = issubclass(make, Event)
-        kind = getattr(make, "kind", "value")
+        self.events, self.end, self.cut_at = 0, None, None
         last_at = self.header.start
         batch: list[S] = []
         lineno = 1
@@ -199,7 +286,10 @@ class RecordingReader(Generic[S]):
             for lineno, raw in enumerate(lines, start=2):
                 if self.end is not None:
                     raise self._fail(lineno, "records after the end record")
-                line, at, values = self._event_line(lineno, raw, kind)
+                if not raw.endswith(b"\n") and len(raw) <= MAX_LINE:
+                    lineno -= 1
+                    break  # a last line cut in the middle: the recording stops before it
+                line, at, read = self._event_line(lineno, raw)
                 if at is None or not math.isfinite(at) or at < last_at:
                     raise self._fail(lineno, f"arrival time {at} missing or before {last_at}")
                 if at - self.header.start > MAX_SPAN:
@@ -212,49 +302,61 @@ class RecordingReader(Generic[S]):
                     yield last_at, batch
                     batch = []
                 last_at = at
-                if values is None and line is not None and line.type == "end":
+                if read is None and line is not None and line.type == "end":
                     self.end, self.end_at = self._read_end(lineno, line), at
                     continue
-                if values is None:
+                if read is None:
                     raise self._fail(lineno, f"unexpected {line and line.type} record")
-                for i, high in self._limits:
+                decoding, values = read
+                for i, high in decoding.limits:
                     if values[i] > high:
                         raise self._fail(
-                            lineno, f"{names[i]} {values[i]} does not fit its kernel type"
+                            lineno, f"{decoding.names[i]} {values[i]} does not fit its kernel type"
                         )
-                fields = {} if positional else dict(zip(names, values, strict=True))
-                batch.append(make(*values) if positional else make(**fields))
+                make = decoding.make
+                if decoding.positional:
+                    batch.append(make(*values))
+                else:
+                    batch.append(make(**dict(zip(decoding.names, values, strict=True))))
                 self.events += 1
         if batch:
             yield last_at, batch
-        if self.end is None:
-            raise self._fail(lineno, "no end record: the recording was cut short")
+        if self.end is None:  # killed while recording: what was written stands
+            self.cut_at = lineno + 1
+            self.end = RecordingEnd(events=self.events, received=self.events, lost=0)
 
     def _event_line(
-        self, lineno: int, raw: bytes, kind: str
-    ) -> tuple[_Line | None, float | None, tuple[Any, ...] | None]:
-        """(envelope, at, field values): values for an event of the expected
-        type, the envelope for other records; raises for anything malformed."""
-        if len(raw) <= MAX_LINE:
+        self, lineno: int, raw: bytes
+    ) -> tuple[_Line | None, float | None, tuple[_Decoding, tuple[Any, ...]] | None]:
+        """(envelope, at, (its type's decoding, field values)): the values for
+        an event of an expected type, the envelope for other records; raises
+        for anything malformed."""
+        only = self._only
+        if only is not None and len(raw) <= MAX_LINE:
             try:
-                quick: Any = self._quick.decode(raw)
+                quick: Any = only.quick.decode(raw)
             except msgspec.DecodeError:
                 pass
             else:
-                if (quick.v, quick.type, quick.name) == (SCHEMA_VERSION, kind, self.event.__name__):
-                    return None, quick.at, msgspec.structs.astuple(quick.data)
+                if (quick.v, quick.type, quick.name) == (
+                    SCHEMA_VERSION,
+                    only.kind,
+                    only.make.__name__,
+                ):
+                    return None, quick.at, (only, msgspec.structs.astuple(quick.data))
         line = self._line(lineno, raw)
-        if line.type == kind and line.name == self.event.__name__:
-            return line, line.at, self._fields(lineno, line.data)
+        decoding = self._decodings.get(line.name or "")
+        if decoding is not None and line.type == decoding.kind:
+            return line, line.at, (decoding, self._fields(lineno, decoding, line.data))
         if line.type == "end":
             return line, line.at, None
         raise self._fail(lineno, f"unexpected {line.type} record {line.name!r}")
 
-    def _fields(self, lineno: int, data: msgspec.Raw) -> tuple[Any, ...]:
+    def _fields(self, lineno: int, decoding: _Decoding, data: msgspec.Raw) -> tuple[Any, ...]:
         try:
-            return msgspec.structs.astuple(self._data.decode(data))
+            return msgspec.structs.astuple(decoding.data.decode(data))
         except msgspec.DecodeError as exc:
-            raise self._fail(lineno, f"bad {self.event.__name__} event: {exc}") from None
+            raise self._fail(lineno, f"bad {decoding.make.__name__} event: {exc}") from None
 
     def _read_end(self, lineno: int, line: _Line) -> RecordingEnd:
         try:
@@ -275,11 +377,43 @@ class RecordingReader(Generic[S]):
         return self.end
 
 
+def replay_event(
+    source: Source[Any], path: str | os.PathLike[str]
+) -> tuple[type[msgspec.Struct], ...] | None:
+    """The event types (one, or several for a source emitting several) to
+    replay the recording at ``path`` into ``source``'s pipeline, or None when
+    the source declares none (no msgspec Struct types).
+
+    The source's ``replay_types()`` says what it reads: a name in it stands
+    for a type generated from the running kernel (as
+    :class:`~flowtrace.typed_sources.TracepointSource` generates), which is
+    rebuilt from the recording's header (field names and kernel types), so
+    nothing is read from the kernel; a recording without that type is
+    refused.
+    """
+    wanted: tuple[Any, ...] = source.replay_types()
+    if not wanted:
+        return None
+    if any(isinstance(w, str) for w in wanted):
+        recording = _RecordingFile(path)
+        rebuilt = recording.rebuilt_events()
+        names = [w if isinstance(w, str) else w.__name__ for w in wanted]
+        if any(isinstance(w, str) and w not in rebuilt for w in wanted):
+            raise recording._refuse(names)
+        wanted = tuple(rebuilt[w] if isinstance(w, str) else w for w in wanted)
+    if not all(isinstance(w, type) and issubclass(w, msgspec.Struct) for w in wanted):
+        return None
+    return wanted
+
+
 class _Lines:
-    """Lines of a file (with their newline), each read with a length bound."""
+    """Lines of a file (with their newline), each read with a length bound.
+    Only regular files: a FIFO or device would block or never end."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a recording is a file)")
         self._file = path.open("rb")
 
     def __enter__(self) -> _Lines:

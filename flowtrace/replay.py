@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
-from .clock import ManualClock
+from .clock import ManualClock, ReplayClock
 from .context import SourceContext
-from .recording import RecordingReader, ReplayError
+from .recording import RecordingReader, ReplayError, replay_event
 from .stages import Emit, Pipeline, Source
 from .stats import StageStats
 
@@ -39,7 +39,9 @@ class ReplaySource(Source[E], Generic[E]):
     Counters read as the recorded source's: ``received`` counts replayed
     events, ``lost`` is what the recorded source reported lost. A problem in
     the file raises :class:`ReplayError` at its line, after the batches
-    before it went downstream.
+    before it went downstream. A recording cut short (its recorder was
+    killed: no end record, maybe a last line cut in the middle) replays every
+    whole event line before the cut, and says where it stopped.
     """
 
     def __init__(
@@ -47,11 +49,22 @@ class ReplaySource(Source[E], Generic[E]):
     ) -> None:
         self.reader = reader
         self.event = reader.event
+        self._types = reader.types
         self.realtime = realtime
         self.name = name or reader.header.source
 
+    def fresh(self) -> ReplaySource[E]:
+        """A replay of the same recording with its own reader (a reader keeps
+        its position and counts while iterating), for one run."""
+        old = self.reader
+        reader = RecordingReader(old.path, tuple(self._types), batch_limit=old.batch_limit)
+        return ReplaySource(reader, realtime=self.realtime, name=self.name)
+
     def event_type(self) -> type[E]:
         return self.event
+
+    def event_types(self) -> tuple[type[Any], ...]:
+        return tuple(self._types)
 
     def describe(self) -> list[str]:
         pace = "in real time" if self.realtime else "as fast as possible"
@@ -70,6 +83,12 @@ class ReplaySource(Source[E], Generic[E]):
         end = self.reader.end
         assert end is not None
         ctx.stats.lost = end.lost
+        if self.reader.cut_at is not None:
+            ctx.report(
+                f"{self.reader.path} stops at line {self.reader.cut_at} (cut short: no end"
+                f" record); replayed the {end.events} events before it; what its source lost"
+                " is not known"
+            )
         await self._advance(ctx, self.reader.end_at + offset)
 
     async def _advance(self, ctx: SourceContext, when: float) -> None:
@@ -119,20 +138,20 @@ def replay(
     """``pipeline`` rebuilt to read its source's events from the recording at
     ``path``: the source becomes a :class:`ReplaySource` of the original
     source's ``event`` type, and, unless ``realtime``, the clock a
-    :class:`ManualClock` starting at the recording's start, at the wall-clock
+    :class:`ReplayClock` starting at the recording's start, at the wall-clock
     time the recording started (when it says). With ``check``
     the whole file is validated first, so a bad recording fails before
     anything runs."""
-    event = pipeline.source.event_type()
-    if not (isinstance(event, type) and issubclass(event, msgspec.Struct)):
+    types = replay_event(pipeline.source, path)
+    if types is None:
         raise ReplayError(
-            f"source {pipeline.source.stage_name()!r} declares no event type (an `event`"
-            " attribute naming a msgspec Struct, as KernelSource has); it cannot be replayed"
+            f"source {pipeline.source.stage_name()!r} declares no event type (its"
+            " replay_types() names no msgspec Struct); it cannot be replayed"
         )
-    reader = RecordingReader(path, event)
+    reader = RecordingReader(path, types)
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())
     header = reader.header
-    clock = None if realtime else ManualClock(header.start, wall_start=header.wall_start)
+    clock = None if realtime else ReplayClock(header.start, wall_start=header.wall_start)
     return pipeline.replace(source=source, clock=clock)

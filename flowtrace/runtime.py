@@ -1,9 +1,10 @@
 """Running a pipeline: one :class:`Run` per execution of a plan.
 
-A run makes fresh stage objects from the plan (``stage.fresh()``), fresh
-counters and a fresh clock, then starts one task per stage inside the
-caller's event loop (asyncio or trio, through anyio), connected by bounded
-memory streams that carry batches. Nothing of a run stays in the plan, so
+A run makes fresh stage objects from the plan (``stage.fresh()``) and fresh
+counters (and its own copy of a replay's virtual clock; other clocks are the
+plan's), then starts one task per stage inside the caller's event loop
+(asyncio or trio, through anyio), connected by bounded memory streams that
+carry batches. Nothing of a run stays in the plan, so
 one plan runs any number of times, in a row or at once.
 
 Edges: each holds at most ``capacity`` batches. With ``Overflow.BLOCK`` (the
@@ -12,9 +13,14 @@ the source, whose kernel buffer then fills and counts what it cannot take.
 With ``Overflow.DROP`` a batch that does not fit is dropped and counted as
 ``dropped["overflow"]`` on the upstream stage.
 
-Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes,
-emits what it has already read and returns; every operator then sees the end
-of its input, emits what ``finish()`` returns, and the sink is closed.
+Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes
+at once (whatever the stages after it are doing), emits what it has already
+read and returns; every operator then sees the end of its input, emits what
+``finish()`` returns, and the sink is closed. All that has a deadline:
+``drain_timeout`` seconds after the stop (5 by default) whatever has not
+finished is cancelled, and what was read but not delivered by then is counted
+as dropped (``stop_deadline``) at the stage that held it; a sink's ``close``
+gets as long again. Cancelling the run (a second Ctrl-C) counts the same way.
 
 This module knows stages only by the protocols below, so it depends on
 nothing that composes them (:mod:`flowtrace.stages` builds on it).
@@ -22,8 +28,8 @@ nothing that composes them (:mod:`flowtrace.stages` builds on it).
 
 from __future__ import annotations
 
-import copy
 import enum
+import itertools
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -34,7 +40,7 @@ import anyio.lowlevel
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .clock import Clock, TickSchedule
+from .clock import Clock, ReplayClock, TickSchedule
 from .context import SourceContext, StageContext
 from .errors import StageError
 from .records import Receipt
@@ -44,7 +50,10 @@ from .stats import PipelineStats, StageStats
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Overflow", "Run"]
+__all__ = ["DRAIN_TIMEOUT", "Overflow", "Run"]
+
+DRAIN_TIMEOUT = 5.0
+"""Seconds a stopped run may take to drain before what is left is cut off."""
 
 Batch = list[Any]
 EmitBatch = Callable[[Batch], Awaitable[None]]
@@ -125,18 +134,30 @@ class Plan(Protocol):
 
 
 class _Edge:
-    """A bounded stream of batches between two stages, with its overflow policy."""
+    """A bounded stream of batches between two stages, with its overflow policy.
 
-    def __init__(self, capacity: int, overflow: Overflow, upstream: StageStats) -> None:
+    Counts exactly: the upstream stage's ``emitted`` grows by what the edge
+    took, the downstream stage's ``received`` by what it handed on
+    (:meth:`took`); what is between the two when a run is cut short is
+    counted by :meth:`count_abandoned`.
+    """
+
+    def __init__(
+        self, capacity: int, overflow: Overflow, upstream: StageStats, downstream: StageStats
+    ) -> None:
         self.send_stream: MemoryObjectSendStream[Batch]
         self.receive_stream: MemoryObjectReceiveStream[Batch]
         self.send_stream, self.receive_stream = anyio.create_memory_object_stream[Batch](capacity)
         self._overflow = overflow
         self._upstream = upstream
+        self._downstream = downstream
+        self._last_taken: Batch | None = None
 
     async def send(self, batch: Batch) -> None:
         """Pass ``batch`` on under the edge's policy; always yields to the
-        event loop once, so a producer that never waits cannot starve others."""
+        event loop once, so a producer that never waits cannot starve others.
+        Cancelled while waiting for room, the batch counts as dropped
+        (``stop_deadline``) unless the downstream stage took it meanwhile."""
         if not batch:
             return
         try:
@@ -148,18 +169,40 @@ class _Edge:
                 self._upstream.drop("overflow", records_in(batch))
                 await anyio.lowlevel.checkpoint()
                 return
-            await self.send_stream.send(batch)
+            try:
+                await self.send_stream.send(batch)
+            except anyio.get_cancelled_exc_class():
+                if self._last_taken is batch:
+                    self._upstream.emitted += records_in(batch)
+                else:
+                    self._upstream.drop("stop_deadline", records_in(batch))
+                raise
             self._upstream.emitted += records_in(batch)
         else:
             self._upstream.emitted += records_in(batch)
             await anyio.lowlevel.checkpoint()
+
+    def took(self, batch: Batch) -> Batch:
+        """Count ``batch`` as received downstream (called as it is received,
+        with no await in between); returns it."""
+        self._downstream.received += records_in(batch)
+        self._last_taken = batch
+        return batch
+
+    def count_abandoned(self) -> None:
+        """Count what the edge still held when the run was cut short as
+        received and dropped (``stop_deadline``) by the downstream stage."""
+        held = self._upstream.emitted - self._downstream.received
+        if held > 0:
+            self._downstream.received += held
+            self._downstream.drop("stop_deadline", held)
 
     def close(self) -> None:
         self.send_stream.close()
 
 
 class Run:
-    """One execution of a plan: its own stage objects, counters and clock.
+    """One execution of a plan: its own stage objects and counters.
 
     Made by :meth:`flowtrace.Pipeline.run` (which hands it to
     ``task_group.start`` callers) or directly as ``Run(pipeline)`` when the
@@ -169,11 +212,15 @@ class Run:
     run's stage objects. A run runs once.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        if not drain_timeout > 0:
+            raise ValueError(f"drain_timeout must be a positive number of seconds: {drain_timeout}")
+        self.drain_timeout = drain_timeout
         self.source = plan.source.fresh()
         self.operators = tuple(op.fresh() for op in plan.operators)
         self.sink = plan.sink.fresh()
-        self.clock: Clock = copy.copy(plan.clock)
+        clock = plan.clock
+        self.clock: Clock = clock.fresh() if isinstance(clock, ReplayClock) else clock
         self.capacity = plan.capacity
         self.overflow = plan.overflow
         names = [
@@ -183,14 +230,18 @@ class Run:
         ]
         self.stats = PipelineStats([StageStats(n) for n in _unique(names)])
         self._source_ctx: SourceContext | None = None
+        self._stopping: anyio.Event | None = None
         self._stop_early = False
         self._started = False
 
     def stop(self) -> None:
-        """Ask the run to finish: stop the source, drain, flush, close."""
+        """Ask the run to finish: stop the source (probes detach at once),
+        drain, flush, close; within ``drain_timeout`` seconds."""
         self._stop_early = True
         if self._source_ctx is not None:
             self._source_ctx.request_stop()
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def run(
         self,
@@ -220,14 +271,19 @@ class Run:
 
         source_ctx = SourceContext(stats[0], self.clock, tell, self.stats)
         self._source_ctx = source_ctx
+        self._stopping = anyio.Event()
         if self._stop_early:
-            source_ctx.request_stop()
-        edges = [_Edge(self.capacity, self.overflow, s) for s in stats[:-1]]
+            self.stop()
+        edges = [
+            _Edge(self.capacity, self.overflow, up, down)
+            for up, down in itertools.pairwise(stats)
+        ]
         try:
             async with anyio.create_task_group() as outer:
                 if duration is not None:
                     outer.start_soon(self._stop_after, duration)
                 async with anyio.create_task_group() as tg:
+                    outer.start_soon(self._cut_off_after_stop, tg.cancel_scope, tell)
                     tg.start_soon(self._run_source, source_ctx, edges[0])
                     for i, op in enumerate(self.operators):
                         ctx = StageContext(stats[i + 1], self.clock, tell, self.stats)
@@ -244,11 +300,26 @@ class Run:
             if failures:
                 raise failures[0] from failures[0].__cause__
             raise
+        finally:
+            for edge in edges:
+                edge.count_abandoned()
         return self.stats
 
     async def _stop_after(self, seconds: float) -> None:
         await anyio.sleep(seconds)
         self.stop()
+
+    async def _cut_off_after_stop(
+        self, stages: anyio.CancelScope, tell: Callable[[str], None]
+    ) -> None:
+        assert self._stopping is not None
+        await self._stopping.wait()
+        await anyio.sleep(self.drain_timeout)
+        tell(
+            f"stopping took longer than {self.drain_timeout:g} s: cutting the run off;"
+            " what was not delivered is counted as dropped (stop_deadline)"
+        )
+        stages.cancel()
 
     async def _run_source(self, ctx: SourceContext, edge: _Edge) -> None:
         ctx._close_output = edge.close
@@ -283,14 +354,13 @@ class Run:
             async with inbox.receive_stream:
                 if op.runs_as_task:
                     task = cast(TaskOperatorStage, op)
-                    await self._run_task(task, ctx, inbox.receive_stream, outbox, held)
+                    await self._run_task(task, ctx, inbox, outbox, held)
                 elif op.tick_interval is None:
                     async for batch in inbox.receive_stream:
-                        ctx.stats.received += records_in(batch)
-                        await outbox.send(process_batch(op, batch, held))
+                        await outbox.send(process_batch(op, inbox.took(batch), held))
                         self._stop_if_asked(op)
                 else:
-                    await self._run_ticking(op, ctx, inbox.receive_stream, outbox, held)
+                    await self._run_ticking(op, ctx, inbox, outbox, held)
             await outbox.send([*op.finish(), *held])
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
@@ -306,13 +376,13 @@ class Run:
         self,
         op: TaskOperatorStage,
         ctx: StageContext,
-        inbox: MemoryObjectReceiveStream[Batch],
+        inbox: _Edge,
         outbox: _Edge,
         held: list[Receipt],
     ) -> None:
         async def batches() -> AsyncGenerator[Batch, None]:
-            async for batch in inbox:
-                ctx.stats.received += records_in(batch)
+            async for batch in inbox.receive_stream:
+                batch = inbox.took(batch)
                 if not op.accepts_side_records:
                     batch, receipt = take_receipt(batch)
                     if receipt is not None:  # sent on after the operator's end
@@ -332,19 +402,18 @@ class Run:
                 await op.teardown()
         # run() returned: if input is left, the operator ended early; stop the
         # source and drain (counted) so nothing upstream waits forever
-        async for batch in inbox:
+        async for batch in inbox.receive_stream:
             self.stop()
-            batch, receipt = take_receipt(batch)
+            batch, receipt = take_receipt(inbox.took(batch))
             if receipt is not None:
                 held[:] = [receipt]
-            ctx.stats.received += len(batch)
             ctx.stats.drop("after_operator_end", len(batch))
 
     async def _run_ticking(
         self,
         op: OperatorStage,
         ctx: StageContext,
-        inbox: MemoryObjectReceiveStream[Batch],
+        inbox: _Edge,
         outbox: _Edge,
         held: list[Receipt],
     ) -> None:
@@ -353,11 +422,10 @@ class Run:
             batch: Batch | None = None
             with anyio.move_on_after(schedule.seconds_left()):
                 try:
-                    batch = await inbox.receive()
+                    batch = inbox.took(await inbox.receive_stream.receive())
                 except anyio.EndOfStream:
                     return
             if batch is not None:
-                ctx.stats.received += records_in(batch)
                 await outbox.send(process_batch(op, batch, held))
             if schedule.due():
                 await outbox.send(list(op.tick()))
@@ -369,18 +437,30 @@ class Run:
                 await self.sink.open(ctx)
                 try:
                     async for batch in inbox.receive_stream:
-                        batch, receipt = take_receipt(batch)
+                        batch, receipt = take_receipt(inbox.took(batch))
                         if batch:
-                            ctx.stats.received += len(batch)
-                            await self.sink.write(batch)
-                            ctx.stats.emitted += len(batch)
+                            await self._write(ctx, batch)
                         if receipt is not None:  # everything ahead of it is written
                             self.stats.receipts[receipt.source] = receipt.token
                 finally:
-                    with anyio.CancelScope(shield=True):
+                    # shielded from cancellation, but not waited for without end
+                    with anyio.move_on_after(self.drain_timeout, shield=True):
                         await self.sink.close()
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
+
+    async def _write(self, ctx: StageContext, batch: Batch) -> None:
+        counted = ctx.stats.dropped_total
+        try:
+            await self.sink.write(batch)
+        except anyio.get_cancelled_exc_class():
+            # cut short: what the sink did not count itself is not delivered
+            if ctx.stats.dropped_total == counted:
+                ctx.stats.drop("stop_deadline", len(batch))
+            else:
+                ctx.stats.emitted += len(batch) - (ctx.stats.dropped_total - counted)
+            raise
+        ctx.stats.emitted += len(batch)
 
 
 def _unique(names: list[str]) -> list[str]:

@@ -25,7 +25,7 @@ attached), ``loss`` (the totals of lost and dropped events grew) and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -96,9 +96,11 @@ class Summary(msgspec.Struct, frozen=True):
     stages: list[StageCounts]
 
 
-class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
+class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """First line of a recording: which source and event type, and the field
-    layout (name, C type) the events had, so a replay can check they match."""
+    layout (name, C type) the events had, so a replay can check they match.
+    A source emitting several event types lists each (name, fields) in
+    ``events``, and ``event`` and ``fields`` are null."""
 
     kind: ClassVar[str] = "recording"
     source: str
@@ -106,10 +108,15 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True):
     fields: list[tuple[str, str]] | None
     clock: str
     start: float
+    events: list[tuple[str, list[tuple[str, str]]]] | None = None
     wall_start: float | None = None
     """Unix seconds when the clock read ``start`` (absent in recordings made
     before it was added): a replay maps its clock onto wall-clock time from
     it, so results it ships carry the recorded wall-clock windows."""
+
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+"""A number of events: what a recording's end record may claim."""
 
 
 class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,9 +124,9 @@ class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):
     counted (read from its origin, lost before delivery) when it stopped."""
 
     kind: ClassVar[str] = "end"
-    events: int
-    received: int
-    lost: int
+    events: Count
+    received: Count
+    lost: Count
 
 
 def _counts(stage: StageStats) -> StageCounts:

@@ -38,7 +38,7 @@ from anyio.abc import TaskStatus
 
 from .clock import Clock, MonotonicClock
 from .context import SourceContext, StageContext
-from .errors import FlowtraceError, PipelineDefinitionError
+from .errors import KernelUnreadable, PipelineDefinitionError
 from .runtime import Overflow, Run
 from .stats import PipelineStats
 
@@ -102,6 +102,20 @@ class Source(_Stage, ABC, Generic[Out]):
         May read the kernel's description of the event (tracefs); raises
         :class:`~flowtrace.errors.FlowtraceError` when that fails."""
         return None
+
+    def event_types(self) -> tuple[type[Any], ...]:
+        """Every type of event it emits: one, or several for a source over
+        several probes whose events each keep their own type (what a
+        recording lists); empty when not known."""
+        event = self.event_type()
+        return () if event is None else (event,)
+
+    def replay_types(self) -> tuple[type[Any] | str, ...]:
+        """What a replay of its recording reads: :meth:`event_types`, where a
+        type generated from the running kernel's description may be given by
+        name instead, to be rebuilt from the recording's header (so a replay
+        reads nothing of the kernel and needs no root)."""
+        return self.event_types()
 
     def generated_code(self) -> str | None:
         """The program it would load into the kernel (BPF C), if any, for
@@ -271,7 +285,7 @@ class Pipeline:
     """A source, operators and a sink, as a plan to run: immutable once built.
 
     :meth:`run` runs it (any number of times, also at once): each run makes
-    its own stage objects, counters and clock from the plan. The core installs
+    its own stage objects and counters from the plan. The core installs
     no signal handlers and keeps no global state: run it in any
     anyio-compatible event loop; ``await task_group.start(pipeline.run)``
     returns the :class:`~flowtrace.runtime.Run` (live ``stats``, ``stop()``).
@@ -363,24 +377,37 @@ def field_names(event: type[Any]) -> tuple[str, ...] | None:
 
 
 def _check_fields(source: Source[Any], operators: Sequence[Operator[Any, Any]]) -> None:
-    """Check every field name the operators read against the type of the
-    events reaching them, where that type is known. Raises
+    """Check every field name the operators read against the types of the
+    events reaching them, where those are known: a field must be one of them
+    has (a source over several probes emits several types, and a join reads
+    its start key from one and its complete key from another). Raises
     :class:`PipelineDefinitionError` naming the operator, the field and the
-    fields that exist. Where the source's type cannot be known yet (its
+    fields there are. Where the source's types cannot be known yet (their
     kernel description needs root) nothing is checked; a replay rebuilds the
-    plan with the recording's type, and is checked then."""
+    plan with the recording's types, and is checked then."""
+    if not any(op.reads_fields() for op in operators):
+        return  # nothing to check: do not ask the source (its types may need tracefs)
     try:
-        current = source.event_type()
-    except (FlowtraceError, OSError):
+        types: tuple[type[Any], ...] = source.event_types()
+    except KernelUnreadable:
         return
     for op in operators:
-        names = field_names(current) if current is not None else None
-        if names is not None:
-            for field in op.reads_fields():
-                if field not in names:
-                    assert current is not None
-                    raise PipelineDefinitionError(
-                        f"{op.stage_name()}: {current.__name__} has no field {field!r};"
-                        f" its fields: {', '.join(names)}"
-                    )
-        current = op.output_type(current)
+        _check_operator(op, types)
+        outputs = tuple(op.output_type(t) for t in types)
+        passed = len(types) == 1 or all(o is t for o, t in zip(outputs, types, strict=True))
+        types = tuple(t for t in outputs if t is not None) if passed else ()
+
+
+def _check_operator(op: Operator[Any, Any], types: tuple[type[Any], ...]) -> None:
+    named = [field_names(t) for t in types]
+    if not types or any(n is None for n in named):
+        return
+    known = list(dict.fromkeys(f for n in named for f in n or ()))
+    for field in op.reads_fields():
+        if field not in known:
+            if len(types) == 1:
+                problem = f"{types[0].__name__} has no field {field!r}; its fields"
+            else:
+                kinds = ", ".join(t.__name__ for t in types)
+                problem = f"none of {kinds} has a field {field!r}; their fields"
+            raise PipelineDefinitionError(f"{op.stage_name()}: {problem}: {', '.join(known)}")

@@ -6,6 +6,7 @@ your own tests."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .clock import ManualClock, TickSchedule
@@ -48,21 +49,41 @@ class ListSource(Source[T], Generic[T]):
                 await ctx.sleep(self.interval)
 
 
+@dataclass
+class _Tally:
+    batches: int = 0
+    closes: int = 0
+
+
 class CollectSink(Sink[T], Generic[T]):
-    """Keeps every event it receives in :attr:`items`, in order."""
+    """Keeps every event it receives in :attr:`items`, in order.
+
+    A run works on a copy of the sink in its plan; the copies share what they
+    keep, so the object you hold sees what its runs received: :attr:`items`,
+    :attr:`batches` (how many ``write`` calls) and :attr:`closed` (a run
+    closed it). Runs at the same time append to the same list; give each its
+    own sink (``pipeline.replace(sink=...)``) to tell them apart.
+    """
 
     def __init__(self, name: str = "") -> None:
         self.items: list[T] = []
-        self.batches = 0
-        self.closed = False
+        self._tally = _Tally()
         self.name = name or "collect"
+
+    @property
+    def batches(self) -> int:
+        return self._tally.batches
+
+    @property
+    def closed(self) -> bool:
+        return self._tally.closes > 0
 
     async def write(self, batch: list[T]) -> None:
         self.items.extend(batch)
-        self.batches += 1
+        self._tally.batches += 1
 
     async def close(self) -> None:
-        self.closed = True
+        self._tally.closes += 1
 
 
 class OperatorHarness(Generic[In, Out]):

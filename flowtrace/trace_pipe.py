@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import secrets
@@ -59,6 +60,10 @@ _DEFAULT_BUFFER_KB = 1408  # a CPU's trace buffer, where tracefs does not say
 _LINE_BYTES = 128  # a marked line in the trace buffer, at most about (for its capacity)
 _WAKE_INTERVAL = 0.25  # seconds between checks when poll does not wake us
 _INSTANCE_PREFIX = "flowtrace-"
+LOCKS = Path("/run/flowtrace")
+"""Where each private instance's lock file is: held (flock) for the run's
+life, so an instance whose lock can be taken is provably stale, in any PID
+namespace (a pid in the instance's name proves nothing across namespaces)."""
 
 _LINE = re.compile(
     r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+"
@@ -183,6 +188,7 @@ class _Pipe(Channel):
         self.marker = marker
         self.root: Path | None = None
         self.instance: Path | None = None
+        self._lock = -1
         self.fd = -1
         self.more = False
         """Whether the last :meth:`read` stopped at its bound, with more possibly left."""
@@ -230,8 +236,11 @@ class _Pipe(Channel):
         self._capacity = _buffer_kb(self.instance or self.root) * 1024 // _LINE_BYTES
 
     def _open_private(self, instances: Path) -> None:
+        name = f"{_INSTANCE_PREFIX}{os.getpid()}-{self.marker}"
+        self._lock_path = LOCKS / f"{name}.lock"
+        self._lock = _hold_lock(self._lock_path)  # before the instance exists
         _remove_stale_instances(instances)
-        self.instance = instances / f"{_INSTANCE_PREFIX}{os.getpid()}-{self.marker}"
+        self.instance = instances / name
         self.instance.mkdir()
         event = self.instance / "events" / "bpf_trace" / "bpf_trace_printk"
         (event / "filter").write_text(f'bpf_string ~ "{self.marker} *"\n')
@@ -320,6 +329,9 @@ class _Pipe(Channel):
         if self.instance is not None:
             _remove_instance(self.instance)
             self.instance = None
+        if self._lock >= 0:
+            _release_lock(self._lock, self._lock_path)
+            self._lock = -1
 
 
 def _buffer_kb(directory: Path) -> int:
@@ -338,17 +350,47 @@ def _remove_instance(path: Path) -> None:
         path.rmdir()
 
 
+def _hold_lock(path: Path) -> int:
+    """A new lock file at ``path``, locked (flock) until :func:`_release_lock`."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release_lock(fd: int, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.close(fd)
+
+
 def _remove_stale_instances(instances: Path) -> None:
-    """Remove instances left by flowtrace processes that no longer exist."""
+    """Remove instances left by flowtrace runs that ended without removing
+    them (killed): those whose lock file exists and can be locked. A live
+    run holds its lock, wherever (whatever PID namespace) it runs; an
+    instance without a lock file cannot be proven stale and is left alone."""
     for path in instances.glob(f"{_INSTANCE_PREFIX}*-*"):
-        pid = path.name[len(_INSTANCE_PREFIX) :].partition("-")[0]
-        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+        lock = LOCKS / f"{path.name}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # no lock file: not provably stale
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # held: a live run
             continue
         try:
             _remove_instance(path)
         except OSError as exc:  # another process may be removing it too
             if exc.errno not in (errno.EBUSY, errno.ENOENT):
                 raise
+        finally:
+            _release_lock(fd, lock)
 
 
 class TracePipe(Output):

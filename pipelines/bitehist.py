@@ -1,6 +1,6 @@
 """Lesson 9, bitehist: a log2 histogram of disk I/O sizes, printed on Ctrl-C.
 
-Each completed block request's size in kbytes goes into bcc's log2 buckets.
+Each issued block request's size (block:block_rq_issue) in kbytes goes into bcc's log2 buckets.
 
     $ flowtrace run pipelines/bitehist.py      # dd bs=128k count=4 oflag=direct, ...
     Tracing... Hit Ctrl-C to end.
@@ -18,12 +18,12 @@ Each completed block request's size in kbytes goes into bcc's log2 buckets.
            512 -> 1023       : 1        |**********                              |
 """
 
+from flowtrace import tracepoint
 from flowtrace.operators import log2_histogram
 from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.disk import disk_requests
 
 pipeline = (
-    disk_requests()
+    tracepoint("block:block_rq_issue")
     | log2_histogram("bytes", unit="kbytes", divisor=1024)
     | ConsoleSink(header="Tracing... Hit Ctrl-C to end.")
 )

@@ -1,28 +1,28 @@
 """Lesson 10, disklatency: a log2 histogram of disk I/O latency, on Ctrl-C.
 
-The tutorial's exercise: disksnoop's in-kernel timing (lesson 6) feeding
-bitehist's histogram (lesson 9), in microseconds.
+The tutorial's exercise: lesson 6's timing from issue to completion feeding
+lesson 9's histogram. Both block tracepoints share one buffer, so a
+request's issue arrives before its completion; the join pairs them by
+device and sector.
 
     $ flowtrace run pipelines/disklatency.py
     Tracing... Hit Ctrl-C to end.
     ^C
          usecs               : count     distribution
-             0 -> 1          : 0        |                                        |
-             2 -> 3          : 0        |                                        |
-             4 -> 7          : 0        |                                        |
-             8 -> 15         : 0        |                                        |
             16 -> 31         : 0        |                                        |
             32 -> 63         : 3        |******************************          |
             64 -> 127        : 4        |****************************************|
            128 -> 255        : 4        |****************************************|
 """
 
-from flowtrace.operators import log2_histogram
+from flowtrace import tracepoints
+from flowtrace.operators import join, log2_histogram
 from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.disk import disk_requests
+from flowtrace.sources.block import BlockComplete, BlockIssue
 
 pipeline = (
-    disk_requests()
-    | log2_histogram("lat_ns", unit="usecs", divisor=1000)
+    tracepoints(("block:block_rq_issue", BlockIssue), ("block:block_rq_complete", BlockComplete))
+    | join(BlockIssue, BlockComplete, key=["dev", "sector"], emit_incomplete=False)
+    | log2_histogram("latency_ns", unit="usecs", divisor=1000)
     | ConsoleSink(header="Tracing... Hit Ctrl-C to end.")
 )

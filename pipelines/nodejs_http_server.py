@@ -4,9 +4,7 @@
 
 The node:http__server__request USDT probe of process PID, whose sixth
 argument is the request path; any process exposing that probe works (here
-a small C program with <sys/sdt.h>, since Debian's Node.js has no probes;
-flowtrace.sources.usdt.python_gc_starts does the same with the
-python:gc__start probe of Debian's /usr/bin/python3.11).
+a small C program with <sys/sdt.h>, since Debian's Node.js has no probes).
 
     $ flowtrace run pipelines/nodejs_http_server.py 26867
     TIME(s)            COMM             PID    ARGS
@@ -15,17 +13,10 @@ python:gc__start probe of Debian's /usr/bin/python3.11).
     2705.299022654     node             26867  path:/images/favicon.png
 """
 
-from flowtrace import Pipeline
+from flowtrace import Arg, Pipeline, usdt
 from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.ktypes import Char
 from flowtrace.sinks.console import Column, ConsoleSink
-from flowtrace.sources.usdt import HttpRequest, http_server_requests
-
-columns: list[Column[HttpRequest]] = [
-    Column("TIME(s)", lambda e: e.ts / 1e9, 18, ".9f"),
-    Column("COMM", lambda e: e.comm, 16),
-    Column("PID", lambda e: e.pid, 6),
-    Column("ARGS", lambda e: f"path:{e.path}"),
-]
 
 
 def _positive(text: str) -> bool:
@@ -39,11 +30,18 @@ def pipeline(args: list[str]) -> Pipeline:
             f"nodejs_http_server.py takes the PID of the server process, got {' '.join(args)!r}:"
             " run flowtrace run pipelines/nodejs_http_server.py PID"
         )
-    source = http_server_requests(int(args[0]))
+    source = usdt(int(args[0]), "node:http__server__request", args={"path": Arg(6, Char(128))})
     try:
         source.plan()
     except AttachError as exc:
         raise PipelineFileError(
             f"nodejs_http_server.py: {exc}: give the PID of a process with that probe"
         ) from None
-    return source | ConsoleSink(columns)
+    return source | ConsoleSink(
+        [
+            Column("TIME(s)", lambda e: e.ts / 1e9, 18, ".9f"),
+            Column("COMM", lambda e: e.comm, 16),
+            Column("PID", lambda e: e.pid, 6),
+            Column("ARGS", lambda e: f"path:{e.path}"),
+        ]
+    )

@@ -54,10 +54,6 @@ def pipeline(args: list[str]) -> Pipeline:
     header = ["Tracing... Hit Ctrl-C to end."]
     if timed == READ_SYSCALL:
         header.insert(0, "Timing read(2) calls: vfs_read() has no kprobe or fentry on this kernel.")
-    return (
-        source
-        | log2_histogram(
-            "lat_ns", unit="usecs", divisor=1000, every=Tumbling(interval), limit=count
-        )
-        | ConsoleSink(header=header)
-    )
+    every = Tumbling(interval)
+    histogram = log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every, limit=count)
+    return source | histogram | ConsoleSink(header=header)

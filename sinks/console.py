@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TextIO, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Protocol, TextIO, TypeVar, cast, runtime_checkable
 
 from flowtrace.context import StageContext
 from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
@@ -22,6 +22,7 @@ from flowtrace.stages import Sink
 __all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
 
 T = TypeVar("T")
+F = TypeVar("F")
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,28 @@ class Column(Generic[T]):
     spec: str = ""
 
 
+@runtime_checkable
+class PerRun(Protocol):
+    """A formatting callable that keeps state across the events of a run and
+    makes a fresh copy of itself for each run."""
+
+    def fresh(self) -> Any: ...
+
+
+def _fresh(value: F) -> F:
+    return cast(F, value.fresh()) if isinstance(value, PerRun) else value
+
+
 class RelativeSeconds:
-    """Seconds since the first event's nanosecond timestamp ``field``."""
+    """Seconds since the first event's nanosecond timestamp ``field`` (of
+    the run: each run starts afresh)."""
 
     def __init__(self, field: str = "ts") -> None:
         self.field = field
         self._first: int | None = None
+
+    def fresh(self) -> RelativeSeconds:
+        return RelativeSeconds(self.field)
 
     def __call__(self, event: Any) -> float:
         ts: int = getattr(event, self.field)
@@ -146,15 +163,14 @@ class ConsoleSink(Sink[T], Generic[T]):
         self.name = name
 
     def fresh(self) -> ConsoleSink[T]:
-        """A copy for one run with its own copies of the formatting callables,
-        so stateful ones (:class:`RelativeSeconds`, a callable object keeping
-        the first timestamp) start afresh in every run."""
+        """A copy for one run. Formatting callables that keep state across
+        events say so with a ``fresh()`` method of their own
+        (:class:`RelativeSeconds`: the first timestamp), and the run gets
+        their fresh copies; other callables are shared."""
         sink = copy.copy(self)
-        sink.columns = copy.deepcopy(self.columns)
-        if self.line is not None and self.line != self._row:
-            sink.line = copy.deepcopy(self.line)
-        else:
-            sink.line = sink._row if self.columns else None
+        sink.columns = tuple(replace(c, value=_fresh(c.value)) for c in self.columns)
+        own_line = self.line is not None and self.line != self._row
+        sink.line = _fresh(self.line) if own_line else (sink._row if self.columns else None)
         return sink
 
     def _out(self) -> TextIO:

@@ -337,21 +337,22 @@ class NatsSink(Sink[Any]):
         as ``dropped["undelivered"]``; close the connection."""
         self._closing = True
         self._wake.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), self.close_timeout)
-        self._task.cancel()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self.close_timeout)
+        finally:  # also when the run cuts the close short: count, then let go
+            self._task.cancel()
+            queued = [*self._queue, *(m for m, _ in self._inflight.values())]
+            self.ctx.stats.drop("undelivered", sum(m.events for m in queued))
+            self._queue.clear()
+            self._inflight.clear()
+            self.ctx.report(
+                f"{self.delivered} records acknowledged by JetStream on {self._subject}"
+                f" ({self.duplicates} resends were duplicates; {self.connects} connections)"
+            )
         with contextlib.suppress(BaseException):  # cancelled, or kept in _fatal
             await self._task
-        queued = [*self._queue, *(m for m, _ in self._inflight.values())]
-        left = sum(m.events for m in queued)
-        self.ctx.stats.drop("undelivered", left)
-        self._queue.clear()
-        self._inflight.clear()
         await self._disconnect()
-        self.ctx.report(
-            f"{self.delivered} records acknowledged by JetStream on {self._subject}"
-            f" ({self.duplicates} resends were duplicates; {self.connects} connections)"
-        )
         if self._fatal is not None and not isinstance(self._fatal, asyncio.CancelledError):
             raise self._fatal
 

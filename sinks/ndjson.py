@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import stat
 import sys
 from pathlib import Path
@@ -87,18 +89,36 @@ class NdjsonSink(Sink[Any]):
         return self.reports
 
     async def open(self, ctx: StageContext) -> None:
+        """Open the file. A FIFO without a reader is waited for (the wait is
+        reported once and ends with the run's stop), never blocking the event
+        loop."""
         await super().open(ctx)
         self._reporter = Reporter(ctx.pipeline)
         self._committed = 0  # bytes of the current _write call that are in the file
-        self._open_file()
+        waiting = False
+        while True:
+            try:
+                self._open_file()
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads yet
+                    raise
+            if not waiting:
+                waiting = True
+                ctx.report(f"waiting for a reader of the FIFO {self.path}")
+            await anyio.sleep(0.05)
 
     def _open_file(self) -> None:
         if self.path is None:
             self._fd, self._regular = sys.stdout.fileno(), False
         else:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            # non-blocking: opening a FIFO must not wait for its reader, and
+            # writes to a pipe wait on the event loop (see _write_pipe)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
             self._fd = os.open(self.path, flags, 0o644)
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        mode = os.fstat(self._fd).st_mode
+        self._pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(self._fd)
         self._size = 0
 
     async def write(self, batch: list[Any]) -> None:
@@ -150,11 +170,30 @@ class NdjsonSink(Sink[Any]):
                     continue
                 room = cut or data.index(b"\n") + 1
             chunk = memoryview(data)[:room]
-            self._size = write_lines(self._fd, chunk, self._size, cut=self._regular)
-            self._committed += room
+            if self._pipe:
+                await self._write_pipe(chunk)
+            else:
+                self._size = write_lines(self._fd, chunk, self._size, cut=self._regular)
+                self._committed += room
             data = data[room:]
             if data:
                 await self._rotate()
+
+    async def _write_pipe(self, data: memoryview) -> None:
+        """Write to a pipe, FIFO or terminal without ever blocking the event
+        loop: wait until it takes more, then at most what it surely takes
+        (``PIPE_BUF`` bytes). A reader that stops reading holds this write,
+        not the run: a stop's deadline cancels it."""
+        written = 0
+        while written < len(data):
+            await anyio.wait_writable(self._fd)
+            try:
+                n = os.write(self._fd, data[written : written + select.PIPE_BUF])
+            except BlockingIOError:
+                continue
+            written += n
+            self._committed += n
+            self._size += n
 
     async def _rotate(self) -> None:
         assert self.path is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import errno
 import itertools
+import math
 import random
 import struct
 import time
@@ -81,8 +82,11 @@ class SocketSink(Sink[Any]):
     ) -> None:
         if framing not in ("ndjson", "msgpack"):
             raise ValueError(f"framing must be ndjson or msgpack, not {framing!r}")
-        if buffer < 1 or backoff <= 0 or backoff_max < backoff:
-            raise ValueError("need buffer >= 1 and 0 < backoff <= backoff_max")
+        timings = (backoff, backoff_max, connect_timeout, close_timeout)
+        if buffer < 1 or not all(math.isfinite(t) and t > 0 for t in timings):
+            raise ValueError("need buffer >= 1 and finite, positive times (backoff, timeouts)")
+        if backoff_max < backoff:
+            raise ValueError("need backoff <= backoff_max")
         self.address = Address.parse(address)
         self.framing = framing
         self.buffer = buffer

@@ -130,7 +130,7 @@ _ISSUE_FENTRY = {
 }
 
 
-def _issue_probe(tracepoints_only: bool) -> Probe:
+def _issue_probe() -> Probe:
     def kprobe(function: str) -> Kprobe:
         return Kprobe(function=function, fields=_ISSUE_BY_POINTER, reads_kernel_structs=True)
 
@@ -153,7 +153,7 @@ def _issue_probe(tracepoints_only: bool) -> Probe:
     )
     return Probe(
         "block request issued",
-        *([] if tracepoints_only else by_pointer),
+        *by_pointer,
         tracepoint,
         body=_ISSUE,
         params=[*_KEY, Param("bytes"), Param("write", "u32")],
@@ -161,7 +161,7 @@ def _issue_probe(tracepoints_only: bool) -> Probe:
     )
 
 
-def _completion_probe(tracepoints_only: bool) -> Probe:
+def _completion_probe() -> Probe:
     by_pointer = [
         Scheme(REQUEST, Kprobe(function=function, fields=_BY_POINTER))
         for function in ("blk_account_io_done", "__blk_account_io_done")
@@ -178,23 +178,20 @@ def _completion_probe(tracepoints_only: bool) -> Probe:
     )
     return Probe(
         "block request completed",
-        *([] if tracepoints_only else by_pointer),
+        *by_pointer,
         Scheme(DEVICE_SECTOR, Tracepoint("block", "block_rq_complete")),
         body=_COMPLETE,
         params=_KEY,
     )
 
 
-def disk_requests(
-    *, tracepoints_only: bool = False, transport: str = "auto"
-) -> KernelSource[DiskRequest]:
+def disk_requests(*, transport: str = "auto") -> KernelSource[DiskRequest]:
     """Every block request from issue to completion, with its size, direction
-    and latency. With ``tracepoints_only`` the block tracepoints are the only
-    alternatives (the tutorial's lesson 13)."""
+    and latency."""
     return KernelSource(
         DiskRequest,
-        _issue_probe(tracepoints_only),
-        _completion_probe(tracepoints_only),
+        _issue_probe(),
+        _completion_probe(),
         prelude=_PRELUDE,
         name="disk",
         transport=transport,

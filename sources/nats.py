@@ -108,7 +108,7 @@ class NatsSource(Source[Any]):
         batch: int = 1000,
         ack_wait: float = 30.0,
         max_ack_pending: int = 100_000,
-        drain_timeout: float = 10.0,
+        drain_timeout: float = 4.0,
         name: str = "nats",
     ) -> None:
         target = NatsTarget.parse([servers] if isinstance(servers, str) else list(servers))

@@ -1,44 +1,30 @@
-"""Process creation: every fork, vfork, clone and clone3 call."""
+"""Process creation: every fork, vfork, clone and clone3 call, printed from
+the kernel as the tutorial's first lesson does."""
 
 from __future__ import annotations
 
 import json
 
-from flowtrace.events import Event
-from flowtrace.kernel_source import KernelSource
-from flowtrace.ktypes import cpu_id, ktime_ns, task_comm, task_pid
-from flowtrace.probes import Probe, syscall_entry
+from flowtrace.probes import Probe, syscall_entry_points
 from flowtrace.trace_pipe import TracePipeSource
 
-__all__ = ["CREATION_SYSCALLS", "Clone", "clone_messages", "clones"]
+__all__ = ["CREATION_SYSCALLS", "clone_messages"]
 
 CREATION_SYSCALLS = ("clone", "clone3", "fork", "vfork")
 
 
-class Clone(Event, frozen=True):
-    """A task asked the kernel for a new process or thread (seen in the caller)."""
-
-    ts: ktime_ns
-    pid: task_pid
-    cpu: cpu_id
-    comm: task_comm
-
-
-def _creation_probe(body: str = "") -> Probe:
-    return Probe("entry of clone/clone3/fork/vfork", *syscall_entry(*CREATION_SYSCALLS), body=body)
-
-
-def clones(*, transport: str = "auto") -> KernelSource[Clone]:
-    """Entry of clone/clone3/fork/vfork: glibc's fork() and posix_spawn use
-    clone3 or clone, so every new process and thread is seen once."""
-    return KernelSource(Clone, _creation_probe(), name="clones", transport=transport)
-
-
 def clone_messages(message: str) -> TracePipeSource:
     """``message`` printed with ``bpf_trace_printk`` at each entry of
-    clone/clone3/fork/vfork, read back from trace_pipe (the tutorial's first
-    lessons); each line says who called, on which CPU and when."""
+    clone/clone3/fork/vfork (glibc's fork() and posix_spawn use clone3 or
+    clone, so every new process and thread is seen once), read back from
+    trace_pipe (the tutorial's first lesson); each line says who called, on
+    which CPU and when."""
     if "%" in message or "\n" in message:
         raise ValueError("the message is printed as is: no % conversions and no newline")
     literal = json.dumps(message)  # a C string literal for any printable text
-    return TracePipeSource(_creation_probe(f"ft_printk({literal});"), name="clones")
+    probe = Probe(
+        "entry of clone/clone3/fork/vfork",
+        *syscall_entry_points(*CREATION_SYSCALLS),
+        body=f"ft_printk({literal});",
+    )
+    return TracePipeSource(probe, name="clones")

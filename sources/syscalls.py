@@ -11,7 +11,7 @@ from __future__ import annotations
 from flowtrace.events import Event
 from flowtrace.kernel_source import KernelSource
 from flowtrace.ktypes import ktime_ns, task_comm, task_pid, u64
-from flowtrace.probes import Probe, syscall_entry
+from flowtrace.probes import Probe, syscall_entry_points
 from flowtrace.trace_pipe import TracePipeSource
 
 __all__ = ["QUICK_NS", "QuickSync", "SyncCall", "quick_syncs", "quick_syncs_printed", "sync_calls"]
@@ -60,7 +60,7 @@ class QuickSync(Event, frozen=True):
 
 
 def _sync_probe(body: str = "") -> Probe:
-    return Probe("entry of sync(2)", *syscall_entry("sync"), body=body)
+    return Probe("entry of sync(2)", *syscall_entry_points("sync"), body=body)
 
 
 def sync_calls(*, transport: str = "auto") -> KernelSource[SyncCall]:

@@ -53,7 +53,7 @@ def test_sys_sync_under_the_cli(sig: int) -> None:
     lines = out.splitlines()
     assert lines[0] == "Tracing sys_sync()... Ctrl-C to end."
     assert lines[1:].count("sys_sync() called") >= 3
-    assert "flowtrace: sync: " in err and " in, " in err  # the final summary
+    assert "flowtrace: syscalls:sys_enter_sync: " in err and " in, " in err  # the final summary
     assert "Traceback" not in err
 
 
@@ -81,16 +81,17 @@ def test_process_lessons_under_the_cli(lesson: str, title: str | None) -> None:
     ours = _fork_lines(out, workload.pid)
     assert len(ours) == 4, out
     assert all("python3" in line for line in ours)
-    assert "flowtrace: clones: " in err
+    source = "clones" if lesson.endswith("hello_world.py") else "sched:sched_process_fork"
+    assert f"flowtrace: {source}: " in err
 
 
 @pytest.mark.kernel
 def test_explain_prints_plan_and_program_without_attaching() -> None:
     result = flowtrace("explain", "pipelines/sys_sync.py")
     assert result.returncode == 0, result.stderr
-    from flowtrace.sources.syscalls import sync_calls
+    from flowtrace import syscall_entry
 
-    source = sync_calls()
+    source = syscall_entry("sync")
     (choice,) = source.plan()
     assert choice.describe() in result.stdout
     assert source.program().text in result.stdout

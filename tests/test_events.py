@@ -121,9 +121,23 @@ def test_event_without_fields_is_rejected() -> None:
         layout_of(Empty)
 
 
-def test_char_length_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="positive"):
-        Char(0)
+@pytest.mark.parametrize("length", [0, -1, 2.5, "8", True, 4097, 10**6])
+def test_char_length_is_a_whole_number_of_bytes_within_bounds(length: object) -> None:
+    with pytest.raises(ValueError, match="a whole number from 1 to 4096"):
+        Char(length)  # type: ignore[arg-type]
+
+
+def test_a_record_larger_than_the_bpf_stack_allows_is_refused_in_one_line() -> None:
+    class Big(Event, frozen=True):
+        a: Annotated[str, Char(256)]
+        b: Annotated[str, Char(256)]
+
+    with pytest.raises(EventDefinitionError) as info:
+        layout_of(Big)
+    assert str(info.value) == (
+        "Big: its record is 512 bytes, and a BPF program builds records on a 512-byte"
+        " stack (at most 480): use shorter strings (Char(N), string_size=) or fewer fields"
+    )
 
 
 def test_events_are_immutable_and_untracked_by_gc() -> None:

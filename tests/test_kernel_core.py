@@ -19,7 +19,7 @@ from flowtrace import (
     Probe,
     StageError,
     kernel,
-    syscall_entry,
+    syscall_entry_points,
 )
 from flowtrace.ktypes import ktime_ns, task_comm, task_pid
 from flowtrace.plan import Choice
@@ -64,7 +64,9 @@ class Getppid(Event, frozen=True):
 
 def getppid_source(pid: int, pages: int, transport: str = "auto") -> KernelSource[Getppid]:
     probe = Probe(
-        "entry of getppid(2)", *syscall_entry("getppid"), body=f"if (e.pid != {pid}) return 0;"
+        "entry of getppid(2)",
+        *syscall_entry_points("getppid"),
+        body=f"if (e.pid != {pid}) return 0;",
     )
     return KernelSource(Getppid, probe, name="getppid", buffer_pages=pages, transport=transport)
 
@@ -180,7 +182,9 @@ def test_no_alternative_fits_gives_one_clear_error() -> None:
 
 @pytest.mark.anyio
 async def test_program_that_does_not_compile_is_a_clean_error() -> None:
-    probe = Probe("entry of sync(2)", *syscall_entry("sync"), body="e.pid = no_such_variable;")
+    probe = Probe(
+        "entry of sync(2)", *syscall_entry_points("sync"), body="e.pid = no_such_variable;"
+    )
     pipeline = Pipeline(KernelSource(Getppid, probe, name="broken"), [], CollectSink[Getppid]())
     with pytest.raises(StageError, match="stage 'broken' failed: KernelError: bcc could not load"):
         await pipeline.run()

@@ -24,14 +24,15 @@ from workloads import (
     syncs_apart,
 )
 
-from flowtrace import Operator, Pipeline, Source
+from flowtrace import Operator, Pipeline, Source, usdt
+from flowtrace.ktypes import s32
 from flowtrace.loader import load_pipeline
 from flowtrace.operators import F, filter
 from flowtrace.operators.buckets import log2_index
-from flowtrace.records import CountTable, Histogram
+from flowtrace.records import CountTable, Histogram, JoinPair
+from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.sources.libc import strlen_calls
 from flowtrace.sources.syscalls import QUICK_NS
-from flowtrace.sources.usdt import python_gc_starts
 from flowtrace.testing import ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
@@ -57,25 +58,33 @@ def line(pipeline: Pipeline, event: Any) -> str:
     return str(format_line(event))
 
 
-# -- lessons 1 and 3: bpf_trace_printk through trace_pipe ----------------------
+# -- lessons 1 and 3: hello world, by trace_pipe and by typed fields ----------
 
 
-@pytest.mark.parametrize("path", ["hello_world.py", "hello_fields.py"])
-async def test_trace_pipe_lessons_print_one_line_per_fork(path: str) -> None:
-    pipeline = lesson(path)
+async def test_hello_world_prints_one_trace_pipe_line_per_fork() -> None:
+    pipeline = lesson("hello_world.py")
     workload = forker(4)
     events = await collect(pipeline.source, workload.go)
     ours = [e for e in events if e.pid == workload.pid]
     assert [(e.task, e.msg) for e in ours] == [("python3", "Hello, World!")] * 4
     assert [e.ts for e in ours] == sorted(e.ts for e in ours)
-    if path == "hello_world.py":
+    assert re.fullmatch(
+        rf" +python3-{workload.pid} +\[\d{{3}}\] \S+ \d+\.\d{{6}}: Hello, World!",
+        line(pipeline, ours[0]),
+    )
+
+
+async def test_hello_fields_prints_one_row_per_fork() -> None:
+    pipeline = lesson("hello_fields.py")
+    workload = forker(4)
+    events = await collect(pipeline.source, workload.go)
+    ours = [e for e in events if e.pid == workload.pid]
+    assert [(e.comm, e.parent_pid) for e in ours] == [("python3", workload.pid)] * 4
+    assert len({e.child_pid for e in ours}) == 4
+    assert [e.ts for e in ours] == sorted(e.ts for e in ours)
+    for e in ours:
         assert re.fullmatch(
-            rf" +python3-{workload.pid} +\[\d{{3}}\] \S+ \d+\.\d{{6}}: Hello, World!",
-            line(pipeline, ours[0]),
-        )
-    else:
-        assert re.fullmatch(
-            rf"\d+\.\d{{9}} +python3 +{workload.pid} +Hello, World!", line(pipeline, ours[0])
+            rf"\d+\.\d{{9}} +python3 +{workload.pid} +Hello, World!", line(pipeline, e)
         )
 
 
@@ -128,14 +137,37 @@ async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
     return await run(ListSource(events), pipeline.operators, lambda: None, settle=0)
 
 
-@pytest.mark.parametrize("path", ["disksnoop.py", "disksnoop_tp.py"])
-async def test_disksnoop_lessons_see_each_direct_write(path: str) -> None:
-    pipeline = lesson(path)
+async def test_disksnoop_sees_each_direct_write() -> None:
+    pipeline = lesson("disksnoop.py")
     ours = await loop_writes(pipeline.source)
     assert [(e.bytes, e.write) for e in ours] == [(WRITE_BYTES, 1)] * WRITES
     assert all(e.lat_ns > 0 for e in ours)
     for e in ours:
         assert re.fullmatch(r"\d+\.\d{6} +W +131072 +\d+\.\d\d", line(pipeline, e))
+
+
+def issue_then_complete(events: list[Any]) -> list[tuple[BlockIssue, BlockComplete]]:
+    """The requests in ``events`` (both block tracepoints, in buffer order):
+    each issue, then its completion at the same sector."""
+    issues = [e for e in events if isinstance(e, BlockIssue)]
+    assert [type(e) for e in events] == [BlockIssue, BlockComplete] * len(issues)
+    pairs = list(zip(events[::2], events[1::2], strict=True))
+    assert all(i.sector == c.sector and c.ts > i.ts for i, c in pairs)
+    return pairs
+
+
+async def test_disksnoop_tp_pairs_each_direct_write_issue_with_its_completion() -> None:
+    pipeline = lesson("disksnoop_tp.py")
+    ours = await loop_writes(pipeline.source)
+    requests = issue_then_complete(ours)
+    assert [(i.bytes, i.rwbs[0]) for i, _ in requests] == [(WRITE_BYTES, "W")] * WRITES
+    pairs = await aggregate(pipeline, ours)
+    assert all(isinstance(p, JoinPair) for p in pairs)
+    assert [(p.start, p.complete, p.latency_ns) for p in pairs] == [
+        (i, c, c.ts - i.ts) for i, c in requests
+    ]
+    for p in pairs:
+        assert re.fullmatch(r"\d+\.\d{6} +W +131072 +\d+\.\d\d", line(pipeline, p))
 
 
 async def test_bitehist_puts_128k_writes_in_the_128_255_kbyte_bucket() -> None:
@@ -149,11 +181,12 @@ async def test_bitehist_puts_128k_writes_in_the_128_255_kbyte_bucket() -> None:
 async def test_disklatency_histogram_holds_each_write_latency() -> None:
     pipeline = lesson("disklatency.py")
     ours = await loop_writes(pipeline.source)
-    assert len(ours) == WRITES and all(e.lat_ns > 0 for e in ours)
+    requests = issue_then_complete(ours)
+    assert len(requests) == WRITES
     (hist,) = await aggregate(pipeline, ours)
     assert isinstance(hist, Histogram)
     assert hist.unit == "usecs"
-    slots = [log2_index(e.lat_ns // 1000) for e in ours]
+    slots = [log2_index((c.ts - i.ts) // 1000) for i, c in requests]
     assert {log2_index(b.high): b.count for b in hist.buckets if b.count} == {
         slot: slots.count(slot) for slot in slots
     }
@@ -238,7 +271,8 @@ async def test_nodejs_http_server_prints_exactly_the_requested_paths() -> None:
 async def test_usdt_on_a_distribution_binary_python_gc_start() -> None:
     generations = [0, 1, 2, 2, 0]
     workload = gc_collector(generations)
-    events = await collect(python_gc_starts(workload.pid), workload.go)
+    source = usdt(workload.pid, "python:gc__start", args={"generation": s32})
+    events = await collect(source, workload.go)
     assert [(e.pid, e.generation) for e in events] == [(workload.pid, g) for g in generations]
 
 
@@ -252,11 +286,11 @@ async def test_task_switch_counts_switches_between_two_ping_ponging_threads() ->
     pipeline = lesson("task_switch.py")
     (table,) = await run(pipeline.source, pipeline.operators, workload.go)
     assert isinstance(table, CountTable)
-    counts = {(r.key["prev_pid"], r.key["curr_pid"]): r.count for r in table.rows}
+    counts = {(r.key["prev_pid"], r.key["next_pid"]): r.count for r in table.rows}
     there, back = counts.get((main, other), 0), counts.get((other, main), 0)
     # each round hands the CPU over once each way (another task may run in
     # between now and then); starting and joining the thread add a few
     assert rounds // 4 <= there <= rounds + 10, there
     assert rounds // 4 <= back <= rounds + 10, back
-    row = next(r for r in table.rows if r.key == {"prev_pid": main, "curr_pid": other})
+    row = next(r for r in table.rows if r.key == {"prev_pid": main, "next_pid": other})
     assert pipeline.sink.table.line(row) == f"task_switch[{main:5d}->{other:5d}]={there}"  # type: ignore[attr-defined]

@@ -22,20 +22,26 @@ pytestmark = pytest.mark.kernel
 # lesson -> how many kprobe/kretprobe alternatives its probes declare
 KPROBE_ALTERNATIVES = {
     "hello_world.py": 1,  # the clone-family syscall functions
-    "sys_sync.py": 1,
-    "hello_fields.py": 1,
     "sync_timing.py": 1,
     "sync_count.py": 1,
     # issue: blk_start_request + blk_mq_start_request, or blk_mq_start_request;
     # completion: blk_account_io_done or __blk_account_io_done
     "disksnoop.py": 4,
-    "hello_perf_output.py": 1,
     "sync_perf_output.py": 1,
-    "bitehist.py": 4,
-    "disklatency.py": 4,
     "vfsreadlat.py": 2,  # vfs_read entry and return
     "urandomread.py": 2,  # urandom_read_iter, urandom_read returns
-    "task_switch.py": 1,  # finish_task_switch (or .isra.0), reading prev->pid
+}
+# lessons written with typed sources over tracepoints (or USDT, or uprobes),
+# which every kernel has: no kprobe alternative to check
+TYPED = {
+    "sys_sync.py",
+    "hello_fields.py",
+    "hello_perf_output.py",
+    "bitehist.py",
+    "disklatency.py",
+    "disksnoop_tp.py",
+    "nodejs_http_server.py",
+    "task_switch.py",
 }
 
 
@@ -64,6 +70,6 @@ def test_kprobe_alternatives_compile_and_load_here(path: str, expected: int) -> 
 
 def test_every_lesson_with_kernel_functions_is_covered() -> None:
     lessons = {p.name for p in Path("pipelines").glob("*.py")}
-    without = {"disksnoop_tp.py", "strlen_count.py", "nodejs_http_server.py"}  # no kprobes
+    without = TYPED | {"strlen_count.py"}  # no kprobes
     without.add("fleet_disklatency.py")  # not a lesson: its agent's probes are disklatency's
     assert lessons - without == set(KPROBE_ALTERNATIVES)

@@ -45,6 +45,7 @@ QUICK = "Tracing for quick sync's... Ctrl-C to end"
 SYNC_LINE = r"At time \d+\.\d\d s: multiple syncs detected, last \d+ ms ago"
 DISK_TITLE = "TIME(s)            T  BYTES    LAT(ms)"
 TRACING = "Tracing... Hit Ctrl-C to end."
+BLOCK = "block:block_rq_issue + block:block_rq_complete"  # the source's name
 
 
 def smokes(tmp: Path) -> dict[str, Callable[[], Smoke]]:
@@ -71,7 +72,7 @@ def smokes(tmp: Path) -> dict[str, Callable[[], Smoke]]:
         workload = http_requests(["/index.html", "/b"])
         return Smoke(
             "nodejs_http_server.py",
-            "http",
+            "http__server__request",
             ["TIME(s)            COMM             PID    ARGS"],
             workload.go,
             [rf"http_requests +{workload.pid} +path:/index\.html$", r"path:/b$"],
@@ -93,18 +94,18 @@ def smokes(tmp: Path) -> dict[str, Callable[[], Smoke]]:
             "disksnoop.py", "disk", [DISK_TITLE], direct_write(tmp), [r" W +131072 +\d+\.\d\d$"]
         ),
         "disksnoop_tp.py": lambda: Smoke(
-            "disksnoop_tp.py", "disk", [DISK_TITLE], direct_write(tmp), [r" W +131072 +\d+\.\d\d$"]
+            "disksnoop_tp.py", BLOCK, [DISK_TITLE], direct_write(tmp), [r" W +131072 +\d+\.\d\d$"]
         ),
         "bitehist.py": lambda: Smoke(
             "bitehist.py",
-            "disk",
+            "block:block_rq_issue",
             [TRACING],
             direct_write(tmp),
             [r"^ +kbytes +: count +distribution$", r"^ +128 -> 255 +: [1-9]"],
         ),
         "disklatency.py": lambda: Smoke(
             "disklatency.py",
-            "disk",
+            BLOCK,
             [TRACING],
             direct_write(tmp),
             [r"^ +usecs +: count +distribution$"],
@@ -127,7 +128,11 @@ def smokes(tmp: Path) -> dict[str, Callable[[], Smoke]]:
         "strlen_count.py": strlen,
         "nodejs_http_server.py": nodejs,
         "task_switch.py": lambda: Smoke(
-            "task_switch.py", "task_switch", [], syncs, [r"^task_switch\[ *\d+-> *\d+\]=\d+$"]
+            "task_switch.py",
+            "sched:sched_switch",
+            [],
+            syncs,
+            [r"^task_switch\[ *\d+-> *\d+\]=\d+$"],
         ),
     }
 

@@ -3,6 +3,7 @@ from other readers of the shared pipe, and leaves no tracefs instance."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import uuid
@@ -11,13 +12,14 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from clirun import flowtrace
-from workloads import run_syncs
+from clirun import FLOWTRACE, Running, flowtrace
+from workloads import forker, run_syncs
 
-from flowtrace import Pipeline, Probe, syscall_entry
+from flowtrace import Pipeline, Probe, syscall_entry_points
 from flowtrace.kernel import tracefs
 from flowtrace.testing import CollectSink
 from flowtrace.trace_pipe import (
+    LOCKS,
     MAX_READS,
     TraceFields,
     TracePipeSource,
@@ -39,7 +41,7 @@ def instances(pid: int | None = None) -> list[str]:
 
 def sync_printer(text: str) -> TracePipeSource:
     return TracePipeSource(
-        Probe("entry of sync(2)", *syscall_entry("sync"), body=f'ft_printk("{text} %d", 7);')
+        Probe("entry of sync(2)", *syscall_entry_points("sync"), body=f'ft_printk("{text} %d", 7);')
     )
 
 
@@ -133,21 +135,56 @@ async def test_lines_of_other_programs_stay_in_the_shared_pipe_for_their_reader(
     assert [pid for pid in theirs if pid in pids] == pids
 
 
-def test_instances_of_dead_flowtrace_processes_are_removed_on_start() -> None:
+def test_instances_of_ended_runs_are_removed_on_start_and_live_ones_kept() -> None:
+    """An instance is stale when its lock file can be locked (its run ended
+    without removing it); a live run holds its lock; without a lock file an
+    instance is left alone."""
     root = tracefs()
     assert root is not None
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    stale = root / "instances" / f"flowtrace-{gone.pid}-ft00000000"
-    stale.mkdir()
+    LOCKS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stale, live, unknown = (
+        root / "instances" / f"flowtrace-{n}-ft0000000{n}" for n in (999991, 999992, 999993)
+    )
+    for instance in (stale, live, unknown):
+        instance.mkdir()
+    (LOCKS / f"{stale.name}.lock").touch()
+    held = os.open(LOCKS / f"{live.name}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)
     try:
         result = flowtrace("run", "--duration", "0.5", "pipelines/hello_world.py")
         assert result.returncode == 0, result.stderr
-        assert not stale.exists()
+        assert (stale.exists(), live.exists(), unknown.exists()) == (False, True, True)
+        assert not (LOCKS / f"{stale.name}.lock").exists()
     finally:
-        if stale.exists():
-            stale.rmdir()
-    assert instances(gone.pid) == []
+        os.close(held)
+        for instance in (stale, live, unknown):
+            if instance.exists():
+                instance.rmdir()
+            (LOCKS / f"{instance.name}.lock").unlink(missing_ok=True)
+
+
+def test_a_run_in_another_pid_namespace_leaves_a_live_instance_alone() -> None:
+    """A run started in a new PID namespace sees no process of the first run's
+    pid: it must still not take the first run's instance for a stale one."""
+    first = Running("--duration", "20", "pipelines/hello_world.py")
+    try:
+        mine = instances(first.process.pid)
+        assert len(mine) == 1
+        other = subprocess.run(
+            ["unshare", "--pid", "--fork", "--mount-proc", FLOWTRACE, "run",
+             "--duration", "0.5", "pipelines/hello_world.py"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert other.returncode == 0, other.stderr
+        assert instances(first.process.pid) == mine
+        forks = forker(3)
+        forks.go()
+        code, out, err = first.stop()
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    assert code == 0, err
+    assert sum(f"-{forks.pid} " in line for line in out.splitlines()) == 3, out
 
 
 def test_explain_shows_the_marked_printk_program() -> None:
@@ -166,7 +203,8 @@ async def test_lines_the_kernel_refuses_to_print_are_counted_as_lost() -> None:
     workload = getppid_loop(calls)
     body = f"if ((bpf_get_current_pid_tgid() >> 32) != {workload.pid})\n    return 0;\n"
     body += 'ft_printk("a control code \\001 is refused");'
-    source = TracePipeSource(Probe("entry of getppid(2)", *syscall_entry("getppid"), body=body))
+    probe = Probe("entry of getppid(2)", *syscall_entry_points("getppid"), body=body)
+    source = TracePipeSource(probe)
     sink = CollectSink[TraceFields]()
     pipeline = Pipeline(source, [], sink)
     async with anyio.create_task_group() as tg:

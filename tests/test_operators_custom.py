@@ -50,7 +50,7 @@ def doc() -> Iterator[types.ModuleType]:
 
 
 def reads(doc: types.ModuleType, spec: list[tuple[int, int]]) -> list[Any]:
-    return [doc.ReadLatency(ts=i, pid=pid, latency_ns=ns) for i, (pid, ns) in enumerate(spec)]
+    return [doc.ReadLatency(ts=i, pid=pid, lat_ns=ns) for i, (pid, ns) in enumerate(spec)]
 
 
 def test_documented_harness_snippet_runs(doc: types.ModuleType) -> None:

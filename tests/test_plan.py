@@ -16,19 +16,17 @@ import pytest
 from workloads import run_syncs
 
 from flowtrace import (
-    Event,
-    KernelSource,
     Operator,
     Pipeline,
     PipelineDefinitionError,
-    Probe,
     Run,
     Sink,
     StageContext,
     syscall_entry,
 )
 from flowtrace.fanout import TeeSink
-from flowtrace.ktypes import task_comm, task_pid
+from flowtrace.recorder import RecordingSource
+from flowtrace.replay import replay
 from flowtrace.testing import ListSource
 
 
@@ -154,13 +152,26 @@ def test_fields_are_checked_when_the_plan_is_built() -> None:
         Pipeline(Typed(EVENTS), [SumBy("pidd")], PerRun())
 
 
+class Other(msgspec.Struct, frozen=True):
+    pid: int
+    lat: int
+
+
+class Mixed(ListSource[Any]):
+    def event_types(self) -> tuple[type[Any], ...]:
+        return (Sample, Other)
+
+
+def test_a_source_of_several_types_offers_the_fields_any_of_them_has() -> None:
+    Mixed([]) | SumBy("lat")  # Other has it (a join reads a key from one type only)
+    with pytest.raises(PipelineDefinitionError) as info:
+        Mixed([]) | SumBy("latt")
+    message = "SumBy: none of Sample, Other has a field 'latt'; their fields: pid, bytes, kib, lat"
+    assert str(info.value) == message
+
+
 def test_fields_after_an_operator_of_unknown_output_are_not_checked() -> None:
     Typed(EVENTS) | SumBy("bytes") | SumBy("anything")  # SumBy's output type is unknown
-
-
-class SyncCall(Event, frozen=True):
-    pid: task_pid
-    comm: task_comm
 
 
 @pytest.mark.kernel
@@ -168,7 +179,7 @@ class SyncCall(Event, frozen=True):
 async def test_one_kernel_pipeline_runs_twice_in_a_row_and_twice_at_once() -> None:
     """Each run attaches its own program and sees exactly the syncs made
     while it was attached."""
-    pipeline = KernelSource(SyncCall, Probe("entry of sync(2)", *syscall_entry("sync"))) | PerRun()
+    pipeline = syscall_entry("sync") | PerRun()
 
     async def attached_while(syncs: int, runs: int) -> list[tuple[Run, list[int]]]:
         async with anyio.create_task_group() as tg:
@@ -205,3 +216,19 @@ def test_explain_names_a_misspelt_field_before_attaching(tmp_path: Path) -> None
     assert done.stderr == (
         f"flowtrace: error: {bad}: count: SyncCall has no field 'pidd'; its fields: ts, pid, comm\n"
     )
+
+
+@pytest.mark.anyio
+async def test_one_replay_runs_twice_at_once_each_on_its_own_timeline(tmp_path: Path) -> None:
+    recording = tmp_path / "samples.rec"
+    live = Typed(EVENTS, batch_size=10) | SumBy("bytes") | PerRun()
+    await live.replace(source=RecordingSource(live.source, recording)).run()
+    replayed = replay(live, recording)
+    runs = [Run(replayed), Run(replayed)]
+    async with anyio.create_task_group() as tg:
+        for run in runs:
+            tg.start_soon(run.run)
+    for run in runs:
+        assert items(run) == EXPECTED
+        assert run.stats.stages[0].received == 300
+    assert runs[0].clock is not runs[1].clock

@@ -5,10 +5,11 @@ line number for every kind of bad recording."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,6 @@ BAD: list[tuple[str, Any, str]] = [
     ("no time", lambda ls: edit(ls, 4, {"at": None}), ":5: arrival time None"),
     ("unknown", lambda ls: edit(ls, 2, {"type": "histogram"}), ":3: unexpected histogram"),
     ("after end", lambda ls: [*ls, ls[2]], ":9: records after the end record"),
-    ("cut", lambda ls: ls[:-1], ":7: no end record"),
-    ("torn", lambda ls: [*ls[:-1], ls[-1][:20]], ":8: not a flowtrace record"),
     ("count", lambda ls: edit(ls, 7, {"data.events": 9}), ":8: end record counts 9 events"),
     ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], ":4: empty line"),
     ("huge", lambda ls: [ls[0], "[" * (1 << 20) + "\n"], ":2: line longer than"),
@@ -240,8 +239,35 @@ def test_bad_recordings_name_line_problem_and_fix(
 def test_missing_or_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ReplayError, match=r"cannot read recording .*: No such file"):
         RecordingReader(tmp_path / "nope.rec", SyncCall)
-    with pytest.raises(ReplayError, match="Is a directory"):
+    with pytest.raises(ReplayError, match="not a regular file"):
         RecordingReader(tmp_path, SyncCall)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ReplayError, match="not a regular file"):  # opening it would block
+        RecordingReader(fifo, SyncCall)
+
+
+@pytest.mark.parametrize(
+    ("keep", "stops_at"),
+    [
+        (lambda ls: ls[:-1], 8),  # killed before the end record
+        (lambda ls: [*ls[:-1], ls[-1][:20]], 8),  # killed while writing it
+        (lambda ls: [*ls[:4], ls[4][:30]], 5),  # killed while writing an event
+    ],
+)
+@pytest.mark.anyio
+async def test_a_recording_cut_short_replays_what_was_written(
+    tmp_path: Path, keep: Callable[[list[str]], list[str]], stops_at: int
+) -> None:
+    lines = keep(await record(tmp_path / "good.rec", 6))
+    cut = tmp_path / "cut.rec"
+    cut.write_text("".join(lines))
+    run = Run(replay(Pipeline(Timed(0, 0), [], CollectSink()), cut))
+    await run.run()
+    assert isinstance(run.sink, CollectSink)
+    whole_events = sum(1 for line in lines if '"type":"event"' in line and line.endswith("\n"))
+    assert len(run.sink.items) == whole_events == stops_at - 2
+    assert any(f"stops at line {stops_at} (cut short" in a for a in run.stats.attached)
 
 
 @pytest.mark.anyio

@@ -45,17 +45,46 @@ def forks() -> list[int]:
     return [workload.pid]
 
 
+# a source written by hand: its own event class and probe
 CLONES = """
+from flowtrace import Event, KernelSource, Probe, syscall_entry_points
+from flowtrace.ktypes import cpu_id, ktime_ns, task_comm, task_pid
 from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.processes import clones
 
-pipeline = clones() | ConsoleSink(line=lambda e: f"{e.comm} {e.pid} cpu {e.cpu} at {e.ts}")
+
+class Clone(Event, frozen=True):
+    ts: ktime_ns
+    pid: task_pid
+    cpu: cpu_id
+    comm: task_comm
+
+
+calls = syscall_entry_points("clone", "clone3", "fork", "vfork")
+source = KernelSource(Clone, Probe("entry of clone/clone3/fork/vfork", *calls), name="clones")
+pipeline = source | ConsoleSink(line=lambda e: f"{e.comm} {e.pid} cpu {e.cpu} at {e.ts}")
 """
+
+# an event type generated from the tracepoint's format file: the replay,
+# as nobody, must rebuild it from the recording (nobody cannot read tracefs)
+EXECS = """
+from flowtrace import tracepoint
+from flowtrace.sinks.console import ConsoleSink
+
+pipeline = tracepoint("sched:sched_process_exec") | ConsoleSink(
+    line=lambda e: f"{e.comm} {e.pid} {e.filename} {e.task_pid} {e.ts}"
+)
+"""
+INLINE = {"clones.py": CLONES, "execs.py": EXECS}
 
 
 @pytest.mark.parametrize(
     ("lesson", "workload"),
-    [("pipelines/sys_sync.py", syncs), ("", forks), ("pipelines/hello_world.py", forks)],
+    [
+        ("pipelines/sys_sync.py", syncs),
+        ("clones.py", forks),
+        ("execs.py", syncs),
+        ("pipelines/hello_world.py", forks),
+    ],
 )
 def test_recorded_kernel_run_replays_the_same_without_root(
     lesson: str, workload: Callable[[], list[int]]
@@ -63,9 +92,9 @@ def test_recorded_kernel_run_replays_the_same_without_root(
     folder = Path(tempfile.mkdtemp(prefix="flowtrace-replay-"))
     folder.chmod(0o777)  # the replay runs as nobody
     try:
-        if not lesson:  # the clone source and a known number of forks
-            lesson = str(folder / "clones.py")
-            Path(lesson).write_text(CLONES)
+        if lesson in INLINE:
+            text, lesson = INLINE[lesson], str(folder / lesson)
+            Path(lesson).write_text(text)
             Path(lesson).chmod(0o644)
         recording, live_out, replay_out = (folder / n for n in ("rec", "live", "replay"))
         live = subprocess.Popen(

@@ -290,6 +290,9 @@ async def test_peer_never_there_buffer_bound_then_undelivered(tmp_path: Path) ->
         ("socket:unix://", "no socket path"),
         ("socket:tcp://127.0.0.1:9,framing=xml", "framing must be ndjson or msgpack"),
         ("socket:tcp://127.0.0.1:9,speed=3", "unknown option 'speed=3'"),
+        ("socket:tcp://127.0.0.1:9,backoff_max=nan", "finite, positive times"),
+        ("socket:tcp://127.0.0.1:9,backoff=inf", "finite, positive times"),
+        ("socket:tcp://127.0.0.1:9,backoff=0.5,backoff_max=0.1", "backoff <= backoff_max"),
     ],
 )
 def test_bad_socket_specs_name_the_problem(spec: str, message: str) -> None:
