@@ -1,11 +1,40 @@
-"""Writing whole lines to a file descriptor: everything, or the file cut back
-to its last whole line. Shared by the NDJSON sink and the recorder."""
+"""Output files: opened safely, written in whole lines (everything, or the
+file cut back to its last whole line). Shared by the NDJSON sink and the
+recorder."""
 
 from __future__ import annotations
 
 import os
+import stat
 
-__all__ = ["write_lines"]
+__all__ = ["open_output", "write_lines"]
+
+
+def open_output(path: str | os.PathLike[str], mode: int, *, nonblocking: bool = False) -> int:
+    """Open ``path`` for writing, truncated, as an output file should be.
+
+    A symlink at the last component is refused (a link planted in a shared
+    directory must not redirect root's writes); a new file is created with
+    ``mode``; an existing regular file owned by another user is refused,
+    untouched. Raises ``OSError`` (a ``PermissionError`` naming the owner for
+    a stranger's file). ``nonblocking``: a FIFO without a reader raises
+    ``ENXIO`` instead of waiting.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags | (os.O_NONBLOCK if nonblocking else 0), mode)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            if info.st_uid != os.geteuid():
+                raise PermissionError(
+                    f"{os.fspath(path)} belongs to another user (uid {info.st_uid}); flowtrace"
+                    " does not write into other users' files: choose another path"
+                )
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_lines(fd: int, data: bytes | memoryview, size: int, *, cut: bool = True) -> int:

@@ -20,7 +20,7 @@ from msgspec.structs import fields
 from .clock import Clock, MonotonicClock, wall_time
 from .context import SourceContext
 from .events import Event, layout_of
-from .linefile import write_lines
+from .linefile import open_output, write_lines
 from .schema import RecordEncoder, RecordingEnd, RecordingHeader
 from .stages import Emit, Source
 
@@ -143,7 +143,7 @@ class _LineFile:
     written again."""
 
     def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self.fd = open_output(path, 0o600)  # recordings may hold command lines
         self.size = 0
         self.healthy = True
 

@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 
 from flowtrace.context import StageContext
-from flowtrace.linefile import write_lines
+from flowtrace.linefile import open_output, write_lines
 from flowtrace.schema import RecordEncoder
 from flowtrace.sinkspec import SinkSpecError, parse_options, parse_size
 from flowtrace.stages import Sink
@@ -114,8 +114,7 @@ class NdjsonSink(Sink[Any]):
         else:
             # non-blocking: opening a FIFO must not wait for its reader, and
             # writes to a pipe wait on the event loop (see _write_pipe)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
-            self._fd = os.open(self.path, flags, 0o644)
+            self._fd = open_output(self.path, 0o644, nonblocking=True)
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         mode = os.fstat(self._fd).st_mode
         self._pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(self._fd)
