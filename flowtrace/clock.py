@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock", "TickSchedule"]
+__all__ = ["Clock", "ManualClock", "MonotonicClock", "TickSchedule", "wall_time"]
 
 
 class Clock(Protocol):
@@ -22,12 +22,26 @@ class MonotonicClock:
     def now(self) -> float:
         return time.monotonic()
 
+    def wall(self, t: float) -> float:
+        """Unix seconds of clock time ``t``, by the wall clock's offset now."""
+        return t + (time.time() - time.monotonic())
+
 
 class ManualClock:
-    """A clock that moves only when told to; for tests of time-based stages."""
+    """A clock that moves only when told to; for tests of time-based stages
+    and replays. ``wall_start`` is the wall-clock time (Unix seconds) of
+    ``start`` (a replay passes the recording's); without it the clock's
+    times have no wall-clock time (:meth:`wall` is None), so results of a
+    virtual run do not depend on when it ran."""
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, wall_start: float | None = None) -> None:
         self._now = start
+        self._start = start
+        self._wall_start = wall_start
+
+    def wall(self, t: float) -> float | None:
+        """Unix seconds of clock time ``t`` (None without a ``wall_start``)."""
+        return None if self._wall_start is None else self._wall_start + (t - self._start)
 
     def now(self) -> float:
         return self._now
@@ -36,6 +50,17 @@ class ManualClock:
         if seconds < 0:
             raise ValueError("a clock cannot go backwards")
         self._now += seconds
+
+
+def wall_time(clock: Clock, t: float) -> float | None:
+    """Unix seconds of time ``t`` on ``clock``: the clock's own ``wall(t)``
+    when it has one (None: it has no wall-clock time), otherwise taken as
+    ``time.monotonic()``'s."""
+    wall = getattr(clock, "wall", None)
+    if callable(wall):
+        value = wall(t)
+        return None if value is None else float(value)
+    return t + (time.time() - time.monotonic())
 
 
 class TickSchedule:

@@ -17,7 +17,7 @@ import anyio
 import anyio.to_thread
 from msgspec.structs import fields
 
-from .clock import MonotonicClock
+from .clock import Clock, MonotonicClock, wall_time
 from .context import SourceContext
 from .events import Event, layout_of
 from .linefile import write_lines
@@ -76,7 +76,7 @@ class RecordingSource(Source[T], Generic[T]):
     def describe(self) -> list[str]:
         return [*self.source.describe(), f"  recording its events to {self.path}"]
 
-    def header(self, start: float, clock: object) -> RecordingHeader:
+    def header(self, start: float, clock: Clock) -> RecordingHeader:
         types = self.event_types()
         several = len(types) > 1
         event = types[0] if len(types) == 1 else None
@@ -87,6 +87,7 @@ class RecordingSource(Source[T], Generic[T]):
             clock="monotonic" if isinstance(clock, MonotonicClock) else type(clock).__name__,
             start=start,
             events=[(e.__name__, field_types(e)) for e in types] if several else None,
+            wall_start=wall_time(clock, start),
         )
 
     async def run(self, ctx: SourceContext, emit: Emit[T]) -> None:

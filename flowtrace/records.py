@@ -15,6 +15,7 @@ request, and tracking them tripled its cost).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -39,11 +40,16 @@ E = TypeVar("E")
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
     """Base of operator results; ``window_start``/``window_end`` are clock
-    seconds of the window the result covers (None when not windowed)."""
+    seconds of the window the result covers (monotonic: the clock of
+    ``bpf_ktime_get_ns()``; None when not windowed), ``wall_start``/
+    ``wall_end`` the same bounds in wall-clock time (UTC; ISO 8601 in
+    NDJSON), set by the window operators from the run's clock."""
 
     kind: ClassVar[str] = "record"
     window_start: float | None = None
     window_end: float | None = None
+    wall_start: datetime | None = None
+    wall_end: datetime | None = None
 
 
 class Bucket(msgspec.Struct, frozen=True):

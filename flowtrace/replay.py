@@ -136,5 +136,6 @@ def replay(
     if check:
         reader.check()
     source = ReplaySource(reader, realtime=realtime, name=pipeline.source.stage_name())
-    clock = None if realtime else ManualClock(reader.header.start)
+    header = reader.header
+    clock = None if realtime else ManualClock(header.start, wall_start=header.wall_start)
     return pipeline.replace(source=source, clock=clock)

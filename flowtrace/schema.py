@@ -109,6 +109,10 @@ class RecordingHeader(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     clock: str
     start: float
     events: list[tuple[str, list[tuple[str, str]]]] | None = None
+    wall_start: float | None = None
+    """Unix seconds when the clock read ``start`` (absent in recordings made
+    before it was added): a replay maps its clock onto wall-clock time from
+    it, so its results carry the recorded wall-clock windows."""
 
 
 class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):

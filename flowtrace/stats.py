@@ -48,10 +48,12 @@ class PipelineStats:
 
     The first :attr:`chain_length` stages are the pipeline's own, source to
     sink; stages a sink adds while opening (a fan-out's sinks) follow them.
+    ``name`` is the pipeline's (empty when it has none).
     """
 
     stages: list[StageStats] = field(default_factory=list)
     attached: list[str] = field(default_factory=list)
+    name: str = ""
     chain_length: int = field(init=False)
 
     def __post_init__(self) -> None:

@@ -62,15 +62,20 @@ class HistogramStyle:
     per-key histogram is preceded, as in bcc, by an empty line and
     ``{section_header} = {key!r}`` (``section_header`` defaults to the key's
     field names; ``section`` formats the key mapping yourself).
+    ``timestamp`` prints the local wall-clock time the histogram's window
+    ended (``%H:%M:%S``) above it, as bcc tools do with ``-T``.
     """
 
     blank_line: bool = True
     strip_leading_zero: bool = False
     section_header: str | None = None
     section: Callable[[dict[str, Any]], str] | None = None
+    timestamp: bool = False
 
     def lines(self, hist: Histogram) -> list[str]:
         lines = [""] if self.blank_line and hist.key is None else []
+        if self.timestamp and hist.wall_end is not None:
+            lines.append(hist.wall_end.astimezone().strftime("%H:%M:%S"))
         if hist.key is not None:
             if self.section is not None:
                 lines += ["", self.section(hist.key)]
@@ -156,6 +161,19 @@ class ConsoleSink(Sink[T], Generic[T]):
         else:
             sink.line = sink._row if self.columns else None
         return sink
+
+    def prints_text(self) -> bool:
+        """True when it writes to standard output (no ``stream`` given)."""
+        return self.stream is None
+
+    def results_only(self) -> ConsoleSink[T]:
+        """A copy without the header lines (column titles stay: they label
+        the results)."""
+        quiet = copy.copy(self)
+        quiet.header = []
+        if self.line == self._row:
+            quiet.line = quiet._row
+        return quiet
 
     def _out(self) -> TextIO:
         return self.stream or sys.stdout

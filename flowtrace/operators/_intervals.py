@@ -9,14 +9,18 @@ folded once however many sliding windows cover it.
 from __future__ import annotations
 
 from collections.abc import Hashable
+from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
+from ..clock import Clock, wall_time
 from ..context import StageContext
 from ..records import Record
 from ._fields import KeyGetter
 from .aggregates import Aggregate
 
-__all__ = ["Intervals", "nanoseconds"]
+__all__ = ["Intervals", "nanoseconds", "wall_datetime"]
 
 T = TypeVar("T")
 
@@ -27,6 +31,18 @@ def nanoseconds(seconds: float) -> int:
     arithmetic is exact (ten steps of 0.1 s are one second) and a window
     ends exactly where the runtime's tick falls."""
     return round(seconds * 1e9)
+
+
+def wall_datetime(clock: Clock, seconds: float) -> datetime | None:
+    """Time ``seconds`` of ``clock`` as a UTC wall-clock time (None when it
+    is outside what a datetime holds: years 1 to 9999)."""
+    wall = wall_time(clock, seconds)
+    if wall is None:
+        return None
+    try:
+        return datetime.fromtimestamp(wall, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 class Intervals(Generic[T]):
@@ -83,7 +99,17 @@ class Intervals(Generic[T]):
 
     def records(self, window: int, start: float, end: float, *, empty: bool) -> list[Record]:
         """The window's records: one (unkeyed; an empty result only if
-        ``empty``), or one per key in order of first appearance."""
+        ``empty``), or one per key in order of first appearance, each with
+        its bounds in wall-clock time too (from the run's clock, when it
+        has wall-clock time)."""
+        records = self._records(window, start, end, empty=empty)
+        clock = self.ctx.clock
+        if not records or (wall_start := wall_datetime(clock, start)) is None:
+            return records
+        wall = {"wall_start": wall_start, "wall_end": wall_datetime(clock, end)}
+        return [msgspec.structs.replace(r, **wall) for r in records]
+
+    def _records(self, window: int, start: float, end: float, *, empty: bool) -> list[Record]:
         agg = self.aggregate
         parts = [self.accs[i] for i in range(window - self.span + 1, window + 1) if i in self.accs]
         if self.key is None:
