@@ -66,7 +66,9 @@ class Histogram(Record, frozen=True, kw_only=True):
     ``buckets`` run from the lowest to the highest non-empty bucket, with the
     empty ones between; ``unit`` is the value unit printed as bcc's
     ``val_type`` ("kbytes", "usecs"); ``key`` holds the grouping fields'
-    values for per-key histograms.
+    values for per-key histograms; ``sum`` is the sum of the values
+    counted, in ``unit`` (see :class:`~flowtrace.operators.Log2` and
+    :class:`~flowtrace.operators.Linear`), None when not known.
     """
 
     kind: ClassVar[str] = "histogram"
@@ -75,6 +77,7 @@ class Histogram(Record, frozen=True, kw_only=True):
     scale: str  # "log2" or "linear"
     buckets: list[Bucket]
     key: dict[str, Any] | None = None
+    sum: float | None = None
 
     @property
     def total(self) -> int:
