@@ -38,6 +38,7 @@ __all__ = [
     "MAX_TYPES",
     "RecordingReader",
     "ReplayError",
+    "open_recording",
     "replay_event",
 ]
 
@@ -370,6 +371,13 @@ class RecordingReader(_RecordingFile, Generic[S]):
             pass
         assert self.end is not None
         return self.end
+
+
+def open_recording(path: str | os.PathLike[str]) -> RecordingReader[Event]:
+    """A reader of the recording at ``path`` with its event types rebuilt
+    from its header (no pipeline needed: for tools reading any recording)."""
+    rebuilt = _RecordingFile(path).rebuilt_events()
+    return RecordingReader(path, tuple(rebuilt.values()))
 
 
 def replay_event(
