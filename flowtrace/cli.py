@@ -209,7 +209,7 @@ def _command_parser(command: str, loaded: PipelineFile | None) -> _Parser:
     """The full parser of ``flowtrace run|explain PIPELINE``: flowtrace's
     options and the pipeline's own arguments."""
     prog = f"flowtrace {command}" + (f" {loaded.name}" if loaded else "")
-    description = loaded.description if loaded else __doc__
+    description = loaded.description if loaded else _SYNOPSIS
     parser = _Parser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -337,8 +337,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return plot_command(args)
 
 
+_SYNOPSIS = """\
+bcc tracing as composable async pipelines.
+
+examples:
+  flowtrace list                          the shipped pipelines
+  flowtrace run vfsreadlat -m 1 3         a shipped pipeline with its arguments
+  flowtrace run vfsreadlat --help         its arguments and flowtrace's options
+  flowtrace run -o ndjson sys_sync | jq   results as NDJSON records
+  flowtrace run --live vfsreadlat 1       redrawn in place
+  flowtrace plot REC --heatmap out.svg    a latency heatmap
+"""
+
+
 def _parser() -> _Parser:
-    parser = _Parser(prog="flowtrace", description=__doc__)
+    parser = _Parser(
+        prog="flowtrace",
+        description=_SYNOPSIS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"flowtrace {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser(
