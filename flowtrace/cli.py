@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -286,7 +287,11 @@ def _cmd_run(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
         failures, _ = group.split(FlowtraceError)
         if failures is None:
             raise
-        raise _first_leaf(failures) from None
+        first = _first_leaf(failures)
+        if _reader_went_away(first):  # `| head` has what it wanted
+            _quiet_stdout()
+            return 0
+        raise first from None
     finally:
         if not args.quiet:
             for line in run.stats.summary():
@@ -408,7 +413,34 @@ def _plot_options(plot: argparse.ArgumentParser) -> None:
 _PIPELINE_COMMANDS = {"run": _cmd_run, "explain": _cmd_explain}
 
 
+def _reader_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is standard output's reader closing it (``| head``)."""
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null: its reader is gone, and Python
+    would otherwise complain while flushing it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; a reader of stdout going away (``| head``) ends it
+    quietly with status 0, as it ends bcc tools and bpftrace."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         first = _parser().parse_args(argv)
@@ -421,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"error: {exc}")
         return 2
     except FlowtraceError as exc:
+        if _reader_went_away(exc):
+            _quiet_stdout()
+            return 0
         _say(f"error: {exc}")
         return 1
     return code

@@ -130,3 +130,23 @@ def test_the_header_is_printed_once_the_probes_are_attached() -> None:
     assert str(ours) in out.splitlines()
     attach = [line for line in err.splitlines() if " attached " in line]
     assert attach, err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``flowtrace list | head -1`` and a run piped to ``head``: exit 0, no traceback."""
+    many = tmp_path / "many.py"
+    many.write_text(
+        "from flowtrace.sinks.console import ConsoleSink\n"
+        "from flowtrace.testing import ListSource\n"
+        "pipeline = ListSource(range(200_000)) | ConsoleSink(line=str)\n"
+    )
+    for command in (f"{FLOWTRACE} list", f"{FLOWTRACE} run -q {many}"):
+        result = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; {command} | head -n 1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.count("\n") == 1
+        assert "Traceback" not in result.stderr and "error" not in result.stderr
