@@ -238,3 +238,18 @@ async def test_timestamps_above_interval_output_are_the_windows_wall_clock_end()
     lines = out.getvalue().splitlines()
     assert lines[:2] == ["", ended.astimezone().strftime("%H:%M:%S")]
     assert lines[2].lstrip().startswith("kbytes")
+
+
+@pytest.mark.anyio
+async def test_wall_clock_bounds_are_the_monotonic_bounds_apart() -> None:
+    from flowtrace.testing import CollectSink
+
+    sink = CollectSink[Any]()
+    clock = ManualClock(50.0, wall_start=1_700_000_000.25)
+    events = [BlockIO(4096)]
+    await (
+        ListSource(events) | log2_histogram("bytes", every=Tumbling(2.0)) | sink
+    ).replace(clock=clock).run()
+    [hist] = sink.items
+    assert hist.wall_start.timestamp() == 1_700_000_000.25 + (hist.window_start - 50.0)
+    assert (hist.wall_end - hist.wall_start).total_seconds() == hist.window_end - hist.window_start

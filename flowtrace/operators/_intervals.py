@@ -9,7 +9,7 @@ folded once however many sliding windows cover it.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -106,7 +106,8 @@ class Intervals(Generic[T]):
         clock = self.ctx.clock
         if not records or (wall_start := wall_datetime(clock, start)) is None:
             return records
-        wall = {"wall_start": wall_start, "wall_end": wall_datetime(clock, end)}
+        # one reading of the wall clock for both bounds: they are end - start apart
+        wall = {"wall_start": wall_start, "wall_end": wall_start + timedelta(seconds=end - start)}
         return [msgspec.structs.replace(r, **wall) for r in records]
 
     def _records(self, window: int, start: float, end: float, *, empty: bool) -> list[Record]:
