@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,8 @@ def _histograms(hosts: int, windows: int) -> list[Histogram]:
             unit="usecs",
             scale="log2",
             buckets=[Bucket(1 << (s - 1), (1 << s) - 1, (h + w + s) % 17) for s in range(2, 14)],
-            wall_start=1_800_000_000.0 + 10 * w,
-            wall_end=1_800_000_010.0 + 10 * w,
+            wall_start=datetime.fromtimestamp(1_800_000_000.0 + 10 * w, timezone.utc),
+            wall_end=datetime.fromtimestamp(1_800_000_010.0 + 10 * w, timezone.utc),
             hosts=[f"host{h}"],
         )
         for w in range(windows)

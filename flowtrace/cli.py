@@ -1,9 +1,16 @@
-"""The ``flowtrace`` command: run, explain, doctor.
+"""The ``flowtrace`` command: run, explain, list, plot, doctor.
+
+``flowtrace run PIPELINE [ARGS] [OPTIONS]``: PIPELINE is a file
+(``FILE[:NAME]``, NAME defaults to ``pipeline``) or the name of a shipped
+pipeline (``flowtrace list``); ARGS are the pipeline's own (its function's
+signature, see ``flowtrace run PIPELINE --help``). flowtrace's options go
+before or after PIPELINE; ``--`` ends option parsing.
 
 ``run`` also takes ``--sink NAME:ARG`` (repeatable; sinks added to the
 pipeline's own), ``--record PATH`` (save the source's events as they arrive)
 and ``--replay PATH [--realtime]`` (read them back instead of attaching: no
-root, no bcc). Options go before the pipeline file.
+root, no bcc); ``-o ndjson`` writes results as NDJSON on standard output,
+``--quiet`` leaves only results, ``--live`` redraws them in place.
 
 ``run`` and ``explain`` take ``-e EXPR``, a pipeline written as one
 expression (:mod:`flowtrace.expression`), instead of a file.
@@ -14,18 +21,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
 
+from . import catalogue
 from .doctor import as_json_objects, run_checks
 from .errors import FlowtraceError, PipelineDefinitionError, PipelineFileError
 from .expression import evaluate
-from .loader import load_pipeline
+from .loader import PipelineFile, load
+from .output_mode import MODES, with_output
 from .recorder import RecordingSource
 from .replay import ReplayError, replay
 from .runtime import DRAIN_TIMEOUT, Run
@@ -35,13 +47,31 @@ from .stages import Pipeline
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["main"]
+__all__ = ["UsageError", "main"]
 
 _LIVE_INTERVAL = 1.0
 
 
+class UsageError(PipelineFileError):
+    """A command line that does not parse (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line (raised, not printed)."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message}; see {self.prog} --help")
+
+
 def _say(line: str) -> None:
     print(f"flowtrace: {line}", file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    try:
+        return version("flowtrace")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 async def _watch_signals(run: Run, scope: anyio.CancelScope) -> None:
@@ -68,12 +98,13 @@ async def _report_losses(run: Run) -> None:
             shown = now
 
 
-async def _run(run: Run, duration: float | None) -> None:
+async def _run(run: Run, duration: float | None, report: Callable[[str], None] | None) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watch_signals, run, tg.cancel_scope)
-        tg.start_soon(_report_losses, run)
+        if report is not None:
+            tg.start_soon(_report_losses, run)
         try:
-            await run.run(duration=duration, report=_say)
+            await run.run(duration=duration, report=report)
         finally:
             tg.cancel_scope.cancel()
 
@@ -108,80 +139,15 @@ def _check_record(pipeline: Pipeline, path: str) -> None:
         raise ReplayError(f"--record {path}: no directory {str(folder)!r}")
 
 
-def _load(args: argparse.Namespace) -> Pipeline:
-    """The pipeline of ``-e EXPR`` or of ``FILE [ARGS]``: exactly one of them."""
-    if (args.expression is None) == (args.pipeline is None):
-        both = args.pipeline is not None
-        raise PipelineFileError(f"give a pipeline FILE or -e EXPR{', not both' if both else ''}")
-    if args.expression is not None:
-        return evaluate(args.expression)
-    return load_pipeline(args.pipeline, args.args)
+# -- the command line of run and explain -------------------------------------
 
 
-def _build(args: argparse.Namespace) -> Pipeline:
-    """The pipeline to run: loaded, replayed or recorded, with the extra sinks.
-    Every problem with the options raises here, before anything runs."""
-    pipeline = _load(args)
-    sinks = [sink_from_spec(spec) for spec in args.sink]
-    if args.realtime and not args.replay:
-        raise SinkSpecError("--realtime paces a replay: use it with --replay PATH")
-    if args.record:
-        _check_record(pipeline, args.record)
-    if args.replay:
-        if args.record and Path(args.record).resolve() == Path(args.replay).resolve():
-            raise ReplayError(
-                f"--record {args.record} would overwrite the recording being replayed"
-            )
-        pipeline = replay(pipeline, args.replay, realtime=args.realtime)
-    if args.record:
-        pipeline = pipeline.replace(source=RecordingSource(pipeline.source, args.record))
-    return with_sinks(pipeline, sinks)
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    run = Run(_build(args), drain_timeout=args.drain_timeout)
-    try:
-        anyio.run(_run, run, args.duration)
-    except BaseExceptionGroup as group:
-        failures, _ = group.split(FlowtraceError)
-        if failures is None:
-            raise
-        raise _first_leaf(failures) from None
-    finally:
-        for line in run.stats.summary():
-            _say(line)
-    return 0
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
-
-
-def _cmd_explain(args: argparse.Namespace) -> int:
-    pipeline = _load(args)
-    print("\n".join(pipeline.describe()))
-    code = pipeline.source.generated_code()
-    if code is not None:
-        print("\n/* BPF program */")
-        print(code)
-    return 0
-
-
-def _cmd_doctor(args: argparse.Namespace) -> int:
-    checks = run_checks()
-    if args.json:
-        print(json.dumps(as_json_objects(checks), indent=2))
-    else:
-        print("\n".join(c.line() for c in checks))
-    return 1 if any(c.status == "fail" for c in checks) else 0
-
-
-def _pipeline_arguments(command: argparse.ArgumentParser) -> None:
+def _pipeline_arguments(command: argparse.ArgumentParser, *, required: bool = False) -> None:
     command.add_argument(
-        "pipeline", nargs="?", help="FILE[:NAME], NAME defaults to 'pipeline' (or use -e)"
+        "pipeline",
+        nargs=None if required else "?",
+        help="FILE[:NAME] (NAME defaults to 'pipeline'), or a shipped pipeline's name"
+        " (flowtrace list); or use -e",
     )
     command.add_argument(
         "-e",
@@ -191,16 +157,13 @@ def _pipeline_arguments(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowtrace", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a pipeline file until Ctrl-C or its end")
-    _pipeline_arguments(run)
+def _run_options(run: argparse.ArgumentParser) -> None:
+    """flowtrace's own options of ``run`` (accepted before or after the pipeline)."""
     run.add_argument(
         "--duration",
         type=_duration,
         metavar="SECONDS",
-        help="stop after this many seconds (a positive number)",
+        help="stop this many seconds after the probes are attached (a positive number)",
     )
     run.add_argument(
         "--drain-timeout",
@@ -209,6 +172,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"after a stop, what is not delivered by then is cut off, counted"
         f" (default {DRAIN_TIMEOUT:g})",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        choices=MODES,
+        default="text",
+        help="text: the pipeline's own output (default); ndjson: results as NDJSON records"
+        " on stdout, diagnostics on stderr",
+    )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="results only: no headers, attach or summary"
+    )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="redraw the latest results and counters in place (stdout must be a terminal)",
     )
     run.add_argument(
         "--sink",
@@ -224,28 +203,268 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--realtime", action="store_true", help="replay at recorded speed, not as fast as possible"
     )
-    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the pipeline")
-    run.set_defaults(handler=_cmd_run)
-    explain = commands.add_parser(
-        "explain", help="print the attach plan and BPF program without attaching"
+
+
+def _explain_options(explain: argparse.ArgumentParser) -> None:
+    """flowtrace's own options of ``explain`` (none yet besides -e)."""
+
+
+_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "run": _run_options,
+    "explain": _explain_options,
+}
+
+
+def _command_parser(command: str, loaded: PipelineFile | None) -> _Parser:
+    """The full parser of ``flowtrace run|explain PIPELINE``: flowtrace's
+    options and the pipeline's own arguments."""
+    prog = f"flowtrace {command}" + (f" {loaded.name}" if loaded else "")
+    description = loaded.description if loaded else _SYNOPSIS
+    parser = _Parser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    _pipeline_arguments(explain)
-    explain.add_argument("args", nargs=argparse.REMAINDER)
-    explain.set_defaults(handler=_cmd_explain)
+    _pipeline_arguments(parser, required=loaded is not None)
+    _OPTIONS[command](parser)
+    if loaded is not None:
+        loaded.add_arguments(parser)
+    return parser
+
+
+def _parse_pipeline_command(
+    command: str, argv: list[str], first: argparse.Namespace
+) -> tuple[argparse.Namespace, PipelineFile | None]:
+    """Load the pipeline ``first.pipeline`` names (if any), then parse the
+    whole command line with its arguments and flowtrace's options mixed."""
+    if first.expression is not None and first.pipeline is not None:
+        raise PipelineFileError("give a pipeline FILE or -e EXPR, not both")
+    loaded = load(first.pipeline) if first.pipeline is not None else None
+    parser = _command_parser(command, loaded)
+    if first.help:
+        parser.print_help()
+        raise SystemExit(0)
+    args = parser.parse_intermixed_args(argv)
+    if args.expression is None and args.pipeline is None:
+        raise PipelineFileError("give a pipeline FILE or -e EXPR")
+    return args, loaded
+
+
+def _pipeline(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline:
+    if loaded is None:
+        return evaluate(args.expression).replace(name="expression")
+    return loaded.build_from(args)
+
+
+def _build(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline:
+    """The pipeline to run: loaded, replayed or recorded, with the extra
+    sinks and the output asked for. Every problem with the options raises
+    here, before anything runs."""
+    if args.live and args.output != "text":
+        raise UsageError("--live draws its own view: leave out -o/--output")
+    if args.live and not sys.stdout.isatty():
+        raise UsageError(
+            "--live needs a terminal on standard output; use -o text or -o ndjson to pipe"
+        )
+    pipeline = _pipeline(args, loaded)
+    sinks = [sink_from_spec(spec) for spec in args.sink]
+    if args.realtime and not args.replay:
+        raise SinkSpecError("--realtime paces a replay: use it with --replay PATH")
+    if args.record:
+        _check_record(pipeline, args.record)
+    if args.replay:
+        if args.record and Path(args.record).resolve() == Path(args.replay).resolve():
+            raise ReplayError(
+                f"--record {args.record} would overwrite the recording being replayed"
+            )
+        pipeline = replay(pipeline, args.replay, realtime=args.realtime)
+    if args.record:
+        pipeline = pipeline.replace(source=RecordingSource(pipeline.source, args.record))
+    if args.live:
+        from .live import with_live_view  # imports rich only when asked for
+
+        pipeline = with_live_view(pipeline)
+    else:
+        pipeline = with_output(pipeline, args.output, quiet=args.quiet)
+    return with_sinks(pipeline, sinks)
+
+
+def _cmd_run(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
+    run = Run(_build(args, loaded), drain_timeout=args.drain_timeout)
+    quiet_while_running = args.quiet or args.live
+    try:
+        anyio.run(_run, run, args.duration, None if quiet_while_running else _say)
+    except BaseExceptionGroup as group:
+        failures, _ = group.split(FlowtraceError)
+        if failures is None:
+            raise
+        first = _first_leaf(failures)
+        if _reader_went_away(first):  # `| head` has what it wanted
+            _quiet_stdout()
+            return 0
+        raise first from None
+    finally:
+        if not args.quiet:
+            for line in run.stats.summary():
+                _say(line)
+    return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _cmd_explain(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
+    pipeline = _pipeline(args, loaded)
+    print("\n".join(pipeline.describe()))
+    code = pipeline.source.generated_code()
+    if code is not None:
+        print("\n/* BPF program */")
+        print(code)
+    return 0
+
+
+# -- the other commands -------------------------------------------------------
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    shipped = catalogue.lessons()
+    width = max((len(lesson.name) for lesson in shipped), default=0)
+    for lesson in shipped:
+        print(f"{lesson.name:<{width}}  {lesson.summary}")
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    checks = run_checks()
+    if args.json:
+        print(json.dumps(as_json_objects(checks), indent=2))
+    else:
+        print("\n".join(c.line() for c in checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_command  # imports matplotlib only when asked for
+
+    return plot_command(args)
+
+
+_SYNOPSIS = """\
+bcc tracing as composable async pipelines.
+
+examples:
+  flowtrace list                          the shipped pipelines
+  flowtrace run vfsreadlat -m 1 3         a shipped pipeline with its arguments
+  flowtrace run vfsreadlat --help         its arguments and flowtrace's options
+  flowtrace run -o ndjson sys_sync | jq   results as NDJSON records
+  flowtrace run --live vfsreadlat 1       redrawn in place
+  flowtrace plot REC --heatmap out.svg    a latency heatmap
+"""
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="flowtrace",
+        description=_SYNOPSIS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"flowtrace {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser(
+        "run", help="run a pipeline until Ctrl-C or its end", add_help=False
+    )
+    explain = commands.add_parser(
+        "explain", help="print the attach plan and BPF program without attaching", add_help=False
+    )
+    for name, command in (("run", run), ("explain", explain)):
+        _pipeline_arguments(command)
+        _OPTIONS[name](command)
+        command.add_argument("-h", "--help", action="store_true")
+        command.add_argument("rest", nargs=argparse.REMAINDER)
+    listing = commands.add_parser("list", help="list the shipped pipelines")
+    listing.set_defaults(handler=_cmd_list)
+    plot = commands.add_parser(
+        "plot", help="draw a latency heatmap or histogram (SVG) from a recording or NDJSON"
+    )
+    _plot_options(plot)
+    plot.set_defaults(handler=_cmd_plot)
     doctor = commands.add_parser("doctor", help="check this machine for tracing")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 
+def _plot_options(plot: argparse.ArgumentParser) -> None:
+    plot.add_argument("input", metavar="REC", help="a recording (--record) or an NDJSON file")
+    plot.add_argument("--heatmap", metavar="OUT.svg", help="draw a latency heatmap to this file")
+    plot.add_argument("--histogram", metavar="OUT.svg", help="draw a histogram to this file")
+    plot.add_argument(
+        "--field", help="the event field to plot from a recording (default: a latency field)"
+    )
+    plot.add_argument(
+        "--interval",
+        type=_duration,
+        default=1.0,
+        metavar="SECONDS",
+        help="heatmap column width for a recording (default 1)",
+    )
+    plot.add_argument(
+        "--unit",
+        choices=("nsecs", "usecs", "msecs"),
+        default="usecs",
+        help="unit of a recording's nanosecond field on the plot (default usecs)",
+    )
+    plot.add_argument("--title", help="the plot's title (default: from the input)")
+
+
+_PIPELINE_COMMANDS = {"run": _cmd_run, "explain": _cmd_explain}
+
+
+def _reader_went_away(exc: BaseException) -> bool:
+    """Whether ``exc`` is standard output's reader closing it (``| head``)."""
+    while exc is not None:
+        if isinstance(exc, BrokenPipeError):
+            return True
+        exc = exc.__cause__  # type: ignore[assignment]
+    return False
+
+
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null: its reader is gone, and Python
+    would otherwise complain while flushing it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command; a reader of stdout going away (``| head``) ends it
+    quietly with status 0, as it ends bcc tools and bpftrace."""
     try:
-        code: int = args.handler(args)
+        return _main(argv)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        first = _parser().parse_args(argv)
+        if first.command in _PIPELINE_COMMANDS:
+            rest = argv[argv.index(first.command) + 1 :]
+            args, loaded = _parse_pipeline_command(first.command, rest, first)
+            return _PIPELINE_COMMANDS[first.command](args, loaded)
+        code: int = first.handler(first)
     except (PipelineFileError, PipelineDefinitionError, SinkSpecError, ReplayError) as exc:
         _say(f"error: {exc}")
         return 2
     except FlowtraceError as exc:
+        if _reader_went_away(exc):
+            _quiet_stdout()
+            return 0
         _say(f"error: {exc}")
         return 1
     return code

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "MonotonicClock", "ReplayClock", "TickSchedule", "wall_time"]
+__all__ = [
+    "Clock",
+    "ManualClock",
+    "MonotonicClock",
+    "ReplayClock",
+    "TickSchedule",
+    "wall_datetime",
+    "wall_time",
+]
 
 
 class Clock(Protocol):
@@ -30,17 +39,18 @@ class MonotonicClock:
 class ManualClock:
     """A clock that moves only when told to; for tests of time-based stages
     and replays. ``wall_start`` is the wall-clock time (Unix seconds) of
-    ``start`` (a replay passes the recording's); by default the time the
-    clock was made."""
+    ``start`` (a replay passes the recording's); without it the clock's
+    times have no wall-clock time (:meth:`wall` is None), so results of a
+    virtual run do not depend on when it ran."""
 
     def __init__(self, start: float = 0.0, *, wall_start: float | None = None) -> None:
         self._now = start
         self._start = start
-        self._wall_start = time.time() if wall_start is None else wall_start
+        self._wall_start = wall_start
 
-    def wall(self, t: float) -> float:
-        """Unix seconds of clock time ``t``."""
-        return self._wall_start + (t - self._start)
+    def wall(self, t: float) -> float | None:
+        """Unix seconds of clock time ``t`` (None without a ``wall_start``)."""
+        return None if self._wall_start is None else self._wall_start + (t - self._start)
 
     def now(self) -> float:
         return self._now
@@ -51,13 +61,27 @@ class ManualClock:
         self._now += seconds
 
 
-def wall_time(clock: Clock, t: float) -> float:
+def wall_time(clock: Clock, t: float) -> float | None:
     """Unix seconds of time ``t`` on ``clock``: the clock's own ``wall(t)``
-    when it has one, otherwise taken as ``time.monotonic()``'s."""
+    when it has one (None: it has no wall-clock time), otherwise taken as
+    ``time.monotonic()``'s."""
     wall = getattr(clock, "wall", None)
     if callable(wall):
-        return float(wall(t))
+        value = wall(t)
+        return None if value is None else float(value)
     return t + (time.time() - time.monotonic())
+
+
+def wall_datetime(clock: Clock, seconds: float) -> datetime | None:
+    """Time ``seconds`` of ``clock`` as a UTC wall-clock time (None without
+    one, or outside what a datetime holds: years 1 to 9999)."""
+    wall = wall_time(clock, seconds)
+    if wall is None:
+        return None
+    try:
+        return datetime.fromtimestamp(wall, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 class ReplayClock(ManualClock):

@@ -43,6 +43,12 @@ class TeeSink(Sink[Any]):
         self.sinks = tuple(sinks)
         self.name = name
 
+    def prints_text(self) -> bool:
+        return any(sink.prints_text() for sink in self.sinks)
+
+    def results_only(self) -> TeeSink:
+        return TeeSink([sink.results_only() for sink in self.sinks], name=self.name)
+
     def fresh(self) -> TeeSink:
         """A tee of fresh copies of its sinks, for one run."""
         return TeeSink([sink.fresh() for sink in self.sinks], name=self.name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -12,11 +14,12 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
-from .events import Layout
+from .events import Event, Layout, layout_of
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
 from .plan import Choice, resolve
 from .probes import Probe
+from .reorder import DEFAULT_WINDOW, Reorder
 from .stages import Emit, Source
 
 __all__ = ["KernelSource", "SourceDefinition"]
@@ -62,6 +65,12 @@ class KernelSource(Source[E], Generic[E]):
     could not output are counted and reported as ``stats.lost``, refreshed
     while running.
 
+    Events with a ``bpf_ktime_get_ns()`` timestamp reach the first operator
+    in timestamp order when several CPUs write them: each is held until the
+    reader's clock is ``reorder`` seconds (default 0.01) past it, and one
+    arriving later than that is passed on and counted as ``late`` (see
+    :mod:`flowtrace.reorder`); ``reorder=None`` passes events on as read.
+
     On stop, the probes are detached first, then what the output already
     holds is read and emitted, waiting up to 0.1 s for records still being
     written; what is left after that is counted as ``unread_at_stop``. Probes
@@ -69,6 +78,9 @@ class KernelSource(Source[E], Generic[E]):
     keeps no state of a run: each run builds its own program and channel, so
     one source may run several times, also at once.
     """
+
+    reorder: float | None = DEFAULT_WINDOW
+    """Seconds events are held to put them in timestamp order (None: off)."""
 
     def __init__(
         self,
@@ -80,6 +92,7 @@ class KernelSource(Source[E], Generic[E]):
         buffer_pages: int | None = None,
         cflags: Sequence[str] = (),
         output: Output | None = None,
+        reorder: float | None = DEFAULT_WINDOW,
     ) -> None:
         if output is None:
             pages = DEFAULT_PAGES if buffer_pages is None else buffer_pages
@@ -88,6 +101,7 @@ class KernelSource(Source[E], Generic[E]):
             raise ValueError("give either output= or transport=/buffer_pages=, not both")
         self.name = name or event.__name__
         self.cflags = tuple(cflags)
+        self.reorder = reorder
         self._definition = SourceDefinition(
             event, probes, prelude, output, output.layout(event), (event,)
         )
@@ -146,6 +160,7 @@ class KernelSource(Source[E], Generic[E]):
         program = self._program(choices, channel)
         loaded = LoadedProgram()
         reader: Reader | None = None
+        reorder = self._reorder()
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -159,7 +174,7 @@ class KernelSource(Source[E], Generic[E]):
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
             ctx.ready()
-            await self._pump(ctx, emit, loaded, reader)
+            await self._pump(ctx, emit, loaded, reader, reorder)
         finally:
             try:
                 # on every exit, cancellation included: detach, then count what
@@ -170,15 +185,42 @@ class KernelSource(Source[E], Generic[E]):
                     unread = reader.unread()  # taken in, never handed on
                     ctx.stats.received += unread
                     ctx.stats.drop("unread_at_stop", unread)
+                if reorder is not None:  # cut off while it held events (read, not emitted)
+                    ctx.stats.drop("stop_deadline", len(reorder.flush()))
             finally:
                 try:
                     loaded.release()
                 finally:
                     channel.close()
 
+    def timestamp_field(self) -> str | None:
+        """The field every event type fills with ``bpf_ktime_get_ns()``, if any."""
+        names: set[str] = set()
+        for event in self.event_types():
+            if not (isinstance(event, type) and issubclass(event, Event)):
+                return None
+            fields = layout_of(event).fields
+            filled = [f.name for f in fields if "bpf_ktime_get_ns" in (f.ktype.fill or "")]
+            if not filled:
+                return None
+            names.add(filled[0])
+        return names.pop() if len(names) == 1 else None
+
+    def _reorder(self) -> Reorder | None:
+        """This run's reorder buffer: when several CPUs write and events have
+        a kernel timestamp."""
+        if self.reorder is None or (os.cpu_count() or 1) < 2 or self.layout is None:
+            return None
+        field = self.timestamp_field()
+        return None if field is None else Reorder(field, self.reorder)
+
     @staticmethod
     async def _pump(
-        ctx: SourceContext, emit: Emit[Any], loaded: LoadedProgram, reader: Reader
+        ctx: SourceContext,
+        emit: Emit[Any],
+        loaded: LoadedProgram,
+        reader: Reader,
+        reorder: Reorder | None,
     ) -> None:
         stats = ctx.stats
         next_refresh = 0.0
@@ -189,10 +231,15 @@ class KernelSource(Source[E], Generic[E]):
                 stats.lost = loaded.lost() + reader.lost()
                 next_refresh = now + _LOST_REFRESH
             batch = reader.read(_BATCH_LIMIT)
-            if not batch:
-                await ctx.wait_readable(reader.fd, reader.max_wait)
-                continue
             stats.received += len(batch)
+            if reorder is not None:
+                batch = reorder.push(batch, time.monotonic_ns())
+                stats.late = reorder.late
+            if not batch:
+                held = None if reorder is None else reorder.wait(time.monotonic_ns())
+                wait = reader.max_wait if held is None else min(reader.max_wait, held)
+                await ctx.wait_readable(reader.fd, wait)
+                continue
             await emit(batch)
             if len(batch) < _SMALL_BATCH:
                 # The reader is ahead of the producers: let records gather
@@ -202,19 +249,25 @@ class KernelSource(Source[E], Generic[E]):
                 await ctx.sleep(min(_MAX_GATHER, 0.25 * reader.capacity / rate))
             last_read = now
         loaded.detach()
-        await _drain(ctx, emit, reader)
+        await _drain(ctx, emit, reader, reorder)
 
 
-async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
-    """Emit what the output holds after detaching. A record still on its way
-    is waited for briefly; what is left after that is counted by the caller."""
+async def _drain(
+    ctx: SourceContext, emit: Emit[Any], reader: Reader, reorder: Reorder | None
+) -> None:
+    """Emit what the output holds after detaching, then what the reorder
+    buffer holds. A record still on its way is waited for briefly; what is
+    left after that is counted by the caller."""
     deadline = anyio.current_time() + _DRAIN_GRACE
     while anyio.current_time() < deadline:
         batch = reader.read(_BATCH_LIMIT)
         if batch:
             ctx.stats.received += len(batch)
-            await emit(batch)
+            await emit(batch if reorder is None else reorder.push(batch, time.monotonic_ns()))
         elif reader.pending():
             await anyio.sleep(0.001)
         else:
             break
+    if reorder is not None:
+        await emit(reorder.flush())
+        ctx.stats.late = reorder.late

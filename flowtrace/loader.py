@@ -1,15 +1,27 @@
-"""Loading a pipeline from a Python file, with one-line errors for bad files."""
+"""Loading a pipeline from a Python file, with one-line errors for bad files.
+
+A pipeline file defines ``pipeline`` (or the name after ``FILE:``): a plan,
+or a function returning one whose signature is its command line (see
+:mod:`flowtrace.parameters`). ``FILE`` may also name a shipped pipeline
+(``disklatency``; see :mod:`flowtrace.catalogue`) when no such file exists.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from . import catalogue
 from .errors import EventDefinitionError, PipelineDefinitionError, PipelineFileError
+from .parameters import Parameter, add_parameters, call_arguments, parameters_of, parse_docstring
 from .stages import Pipeline
 
-__all__ = ["load_pipeline"]
+__all__ = ["PipelineFile", "load", "load_pipeline"]
 
 _DEFINITION_ERRORS = (PipelineDefinitionError, EventDefinitionError)
 
@@ -21,19 +33,79 @@ def _split(spec: str) -> tuple[Path, str]:
     return Path(spec), "pipeline"
 
 
-def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
-    """The pipeline named by ``FILE[:ATTR]`` (ATTR defaults to ``pipeline``).
+def _resolve(path: Path) -> Path:
+    if path.is_file():
+        return path
+    shipped = catalogue.find(str(path)) if len(path.parts) == 1 else None
+    if shipped is not None:
+        return shipped
+    raise PipelineFileError(
+        f"no pipeline file {str(path)!r}: check the path, or see `flowtrace list`"
+        " for the shipped pipelines"
+    )
 
-    ATTR is a :class:`Pipeline`, or a function taking the remaining command
-    line arguments (a list of str) and returning one. A function rejects
-    bad arguments by raising :class:`PipelineFileError`, ``ValueError``
-    (``int("x")``) or ``SystemExit`` (its own argparse); each becomes a
-    one-line :class:`PipelineFileError`.
-    """
-    path, attr = _split(spec)
-    args = args or []
-    if not path.is_file():
-        raise PipelineFileError(f"no pipeline file {str(path)!r}: check the path")
+
+@dataclass(frozen=True)
+class PipelineFile:
+    """A loaded pipeline file: the plan or function it defines, and the
+    command line that function takes (none for a plan)."""
+
+    path: Path
+    attr: str
+    target: Pipeline | Callable[..., Any]
+    parameters: tuple[Parameter, ...]
+    description: str
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name: the file name without ``.py`` (and
+        ``:ATTR`` when it is not ``pipeline``)."""
+        return self.path.stem if self.attr == "pipeline" else f"{self.path.stem}:{self.attr}"
+
+    def build(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> Pipeline:
+        """The pipeline, built with these (already converted) arguments and
+        named after the file unless it names itself."""
+        if isinstance(self.target, Pipeline):
+            return self._named(self.target)
+        where = f"{self.path}"
+        try:
+            built = self.target(*args, **(kwargs or {}))
+        except PipelineFileError:
+            raise
+        except _DEFINITION_ERRORS as exc:
+            raise PipelineFileError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise PipelineFileError(
+                f"{where}: bad arguments: {' '.join(str(exc).split())};"
+                f" see flowtrace run {self.name} --help"
+            ) from None
+        if isinstance(built, Pipeline):
+            return self._named(built)
+        raise PipelineFileError(
+            f"{self.path}:{self.attr}() returned {type(built).__name__}, not a Pipeline"
+        )
+
+    def _named(self, pipeline: Pipeline) -> Pipeline:
+        return pipeline if pipeline.name else pipeline.replace(name=self.name)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the function's parameters to ``parser`` (a group of their own)."""
+        if self.parameters:
+            group = parser.add_argument_group(f"{self.name} arguments")
+            add_parameters(group, self.parameters, str(self.path))
+
+    def build_from(self, values: argparse.Namespace) -> Pipeline:
+        """The pipeline, built with the arguments parsed into ``values``."""
+        args, kwargs = call_arguments(self.parameters, values)
+        return self.build(args, kwargs)
+
+
+def load(spec: str) -> PipelineFile:
+    """The pipeline file ``FILE[:ATTR]`` (ATTR defaults to ``pipeline``), or
+    the shipped pipeline of that name; raises :class:`PipelineFileError`
+    with one line for every problem."""
+    given, attr = _split(spec)
+    path = _resolve(given)
     try:
         code = compile(path.read_bytes(), str(path), "exec")
     except SyntaxError as exc:
@@ -61,27 +133,35 @@ def load_pipeline(spec: str, args: list[str] | None = None) -> Pipeline:
             " or name another object with FILE:NAME"
         )
     target = getattr(module, attr)
+    module_doc = (module.__doc__ or "").strip()
     if isinstance(target, Pipeline):
-        if args:
-            raise PipelineFileError(f"{path}:{attr} takes no arguments, got {' '.join(args)!r}")
-        return target
+        return PipelineFile(path, attr, target, (), module_doc)
     if callable(target):
-        try:
-            built = target(args)
-        except SystemExit as exc:  # a factory's argparse rejected the arguments
-            raise PipelineFileError(f"{path}: bad arguments {' '.join(args)!r}") from exc
-        except _DEFINITION_ERRORS as exc:
-            raise PipelineFileError(f"{path}: {exc}") from None
-        except ValueError as exc:  # int("x") and the like on an argument
-            raise PipelineFileError(
-                f"{path}: bad arguments {' '.join(args)!r}: {' '.join(str(exc).split())}"
-            ) from None
-        if isinstance(built, Pipeline):
-            return built
-        raise PipelineFileError(
-            f"{path}:{attr}(args) returned {type(built).__name__}, not a Pipeline"
-        )
+        parameters = tuple(parameters_of(target, f"{path}:{attr}"))
+        described, _ = parse_docstring(target.__doc__)
+        return PipelineFile(path, attr, target, parameters, described or module_doc)
     raise PipelineFileError(
         f"{path}:{attr} is a {type(target).__name__}, not a Pipeline"
         " (build it as source | ... | sink)"
     )
+
+
+class _OneLine(argparse.ArgumentParser):
+    """A parser whose usage errors raise instead of printing and exiting."""
+
+    def error(self, message: str) -> Any:
+        raise PipelineFileError(f"{message}; see {self.prog} --help")
+
+
+def load_pipeline(spec: str, args: Sequence[str] | None = None) -> Pipeline:
+    """The pipeline of ``FILE[:ATTR]`` (see :func:`load`), its function
+    called with the command-line arguments ``args`` (strings, parsed as
+    ``flowtrace run FILE ARGS`` parses them)."""
+    loaded = load(spec)
+    parser = _OneLine(prog=f"flowtrace run {loaded.name}", add_help=False)
+    loaded.add_arguments(parser)
+    if not loaded.parameters and args:
+        raise PipelineFileError(
+            f"{loaded.path}:{loaded.attr} takes no arguments, got {' '.join(args)!r}"
+        )
+    return loaded.build_from(parser.parse_intermixed_args(list(args or [])))

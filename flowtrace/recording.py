@@ -40,6 +40,7 @@ __all__ = [
     "MAX_TYPES",
     "RecordingReader",
     "ReplayError",
+    "open_recording",
     "replay_event",
 ]
 
@@ -56,6 +57,9 @@ MAX_START = 1e12
 """Largest header ``start`` (in absolute value) a reader accepts: clock
 seconds (monotonic: since boot), so ±31,000 years: far inside what the
 windows' nanosecond arithmetic handles (a forged 1e300 would overflow it)."""
+MAX_WALL_START = 253_402_300_799.0 - MAX_SPAN
+"""Latest header ``wall_start`` (Unix seconds) a reader accepts: a year
+before the end of 9999, the last time a wall-clock result can carry."""
 MAX_FIELDS = 1024
 """Most fields a recorded event type rebuilt from a header may have."""
 MAX_TYPES = 64
@@ -165,9 +169,9 @@ class _RecordingFile:
                 1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
             )
         wall = header.wall_start
-        if wall is not None and not (math.isfinite(wall) and 0 <= wall <= MAX_START):
+        if wall is not None and not (math.isfinite(wall) and 0 <= wall <= MAX_WALL_START):
             raise self._fail(
-                1, f"wall_start {wall} is not a finite number of Unix seconds within 0..1e12"
+                1, f"wall_start {wall} is not a time in Unix seconds between 1970 and 9999"
             )
         return header
 
@@ -375,6 +379,13 @@ class RecordingReader(_RecordingFile, Generic[S]):
             pass
         assert self.end is not None
         return self.end
+
+
+def open_recording(path: str | os.PathLike[str]) -> RecordingReader[Event]:
+    """A reader of the recording at ``path`` with its event types rebuilt
+    from its header (no pipeline needed: for tools reading any recording)."""
+    rebuilt = _RecordingFile(path).rebuilt_events()
+    return RecordingReader(path, tuple(rebuilt.values()))
 
 
 def replay_event(

@@ -16,6 +16,7 @@ request, and tracking them tripled its cost).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -42,11 +43,16 @@ E = TypeVar("E")
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):
     """Base of operator results; ``window_start``/``window_end`` are clock
-    seconds of the window the result covers (None when not windowed)."""
+    seconds of the window the result covers (monotonic: the clock of
+    ``bpf_ktime_get_ns()``; None when not windowed), ``wall_start``/
+    ``wall_end`` the same bounds in wall-clock time (UTC; ISO 8601 in
+    NDJSON), set by the window operators from the run's clock."""
 
     kind: ClassVar[str] = "record"
     window_start: float | None = None
     window_end: float | None = None
+    wall_start: datetime | None = None
+    wall_end: datetime | None = None
 
 
 class Result(Record, frozen=True, kw_only=True):
@@ -54,10 +60,10 @@ class Result(Record, frozen=True, kw_only=True):
     results): what can cross hosts and be added up with the same result of
     other hosts (see :func:`flowtrace.operators.merge_by`).
 
-    ``wall_start``/``wall_end`` are the window's bounds in wall-clock time
-    (Unix seconds), set when the result leaves its host (the NATS sink sets
-    them from the run's clock, see :func:`flowtrace.clock.wall_time`), so
-    hosts whose monotonic clocks differ agree on when a window was.
+    Its ``wall_start``/``wall_end`` (UTC) are set at latest when the result
+    leaves its host (the NATS sink sets them from the run's clock, see
+    :func:`flowtrace.clock.wall_datetime`), so hosts whose monotonic clocks
+    differ agree on when a window was.
     ``hosts`` names the hosts whose events the result counts: one host for
     a result an agent sent, every contributing host for a merged one. All
     three are None for a result that never left its host. A merged result
@@ -67,8 +73,6 @@ class Result(Record, frozen=True, kw_only=True):
     acknowledging its inputs (the same inputs twice) and keeps one.
     """
 
-    wall_start: float | None = None
-    wall_end: float | None = None
     hosts: list[str] | None = None
     inputs: list[str] | None = None
 
@@ -87,7 +91,9 @@ class Histogram(Result, frozen=True, kw_only=True):
     ``buckets`` run from the lowest to the highest non-empty bucket, with the
     empty ones between; ``unit`` is the value unit printed as bcc's
     ``val_type`` ("kbytes", "usecs"); ``key`` holds the grouping fields'
-    values for per-key histograms.
+    values for per-key histograms; ``sum`` is the sum of the values
+    counted, in ``unit`` (see :class:`~flowtrace.operators.Log2` and
+    :class:`~flowtrace.operators.Linear`), None when not known.
     """
 
     kind: ClassVar[str] = "histogram"
@@ -96,6 +102,7 @@ class Histogram(Result, frozen=True, kw_only=True):
     scale: str  # "log2" or "linear"
     buckets: list[Bucket]
     key: dict[str, Any] | None = None
+    sum: float | None = None
 
     @property
     def total(self) -> int:

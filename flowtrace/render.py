@@ -21,6 +21,7 @@ from .operators.buckets import LOG2_SLOTS, log2_bounds
 from .records import CountRow, CountTable, Histogram
 
 __all__ = [
+    "ColumnWidths",
     "count_table_lines",
     "histogram_counts",
     "histogram_lines",
@@ -121,13 +122,35 @@ def section_line(key: dict[str, Any], header: str | None = None) -> str:
     return f"{header or ', '.join(key)} = {shown!r}"
 
 
+class ColumnWidths:
+    """How wide each column of a table has been so far, by the table's
+    column titles: tables printed one after another (one per interval)
+    keep their columns where they were; a column only ever widens. Holds
+    one list of widths per set of titles."""
+
+    def __init__(self) -> None:
+        self._widths: dict[tuple[str, ...], list[int]] = {}
+
+    def fit(self, titles: Sequence[str], widths: Sequence[int]) -> list[int]:
+        """The widths to print with: ``widths``, widened to the widest seen."""
+        seen = self._widths.get(tuple(titles))
+        merged = list(widths) if seen is None else list(map(max, seen, widths))
+        self._widths[tuple(titles)] = merged
+        return merged
+
+
 def count_table_lines(
-    table: CountTable, *, ascending: bool = False, title: bool = True
+    table: CountTable,
+    *,
+    ascending: bool = False,
+    title: bool = True,
+    widths: ColumnWidths | None = None,
 ) -> list[str]:
     """``table`` as aligned columns: the key fields (left-aligned), then COUNT
     (right-aligned), under a title row; rows highest count first (lowest
     first with ``ascending``, ties in order of first appearance either way);
-    a last ``(others)`` row when top-N cut some."""
+    a last ``(others)`` row when top-N cut some. With ``widths``, columns are
+    as wide as they have been in earlier tables too."""
     fields = list(table.key_fields) or sorted({f for row in table.rows for f in row.key})
     rows = ordered_rows(table, ascending=ascending)
     cells = [[_cell(row.key.get(f, "")) for f in fields] + [str(row.count)] for row in rows]
@@ -135,8 +158,9 @@ def count_table_lines(
         cells.append(["(others)"] + [""] * (len(fields) - 1) + [str(table.others)])
     titles = [f.upper() for f in fields] + ["COUNT"]
     grid = [titles, *cells] if title else cells
-    widths = [max(len(r[i]) for r in [titles, *cells]) for i in range(len(titles))]
-    return [_aligned(r, widths) for r in grid]
+    needed = [max(len(r[i]) for r in [titles, *cells]) for i in range(len(titles))]
+    used = needed if widths is None else widths.fit(titles, needed)
+    return [_aligned(r, used) for r in grid]
 
 
 def ordered_rows(table: CountTable, *, ascending: bool = False) -> list[CountRow]:

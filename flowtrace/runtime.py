@@ -13,6 +13,10 @@ the source, whose kernel buffer then fills and counts what it cannot take.
 With ``Overflow.DROP`` a batch that does not fit is dropped and counted as
 ``dropped["overflow"]`` on the upstream stage.
 
+Sinks and operators are opened once the source says it is producing (its
+probes are attached), so a header a sink prints is true when it appears,
+and a ``duration`` counts from then.
+
 Stopping: :meth:`Run.stop` asks the source to stop; it detaches its probes
 at once (whatever the stages after it are doing), emits what it has already
 read and returns; every operator then sees the end of its input, emits what
@@ -131,6 +135,8 @@ class Plan(Protocol):
     def overflow(self) -> Overflow: ...
     @property
     def clock(self) -> Clock: ...
+    @property
+    def name(self) -> str: ...
 
 
 class _Edge:
@@ -228,7 +234,7 @@ class Run:
             *(op.stage_name() for op in self.operators),
             self.sink.stage_name(),
         ]
-        self.stats = PipelineStats([StageStats(n) for n in _unique(names)])
+        self.stats = PipelineStats([StageStats(n) for n in _unique(names)], name=plan.name)
         self._source_ctx: SourceContext | None = None
         self._stopping: anyio.Event | None = None
         self._stop_early = False
@@ -281,7 +287,7 @@ class Run:
         try:
             async with anyio.create_task_group() as outer:
                 if duration is not None:
-                    outer.start_soon(self._stop_after, duration)
+                    outer.start_soon(self._stop_after, duration, source_ctx)
                 async with anyio.create_task_group() as tg:
                     outer.start_soon(self._cut_off_after_stop, tg.cancel_scope, tell)
                     tg.start_soon(self._run_source, source_ctx, edges[0])
@@ -291,7 +297,7 @@ class Run:
                             self._run_operator, op, ctx, edges[i], edges[i + 1], source_ctx
                         )
                     sink_ctx = StageContext(stats[-1], self.clock, tell, self.stats)
-                    tg.start_soon(self._run_sink, sink_ctx, edges[-1])
+                    tg.start_soon(self._run_sink, sink_ctx, edges[-1], source_ctx)
                     await source_ctx.wait_ready()
                     task_status.started(self)
                 outer.cancel_scope.cancel()
@@ -305,7 +311,8 @@ class Run:
                 edge.count_abandoned()
         return self.stats
 
-    async def _stop_after(self, seconds: float) -> None:
+    async def _stop_after(self, seconds: float, source_ctx: SourceContext) -> None:
+        await source_ctx.wait_ready()  # a duration counts from when probes are attached
         await anyio.sleep(seconds)
         self.stop()
 
@@ -431,9 +438,12 @@ class Run:
                 await outbox.send(list(op.tick()))
             self._stop_if_asked(op)
 
-    async def _run_sink(self, ctx: StageContext, inbox: _Edge) -> None:
+    async def _run_sink(self, ctx: StageContext, inbox: _Edge, source_ctx: SourceContext) -> None:
         try:
             async with inbox.receive_stream:
+                # opened once the source produces: what a sink prints first
+                # ("Tracing... Hit Ctrl-C to end.") is true when it appears
+                await source_ctx.wait_ready()
                 await self.sink.open(ctx)
                 try:
                     async for batch in inbox.receive_stream:

@@ -60,14 +60,16 @@ class Envelope(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     data: Any
 
 
-class StageCounts(msgspec.Struct, frozen=True):
-    """One stage's counters (see :class:`flowtrace.stats.StageStats`)."""
+class StageCounts(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One stage's counters (see :class:`flowtrace.stats.StageStats`);
+    ``late`` is left out when 0."""
 
     name: str
     received: int
     emitted: int
     lost: int
     dropped: dict[str, int]
+    late: int = 0
 
 
 class AttachReport(msgspec.Struct, frozen=True):
@@ -130,7 +132,9 @@ class RecordingEnd(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _counts(stage: StageStats) -> StageCounts:
-    return StageCounts(stage.name, stage.received, stage.emitted, stage.lost, dict(stage.dropped))
+    return StageCounts(
+        stage.name, stage.received, stage.emitted, stage.lost, dict(stage.dropped), stage.late
+    )
 
 
 def loss_report(stats: PipelineStats) -> LossReport:

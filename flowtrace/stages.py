@@ -248,6 +248,17 @@ class Sink(_Stage, ABC, Generic[In]):
         others dropped while closing."""
         return False
 
+    def prints_text(self) -> bool:
+        """Whether it prints text for people on standard output (the
+        console): ``flowtrace run -o ndjson`` and ``--live`` put their own
+        output in place of such sinks."""
+        return False
+
+    def results_only(self) -> Sink[In]:
+        """This sink writing results only, without headers or other lines
+        for people (``flowtrace run --quiet``); by default itself."""
+        return self
+
     async def open(self, ctx: StageContext) -> None:
         """Called once before the first batch, on the run's own copy."""
         self.ctx = ctx
@@ -291,7 +302,7 @@ class Pipeline:
     returns the :class:`~flowtrace.runtime.Run` (live ``stats``, ``stop()``).
     """
 
-    __slots__ = ("capacity", "clock", "operators", "overflow", "sink", "source")
+    __slots__ = ("capacity", "clock", "name", "operators", "overflow", "sink", "source")
 
     source: Source[Any]
     operators: tuple[Operator[Any, Any], ...]
@@ -299,6 +310,9 @@ class Pipeline:
     capacity: int
     overflow: Overflow
     clock: Clock
+    name: str
+    """What the pipeline is called (a pipeline file's name; empty when not
+    named): runs carry it in their counters, metrics label series with it."""
 
     def __init__(
         self,
@@ -309,6 +323,7 @@ class Pipeline:
         capacity: int = 64,
         overflow: Overflow = Overflow.BLOCK,
         clock: Clock | None = None,
+        name: str = "",
     ) -> None:
         if capacity < 1:
             raise PipelineDefinitionError("edge capacity must be at least one batch")
@@ -320,6 +335,7 @@ class Pipeline:
         setter(self, "capacity", capacity)
         setter(self, "overflow", overflow)
         setter(self, "clock", clock or MonotonicClock())
+        setter(self, "name", name)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Pipeline is immutable: use replace({name}=...) for a new one")
@@ -332,6 +348,7 @@ class Pipeline:
         capacity: int | None = None,
         overflow: Overflow | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> Pipeline:
         """A new plan with some parts replaced (runs never share state, so
         both plans can run at the same time)."""
@@ -342,6 +359,7 @@ class Pipeline:
             capacity=capacity or self.capacity,
             overflow=overflow or self.overflow,
             clock=clock or self.clock,
+            name=self.name if name is None else name,
         )
 
     def describe(self) -> list[str]:

@@ -13,8 +13,10 @@ class StageStats:
 
     For a source, ``received`` is what it read from its origin (the kernel
     buffer, a list, a recording) and ``lost`` what its origin reports it could
-    not deliver (records the kernel failed to write into a full buffer). Every
-    count is exact; none is sampled.
+    not deliver (records the kernel failed to write into a full buffer), and
+    ``late`` how many it passed on out of timestamp order (later than its
+    reorder window, see :mod:`flowtrace.reorder`). Every count is exact;
+    none is sampled.
     """
 
     name: str
@@ -22,6 +24,7 @@ class StageStats:
     emitted: int = 0
     lost: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    late: int = 0
 
     def drop(self, reason: str, count: int) -> None:
         """Count ``count`` events dropped for ``reason``."""
@@ -39,6 +42,8 @@ class StageStats:
             text += f", {self.lost} lost before delivery"
         for reason, count in sorted(self.dropped.items()):
             text += f", {count} dropped ({reason})"
+        if self.late:
+            text += f", {self.late} late (out of timestamp order)"
         return text
 
 
@@ -48,10 +53,12 @@ class PipelineStats:
 
     The first :attr:`chain_length` stages are the pipeline's own, source to
     sink; stages a sink adds while opening (a fan-out's sinks) follow them.
+    ``name`` is the pipeline's (empty when it has none).
     """
 
     stages: list[StageStats] = field(default_factory=list)
     attached: list[str] = field(default_factory=list)
+    name: str = ""
     receipts: dict[str, int] = field(default_factory=dict)
     """Per source name, the token of the latest
     :class:`~flowtrace.records.Receipt` that reached the sink: the sink has

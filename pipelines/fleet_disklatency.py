@@ -22,9 +22,7 @@ See docs/fleet.md for the topology, the NATS cluster and the guarantees.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
-
+from flowtrace.errors import PipelineFileError
 from flowtrace.operators import Tumbling, log2_histogram, merge_by
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sinks.ndjson import NdjsonSink
@@ -33,39 +31,52 @@ from flowtrace.sources.nats import nats_source
 from flowtrace.stages import Pipeline, Sink
 
 
-def agent(args: Sequence[str]) -> Pipeline:
-    """``[SECONDS]``: this host's latency histogram every SECONDS (10)."""
-    seconds = float(args[0]) if args else 10.0
-    every = Tumbling(seconds)
+def agent(seconds: float = 10.0) -> Pipeline:
+    """This host's disk latency histogram every SECONDS.
+
+    Args:
+        seconds: seconds per histogram
+    """
     return (
         disk_requests()
-        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every)
+        | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=Tumbling(seconds))
         | ConsoleSink()
     )
 
 
-def collector(args: Sequence[str]) -> Pipeline:
-    """``SERVER... [--window S] [--worst N] [--subject S] [--durable NAME]
-    [--ack-wait S] [--out FILE.ndjson]``."""
-    parser = argparse.ArgumentParser(prog="fleet_disklatency.py:collector")
-    parser.add_argument("servers", nargs="+", help="nats://HOST:PORT of the JetStream cluster")
-    parser.add_argument("--window", type=float, default=10.0, help="seconds per fleet window")
-    parser.add_argument("--worst", type=int, default=3, help="how many worst hosts to list")
-    parser.add_argument("--subject", default="flowtrace.*.disk", help="agents' subjects")
-    parser.add_argument("--durable", default="fleet_disklatency", help="consumer name")
-    parser.add_argument("--ack-wait", type=float, default=30.0, help="seconds before redelivery")
-    parser.add_argument("--lateness", type=float, default=10.0, help="see merge_by")
-    parser.add_argument("--max-wait", type=float, default=60.0, help="see merge_by")
-    parser.add_argument("--out", help="write NDJSON records here instead of printing")
-    opts = parser.parse_args(list(args))
-    sink: Sink[object] = NdjsonSink(opts.out, reports=False) if opts.out else ConsoleSink()
+pipeline = agent
+"""``flowtrace run fleet_disklatency`` runs the agent."""
+
+
+def collector(
+    *servers: str,
+    window: float = 10.0,
+    worst: int = 3,
+    subject: str = "flowtrace.*.disk",
+    durable: str = "fleet_disklatency",
+    ack_wait: float = 30.0,
+    lateness: float = 10.0,
+    max_wait: float = 60.0,
+    out: str | None = None,
+) -> Pipeline:
+    """The fleet's latency per WINDOW seconds of wall-clock time, and its worst hosts.
+
+    Args:
+        servers: nats://HOST:PORT of the JetStream cluster
+        window: seconds per fleet window
+        worst: how many worst hosts to list
+        subject: the agents' subjects
+        durable: the consumer's name
+        ack_wait: seconds before JetStream redelivers
+        lateness: see merge_by
+        max_wait: see merge_by
+        out: write NDJSON records here instead of printing
+    """
+    if not servers:
+        raise PipelineFileError("fleet_disklatency.py:collector needs nats://HOST:PORT servers")
+    sink: Sink[object] = NdjsonSink(out, reports=False) if out else ConsoleSink()
     return (
-        nats_source(opts.servers, opts.subject, durable=opts.durable, ack_wait=opts.ack_wait)
-        | merge_by(
-            window=Tumbling(opts.window),
-            worst=opts.worst,
-            lateness=opts.lateness,
-            max_wait=opts.max_wait,
-        )
+        nats_source(list(servers), subject, durable=durable, ack_wait=ack_wait)
+        | merge_by(window=Tumbling(window), worst=worst, lateness=lateness, max_wait=max_wait)
         | sink
     )

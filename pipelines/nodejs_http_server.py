@@ -1,12 +1,12 @@
 """Lesson 15, nodejs_http_server: each HTTP request of a Node.js server.
 
-    flowtrace run pipelines/nodejs_http_server.py PID
+    flowtrace run nodejs_http_server PID
 
 The node:http__server__request USDT probe of process PID, whose sixth
 argument is the request path; any process exposing that probe works (here
 a small C program with <sys/sdt.h>, since Debian's Node.js has no probes).
 
-    $ flowtrace run pipelines/nodejs_http_server.py 26867
+    $ flowtrace run nodejs_http_server 26867
     TIME(s)            COMM             PID    ARGS
     2705.299004877     node             26867  path:/index.html
     2705.299021592     node             26867  path:/images/welcome.png
@@ -16,21 +16,17 @@ a small C program with <sys/sdt.h>, since Debian's Node.js has no probes).
 from flowtrace import Arg, Pipeline, usdt
 from flowtrace.errors import AttachError, PipelineFileError
 from flowtrace.ktypes import Char
+from flowtrace.parameters import Positive
 from flowtrace.sinks.console import Column, ConsoleSink
 
 
-def _positive(text: str) -> bool:
-    """Whether ``text`` is a positive integer in ASCII digits ("²" is a digit, not a number)."""
-    return text.isascii() and text.isdecimal() and int(text) > 0
+def pipeline(pid: Positive) -> Pipeline:
+    """Each HTTP request a Node.js server process handles, with its path.
 
-
-def pipeline(args: list[str]) -> Pipeline:
-    if len(args) != 1 or not _positive(args[0]):
-        raise PipelineFileError(
-            f"nodejs_http_server.py takes the PID of the server process, got {' '.join(args)!r}:"
-            " run flowtrace run pipelines/nodejs_http_server.py PID"
-        )
-    source = usdt(int(args[0]), "node:http__server__request", args={"path": Arg(6, Char(128))})
+    Args:
+        pid: the process ID of the server (it must have the node USDT probes)
+    """
+    source = usdt(pid, "node:http__server__request", args={"path": Arg(6, Char(128))})
     try:
         source.plan()
     except AttachError as exc:

@@ -1,13 +1,14 @@
 """Lesson 11, vfsreadlat: a log2 histogram of read latency per interval.
 
-    flowtrace run pipelines/vfsreadlat.py [interval [count]]
+    flowtrace run vfsreadlat [-m] [-T] [interval [count]]
 
-One histogram (microseconds) every INTERVAL seconds (default 5), COUNT
-times (default: until Ctrl-C, which prints the partial interval). The
-kernel times each vfs_read from entry to return; where vfs_read has no
-kprobe or fentry (as here), read(2) entry to exit, and the header says so.
+One histogram (microseconds; -m: milliseconds) every INTERVAL seconds
+(default 5), COUNT times (default: until Ctrl-C, which prints the partial
+interval); -T prints the time above each. The kernel times each vfs_read
+from entry to return; where vfs_read has no kprobe or fentry (as here),
+read(2) entry to exit, and the header says so.
 
-    $ flowtrace run pipelines/vfsreadlat.py 1 2
+    $ flowtrace run vfsreadlat 1 2
     Timing read(2) calls: vfs_read() has no kprobe or fentry on this kernel.
     Tracing... Hit Ctrl-C to end.
 
@@ -27,25 +28,31 @@ kprobe or fentry (as here), read(2) entry to exit, and the header says so.
             16 -> 31         : 5        |****                                    |
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
-from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.errors import AttachError
 from flowtrace.operators import Tumbling, log2_histogram
-from flowtrace.sinks.console import ConsoleSink
+from flowtrace.parameters import Option, Positive
+from flowtrace.sinks.console import ConsoleSink, HistogramStyle
 from flowtrace.sources.reads import READ_SYSCALL, read_latencies, read_latency_scheme
 
-USAGE = "run flowtrace run pipelines/vfsreadlat.py [interval [count]] with positive integers"
 
+def pipeline(
+    interval: Positive = 5,
+    count: Positive | None = None,
+    *,
+    milliseconds: Annotated[bool, Option("-m")] = False,
+    timestamp: Annotated[bool, Option("-T")] = False,
+) -> Pipeline:
+    """Read latency as a log2 histogram every INTERVAL seconds, as bcc's vfsreadlat.
 
-def _positive(text: str) -> bool:
-    """Whether ``text`` is a positive integer in ASCII digits ("²" is a digit, not a number)."""
-    return text.isascii() and text.isdecimal() and int(text) > 0
-
-
-def pipeline(args: list[str]) -> Pipeline:
-    if len(args) > 2 or not all(_positive(a) for a in args):
-        raise PipelineFileError(f"vfsreadlat.py: bad arguments {' '.join(args)!r}: {USAGE}")
-    interval = int(args[0]) if args else 5
-    count = int(args[1]) if len(args) > 1 else None
+    Args:
+        interval: seconds per histogram
+        count: how many histograms, then stop (default: until Ctrl-C)
+        milliseconds: histogram in milliseconds, not microseconds
+        timestamp: print the time (HH:MM:SS) above each histogram
+    """
     source = read_latencies()
     try:
         timed = read_latency_scheme(source.plan())
@@ -54,6 +61,8 @@ def pipeline(args: list[str]) -> Pipeline:
     header = ["Tracing... Hit Ctrl-C to end."]
     if timed == READ_SYSCALL:
         header.insert(0, "Timing read(2) calls: vfs_read() has no kprobe or fentry on this kernel.")
+    unit, divisor = ("msecs", 1_000_000) if milliseconds else ("usecs", 1000)
     every = Tumbling(interval)
-    histogram = log2_histogram("lat_ns", unit="usecs", divisor=1000, every=every, limit=count)
-    return source | histogram | ConsoleSink(header=header)
+    histogram = log2_histogram("lat_ns", unit=unit, divisor=divisor, every=every, limit=count)
+    style = HistogramStyle(timestamp=timestamp)
+    return source | histogram | ConsoleSink(header=header, histogram=style)

@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TextIO, TypeVar, cast, runtime_checka
 from flowtrace.context import StageContext
 from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
 from flowtrace.render import (
+    ColumnWidths,
     count_table_lines,
     histogram_lines,
     ordered_rows,
@@ -79,15 +80,20 @@ class HistogramStyle:
     per-key histogram is preceded, as in bcc, by an empty line and
     ``{section_header} = {key!r}`` (``section_header`` defaults to the key's
     field names; ``section`` formats the key mapping yourself).
+    ``timestamp`` prints the local wall-clock time the histogram's window
+    ended (``%H:%M:%S``) above it, as bcc tools do with ``-T``.
     """
 
     blank_line: bool = True
     strip_leading_zero: bool = False
     section_header: str | None = None
     section: Callable[[dict[str, Any]], str] | None = None
+    timestamp: bool = False
 
     def lines(self, hist: Histogram) -> list[str]:
         lines = [""] if self.blank_line and hist.key is None else []
+        if self.timestamp and hist.wall_end is not None:
+            lines.append(hist.wall_end.astimezone().strftime("%H:%M:%S"))
         if hist.key is not None:
             if self.section is not None:
                 lines += ["", self.section(hist.key)]
@@ -105,18 +111,27 @@ class TableStyle:
     ``'%10d "%s"' % (r.count, r.key["s"])``); ``title`` replaces the title
     row (with ``line``, no title row is printed unless given). ``ascending``
     prints the lowest count first (ties in order of first appearance), as
-    bcc's tools that sort by value do.
+    bcc's tools that sort by value do. ``timestamp`` prints the local
+    wall-clock time the table's window ended (``%H:%M:%S``) above it. The
+    console sink keeps each column as wide as it has been in the run.
     """
 
     line: Callable[[CountRow], str] | None = None
     title: str | None = None
     ascending: bool = False
     blank_line: bool = False
+    timestamp: bool = False
 
-    def lines(self, table: CountTable) -> list[str]:
+    def lines(self, table: CountTable, widths: ColumnWidths | None = None) -> list[str]:
+        """The table's lines; with ``widths``, columns keep the widths
+        earlier tables had (:class:`~flowtrace.render.ColumnWidths`)."""
         lines = [""] if self.blank_line else []
+        if self.timestamp and table.wall_end is not None:
+            lines.append(table.wall_end.astimezone().strftime("%H:%M:%S"))
         if self.line is None:
-            body = count_table_lines(table, ascending=self.ascending, title=self.title is None)
+            body = count_table_lines(
+                table, ascending=self.ascending, title=self.title is None, widths=widths
+            )
             return lines + ([self.title] if self.title is not None else []) + body
         rows = ordered_rows(table, ascending=self.ascending)
         if self.title is not None:
@@ -138,7 +153,9 @@ class ConsoleSink(Sink[T], Generic[T]):
     ``kind: field=value ...`` line each; other records (window results, join
     pairs) through ``line``/``columns`` when given, else as such a line.
     Each batch is written with one call and flushed, so output appears as
-    soon as it arrives. Holds nothing between batches. An event it cannot
+    soon as it arrives. Holds no results between batches, only the widths
+    its count tables' columns have had (one list per set of column titles),
+    so columns stay put from one interval to the next. An event it cannot
     print (no ``line`` or ``columns``) fails the stage with a message saying
     to pass one.
     """
@@ -173,6 +190,19 @@ class ConsoleSink(Sink[T], Generic[T]):
         sink.line = _fresh(self.line) if own_line else (sink._row if self.columns else None)
         return sink
 
+    def prints_text(self) -> bool:
+        """True when it writes to standard output (no ``stream`` given)."""
+        return self.stream is None
+
+    def results_only(self) -> ConsoleSink[T]:
+        """A copy without the header lines (column titles stay: they label
+        the results)."""
+        quiet = copy.copy(self)
+        quiet.header = []
+        if self.line == self._row:
+            quiet.line = quiet._row
+        return quiet
+
     def _out(self) -> TextIO:
         return self.stream or sys.stdout
 
@@ -189,6 +219,7 @@ class ConsoleSink(Sink[T], Generic[T]):
 
     async def open(self, ctx: StageContext) -> None:
         await super().open(ctx)
+        self._widths = ColumnWidths()
         lines = list(self.header)
         if self.columns:
             lines.append(self.title_row())
@@ -201,7 +232,7 @@ class ConsoleSink(Sink[T], Generic[T]):
         if isinstance(item, Histogram):
             return self.histogram.lines(item)
         if isinstance(item, CountTable):
-            return self.table.lines(item)
+            return self.table.lines(item, getattr(self, "_widths", None))
         if isinstance(item, SideRecord):
             return [_record_line(item)]
         if self.line is not None:

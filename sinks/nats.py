@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, PubAck, RetentionPolicy, StorageType, StreamConfig
 
-from flowtrace.clock import wall_time
+from flowtrace.clock import wall_datetime
 from flowtrace.context import StageContext
 from flowtrace.records import Result
 from flowtrace.schema import RecordEncoder
@@ -366,8 +366,8 @@ class NatsSink(Sink[Any]):
             clock = self.ctx.clock
             item = msgspec.structs.replace(
                 item,
-                wall_start=wall_time(clock, item.window_start),
-                wall_end=wall_time(clock, item.window_end)
+                wall_start=wall_datetime(clock, item.window_start),
+                wall_end=wall_datetime(clock, item.window_end)
                 if item.window_end is not None
                 else None,
                 hosts=item.hosts or [self.host],

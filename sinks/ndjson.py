@@ -24,6 +24,12 @@ from .reporting import Reporter
 __all__ = ["NdjsonSink"]
 
 
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise ValueError(f"{text!r}: write yes or no")
+    return text == "yes"
+
+
 class NdjsonSink(Sink[Any]):
     """Writes one JSON record per line to ``path`` (``"-"``: standard output).
 
@@ -70,20 +76,26 @@ class NdjsonSink(Sink[Any]):
 
     @classmethod
     def from_spec(cls, argument: str) -> NdjsonSink:
-        """``PATH[,rotate=SIZE][,backups=N]``; ``PATH`` ``-`` is standard output.
+        """``PATH[,rotate=SIZE][,backups=N][,reports=no]``; ``PATH`` ``-`` is
+        standard output; ``reports=no`` leaves out attach, loss and summary records.
 
         Raises :class:`SinkSpecError` when ``PATH``'s directory does not exist
         or ``PATH`` is itself a directory."""
         path, *rest = argument.split(",")
         if not path:
             raise SinkSpecError("ndjson needs a path: --sink ndjson:PATH or --sink ndjson:-")
-        options = parse_options(rest, {"rotate": parse_size, "backups": int})
+        options = parse_options(rest, {"rotate": parse_size, "backups": int, "reports": _yes_no})
         if path != "-" and not Path(path).parent.is_dir():
             raise SinkSpecError(f"no directory {str(Path(path).parent)!r} for {path!r}")
         if path != "-" and Path(path).is_dir():
             example = f"{path.rstrip('/')}/out.ndjson"
             raise SinkSpecError(f"{path!r} is a directory: name a file in it, e.g. {example}")
-        return cls(path, max_bytes=options.get("rotate"), backups=options.get("backups", 5))
+        return cls(
+            path,
+            max_bytes=options.get("rotate"),
+            backups=options.get("backups", 5),
+            reports=options.get("reports", True),
+        )
 
     def reports_pipeline(self) -> bool:
         return self.reports

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import datetime
 from typing import Any, cast
 
 import anyio.to_thread
@@ -65,7 +66,11 @@ def log2_exponential(histogram: Histogram) -> tuple[int, int, list[int]]:
     return zero, offset, [counts.get(i, 0) for i in range(offset, max(counts) + 1)]
 
 
-def _ns(seconds: float) -> int:
+def _ns(when: datetime) -> int:
+    return _ns_of(when.timestamp())
+
+
+def _ns_of(seconds: float) -> int:
     return round(seconds * 1e9)
 
 
@@ -179,8 +184,8 @@ class OtlpSink(Sink[Any]):
         if item.window_start is not None and item.window_end is not None:
             offset = time.time() - self.ctx.clock.now()
             start, end = item.window_start + offset, item.window_end + offset
-            return _ns(start), _ns(end), AggregationTemporality.DELTA
-        return _ns(self._started), _ns(time.time()), AggregationTemporality.CUMULATIVE
+            return _ns_of(start), _ns_of(end), AggregationTemporality.DELTA
+        return _ns_of(self._started), _ns_of(time.time()), AggregationTemporality.CUMULATIVE
 
     def _metric(self, item: Any) -> Metric | None:
         if isinstance(item, Histogram) and item.scale == "log2":

@@ -62,8 +62,7 @@ class Recorded(Source[DiskLatency]):
         raise RuntimeError("replay a recording: flowtrace run --replay REC")
 
 
-def pipeline(args: list[str]) -> Any:
-    out, seconds = args[0], float(args[1])
+def pipeline(out: str, seconds: float) -> Any:
     return (
         Recorded()
         | log2_histogram("lat_ns", unit="usecs", divisor=1000, every=Tumbling(seconds))

@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ async def test_sink_delivers_with_message_ids_and_exact_accounting(one_node: Nat
     assert first["type"] == "histogram" and first["data"]["hosts"] == ["web1"]
     # the replay clock maps window bounds onto wall-clock time
     data = first["data"]
-    assert data["wall_end"] - data["wall_start"] == pytest.approx(1.0)
+    assert unix_seconds(data["wall_end"]) - unix_seconds(data["wall_start"]) == pytest.approx(1.0)
 
 
 def msgspec_json(data: bytes) -> dict[str, Any]:
@@ -267,11 +268,11 @@ def test_four_agents_merge_to_the_sum_bucket_for_bucket(
         for agent in agents:
             for record in read_ndjson(agent.out):
                 mid = WALL + (record["data"]["window_start"] + record["data"]["window_end"]) / 2
-                if h["wall_start"] <= mid - 1000.0 < h["wall_end"]:
+                if unix_seconds(h["wall_start"]) <= mid - 1000.0 < unix_seconds(h["wall_end"]):
                     expected += buckets_of([record])
         assert {(b["low"], b["high"]): b["count"] for b in h["buckets"] if b["count"]} == expected
         assert h["hosts"] == ["host0", "host1", "host2", "host3"]
-    assert [h["wall_start"] for h in hists] == [WALL + i for i in range(7)]
+    assert [unix_seconds(h["wall_start"]) for h in hists] == [WALL + i for i in range(7)]
     assert buckets_of(merged) == agent_totals(agents)
     worst = [m["data"]["value"] for m in merged if m["type"] == "window"]
     assert [w["host"] for w in worst[0]] == ["host3", "host2", "host1"]
@@ -338,3 +339,7 @@ def test_collector_killed_resumes_from_its_durable_consumer(
     merged = emitted_before_kill + [m for m in again if m not in repeated]
     assert buckets_of(merged) == agent_totals(agents)
 
+
+def unix_seconds(iso: str) -> float:
+    """Unix seconds of an NDJSON wall-clock time (ISO 8601, UTC)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

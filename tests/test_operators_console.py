@@ -188,3 +188,68 @@ async def test_columns_still_print_events() -> None:
     )
     await run([BlockIO(1), BlockIO(22, "cp")], sink=sink)
     assert out.getvalue() == "BYTES    COMM\n1        dd\n22       cp\n"
+
+
+@pytest.mark.anyio
+async def test_count_tables_keep_their_column_widths_across_intervals() -> None:
+    first = CountTable(rows=[CountRow({"comm": "systemd-journal"}, 1200)], key_fields=["comm"])
+    second = CountTable(rows=[CountRow({"comm": "sh"}, 3)], key_fields=["comm"])
+    out = io.StringIO()
+    sink = ConsoleSink[Any](stream=out).fresh()
+    await sink.open(_context())
+    await sink.write([first])
+    await sink.write([second])
+    assert out.getvalue().splitlines() == [
+        "COMM            COUNT",
+        "systemd-journal  1200",
+        "COMM            COUNT",
+        f"{'sh':<15} {3:>5}",
+    ]
+    # another run starts afresh
+    again = io.StringIO()
+    sink = ConsoleSink[Any](stream=again).fresh()
+    await sink.open(_context())
+    await sink.write([second])
+    assert again.getvalue().splitlines() == ["COMM COUNT", "sh       3"]
+
+
+def _context() -> Any:
+    from flowtrace.context import StageContext
+    from flowtrace.stats import StageStats
+
+    return StageContext(StageStats("console"), ManualClock(), lambda _: None)
+
+
+@pytest.mark.anyio
+async def test_timestamps_above_interval_output_are_the_windows_wall_clock_end() -> None:
+    wall = ManualClock(100.0, wall_start=1_700_000_000.0)  # 2023-11-14T22:13:20Z
+    out = io.StringIO()
+    events = [BlockIO(4096), BlockIO(4096)]
+    source = ListSource(events, batch_size=1)
+    pipeline = (
+        source
+        | log2_histogram("bytes", unit="kbytes", divisor=1024)
+        | ConsoleSink[Any](stream=out, histogram=HistogramStyle(timestamp=True))
+    ).replace(clock=wall)
+    await pipeline.run()
+    import datetime
+
+    ended = datetime.datetime.fromtimestamp(1_700_000_000.0, datetime.timezone.utc)
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["", ended.astimezone().strftime("%H:%M:%S")]
+    assert lines[2].lstrip().startswith("kbytes")
+
+
+@pytest.mark.anyio
+async def test_wall_clock_bounds_are_the_monotonic_bounds_apart() -> None:
+    from flowtrace.testing import CollectSink
+
+    sink = CollectSink[Any]()
+    clock = ManualClock(50.0, wall_start=1_700_000_000.25)
+    events = [BlockIO(4096)]
+    await (
+        ListSource(events) | log2_histogram("bytes", every=Tumbling(2.0)) | sink
+    ).replace(clock=clock).run()
+    [hist] = sink.items
+    assert hist.wall_start.timestamp() == 1_700_000_000.25 + (hist.window_start - 50.0)
+    assert (hist.wall_end - hist.wall_start).total_seconds() == hist.window_end - hist.window_start

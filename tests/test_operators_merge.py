@@ -4,6 +4,7 @@ receipts: how a source learns that what it emitted reached the sink."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -28,6 +29,10 @@ pytestmark = pytest.mark.anyio
 T0 = 1_800_000_000.0
 
 
+def utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
+
+
 def hist(host: str, start: float, buckets: list[tuple[int, int, int]], *, length: float = 10.0,
          scale: str = "log2", key: dict[str, Any] | None = None) -> Histogram:  # fmt: skip
     return Histogram(
@@ -36,8 +41,8 @@ def hist(host: str, start: float, buckets: list[tuple[int, int, int]], *, length
         scale=scale,
         buckets=[Bucket(*b) for b in buckets],
         key=key,
-        wall_start=T0 + start,
-        wall_end=T0 + start + length,
+        wall_start=utc(T0 + start),
+        wall_end=utc(T0 + start + length),
         hosts=[host],
     )
 
@@ -55,13 +60,13 @@ def test_log2_histograms_add_bucket_for_bucket_per_window() -> None:
     assert len(out) == 1 and isinstance(out[0], Histogram)
     first = out[0]
     assert merged_buckets(first) == [(0, 1, 2), (2, 3, 0), (4, 7, 5), (8, 15, 1)]
-    assert (first.wall_start, first.wall_end, first.window_start) == (T0, T0 + 10, T0)
+    assert (first.wall_start, first.wall_end, first.window_start) == (utc(T0), utc(T0 + 10), T0)
     assert first.hosts == ["web1", "web2"]
-    assert first.inputs == [f"web1@{T0!r}", f"web2@{T0!r}"]
+    assert first.inputs == [f"web1@{utc(T0).isoformat()}", f"web2@{utc(T0).isoformat()}"]
     (second,) = h.finish()
     assert isinstance(second, Histogram)
     assert merged_buckets(second) == [(0, 1, 1), (2, 3, 4)]
-    assert second.wall_start == T0 + 10
+    assert second.wall_start == utc(T0 + 10)
 
 
 def test_linear_histograms_and_per_key_histograms_stay_apart() -> None:
@@ -83,8 +88,8 @@ def table(host: str, rows: list[tuple[str, int]], others: int = 0) -> CountTable
         rows=[CountRow({"comm": c}, n) for c, n in rows],
         others=others,
         key_fields=["comm"],
-        wall_start=T0,
-        wall_end=T0 + 10,
+        wall_start=utc(T0),
+        wall_end=utc(T0 + 10),
         hosts=[host],
     )
 
@@ -110,7 +115,9 @@ def test_window_results_merge_by_their_aggregate(
 ) -> None:
     h = OperatorHarness(merge_by(window=10.0))
     h.feed([
-        WindowResult(aggregate=aggregate, value=v, wall_start=T0, wall_end=T0 + 10, hosts=[host])
+        WindowResult(
+            aggregate=aggregate, value=v, wall_start=utc(T0), wall_end=utc(T0 + 10), hosts=[host]
+        )
         for v, host in zip(values, ["a", "b"], strict=True)
     ])  # fmt: skip
     (result,) = h.finish()
@@ -124,7 +131,7 @@ def test_results_fall_in_the_fleet_window_holding_their_middle() -> None:
     h.feed([hist("a", 3, [(0, 1, 1)]), hist("b", 6, [(0, 1, 1)]),
             hist("c", 1, [(0, 1, 1)], length=2), hist("c", 7, [(0, 1, 1)], length=2)])  # fmt: skip
     windows = [(r.wall_start, r.total, r.hosts) for r in h.finish() if isinstance(r, Histogram)]
-    assert windows == [(T0, 3, ["a", "c"]), (T0 + 10, 1, ["b"])]
+    assert windows == [(utc(T0), 3, ["a", "c"]), (utc(T0 + 10), 1, ["b"])]
 
 
 def test_late_and_duplicate_results_are_counted_not_merged() -> None:
@@ -143,7 +150,7 @@ def test_a_silent_host_holds_windows_back_at_most_max_wait() -> None:
     h.feed([hist("a", 0, [(0, 1, 1)]), hist("b", 0, [(0, 1, 1)])])
     assert h.feed([hist("a", 10, [(0, 1, 1)]), hist("a", 20, [(0, 1, 1)])]) == []  # b is silent
     out = h.feed([hist("a", 30, [(0, 1, 1)])])  # a is 30 s past window 0's end
-    assert [(r.wall_start, r.hosts) for r in out] == [(T0, ["a", "b"])]
+    assert [(r.wall_start, r.hosts) for r in out] == [(utc(T0), ["a", "b"])]
 
 
 def test_worst_hosts_by_99th_percentile() -> None:

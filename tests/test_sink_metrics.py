@@ -11,13 +11,14 @@ from typing import Any, cast
 
 import anyio
 import anyio.to_thread
+import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowtrace import Operator, Pipeline, Source, SourceContext
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
-from flowtrace.sinks.metrics import MetricsSink
-from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
+from flowtrace.sinks.metrics import MetricsSink, metric_name
+from flowtrace.sinkspec import SinkSpecError, sink_from_spec
 from flowtrace.sources.syscalls import SyncCall
 from flowtrace.stages import Emit
 
@@ -94,46 +95,136 @@ def samples(family: Any, suffix: str = "") -> dict[tuple[tuple[str, str], ...], 
     }
 
 
-async def test_scraped_histograms_counts_and_pipeline_counters() -> None:
-    source = Gated(ITEMS, lost=5)
-    sink = MetricsSink(port=0)
-    pipeline = with_sinks(Pipeline(source, [DropSyscalls()], sink), [])
+def histogram_with_sum(
+    buckets: list[tuple[int, int, int]], window: float | None, comm: str, total: float
+) -> Histogram:
+    return msgspec.structs.replace(histogram(buckets, window, comm), sum=total)
+
+
+async def scraped(items: list[Any], sink: MetricsSink, name: str = "") -> dict[str, Any]:
+    """Run ``items`` through a pipeline named ``name`` into ``sink``, scrape it
+    once everything arrived."""
+    source = Gated(items, lost=5)
+    pipeline = Pipeline(source, [DropSyscalls()], sink, name=name)
+    events = sum(isinstance(i, SyncCall) for i in items)
     async with anyio.create_task_group() as tg:
         run = await tg.start(pipeline.run)
-        sink = cast(MetricsSink, run.sink)
+        running = cast(MetricsSink, run.sink)
         await source.emitted.wait()
         with anyio.fail_after(10):
-            while run.stats.stage("metrics").emitted < len(ITEMS) - 2:  # noqa: ASYNC110
+            while run.stats.stage("metrics").emitted < len(items) - events:  # noqa: ASYNC110
                 await anyio.sleep(0.005)
-        assert sink.host == "127.0.0.1" and sink.port != 0
-        families = await anyio.to_thread.run_sync(scrape, sink.url)
+        assert running.host == "127.0.0.1" and running.port != 0
+        families = await anyio.to_thread.run_sync(scrape, running.url)
         source.done.set()
+    return families
 
-    latency = samples(families["flowtrace_latency_usecs"], "_bucket")
+
+async def test_scraped_histograms_counts_and_pipeline_counters() -> None:
+    families = await scraped(ITEMS, MetricsSink(port=0), name="lesson")
+
+    # usecs become seconds; the unit is said once; le = (high + 1) us in seconds
+    latency = samples(families["flowtrace_latency_seconds"], "_bucket")
     dd = {dict(k)["le"]: v for k, v in latency.items() if ("comm", "dd") in k}
-    assert dd == {"2.0": 3, "4.0": 4, "8.0": 13, "16.0": 15, "+Inf": 15}
-    assert all(float(le) in (1, 2, 4, 8, 16, 32) for le in dd if le != "+Inf")
+    assert dd == {"2e-06": 3, "4e-06": 4, "8e-06": 13, "1.6e-05": 15, "+Inf": 15}
+    assert all(dict(k)["pipeline"] == "lesson" for k in latency)
     cat = {dict(k)["le"]: v for k, v in latency.items() if ("comm", "cat") in k}
-    assert cat == {"2.0": 7, "4.0": 8, "+Inf": 8}
-    count = samples(families["flowtrace_latency_usecs"], "_count")
-    assert count[(("comm", "dd"),)] == 15
+    assert cat == {"2e-06": 7, "4e-06": 8, "+Inf": 8}
+    count = samples(families["flowtrace_latency_seconds"], "_count")
+    assert count[(("comm", "dd"), ("pipeline", "lesson"))] == 15
+    assert samples(families["flowtrace_latency_seconds"], "_sum") == {}  # sums not known
 
-    keys = samples(families["flowtrace_key_count"], "_total")
-    assert keys == {(("comm", "sh"), ("cpu", "1")): 5}
-    assert samples(families["flowtrace_key_count_others"], "_total") == {(): 2}
-    assert samples(families["flowtrace_window_count"]) == {(("pid", "3"),): 13}
+    keys = samples(families["flowtrace_events_by_comm_cpu"], "_total")
+    assert keys == {
+        (("comm", "sh"), ("cpu", "1"), ("pipeline", "lesson")): 5,
+        (("comm", "other"), ("cpu", "other"), ("pipeline", "lesson")): 2,  # cut by top-N
+    }
+    window = samples(families["flowtrace_window_count"])
+    assert window == {(("pid", "3"), ("pipeline", "lesson")): 13}
 
     records = samples(families["flowtrace_records"], "_total")
-    assert records[(("name", "Histogram"), ("type", "histogram"))] == 4
-    assert (("name", "SyncCall"), ("type", "event")) not in records
+    assert records[(("name", "Histogram"), ("pipeline", "lesson"), ("type", "histogram"))] == 4
+    assert not any(("name", "SyncCall") in k for k in records)
 
     def by_stage(name: str) -> dict[str, float]:
-        return {dict(k)["stage"]: v for k, v in samples(families[name], "_total").items()}
+        found = samples(families[name], "_total")
+        assert all(dict(k)["pipeline"] == "lesson" for k in found)
+        return {dict(k)["stage"]: v for k, v in found.items()}
 
     assert by_stage("flowtrace_stage_received") == {"gated": 10, "filter": 10, "metrics": 8}
     assert by_stage("flowtrace_stage_lost") == {"gated": 5, "filter": 0, "metrics": 0}
     dropped = samples(families["flowtrace_stage_dropped"], "_total")
-    assert dropped == {(("reason", "filtered"), ("stage", "filter")): 2}
+    assert dropped == {(("pipeline", "lesson"), ("reason", "filtered"), ("stage", "filter")): 2}
+    folded = samples(families["flowtrace_series_folded"], "_total")
+    assert set(folded.values()) == {0}
+
+
+async def test_sums_in_base_units_and_a_name_from_the_pipeline() -> None:
+    items = [
+        histogram_with_sum([(0, 1, 3), (2, 3, 1)], 0.0, "dd", 5.5),  # usecs
+        histogram_with_sum([(4, 7, 2)], 1.0, "dd", 11.0),
+    ]
+    families = await scraped(items, MetricsSink(port=0, name="disk_latency_seconds"), "disks")
+    family = families["disk_latency_seconds"]
+    assert family.type == "histogram"
+    labels = (("comm", "dd"), ("pipeline", "disks"))
+    assert samples(family, "_sum") == {labels: pytest.approx(16.5e-6, rel=1e-12)}
+    assert samples(family, "_count") == {labels: 6}
+    kbytes = Histogram(
+        field="bytes", unit="kbytes", scale="log2", buckets=[Bucket(4, 7, 2)], sum=10.0
+    )
+    families = await scraped([kbytes], MetricsSink(port=0))
+    family = families["flowtrace_bytes"]  # not flowtrace_bytes_bytes
+    assert samples(family, "_bucket")[(("le", "8192.0"), ("pipeline", ""))] == 2
+    assert samples(family, "_sum") == {(("pipeline", ""),): 10240.0}
+
+
+async def test_label_sets_past_max_series_fold_into_other_and_are_counted() -> None:
+    tables = [
+        CountTable(
+            rows=[CountRow({"pid": pid}, 1) for pid in range(start, start + 4)],
+            key_fields=["pid"],
+            window_end=float(start),
+        )
+        for start in (0, 4, 8)
+    ]
+    hists = [histogram([(0, 1, 1)], float(i), f"c{i}") for i in range(5)]
+    families = await scraped([*tables, *hists], MetricsSink(port=0, max_series=3), "p")
+    counts = samples(families["flowtrace_events_by_pid"], "_total")
+    assert counts == {
+        (("pid", "0"), ("pipeline", "p")): 1,
+        (("pid", "1"), ("pipeline", "p")): 1,
+        (("pid", "2"), ("pipeline", "p")): 1,
+        (("pid", "other"), ("pipeline", "p")): 9,
+    }
+    comms = samples(families["flowtrace_latency_seconds"], "_count")
+    assert comms == {
+        (("comm", "c0"), ("pipeline", "p")): 1,
+        (("comm", "c1"), ("pipeline", "p")): 1,
+        (("comm", "c2"), ("pipeline", "p")): 1,
+        (("comm", "other"), ("pipeline", "p")): 2,
+    }
+    folded = samples(families["flowtrace_series_folded"], "_total")
+    assert folded == {
+        (("metric", "flowtrace_events_by_pid"), ("pipeline", "p")): 9,
+        (("metric", "flowtrace_latency_seconds"), ("pipeline", "p")): 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "unit", "name"),
+    [
+        ("lat_ns", "usecs", "flowtrace_lat_seconds"),
+        ("latency_ns", "msecs", "flowtrace_latency_seconds"),
+        ("bytes", "kbytes", "flowtrace_bytes"),
+        ("len", "value", "flowtrace_len"),
+        ("value", "value", "flowtrace_value"),
+        ("size_bytes", "bytes", "flowtrace_size_bytes"),
+        ("hops", "packets", "flowtrace_hops_packets"),
+    ],
+)
+def test_metric_names_say_the_unit_once(field: str, unit: str, name: str) -> None:
+    assert metric_name("flowtrace", field, unit)[0] == name
 
 
 async def test_binds_loopback_only_and_stops_serving_on_close() -> None:

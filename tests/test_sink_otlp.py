@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -74,8 +75,8 @@ HIST = Histogram(
     scale="log2",
     buckets=[Bucket(0, 1, 3), Bucket(2, 3, 0), Bucket(4, 7, 5), Bucket(8, 15, 1)],
     key={"disk": "vda"},
-    wall_start=1_800_000_000.0,
-    wall_end=1_800_000_010.0,
+    wall_start=datetime.fromtimestamp(1_800_000_000.0, timezone.utc),
+    wall_end=datetime.fromtimestamp(1_800_000_010.0, timezone.utc),
     hosts=["web1"],
 )
 
@@ -92,8 +93,8 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         rows=[CountRow({"comm": "dd"}, 7), CountRow({"comm": "sh"}, 2)],
         others=4,
         key_fields=["comm"],
-        wall_start=1_800_000_000.0,
-        wall_end=1_800_000_010.0,
+        wall_start=datetime.fromtimestamp(1_800_000_000.0, timezone.utc),
+        wall_end=datetime.fromtimestamp(1_800_000_010.0, timezone.utc),
         hosts=["web1"],
     )
     rate = WindowResult(aggregate="count", value=12, window_start=5.0, window_end=6.0)

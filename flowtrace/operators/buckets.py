@@ -80,11 +80,19 @@ class _Histogram(_OfField[Any]):
     def values(self, events: list[Any]) -> list[Any]:
         """The events' values; with a divisor, as ``(u64)value / divisor``
         (without one, ``add`` converts what needs converting)."""
-        values = list(map(self.value.get, events))
+        return self.quotients(list(map(self.value.get, events)))
+
+    def quotients(self, values: list[Any]) -> list[Any]:
+        """``values`` as ``(u64)value / divisor`` (unchanged without a divisor)."""
         return values if self.divisor == 1 else _u64_quotients(values, self.divisor)
 
     def histogram(
-        self, buckets: list[Bucket], start: float, end: float, key: dict[str, Any] | None
+        self,
+        buckets: list[Bucket],
+        start: float,
+        end: float,
+        key: dict[str, Any] | None,
+        total: float,
     ) -> Record:
         return Histogram(
             field=self.value.name,
@@ -92,6 +100,7 @@ class _Histogram(_OfField[Any]):
             scale=self.scale,
             buckets=buckets,
             key=key,
+            sum=total,
             window_start=start,
             window_end=end,
         )
@@ -101,7 +110,9 @@ class Log2(_Histogram):
     """A log2 histogram of a field (or function), as bcc's ``BPF_HISTOGRAM``
     filled with ``bpf_log2l()``: emits a :class:`~flowtrace.records.Histogram`
     with ``scale="log2"`` whose buckets run from the lowest to the highest
-    non-empty slot. Holds 65 counters per window interval (and key)."""
+    non-empty slot, and the sum of the values as given divided by the
+    divisor (not rounded: ``sum``). Holds 65 counters and the sum per window
+    interval (and key)."""
 
     name = "log2"
     scale = "log2"
@@ -110,12 +121,14 @@ class Log2(_Histogram):
         super().__init__(value, unit, divisor)
 
     def new(self) -> list[int]:
-        return [0] * LOG2_SLOTS
+        return [0] * (LOG2_SLOTS + 1)  # the slots, then the values' sum
 
     def add(self, acc: list[int], events: list[Any]) -> list[int]:
-        values = self.values(events)
-        if not values:
+        given = list(map(self.value.get, events))
+        if not given:
             return acc
+        acc[LOG2_SLOTS] += sum(given)
+        values = self.quotients(given)
         try:
             if min(values) < 0 or max(values) > U64:
                 values = _as_u64(values)
@@ -132,18 +145,19 @@ class Log2(_Histogram):
     def result(
         self, acc: list[int], start: float, end: float, key: dict[str, Any] | None
     ) -> Record:
-        used = [i for i, count in enumerate(acc) if count]
+        used = [i for i, count in enumerate(acc[:LOG2_SLOTS]) if count]
         buckets = (
             [Bucket(*log2_bounds(i), acc[i]) for i in range(used[0], used[-1] + 1)] if used else []
         )
-        return self.histogram(buckets, start, end, key)
+        return self.histogram(buckets, start, end, key, acc[LOG2_SLOTS] / self.divisor)
 
 
 class Linear(_Histogram):
     """A linear histogram: value ``v`` (after ``divisor``) counts in slot
     ``v``, as bcc's ``print_linear_hist`` shows slots. Emits a
     :class:`~flowtrace.records.Histogram` with ``scale="linear"`` whose
-    buckets have ``low == high == slot``. Bounded: slots ``0..max_index``
+    buckets have ``low == high == slot``, and the sum of the slots counted
+    (``sum``: the values after the divisor). Bounded: slots ``0..max_index``
     (bcc's limit is 1024); values outside are counted as dropped
     (``out_of_range``) and left out."""
 
@@ -185,7 +199,7 @@ class Linear(_Histogram):
         buckets = (
             [Bucket(i, i, acc.get(i, 0)) for i in range(min(used), max(used) + 1)] if used else []
         )
-        return self.histogram(buckets, start, end, key)
+        return self.histogram(buckets, start, end, key, float(sum(i * n for i, n in acc.items())))
 
 
 def log2_histogram(

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from ..context import StageContext
@@ -187,14 +188,16 @@ class MergeBy(Operator[Any, Any]):
     def _window_of(self, item: Result) -> int | None:
         if item.wall_start is None or item.wall_end is None:
             return None
-        return math.floor((item.wall_start + item.wall_end) / 2 / self.length)
+        middle = (item.wall_start.timestamp() + item.wall_end.timestamp()) / 2
+        return math.floor(middle / self.length)
 
     def _add(self, item: Result) -> list[Any]:
         q = self._window_of(item)
         hosts = tuple(sorted(item.hosts or ()))
         if item.wall_end is not None:
             for host in hosts:
-                self._progress[host] = max(self._progress.get(host, -math.inf), item.wall_end)
+                sent = item.wall_end.timestamp()
+                self._progress[host] = max(self._progress.get(host, -math.inf), sent)
         if q is not None and self._emitted_through is not None and q <= self._emitted_through:
             self.ctx.stats.drop("late", 1)
             start, end = q * self.length, (q + 1) * self.length
@@ -214,7 +217,8 @@ class MergeBy(Operator[Any, Any]):
             return []
         group.seen.add(seen)
         group.hosts.update(hosts)
-        group.inputs.append(f"{'+'.join(hosts)}@{item.wall_start!r}")
+        when = item.wall_start.isoformat() if item.wall_start is not None else "None"
+        group.inputs.append(f"{'+'.join(hosts)}@{when}")
         _fold(group, item, "+".join(hosts))
         return []
 
@@ -243,8 +247,8 @@ class MergeBy(Operator[Any, Any]):
         bounds: dict[str, Any] = {
             "window_start": start,
             "window_end": end,
-            "wall_start": start,
-            "wall_end": end,
+            "wall_start": _utc(start),
+            "wall_end": _utc(end),
             "hosts": hosts,
             "inputs": sorted(group.inputs),
         }
@@ -392,3 +396,7 @@ def merge_by(
         max_groups=max_groups,
         name=name,
     )
+
+
+def _utc(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
