@@ -12,6 +12,7 @@ expression (:mod:`flowtrace.expression`), instead of a file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import signal
@@ -112,9 +113,9 @@ def _load(args: argparse.Namespace) -> Pipeline:
     if (args.expression is None) == (args.pipeline is None):
         both = args.pipeline is not None
         raise PipelineFileError(f"give a pipeline FILE or -e EXPR{', not both' if both else ''}")
-    if args.expression is not None:
-        return evaluate(args.expression)
-    return load_pipeline(args.pipeline, args.args)
+    pipeline = evaluate(args.expression) if args.expression is not None else None
+    pipeline = pipeline or load_pipeline(args.pipeline, args.args)
+    return pipeline.replace(pushdown=False) if args.no_pushdown else pipeline
 
 
 def _build(args: argparse.Namespace) -> Pipeline:
@@ -161,8 +162,11 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     pipeline = _load(args)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(p) for p in pipeline.places()], indent=2))
+        return 0
     print("\n".join(pipeline.describe()))
-    code = pipeline.source.generated_code()
+    code = pipeline.placement().source.generated_code()
     if code is not None:
         print("\n/* BPF program */")
         print(code)
@@ -187,6 +191,11 @@ def _pipeline_arguments(command: argparse.ArgumentParser) -> None:
         dest="expression",
         metavar="EXPR",
         help="the pipeline as one expression instead of a FILE (see docs/oneliners.md)",
+    )
+    command.add_argument(
+        "--no-pushdown",
+        action="store_true",
+        help="run every operator in user space, none in the BPF program",
     )
 
 
@@ -221,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
         "explain", help="print the attach plan and BPF program without attaching"
     )
     _pipeline_arguments(explain)
+    explain.add_argument(
+        "--json", action="store_true", help="each stage with where it runs and why, as JSON"
+    )
     explain.add_argument("args", nargs=argparse.REMAINDER)
     explain.set_defaults(handler=_cmd_explain)
     doctor = commands.add_parser("doctor", help="check this machine for tracing")

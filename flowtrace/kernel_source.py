@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -12,12 +13,17 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
+from .errors import FlowtraceError
 from .events import Layout
+from .kernel_forms import Place, Placement
+from .kernel_view import record_view
 from .loaded import LoadedProgram
+from .map_output import ChainOutput
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
+from .placement import KERNEL, USER, place_operators
 from .plan import Choice, resolve
 from .probes import Probe
-from .stages import Emit, Source
+from .stages import Emit, Operator, Source
 
 __all__ = ["KernelSource", "SourceDefinition"]
 
@@ -140,6 +146,42 @@ class KernelSource(Source[E], Generic[E]):
         lines += [f"  {choice.describe()}" for choice in self.plan()]
         return lines
 
+    def placement(
+        self, operators: Sequence[Operator[Any, Any]], pushdown: bool = True
+    ) -> Placement:
+        """Where this source and ``operators`` run: the longest prefix of
+        ``operators`` with an in-kernel form runs in this source's program
+        (see :mod:`flowtrace.placement`); the source returned is one whose
+        program does so."""
+        own = Place(self.stage_name(), KERNEL, "a BPF program attached to its probes")
+        if not operators:
+            return Placement((own,), self, 0)
+        why = self._no_pushdown(pushdown)
+        if why is not None:
+            places = (own, *(Place(op.stage_name(), USER, why) for op in operators))
+            return Placement(places, self, 0)
+        layout = self.layout
+        assert layout is not None
+        placed = place_operators(operators, layout, record_view(layout, self.event_types()))
+        places = (own, *placed.places)
+        if placed.chain is None:
+            return Placement(places, self, 0)
+        names = tuple(op.stage_name() for op in operators[: placed.in_kernel])
+        output = ChainOutput(self.output, placed.chain, names)
+        return Placement(places, _WithOutput(self, output), placed.in_kernel)
+
+    def _no_pushdown(self, pushdown: bool) -> str | None:
+        """Why no operator can run in this source's program, if so."""
+        if not pushdown:
+            return "pushdown is off (Pipeline(pushdown=False), --no-pushdown)"
+        try:
+            layout = self.layout
+        except (FlowtraceError, OSError) as exc:
+            return f"the kernel record is not known here ({exc})"
+        if layout is None:
+            return "the source's probes print lines (trace_pipe) instead of filling a record"
+        return None
+
     async def run(self, ctx: SourceContext, emit: Emit[E]) -> None:
         choices = self.plan()
         channel = self.output.channel(self.layout)
@@ -156,7 +198,8 @@ class KernelSource(Source[E], Generic[E]):
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
             ctx.ready()
-            await self._pump(ctx, emit, loaded, reader)
+            channel.started(ctx)
+            await self._pump(ctx, emit, loaded, reader, channel)
         finally:
             try:
                 loaded.release()
@@ -165,21 +208,28 @@ class KernelSource(Source[E], Generic[E]):
 
     @staticmethod
     async def _pump(
-        ctx: SourceContext, emit: Emit[Any], loaded: LoadedProgram, reader: Reader
+        ctx: SourceContext,
+        emit: Emit[Any],
+        loaded: LoadedProgram,
+        reader: Reader,
+        channel: Channel,
     ) -> None:
         stats = ctx.stats
+        counting = not channel.counts_received
         next_refresh = 0.0
         last_read = anyio.current_time()
         while not ctx.stop_requested:
             now = anyio.current_time()
             if now >= next_refresh:
                 stats.lost = loaded.lost() + reader.lost()
+                channel.refresh(ctx)
                 next_refresh = now + _LOST_REFRESH
             batch = reader.read(_BATCH_LIMIT)
             if not batch:
                 await ctx.wait_readable(reader.fd, reader.max_wait)
                 continue
-            stats.received += len(batch)
+            if counting:
+                stats.received += len(batch)
             await emit(batch)
             if len(batch) < _SMALL_BATCH:
                 # The reader is ahead of the producers: let records gather
@@ -189,21 +239,43 @@ class KernelSource(Source[E], Generic[E]):
                 await ctx.sleep(min(_MAX_GATHER, 0.25 * reader.capacity / rate))
             last_read = now
         loaded.detach()
-        await _drain(ctx, emit, reader)
+        channel.detached()
+        await _drain(ctx, emit, reader, counting)
         stats.lost = loaded.lost() + reader.lost()
+        channel.refresh(ctx, final=True)
 
 
-async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader) -> None:
+async def _drain(ctx: SourceContext, emit: Emit[Any], reader: Reader, counting: bool) -> None:
     """Emit what the output holds after detaching. A record still on its way
     is waited for briefly; what is left after that is counted."""
     deadline = anyio.current_time() + _DRAIN_GRACE
     while anyio.current_time() < deadline:
         batch = reader.read(_BATCH_LIMIT)
         if batch:
-            ctx.stats.received += len(batch)
+            if counting:
+                ctx.stats.received += len(batch)
             await emit(batch)
         elif reader.pending():
             await anyio.sleep(0.001)
         else:
             break
     ctx.stats.drop("unread_at_stop", reader.unread())
+
+
+class _WithOutput(KernelSource[Any]):
+    """``base`` with another output: the same probes and record, whose
+    program also runs operators (see :meth:`KernelSource.placement`)."""
+
+    def __init__(self, base: KernelSource[Any], output: ChainOutput) -> None:
+        self.name = base.name
+        self.cflags = base.cflags
+        self._base = base
+        self._definition = dataclasses.replace(base.definition(), output=output)
+
+    def describe(self) -> list[str]:
+        lines = self._base.describe()
+        names = ", ".join(e.__name__ for e in self.event_types())
+        output = self.output
+        assert isinstance(output, ChainOutput)
+        lines[0] = f"source {self.name}: {output.describe_types(names)}"
+        return lines

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ..kernel_forms import AggregateKind, UserOnly
 from ..records import Bucket, Histogram, Record
 from ._fields import KeySpec, ValueSpec, positive_int
 from .aggregates import _OfField
@@ -76,6 +77,12 @@ class _Histogram(_OfField[Any]):
         self.divisor = positive_int(divisor, f"{type(self).__name__}: divisor")
         super().__init__(value)
         self.unit = unit
+
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        if self.value.field is None:
+            return UserOnly("a histogram of a value a Python function computes")
+        top = getattr(self, "max_index", 0)
+        return AggregateKind(self.scale, self.value.field, divisor=self.divisor, max_index=top)
 
     def values(self, events: list[Any]) -> list[Any]:
         """The events' values; with a divisor, as ``(u64)value / divisor``
