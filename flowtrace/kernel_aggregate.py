@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .c_literals import integer
+from .c_literals import LiteralError, integer
 from .events import Layout, event_type, layout_of
 from .kernel_chain import Counters, Stage, Unsupported
 from .kernel_forms import AggregateForm
@@ -48,6 +48,8 @@ WINDOW_MAP = "ft_window"
 IN_FLIGHT_MAP = "ft_in_flight"
 
 _U64 = KernelType("u64", 8, "<u8")
+_OPAQUE = 'asm volatile("" : "+r"({var}));  // keep the bound check on this very value'
+
 _SIGN = "0x8000000000000000ULL"
 
 
@@ -100,7 +102,10 @@ class AggregateStage(Stage):
             raise Unsupported(
                 f"windows of {form.every} s (the kernel closes windows of {MIN_WINDOW} s or more)"
             )
-        self.divisor = integer(form.divisor, _U64)  # range-checked: 1 .. 2**64-1
+        try:
+            self.divisor = integer(form.divisor, _U64)  # range-checked: 1 .. 2**64-1
+        except LiteralError as exc:
+            raise Unsupported(f"divisor {form.divisor!r:.40}: {exc}") from None
         slots = LOG2_SLOTS if kind == "log2" else form.max_index + 1
         self.struct = f"ft_aggregate_{number}"
         if kind in ("log2", "linear"):
@@ -247,15 +252,20 @@ class AggregateStage(Stage):
         if kind == "log2":
             return [
                 f"u32 slot = bpf_log2l({divided});",
+                _OPAQUE.format(var="slot"),
                 f"if (slot < {LOG2_SLOTS})",
                 "    __sync_fetch_and_add(&v->slot[slot], 1);",
             ]
         if kind == "linear":
             top = self.form.max_index
             if signed and self.form.divisor == 1:
-                test = [f"s64 at = {f.c};", f"if (at < 0 || at > {top}) {{"]
+                test = [
+                    f"s64 at = {f.c};",
+                    _OPAQUE.format(var="at"),
+                    f"if (at < 0 || at > {top}) {{",
+                ]
             else:
-                test = [f"u64 at = {divided};", f"if (at > {top}) {{"]
+                test = [f"u64 at = {divided};", _OPAQUE.format(var="at"), f"if (at > {top}) {{"]
             return [
                 *test,
                 f"    {counters.count(index, 'out_of_range')}",

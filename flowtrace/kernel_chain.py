@@ -24,7 +24,7 @@ from typing import Any
 
 from .c_literals import LiteralError, bytes_equal, bytes_prefix, integer, integer_range
 from .events import Layout
-from .kernel_forms import COMPARISONS, Condition, Every, FilterForm, Negation, Some, Test
+from .kernel_forms import COMPARISONS, Comparison, Condition, Every, FilterForm, Negation, Some
 from .kernel_view import Field, View
 
 __all__ = [
@@ -172,7 +172,7 @@ def condition_c(condition: Condition, view: View) -> str:
         return "(" + " || ".join(parts) + ")" if parts else "0"
     if isinstance(condition, Negation):
         return f"!{condition_c(condition.part, view)}"
-    if not isinstance(condition, Test) or condition.op not in COMPARISONS:
+    if not isinstance(condition, Comparison) or condition.op not in COMPARISONS:
         raise Unsupported(f"a condition the kernel does not know: {condition!r:.60}")
     found = view.shared(condition.field)
     if isinstance(found, str):

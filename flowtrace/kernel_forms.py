@@ -25,6 +25,7 @@ __all__ = [
     "COMPARISONS",
     "AggregateForm",
     "AggregateKind",
+    "Comparison",
     "Condition",
     "Every",
     "FilterForm",
@@ -34,19 +35,18 @@ __all__ = [
     "Place",
     "Placement",
     "Some",
-    "Test",
     "UserOnly",
 ]
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in", "startswith")
-"""The comparisons a :class:`Test` may make."""
+"""The comparisons a :class:`Comparison` may make."""
 
 AGGREGATES = ("count_by", "count", "rate", "sum", "min", "max", "log2", "linear")
 """The aggregates an :class:`AggregateForm` may name."""
 
 
 @dataclass(frozen=True)
-class Test:
+class Comparison:
     """``event.<field> <op> value``: ``op`` one of :data:`COMPARISONS`; for
     ``in``/``not in`` ``value`` is a frozenset, for ``startswith`` a str."""
 
@@ -76,7 +76,7 @@ class Negation:
     part: Condition
 
 
-Condition = Test | Every | Some | Negation
+Condition = Comparison | Every | Some | Negation
 """A predicate tree over an event's fields."""
 
 
@@ -98,6 +98,8 @@ class AggregateKind:
     key: tuple[str, ...] = ()
     divisor: int = 1
     max_index: int = 0
+    max_keys: int | None = None
+    """Keys a count by key holds (its own bound, not the window's)."""
 
 
 @dataclass(frozen=True)

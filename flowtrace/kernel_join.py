@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .c_literals import integer
+from .c_literals import LiteralError, integer
 from .events import Layout, event_type, layout_of
 from .kernel_chain import OUTPUT_FUNCTION, Counters, Stage, Unsupported
 from .kernel_forms import JoinForm
@@ -144,7 +144,11 @@ class JoinStage(Stage):
             raise Unsupported(
                 f"max_pending={form.max_pending} (the kernel keeps 1 to {MAX_PENDING})"
             )
-        self.timeout = None if form.timeout is None else integer(round(form.timeout * 1e9), _S64)
+        try:
+            timeout = None if form.timeout is None else round(form.timeout * 1e9)
+            self.timeout = None if timeout is None else integer(timeout, _S64)
+        except (LiteralError, OverflowError, ValueError) as exc:
+            raise Unsupported(f"timeout {form.timeout!r:.40}: {exc}") from None
         key_fields = self.start_keys[starts[0].tag]
         self.key = _struct("FtJoinKey", tuple((f.name, f.ktype.unfilled()) for f in key_fields))
         self.pairs_refused = self._pairs_refused()
@@ -207,9 +211,7 @@ class JoinStage(Stage):
         n = self.number
         lines = [counters.count(index, "in")]
         for i, m in enumerate(self.starts):
-            lines += [
-                f"{'if' if i == 0 else 'else if'} ({m.condition}) {{  // a start"
-            ]
+            lines += [f"{'if' if i == 0 else 'else if'} ({m.condition}) {{  // a start"]
             lines += [f"    {line}" for line in self._start(m, index, counters, last)]
             lines += ["    return;", "}"]
         lines += [
@@ -218,9 +220,7 @@ class JoinStage(Stage):
             "u64 done_ns = 0;",
         ]
         for i, m in enumerate(self.completes):
-            lines += [
-                f"{'if' if i == 0 else 'else if'} ({m.condition}) {{  // a complete"
-            ]
+            lines += [f"{'if' if i == 0 else 'else if'} ({m.condition}) {{  // a complete"]
             lines += [
                 f"    {_copy('key', f, k.name)}"
                 for f, k in zip(self.complete_keys[m.tag], self.key.fields, strict=True)

@@ -44,7 +44,7 @@ class CountBy(Aggregate[Any, "Counter[Hashable]"]):
     def kernel_aggregate(self) -> AggregateKind | UserOnly:
         if not self.key.fields:
             return UserOnly("counts by a key a Python function computes")
-        return AggregateKind("count_by", key=self.key.fields)
+        return AggregateKind("count_by", key=self.key.fields, max_keys=self.max_keys)
 
     def new(self) -> Counter[Hashable]:
         return Counter()

@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..errors import PipelineDefinitionError
-from ..kernel_forms import Condition, Every, Negation, Some, Test
+from ..kernel_forms import Comparison, Condition, Every, Negation, Some
 
 __all__ = ["AllOf", "AnyOf", "Compare", "F", "Not", "Predicate", "field"]
 
@@ -119,7 +119,7 @@ class Compare(Predicate):
         return (self.field,)
 
     def kernel_condition(self) -> Condition:
-        return Test(self.field, self.op, self.value)
+        return Comparison(self.field, self.op, self.value)
 
     def __repr__(self) -> str:
         value = sorted(self.value, key=repr) if self.op in ("in", "not in") else self.value

@@ -210,7 +210,7 @@ class Window(Operator[T, Record], Generic[T]):
             kind.aggregate,
             kind.value,
             key.fields if key is not None else kind.key,
-            self.max_keys,
+            kind.max_keys or self.max_keys,
             records,
             divisor=kind.divisor,
             max_index=kind.max_index,
