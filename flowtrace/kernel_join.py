@@ -32,6 +32,7 @@ from .kernel_chain import OUTPUT_FUNCTION, Counters, Stage, Unsupported
 from .kernel_forms import JoinForm
 from .kernel_view import Field, Member, View
 from .ktypes import KernelType
+from .records import JoinPair
 
 __all__ = ["JoinStage", "PairLayout"]
 
@@ -178,7 +179,7 @@ class JoinStage(Stage):
         return None
 
     def view_after(self, view: View) -> View:
-        return View((Member(object, None, (Field(LATENCY, _S64, LATENCY),)),))
+        return View((Member(JoinPair, None, (Field(LATENCY, _S64, LATENCY),)),))
 
     @property
     def output(self) -> str:
