@@ -36,7 +36,7 @@ from .kernel_forms import AggregateForm
 from .kernel_view import Field, View
 from .ktypes import KernelType
 
-__all__ = ["LOG2_SLOTS", "MAX_LINEAR_INDEX", "AggregateStage", "aggregate_stage"]
+__all__ = ["LOG2_SLOTS", "MAX_LINEAR_INDEX", "AggregateStage", "Maps"]
 
 LOG2_SLOTS = 65
 MAX_LINEAR_INDEX = 1024
@@ -82,8 +82,8 @@ class AggregateStage(Stage):
         self.form = form
         self.number = number
         kind = form.aggregate
-        self.key_fields = [_field(view, name, "groups by") for name in form.key]
-        self.value_field = _field(view, form.value, "aggregates") if form.value else None
+        self.key_fields = [_field(view, name) for name in form.key]
+        self.value_field = _field(view, form.value) if form.value else None
         if self.value_field is not None and self.value_field.ktype.is_string:
             raise Unsupported(f"{kind} of the string field {form.value!r}")
         if kind in ("sum", "min", "max", "log2", "linear") and self.value_field is None:
@@ -387,16 +387,11 @@ def _combine(stage: AggregateStage, a: dict[str, Any], b: dict[str, Any]) -> dic
     return out
 
 
-def _field(view: View, name: str, what: str) -> Field:
+def _field(view: View, name: str) -> Field:
     found = view.shared(name)
     if isinstance(found, str):
         raise Unsupported(found)
     return found
-
-
-def aggregate_stage(number: int, form: AggregateForm, view: View) -> AggregateStage:
-    """The stage of ``form`` over ``view`` (raises Unsupported)."""
-    return AggregateStage(number, form, view)
 
 
 WINDOW_DECLARATIONS = f"""\

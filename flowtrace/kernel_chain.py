@@ -63,9 +63,11 @@ class Counters:
             self.slots.append(key)
         return self.slots.index(key)
 
-    def count(self, stage: int, what: str, amount: str = "1") -> str:
-        """C adding ``amount`` to the stage's counter ``what``."""
-        return f"__sync_fetch_and_add(&flow->n[{self.slot(stage, what)}], {amount});"
+    def count(self, stage: int, what: str) -> str:
+        """C adding one to the stage's counter ``what`` (``in``, or a reason
+        for a drop: fixed names, never text from a pipeline)."""
+        note = f"reached stage {stage}" if what == "in" else f"stage {stage}: {what}"
+        return f"__sync_fetch_and_add(&flow->n[{self.slot(stage, what)}], 1);  // {note}"
 
 
 class Stage(ABC):

@@ -167,7 +167,11 @@ class ChainChannel(Channel):
     def describe(self) -> str:
         if self.inner is not None:
             return self.inner.describe()
-        return "BPF maps read by user space"
+        stage = self.chain.stages[-1]
+        assert isinstance(stage, AggregateStage)
+        every = stage.form.every
+        when = f"every {every:g} s" if every is not None else "at the end"
+        return f"the results of the operators in the kernel from its maps, {when}"
 
     def close(self) -> None:
         try:
