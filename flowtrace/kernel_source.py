@@ -16,11 +16,8 @@ from .context import SourceContext
 from .errors import FlowtraceError
 from .events import Layout
 from .kernel_forms import Place, Placement
-from .kernel_view import record_view
 from .loaded import LoadedProgram
-from .map_output import ChainOutput
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
-from .placement import KERNEL, USER, place_operators
 from .plan import Choice, resolve
 from .probes import Probe
 from .stages import Emit, Operator, Source
@@ -153,13 +150,18 @@ class KernelSource(Source[E], Generic[E]):
         ``operators`` with an in-kernel form runs in this source's program
         (see :mod:`flowtrace.placement`); the source returned is one whose
         program does so."""
-        own = Place(self.stage_name(), KERNEL, "a BPF program attached to its probes")
+        own = Place(self.stage_name(), "kernel", "a BPF program attached to its probes")
         if not operators:
             return Placement((own,), self, 0)
         why = self._no_pushdown(pushdown)
         if why is not None:
-            places = (own, *(Place(op.stage_name(), USER, why) for op in operators))
+            places = (own, *(Place(op.stage_name(), "user", why) for op in operators))
             return Placement(places, self, 0)
+        # imported here: a source without operators to place needs none of it
+        from .kernel_view import record_view
+        from .map_output import ChainOutput
+        from .placement import place_operators
+
         layout = self.layout
         assert layout is not None
         placed = place_operators(operators, layout, record_view(layout, self.event_types()))
@@ -266,7 +268,7 @@ class _WithOutput(KernelSource[Any]):
     """``base`` with another output: the same probes and record, whose
     program also runs operators (see :meth:`KernelSource.placement`)."""
 
-    def __init__(self, base: KernelSource[Any], output: ChainOutput) -> None:
+    def __init__(self, base: KernelSource[Any], output: Output) -> None:
         self.name = base.name
         self.cflags = base.cflags
         self._base = base
@@ -275,7 +277,7 @@ class _WithOutput(KernelSource[Any]):
     def describe(self) -> list[str]:
         lines = self._base.describe()
         names = ", ".join(e.__name__ for e in self.event_types())
-        output = self.output
-        assert isinstance(output, ChainOutput)
-        lines[0] = f"source {self.name}: {output.describe_types(names)}"
+        describe = getattr(self.output, "describe_types", None)
+        if describe is not None:
+            lines[0] = f"source {self.name}: {describe(names)}"
         return lines
