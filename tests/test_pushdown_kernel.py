@@ -19,7 +19,15 @@ import anyio.to_thread
 import pytest
 from workloads import busy_getppid, dd, lcg_sizes, loop_device, sized_writes
 
-from flowtrace import Operator, Pipeline, PipelineStats, Source, syscall_entry, tracepoints
+from flowtrace import (
+    Operator,
+    Pipeline,
+    PipelineStats,
+    Source,
+    syscall_entry,
+    syscall_exit,
+    tracepoints,
+)
 from flowtrace.operators import (
     Count,
     F,
@@ -307,3 +315,30 @@ async def test_syscall_entry_and_exit_join_by_thread_in_the_kernel() -> None:
     for stats in (kernel, user):
         assert (stats.stages[2].received, stats.stages[2].emitted) == (102, 51)
         assert stats.stages[2].dropped == {}
+
+
+async def test_signed_values_sum_min_and_max_per_key_as_in_python() -> None:
+    """read(2) returns: sizes, and -EBADF (-9) for a descriptor that is not open."""
+    from workloads import Gated
+
+    returns = [5, -9, 100, -9, 1, 4096, -9]
+    body = "fd = os.open('/dev/zero', os.O_RDONLY)\n" + "".join(
+        f"try:\n    os.read(999, 1)\nexcept OSError:\n    pass\n"
+        if n < 0
+        else f"os.read(fd, {n})\n"
+        for n in returns
+    )
+    source = syscall_exit("read")
+    for aggregate in (Sum("ret"), Min("ret"), Max("ret")):
+        workload = Gated(body)
+        ops = [
+            filter(F.pid == workload.pid),
+            window(aggregate, by="comm"),
+        ]
+        pushed, plain, _, _ = await both(source, ops, workload.go)
+        assert without_windows(pushed) == without_windows(plain)
+        (result,) = pushed
+        assert result.key == {"comm": "python3"}
+        # besides these, the process reads its go line from stdin
+        expected = {"sum": sum(returns) + 3, "min": -9, "max": 4096}[aggregate.name]
+        assert result.value == expected
