@@ -323,7 +323,7 @@ async def test_signed_values_sum_min_and_max_per_key_as_in_python() -> None:
 
     returns = [5, -9, 100, -9, 1, 4096, -9]
     body = "fd = os.open('/dev/zero', os.O_RDONLY)\n" + "".join(
-        f"try:\n    os.read(999, 1)\nexcept OSError:\n    pass\n"
+        "try:\n    os.read(999, 1)\nexcept OSError:\n    pass\n"
         if n < 0
         else f"os.read(fd, {n})\n"
         for n in returns
