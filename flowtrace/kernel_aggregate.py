@@ -126,6 +126,7 @@ class AggregateStage(Stage):
         base = f"ft_{kind}_{number}"
         names = (f"{base}_even", f"{base}_odd") if form.every is not None else (base,)
         self.maps = Maps(names, keyed, key, np.dtype(value), form.max_keys)
+        self.stack_bytes = (key.size if key is not None else 0) + 24  # the key, a small zero value
         self.what = self._describe()
 
     @property

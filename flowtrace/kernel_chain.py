@@ -45,6 +45,10 @@ OUTPUT_FUNCTION = "ft_output"
 MAX_SET = 64
 """The most values an ``isin`` compiles to (one comparison each)."""
 
+STACK_BUDGET = 448
+"""Bytes of the BPF program's 512-byte stack the record and the stages may
+take (the rest is for the compiler's own)."""
+
 
 class Unsupported(Exception):
     """A form that cannot run in the kernel; the message says why."""
@@ -75,6 +79,9 @@ class Stage(ABC):
 
     what: str
     """For ``explain``: what the stage does in the kernel."""
+
+    stack_bytes = 0
+    """Bytes of the program's stack its code takes at most (keys, copies)."""
 
     def declarations(self, last: bool) -> str:
         """Structs and maps the stage uses, placed before ``ft_submit``
@@ -235,7 +242,14 @@ class ChainBuilder:
         self.stages: list[Stage] = []
 
     def add(self, stage: Stage) -> None:
-        """Append a stage already checked against :attr:`view`."""
+        """Append a stage already checked against :attr:`view`; raises
+        :class:`Unsupported` when the program's stack could not hold it."""
+        used = self.record.size + sum(s.stack_bytes for s in self.stages) + stage.stack_bytes
+        if used > STACK_BUDGET:
+            raise Unsupported(
+                f"its record and keys would take {used} bytes of the BPF program's 512-byte"
+                f" stack (at most {STACK_BUDGET} here)"
+            )
         self.stages.append(stage)
         self.view = stage.view_after(self.view)
 

@@ -153,6 +153,10 @@ class JoinStage(Stage):
         key_fields = self.start_keys[starts[0].tag]
         self.key = _struct("FtJoinKey", tuple((f.name, f.ktype.unfilled()) for f in key_fields))
         self.pairs_refused = self._pairs_refused()
+        self._pairs: PairLayout | None = None
+        start_size = self._start_struct(True).size
+        pair_size = 0 if self.pairs_refused else self.pair_layout.size
+        self.stack_bytes = self.key.size * 2 + start_size * 2 + pair_size  # the worst case
         self.what = (
             f"start/complete by {', '.join(form.start_key)} in an LRU hash of"
             f" {form.max_pending} starts; latency computed in the kernel"
@@ -188,15 +192,17 @@ class JoinStage(Stage):
     @property
     def pair_layout(self) -> Layout[Any]:
         """The records a last join writes to the buffer."""
-        start, complete = self.starts[0], self.completes[0]
-        fields = [(LATENCY, _S64)]
-        fields += [(f"s_{f.name}", f.ktype.unfilled()) for f in start.fields]
-        fields += [(f"c_{f.name}", f.ktype.unfilled()) for f in complete.fields]
-        base = layout_of(event_type("FtPair", fields))
-        return PairLayout(
-            base.event, base.fields, base.size, base.align,
-            start.event, complete.event, self.form.start_key, self.form.pair,
-        )  # fmt: skip
+        if self._pairs is None:
+            start, complete = self.starts[0], self.completes[0]
+            fields = [(LATENCY, _S64)]
+            fields += [(f"s_{f.name}", f.ktype.unfilled()) for f in start.fields]
+            fields += [(f"c_{f.name}", f.ktype.unfilled()) for f in complete.fields]
+            base = layout_of(event_type("FtPair", fields))
+            self._pairs = PairLayout(
+                base.event, base.fields, base.size, base.align,
+                start.event, complete.event, self.form.start_key, self.form.pair,
+            )  # fmt: skip
+        return self._pairs
 
     @property
     def starts_map(self) -> str:

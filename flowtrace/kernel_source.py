@@ -13,7 +13,7 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
-from .errors import FlowtraceError
+from .errors import FlowtraceError, KernelError
 from .events import Layout
 from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
@@ -273,6 +273,15 @@ class _WithOutput(KernelSource[Any]):
         self.cflags = base.cflags
         self._base = base
         self._definition = dataclasses.replace(base.definition(), output=output)
+
+    async def run(self, ctx: SourceContext, emit: Emit[Any]) -> None:
+        try:
+            await super().run(ctx, emit)
+        except KernelError as exc:
+            raise KernelError(
+                f"{exc} (its program also runs operators; with --no-pushdown,"
+                " Pipeline(pushdown=False), they run in Python)"
+            ) from exc
 
     def describe(self) -> list[str]:
         lines = self._base.describe()

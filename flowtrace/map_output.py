@@ -34,6 +34,7 @@ Counters: every kernel stage counts what reaches it and what it drops in
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -277,6 +278,14 @@ class MapsReader:
         busy = per_cpu_sum(self.in_flight_fd, window & 1, np.dtype("<i8"))
         return int(busy) == 0
 
+    def _settle(self, window: int) -> None:
+        """At the end: wait (up to 0.1 s) for updates of ``window`` a
+        preempted program may still be making."""
+        for _ in range(100):
+            if self._quiet(window):
+                return
+            time.sleep(0.001)
+
     def _take(self, window: int) -> tuple[Any, int]:
         """``window``'s accumulator(s) and event count, clearing its maps."""
         table = self.maps[window & 1] if self.windowed else self.maps[0]
@@ -334,6 +343,7 @@ class MapsReader:
             closing, self.closing = self.closing, None
             out += self._emit(closing, self._take(closing))
         current = max(self.window, (_ns(now) - self.origin_ns) // self.step_ns)
+        self._settle(self.window)
         taken = self._take(self.window)
         for q in range(self.window, current + 1):
             if self.stopped:

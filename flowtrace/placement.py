@@ -85,11 +85,11 @@ def place_operators(operators: Sequence[PlacedOperator], record: Layout[Any], vi
             continue
         try:
             stage = _stage(builder, number, form)
+            builder.add(stage)
         except Unsupported as exc:
             places.append(Place(name, USER, str(exc)))
             stopped = f"follows {name}, which runs in user space"
             continue
-        builder.add(stage)
         places.append(Place(name, KERNEL, stage.what))
     _trim(builder, places)
     return Placed(places, builder.compile() if builder.stages else None)

@@ -261,3 +261,17 @@ def test_kernel_types_in_the_view_are_the_records() -> None:
     view = record_view(layout_of_write(), (Write,))
     fd = view.members[0].field("fd")
     assert fd is not None and fd.c == "e->fd" and fd.ktype == KernelType("u32", 4, "<u4")
+
+
+class Exec(Event, frozen=True):
+    pid: task_pid
+    filename: Annotated[str, Char(256)]
+
+
+def test_keys_that_would_not_fit_the_programs_stack_stay_in_python() -> None:
+    probe = Probe("exec", Tracepoint("sched", "sched_process_exec"), body="")
+    pipeline = Pipeline(
+        KernelSource(Exec, probe), [filter(F.pid > 1), count("filename")], CollectSink[Any]()
+    )
+    assert [p.where for p in pipeline.places()] == ["kernel", "kernel", "user", "user"]
+    assert "512-byte stack" in pipeline.places()[2].why
