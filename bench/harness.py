@@ -100,10 +100,18 @@ _TP = ":".join(TRACEPOINT)
 CONTENDERS: tuple[Contender, ...] = (
     Contender(
         "ft-count",
-        "flowtrace: tracepoint -> filter pid -> count by comm",
+        "flowtrace: tracepoint -> filter pid -> count by comm, in Python",
         "flowtrace",
         "count",
         module="bench.contenders.ft_count",
+    ),
+    Contender(
+        "ft-count-kernel",
+        "flowtrace: ft-count, filter and count placed in the kernel by the planner",
+        "flowtrace",
+        "count",
+        module="bench.contenders.ft_count",
+        extra=("--kernel",),
     ),
     Contender(
         "ft-ndjson",
@@ -118,6 +126,14 @@ CONTENDERS: tuple[Contender, ...] = (
         "flowtrace",
         "hist",
         module="bench.contenders.ft_hist",
+    ),
+    Contender(
+        "ft-hist-kernel",
+        "flowtrace: ft-hist, the histogram placed in the kernel by the planner",
+        "flowtrace",
+        "hist",
+        module="bench.contenders.ft_hist",
+        extra=("--kernel",),
     ),
     Contender(
         "ft-count-perf",

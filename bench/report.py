@@ -153,4 +153,35 @@ def targets(result: dict[str, Any]) -> list[str]:
     )
     check(f"{FLOWTRACE}: start-up <= 1.2x {BASELINE}", *ratio("startup_s", lambda v: v <= 1.2))
     check(f"{FLOWTRACE}: peak RSS <= 1.2x {BASELINE}", *ratio("peak_rss_mib", lambda v: v <= 1.2))
+    for mine, theirs, python in KERNEL_PAIRS:
+        for key, bound, what in (
+            ("cpu_per_event_us", 2.0, "consumer CPU per event"),
+            ("slowdown", 1.1, "workload slowdown"),
+        ):
+            value = _against(summary, mine, theirs, key)
+            check(
+                f"{mine}: {what} <= {bound}x {theirs}'s",
+                _num(value, ".2f") + "x" if value is not None else "-",
+                None if value is None else value <= bound,
+            )
+        value = _against(summary, mine, python, "startup_s")
+        check(
+            f"{mine}: start-up <= 1.1x {python}'s (pushdown costs <= 10%)",
+            _num(value, ".2f") + "x" if value is not None else "-",
+            None if value is None else value <= 1.1,
+        )
     return lines
+
+
+KERNEL_PAIRS = (
+    ("ft-count-kernel", "bpftrace-count", "ft-count"),
+    ("ft-hist-kernel", "bpftrace-hist", "ft-hist"),
+)
+"""Pipelines placed in the kernel, the bpftrace program doing the same, and
+the same pipeline in Python."""
+
+
+def _against(summary: dict[str, dict[str, Any]], mine: str, theirs: str, key: str) -> float | None:
+    a = summary.get(mine, {}).get(key)
+    b = summary.get(theirs, {}).get(key)
+    return a / b if a is not None and b else None

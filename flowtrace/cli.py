@@ -19,6 +19,7 @@ expression (:mod:`flowtrace.expression`), instead of a file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -155,6 +156,11 @@ def _pipeline_arguments(command: argparse.ArgumentParser, *, required: bool = Fa
         metavar="EXPR",
         help="the pipeline as one expression instead of a FILE (see docs/oneliners.md)",
     )
+    command.add_argument(
+        "--no-pushdown",
+        action="store_true",
+        help="run every operator in user space, none in the BPF program",
+    )
 
 
 def _run_options(run: argparse.ArgumentParser) -> None:
@@ -206,7 +212,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
 
 
 def _explain_options(explain: argparse.ArgumentParser) -> None:
-    """flowtrace's own options of ``explain`` (none yet besides -e)."""
+    """flowtrace's own options of ``explain``."""
+    explain.add_argument(
+        "--json", action="store_true", help="each stage with where it runs and why, as JSON"
+    )
 
 
 _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
@@ -250,8 +259,10 @@ def _parse_pipeline_command(
 
 def _pipeline(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline:
     if loaded is None:
-        return evaluate(args.expression).replace(name="expression")
-    return loaded.build_from(args)
+        pipeline = evaluate(args.expression).replace(name="expression")
+    else:
+        pipeline = loaded.build_from(args)
+    return pipeline.replace(pushdown=False) if args.no_pushdown else pipeline
 
 
 def _build(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline:
@@ -317,8 +328,11 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _cmd_explain(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
     pipeline = _pipeline(args, loaded)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(p) for p in pipeline.places()], indent=2))
+        return 0
     print("\n".join(pipeline.describe()))
-    code = pipeline.source.generated_code()
+    code = pipeline.placement().source.generated_code()
     if code is not None:
         print("\n/* BPF program */")
         print(code)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Protocol
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 __all__ = [
     "Clock",
@@ -14,7 +16,10 @@ __all__ = [
     "TickSchedule",
     "wall_datetime",
     "wall_time",
+    "with_wall_bounds",
 ]
+
+R = TypeVar("R", bound=Any)
 
 
 class Clock(Protocol):
@@ -82,6 +87,17 @@ def wall_datetime(clock: Clock, seconds: float) -> datetime | None:
         return datetime.fromtimestamp(wall, timezone.utc)
     except (OverflowError, ValueError, OSError):
         return None
+
+
+def with_wall_bounds(records: list[R], clock: Clock, start: float, end: float) -> list[R]:
+    """``records`` (msgspec Structs with ``wall_start``/``wall_end``) with
+    the window ``start``..``end`` of ``clock`` in wall-clock time, from one
+    reading of it (so the bounds are ``end - start`` apart); unchanged when
+    the clock has no wall-clock time."""
+    if not records or (wall_start := wall_datetime(clock, start)) is None:
+        return records
+    wall = {"wall_start": wall_start, "wall_end": wall_start + timedelta(seconds=end - start)}
+    return [msgspec.structs.replace(r, **wall) for r in records]
 
 
 class ReplayClock(ManualClock):

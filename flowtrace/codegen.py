@@ -2,7 +2,8 @@
 
 Layout of the generated text::
 
-    headers, the lost counter and ft_count_lost()
+    headers (the kernel's own only for probes on kernel functions and perf
+    events), the lost counter and ft_count_lost()
     the record struct, derived from the event class (outputs that carry records)
     the output's declarations (its maps, ft_submit(): see flowtrace.outputs)
     the source's prelude (its own maps and helpers)
@@ -24,9 +25,10 @@ __all__ = ["LOST_MAP", "OutputCode", "Program", "generate"]
 
 LOST_MAP = "ft_lost"
 
+_KERNEL_HEADERS = "#include <linux/sched.h>\n"
+
 _HEADER = f"""\
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 
 BPF_PERCPU_ARRAY({LOST_MAP}, u64, 1);  // records the program could not output
 
@@ -82,7 +84,8 @@ def generate(
     """The program for ``choices`` (one per probe). With a ``layout``, each
     emitting probe fills a record ``e`` and hands it to ``ft_submit``; without,
     the probe bodies output by themselves (``ft_printk``)."""
-    parts = [_HEADER]
+    kernel_functions = any(p.needs_kernel_headers() for c in choices for p in c.chosen)
+    parts = [_KERNEL_HEADERS + _HEADER if kernel_functions else _HEADER]
     if layout is not None:
         parts.append(layout.c_struct())
     if declarations := output.declarations():

@@ -45,7 +45,12 @@ class StageContext:
 
 
 class SourceContext(StageContext):
-    """A source's context: also says when to stop."""
+    """A source's context: also says when to stop.
+
+    ``kernel_stages`` are the counters of the operators the source's own
+    program runs (see :mod:`flowtrace.placement`), which the source keeps
+    up to date; empty when it runs none.
+    """
 
     def __init__(
         self,
@@ -53,8 +58,10 @@ class SourceContext(StageContext):
         clock: Clock,
         report: Callable[[str], None],
         pipeline: PipelineStats | None = None,
+        kernel_stages: list[StageStats] | None = None,
     ) -> None:
         super().__init__(stats, clock, report, pipeline)
+        self.kernel_stages = kernel_stages or []
         self._stopping = False
         self._waits: set[anyio.CancelScope] = set()
         self._on_stop: list[Callable[[], None]] = []

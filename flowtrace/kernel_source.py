@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -14,13 +15,15 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
+from .errors import FlowtraceError, KernelError
 from .events import Event, Layout, layout_of
+from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
 from .plan import Choice, resolve
 from .probes import Probe
 from .reorder import DEFAULT_WINDOW, Reorder
-from .stages import Emit, Source
+from .stages import Emit, Operator, Source
 
 __all__ = ["KernelSource", "SourceDefinition"]
 
@@ -154,13 +157,55 @@ class KernelSource(Source[E], Generic[E]):
         lines += [f"  {choice.describe()}" for choice in self.plan()]
         return lines
 
+    def placement(
+        self, operators: Sequence[Operator[Any, Any]], pushdown: bool = True
+    ) -> Placement:
+        """Where this source and ``operators`` run: the longest prefix of
+        ``operators`` with an in-kernel form runs in this source's program
+        (see :mod:`flowtrace.placement`); the source returned is one whose
+        program does so."""
+        own = Place(self.stage_name(), "kernel", "a BPF program attached to its probes")
+        if not operators:
+            return Placement((own,), self, 0)
+        why = self._no_pushdown(pushdown)
+        if why is not None:
+            places = (own, *(Place(op.stage_name(), "user", why) for op in operators))
+            return Placement(places, self, 0)
+        # imported here: a source without operators to place needs none of it
+        from .kernel_view import record_view
+        from .map_output import ChainOutput
+        from .placement import place_operators
+
+        layout = self.layout
+        assert layout is not None
+        placed = place_operators(operators, layout, record_view(layout, self.event_types()))
+        places = (own, *placed.places)
+        if placed.chain is None:
+            return Placement(places, self, 0)
+        names = tuple(op.stage_name() for op in operators[: placed.in_kernel])
+        output = ChainOutput(self.output, placed.chain, names)
+        return Placement(places, _WithOutput(self, output), placed.in_kernel)
+
+    def _no_pushdown(self, pushdown: bool) -> str | None:
+        """Why no operator can run in this source's program, if so."""
+        if not pushdown:
+            return "pushdown is off (Pipeline(pushdown=False), --no-pushdown)"
+        try:
+            layout = self.layout
+        except (FlowtraceError, OSError) as exc:
+            return f"the kernel record is not known here ({exc})"
+        if layout is None:
+            return "the source's probes print lines (trace_pipe) instead of filling a record"
+        return None
+
     async def run(self, ctx: SourceContext, emit: Emit[E]) -> None:
         choices = self.plan()
         channel = self.output.channel(self.layout)
         program = self._program(choices, channel)
         loaded = LoadedProgram()
         reader: Reader | None = None
-        reorder = self._reorder()
+        # events are reordered, not what a program running operators emits
+        reorder = None if channel.counts_received else self._reorder()
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -174,7 +219,8 @@ class KernelSource(Source[E], Generic[E]):
             for choice in choices:
                 ctx.report(f"attached {choice.describe()}")
             ctx.ready()
-            await self._pump(ctx, emit, loaded, reader, reorder)
+            channel.started(ctx)
+            await self._pump(ctx, emit, loaded, reader, reorder, channel)
         finally:
             try:
                 # on every exit, cancellation included: detach, then count what
@@ -183,7 +229,8 @@ class KernelSource(Source[E], Generic[E]):
                 if reader is not None:
                     ctx.stats.lost = loaded.lost() + reader.lost()
                     unread = reader.unread()  # taken in, never handed on
-                    ctx.stats.received += unread
+                    if not channel.counts_received:
+                        ctx.stats.received += unread
                     ctx.stats.drop("unread_at_stop", unread)
                 if reorder is not None:  # cut off while it held events (read, not emitted)
                     ctx.stats.drop("stop_deadline", len(reorder.flush()))
@@ -221,17 +268,21 @@ class KernelSource(Source[E], Generic[E]):
         loaded: LoadedProgram,
         reader: Reader,
         reorder: Reorder | None,
+        channel: Channel,
     ) -> None:
         stats = ctx.stats
+        counting = not channel.counts_received
         next_refresh = 0.0
         last_read = anyio.current_time()
         while not ctx.stop_requested:
             now = anyio.current_time()
             if now >= next_refresh:
                 stats.lost = loaded.lost() + reader.lost()
+                channel.refresh(ctx)
                 next_refresh = now + _LOST_REFRESH
             batch = reader.read(_BATCH_LIMIT)
-            stats.received += len(batch)
+            if counting:
+                stats.received += len(batch)
             if reorder is not None:
                 batch = reorder.push(batch, time.monotonic_ns())
                 stats.late = reorder.late
@@ -249,11 +300,17 @@ class KernelSource(Source[E], Generic[E]):
                 await ctx.sleep(min(_MAX_GATHER, 0.25 * reader.capacity / rate))
             last_read = now
         loaded.detach()
-        await _drain(ctx, emit, reader, reorder)
+        channel.detached()
+        await _drain(ctx, emit, reader, reorder, counting)
+        channel.refresh(ctx, final=True)
 
 
 async def _drain(
-    ctx: SourceContext, emit: Emit[Any], reader: Reader, reorder: Reorder | None
+    ctx: SourceContext,
+    emit: Emit[Any],
+    reader: Reader,
+    reorder: Reorder | None,
+    counting: bool,
 ) -> None:
     """Emit what the output holds after detaching, then what the reorder
     buffer holds. A record still on its way is waited for briefly; what is
@@ -262,7 +319,8 @@ async def _drain(
     while anyio.current_time() < deadline:
         batch = reader.read(_BATCH_LIMIT)
         if batch:
-            ctx.stats.received += len(batch)
+            if counting:
+                ctx.stats.received += len(batch)
             await emit(batch if reorder is None else reorder.push(batch, time.monotonic_ns()))
         elif reader.pending():
             await anyio.sleep(0.001)
@@ -271,3 +329,31 @@ async def _drain(
     if reorder is not None:
         await emit(reorder.flush())
         ctx.stats.late = reorder.late
+
+
+class _WithOutput(KernelSource[Any]):
+    """``base`` with another output: the same probes and record, whose
+    program also runs operators (see :meth:`KernelSource.placement`)."""
+
+    def __init__(self, base: KernelSource[Any], output: Output) -> None:
+        self.name = base.name
+        self.cflags = base.cflags
+        self._base = base
+        self._definition = dataclasses.replace(base.definition(), output=output)
+
+    async def run(self, ctx: SourceContext, emit: Emit[Any]) -> None:
+        try:
+            await super().run(ctx, emit)
+        except KernelError as exc:
+            raise KernelError(
+                f"{exc} (its program also runs operators; with --no-pushdown,"
+                " Pipeline(pushdown=False), they run in Python)"
+            ) from exc
+
+    def describe(self) -> list[str]:
+        lines = self._base.describe()
+        names = ", ".join(e.__name__ for e in self.event_types())
+        describe = getattr(self.output, "describe_types", None)
+        if describe is not None:
+            lines[0] = f"source {self.name}: {describe(names)}"
+        return lines

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from . import kernel
+from .context import SourceContext
 from .events import Event, Layout, layout_of
 from .loaded import LoadedProgram
 from .transport import PerfBufferReader, RingBufferReader
@@ -105,6 +106,21 @@ class Channel(ABC):
     def open(self) -> None:  # noqa: B027 - optional hook
         """Acquire what must exist before the probes attach (nothing by default)."""
 
+    counts_received = False
+    """True when the channel sets the source's ``received`` itself (its
+    program counts records in the kernel) instead of the loop adding up
+    what it reads."""
+
+    def started(self, ctx: SourceContext) -> None:  # noqa: B027 - optional hook
+        """The run starts (the probes are attached): nothing by default."""
+
+    def refresh(self, ctx: SourceContext, final: bool = False) -> None:  # noqa: B027
+        """Copy counters the program keeps into the run's stats, every
+        0.25 s and once more (``final``) at the end: nothing by default."""
+
+    def detached(self) -> None:  # noqa: B027 - optional hook
+        """The probes are detached; the loop drains the reader next."""
+
     @abstractmethod
     def connect(self, loaded: LoadedProgram) -> Reader:
         """Start reading the output of ``loaded``."""
@@ -133,8 +149,10 @@ class Output(ABC):
         (``"SyncCall via ring buffer, 1024 pages"``)."""
 
     @abstractmethod
-    def channel(self, layout: Layout[Any] | None) -> Channel:
-        """A fresh channel for one run; ``layout`` is what :meth:`layout` gave."""
+    def channel(self, layout: Layout[Any] | None, submit: str = "ft_submit") -> Channel:
+        """A fresh channel for one run; ``layout`` is what :meth:`layout` gave.
+        ``submit`` names the C function the program calls to output a
+        record (when operators run in the kernel, theirs comes first)."""
 
 
 @dataclass(frozen=True)
@@ -165,24 +183,24 @@ class _BufferOutput(_Buffer):
     def describe(self, event: type[Any]) -> str:
         return f"{event.__name__} via {self.kind}, {self.pages} pages"
 
-    def channel(self, layout: Layout[Any] | None) -> Channel:
+    def channel(self, layout: Layout[Any] | None, submit: str = "ft_submit") -> Channel:
         if layout is None:
             raise ValueError("a buffer output needs the layout of its records")
-        return _BufferChannel(self, layout)
+        return _BufferChannel(self, layout, submit)
 
     @abstractmethod
-    def declarations(self, layout: Layout[Any]) -> str:
-        """The buffer map and ``ft_submit`` for records of ``layout``."""
+    def declarations(self, layout: Layout[Any], submit: str) -> str:
+        """The buffer map and the function ``submit`` writing a record of ``layout``."""
 
     @abstractmethod
     def reader(self, loaded: LoadedProgram, layout: Layout[Any]) -> Reader:
         """A reader of the buffer of ``loaded``."""
 
 
-def _submit(layout: Layout[Any], output: str) -> str:
-    """``ft_submit``: ``output`` the record ``e``, counting a failure as lost."""
+def _submit(layout: Layout[Any], output: str, name: str) -> str:
+    """``name`` (``ft_submit``): ``output`` the record ``e``, counting a failure as lost."""
     return f"""\
-static __always_inline void ft_submit(void *ctx, struct {layout.c_name} *e) {{
+static __always_inline void {name}(void *ctx, struct {layout.c_name} *e) {{
     if ({output} != 0)
         ft_count_lost();
 }}
@@ -196,9 +214,9 @@ class RingBuffer(_BufferOutput):
 
     kind: ClassVar[str] = "the ring buffer"
 
-    def declarations(self, layout: Layout[Any]) -> str:
+    def declarations(self, layout: Layout[Any], submit: str) -> str:
         return f"BPF_RINGBUF_OUTPUT({EVENTS_MAP}, {self.pages});\n\n" + _submit(
-            layout, f"{EVENTS_MAP}.ringbuf_output(e, sizeof(*e), 0)"
+            layout, f"{EVENTS_MAP}.ringbuf_output(e, sizeof(*e), 0)", submit
         )
 
     def reader(self, loaded: LoadedProgram, layout: Layout[Any]) -> Reader:
@@ -213,9 +231,9 @@ class PerfBuffer(_BufferOutput):
 
     kind: ClassVar[str] = "per-CPU perf buffers"
 
-    def declarations(self, layout: Layout[Any]) -> str:
+    def declarations(self, layout: Layout[Any], submit: str) -> str:
         return f"BPF_PERF_OUTPUT({EVENTS_MAP});\n\n" + _submit(
-            layout, f"{EVENTS_MAP}.perf_submit(ctx, e, sizeof(*e))"
+            layout, f"{EVENTS_MAP}.perf_submit(ctx, e, sizeof(*e))", submit
         )
 
     def reader(self, loaded: LoadedProgram, layout: Layout[Any]) -> Reader:
@@ -240,8 +258,8 @@ class AutoBuffer(_Buffer):
     def describe(self, event: type[Any]) -> str:
         return self.chosen().describe(event)
 
-    def channel(self, layout: Layout[Any] | None) -> Channel:
-        return self.chosen().channel(layout)
+    def channel(self, layout: Layout[Any] | None, submit: str = "ft_submit") -> Channel:
+        return self.chosen().channel(layout, submit)
 
 
 def buffer_output(transport: str = "auto", pages: int = DEFAULT_PAGES) -> Output:
@@ -259,13 +277,14 @@ def buffer_output(transport: str = "auto", pages: int = DEFAULT_PAGES) -> Output
 class _BufferChannel(Channel):
     """A run's buffer: its C end, then (connected) a reader of it."""
 
-    def __init__(self, output: _BufferOutput, layout: Layout[Any]) -> None:
+    def __init__(self, output: _BufferOutput, layout: Layout[Any], submit: str) -> None:
         self._output = output
         self._layout = layout
+        self._submit = submit
         self._reader: Reader | None = None
 
     def declarations(self) -> str:
-        return self._output.declarations(self._layout)
+        return self._output.declarations(self._layout, self._submit)
 
     def connect(self, loaded: LoadedProgram) -> Reader:
         self._reader = self._output.reader(loaded, self._layout)

@@ -120,8 +120,20 @@ class SinkStage(Protocol):
     async def close(self) -> None: ...
 
 
+class Placed(Protocol):
+    """Where a plan's stages run: the source a run starts, whose program
+    runs the first ``in_kernel`` operators (see :mod:`flowtrace.placement`)."""
+
+    @property
+    def source(self) -> SourceStage: ...
+    @property
+    def in_kernel(self) -> int: ...
+
+
 class Plan(Protocol):
     """What a run is made from (see :class:`flowtrace.stages.Pipeline`)."""
+
+    def placement(self) -> Placed: ...
 
     @property
     def source(self) -> SourceStage: ...
@@ -216,21 +228,30 @@ class Run:
     handler). :attr:`stats` are live while it runs; :meth:`stop` ends it
     gracefully; :attr:`source`, :attr:`operators` and :attr:`sink` are this
     run's stage objects. A run runs once.
+
+    Operators the plan places in the source's BPF program (its first
+    :attr:`in_kernel` ones) are not run here: the source runs them and keeps
+    their counters in :attr:`stats` up to date, so the stats still list
+    every stage of the plan; :attr:`operators` are those that run in Python.
     """
 
     def __init__(self, plan: Plan, *, drain_timeout: float = DRAIN_TIMEOUT) -> None:
         if not drain_timeout > 0:
             raise ValueError(f"drain_timeout must be a positive number of seconds: {drain_timeout}")
         self.drain_timeout = drain_timeout
-        self.source = plan.source.fresh()
-        self.operators = tuple(op.fresh() for op in plan.operators)
+        placed = plan.placement()
+        self.in_kernel = placed.in_kernel
+        self.source = placed.source.fresh()
+        self.operators = tuple(op.fresh() for op in plan.operators[self.in_kernel :])
         self.sink = plan.sink.fresh()
+        kernel_names = [op.stage_name() for op in plan.operators[: self.in_kernel]]
         clock = plan.clock
         self.clock: Clock = clock.fresh() if isinstance(clock, ReplayClock) else clock
         self.capacity = plan.capacity
         self.overflow = plan.overflow
         names = [
             self.source.stage_name(),
+            *kernel_names,
             *(op.stage_name() for op in self.operators),
             self.sink.stage_name(),
         ]
@@ -275,14 +296,16 @@ class Run:
             if report is not None:
                 report(line)
 
-        source_ctx = SourceContext(stats[0], self.clock, tell, self.stats)
+        kernel = self.in_kernel
+        source_ctx = SourceContext(stats[0], self.clock, tell, self.stats, stats[1 : kernel + 1])
         self._source_ctx = source_ctx
         self._stopping = anyio.Event()
         if self._stop_early:
             self.stop()
+        # the source's output leaves from the last stage its program runs
         edges = [
             _Edge(self.capacity, self.overflow, up, down)
-            for up, down in itertools.pairwise(stats)
+            for up, down in itertools.pairwise(stats[kernel:])
         ]
         try:
             async with anyio.create_task_group() as outer:
@@ -292,7 +315,7 @@ class Run:
                     outer.start_soon(self._cut_off_after_stop, tg.cancel_scope, tell)
                     tg.start_soon(self._run_source, source_ctx, edges[0])
                     for i, op in enumerate(self.operators):
-                        ctx = StageContext(stats[i + 1], self.clock, tell, self.stats)
+                        ctx = StageContext(stats[kernel + i + 1], self.clock, tell, self.stats)
                         tg.start_soon(
                             self._run_operator, op, ctx, edges[i], edges[i + 1], source_ctx
                         )

@@ -39,6 +39,7 @@ from anyio.abc import TaskStatus
 from .clock import Clock, MonotonicClock
 from .context import SourceContext, StageContext
 from .errors import KernelUnreadable, PipelineDefinitionError
+from .kernel_forms import KernelForm, Place, Placement, UserOnly
 from .runtime import Overflow, Run
 from .stats import PipelineStats
 
@@ -122,6 +123,17 @@ class Source(_Stage, ABC, Generic[Out]):
         ``flowtrace explain``; generating it attaches nothing."""
         return None
 
+    def placement(
+        self, operators: Sequence[Operator[Any, Any]], pushdown: bool = True
+    ) -> Placement:
+        """Where this source and ``operators`` run: here, every operator in
+        user space (a kernel source may run some in its program, see
+        :mod:`flowtrace.placement`)."""
+        why = f"the source {self.stage_name()} is not a BPF program"
+        places = [Place(self.stage_name(), "user", "reads events in user space")]
+        places += [Place(op.stage_name(), "user", why) for op in operators]
+        return Placement(tuple(places), self, 0)
+
     @overload
     def __or__(self, other: Operator[Out, T]) -> Flow[T]: ...
     @overload
@@ -198,6 +210,13 @@ class Operator(_Stage, ABC, Generic[In, Out]):
         None when not known. Operators that pass events on unchanged return
         ``input_type``."""
         return None
+
+    def kernel_form(self) -> KernelForm | UserOnly:
+        """What this operator is inside a BPF program, when it directly
+        follows a kernel source (or operators placed there): a plain
+        description (:mod:`flowtrace.kernel_forms`), or :class:`UserOnly`
+        saying why it runs in user space. None of it by default."""
+        return UserOnly(f"{type(self).__name__} has no in-kernel form (Python code)")
 
 
 class AsyncOperator(Operator[In, Out]):
@@ -302,7 +321,9 @@ class Pipeline:
     returns the :class:`~flowtrace.runtime.Run` (live ``stats``, ``stop()``).
     """
 
-    __slots__ = ("capacity", "clock", "name", "operators", "overflow", "sink", "source")
+    __slots__ = (
+        "capacity", "clock", "name", "operators", "overflow", "pushdown", "sink", "source"
+    )
 
     source: Source[Any]
     operators: tuple[Operator[Any, Any], ...]
@@ -313,6 +334,7 @@ class Pipeline:
     name: str
     """What the pipeline is called (a pipeline file's name; empty when not
     named): runs carry it in their counters, metrics label series with it."""
+    pushdown: bool
 
     def __init__(
         self,
@@ -324,6 +346,7 @@ class Pipeline:
         overflow: Overflow = Overflow.BLOCK,
         clock: Clock | None = None,
         name: str = "",
+        pushdown: bool = True,
     ) -> None:
         if capacity < 1:
             raise PipelineDefinitionError("edge capacity must be at least one batch")
@@ -336,6 +359,7 @@ class Pipeline:
         setter(self, "overflow", overflow)
         setter(self, "clock", clock or MonotonicClock())
         setter(self, "name", name)
+        setter(self, "pushdown", pushdown)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Pipeline is immutable: use replace({name}=...) for a new one")
@@ -349,6 +373,7 @@ class Pipeline:
         overflow: Overflow | None = None,
         clock: Clock | None = None,
         name: str | None = None,
+        pushdown: bool | None = None,
     ) -> Pipeline:
         """A new plan with some parts replaced (runs never share state, so
         both plans can run at the same time)."""
@@ -360,12 +385,28 @@ class Pipeline:
             overflow=overflow or self.overflow,
             clock=clock or self.clock,
             name=self.name if name is None else name,
+            pushdown=self.pushdown if pushdown is None else pushdown,
         )
 
+    def placement(self) -> Placement:
+        """Where each stage runs: the operators after a kernel source that
+        have an in-kernel form run in its BPF program, unless ``pushdown``
+        is off (see :mod:`flowtrace.placement`). Worked out afresh for each
+        run; attaches nothing."""
+        return self.source.placement(self.operators, self.pushdown)
+
+    def places(self, placement: Placement | None = None) -> list[Place]:
+        """Each stage, where it runs and why (``flowtrace explain --json``)."""
+        placement = placement or self.placement()
+        sink = Place(self.sink.stage_name(), "user", "sinks run in user space")
+        return [*placement.places, sink]
+
     def describe(self) -> list[str]:
-        """What would run, without running it (for ``flowtrace explain``)."""
-        lines = self.source.describe()
-        lines += [f"operator {op.stage_name()}" for op in self.operators]
+        """What would run, without running it (for ``flowtrace explain``):
+        the source, then each operator with where it runs and why, then the sink."""
+        placement = self.placement()
+        lines: list[str] = placement.source.describe()
+        lines += [f"operator {p.stage} ({p.where}): {p.why}" for p in placement.places[1:]]
         lines.append(f"sink {self.sink.stage_name()}")
         return lines
 

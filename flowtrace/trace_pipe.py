@@ -413,7 +413,7 @@ class TracePipe(Output):
     def describe(self, event: type[Any]) -> str:
         return "ft_printk lines marked 'ft' and 8 random hex digits (new each run), from trace_pipe"
 
-    def channel(self, layout: Layout[Any] | None) -> Channel:
+    def channel(self, layout: Layout[Any] | None, submit: str = "ft_submit") -> Channel:
         return _Pipe(f"ft{secrets.token_hex(4)}")
 
 

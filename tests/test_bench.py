@@ -41,7 +41,8 @@ def test_every_contender_accounts_for_every_event(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest.json").read_text())
-    expected = {"ft-count", "ft-ndjson", "ft-hist", "ft-count-perf", "bcc-perf", "bcc-ringbuf"}
+    expected = {"ft-count", "ft-count-kernel", "ft-ndjson", "ft-hist", "ft-hist-kernel"}
+    expected |= {"ft-count-perf", "bcc-perf", "bcc-ringbuf"}
     assert expected <= set(result["summary"])
     for name, runs in result["runs"].items():
         assert len(runs) == 1, name

@@ -59,9 +59,17 @@ def test_explain_an_expression() -> None:
     result = flowtrace("explain", "-e", 'sync_calls() | filter(F.comm == "sync") | count("pid")')
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "source sync: SyncCall via the ring buffer, 1024 pages"
-    assert lines[2:5] == ["operator filter", "operator count", "sink console"]
+    assert lines[0] == (
+        "source sync: SyncCall into filter, count in the kernel;"
+        " results read from BPF maps by user space"
+    )
+    assert [line.split(":")[0] for line in lines[2:5]] == [
+        "operator filter (kernel)",
+        "operator count (kernel)",
+        "sink console",
+    ]
     assert "TRACEPOINT_PROBE(syscalls, sys_enter_sync)" in result.stdout
+    assert "BPF_PERCPU_HASH(ft_count_by_1, struct ft_key_1" in result.stdout
 
 
 @pytest.mark.kernel

@@ -129,6 +129,26 @@ def strlen_caller(calls: dict[str, int]) -> GatedProgram:
     return GatedProgram([program("strlen_calls"), *(f"{n}:{s}" for s, n in calls.items())])
 
 
+def lcg_sizes(seed: int, count: int, most: int) -> list[int]:
+    """The sizes ``sized_writes(seed, count, most)`` writes, in order."""
+    sizes = []
+    state = seed
+    for _ in range(count):
+        state = (state * 6364136223846793005 + 1442695040888963407) & (1 << 64) - 1
+        sizes.append((state >> 33) % most + 1)
+    return sizes
+
+
+def sized_writes(seed: int, count: int, most: int) -> GatedProgram:
+    """Writes to /dev/null ``count`` times, sizes :func:`lcg_sizes` (1..most bytes)."""
+    return GatedProgram([program("sized_writes"), str(seed), str(count), str(most)])
+
+
+def busy_getppid(seconds: float) -> GatedProgram:
+    """Calls getppid() without pause for ``seconds``; ``go()`` returns how many calls."""
+    return GatedProgram([program("busy_getppid"), str(seconds)])
+
+
 def ping_pong(rounds: int) -> GatedProgram:
     """Two threads on one CPU handing a token back and forth; ``lines`` holds their tids."""
     return GatedProgram([program("ping_pong"), str(rounds)], lines=2)

@@ -1,5 +1,7 @@
-"""flowtrace, a log2 histogram of a field (``tslow``) computed in Python:
-``log2_histogram("tslow")``, one histogram at end of stream."""
+"""flowtrace, a log2 histogram of a field (``tslow``): ``log2_histogram("tslow")``,
+one histogram at end of stream, computed in Python (``pushdown=False``), or
+with ``--kernel`` in the BPF program, placed there by the planner (a
+per-CPU array of slots; only the histogram leaves the kernel)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from bench.workload import getppid_source
 from flowtrace.operators import log2_histogram
 
 
-def main(pid: int) -> None:
+def main(pid: int, kernel: bool = False) -> None:
     result = Result[Any]()
-    stats = run(getppid_source(pid) | log2_histogram("tslow") | result)
+    pipeline = getppid_source(pid) | log2_histogram("tslow") | result
+    stats = run(pipeline.replace(pushdown=kernel))
     answer = hist_answer(result.value)
     out = accounting(stats, sum(answer.values()))
     out["answer"] = answer
@@ -23,4 +26,4 @@ def main(pid: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), "--kernel" in sys.argv[2:])

@@ -15,6 +15,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..errors import PipelineDefinitionError
+from ..kernel_forms import KernelForm, UserOnly
 
 __all__ = [
     "KeyGetter",
@@ -158,3 +159,7 @@ class OpaqueFunction:
     def output_type(self, input_type: type | None) -> type | None:
         """Unknown: whatever the function returns."""
         return None
+
+    def kernel_form(self) -> KernelForm | UserOnly:
+        """None: a Python function runs in Python."""
+        return UserOnly("a Python function")

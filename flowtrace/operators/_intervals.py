@@ -9,12 +9,9 @@ folded once however many sliding windows cover it.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
-from ..clock import wall_datetime
+from ..clock import with_wall_bounds
 from ..context import StageContext
 from ..records import Record
 from ._fields import KeyGetter
@@ -91,12 +88,7 @@ class Intervals(Generic[T]):
         its bounds in wall-clock time too (from the run's clock, when it
         has wall-clock time)."""
         records = self._records(window, start, end, empty=empty)
-        clock = self.ctx.clock
-        if not records or (wall_start := wall_datetime(clock, start)) is None:
-            return records
-        # one reading of the wall clock for both bounds: they are end - start apart
-        wall = {"wall_start": wall_start, "wall_end": wall_start + timedelta(seconds=end - start)}
-        return [msgspec.structs.replace(r, **wall) for r in records]
+        return with_wall_bounds(records, self.ctx.clock, start, end)
 
     def _records(self, window: int, start: float, end: float, *, empty: bool) -> list[Record]:
         agg = self.aggregate

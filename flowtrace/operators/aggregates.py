@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from ..context import StageContext
+from ..kernel_forms import AggregateKind, UserOnly
 from ..records import Record, WindowResult
 from ._fields import ValueGetter, ValueSpec, positive_int
 
@@ -51,6 +52,15 @@ class Aggregate(ABC, Generic[T, A]):
         """The event fields ``add`` reads (empty: none or unknown)."""
         return ()
 
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        """What it computes, when the kernel can compute it (see
+        :class:`~flowtrace.kernel_forms.AggregateForm` for the accumulators
+        the kernel hands back); none by default."""
+        return UserOnly(
+            f"the aggregate {self.name} has no in-kernel form (the kernel counts, sums,"
+            " keeps min, max and histograms)"
+        )
+
     @abstractmethod
     def new(self) -> A:
         """An empty accumulator."""
@@ -73,6 +83,9 @@ class Count(Aggregate[Any, int]):
 
     name = "count"
     record_type = WindowResult
+
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        return AggregateKind(self.name)
 
     def new(self) -> int:
         return 0
@@ -123,6 +136,13 @@ class _OfField(Aggregate[Any, A]):
 
     def reads_fields(self) -> tuple[str, ...]:
         return (self.value.field,) if self.value.field else ()
+
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        if self.name not in ("sum", "min", "max"):
+            return super().kernel_aggregate()
+        if self.value.field is None:
+            return UserOnly(f"{self.name} of a value a Python function computes")
+        return AggregateKind(self.name, self.value.field)
 
     def _result(self, value: Any, start: float, end: float, key: dict[str, Any] | None) -> Record:
         return WindowResult(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from ..errors import PipelineDefinitionError
+from ..kernel_forms import FilterForm, KernelForm, UserOnly
 from ..stages import Operator
 from ._fields import OpaqueFunction, PassesEvents, missing_field
 from .predicates import AllOf, Compare, Predicate
@@ -60,6 +61,15 @@ class Filter(PassesEvents, Operator[T, T], Generic[T]):
         """The fields a field predicate names (empty for a plain function)."""
         predicate = self.predicate
         return predicate.fields() if predicate is not None else ()
+
+    def kernel_form(self) -> KernelForm | UserOnly:
+        """A field predicate runs in the kernel; a function does not."""
+        predicate = self.predicate
+        if predicate is None:
+            return UserOnly(
+                "a Python function; a field predicate (F.pid == 42) can run in the kernel"
+            )
+        return FilterForm(predicate.kernel_condition())
 
     def process(self, batch: list[T]) -> Sequence[T]:
         try:

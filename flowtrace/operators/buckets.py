@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ..kernel_forms import AggregateKind, UserOnly
 from ..records import Bucket, Histogram, Record
 from ._fields import KeySpec, ValueSpec, positive_int
 from .aggregates import _OfField
@@ -77,6 +78,12 @@ class _Histogram(_OfField[Any]):
         super().__init__(value)
         self.unit = unit
 
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        if self.value.field is None:
+            return UserOnly("a histogram of a value a Python function computes")
+        top = getattr(self, "max_index", 0)
+        return AggregateKind(self.scale, self.value.field, divisor=self.divisor, max_index=top)
+
     def values(self, events: list[Any]) -> list[Any]:
         """The events' values; with a divisor, as ``(u64)value / divisor``
         (without one, ``add`` converts what needs converting)."""
@@ -92,7 +99,7 @@ class _Histogram(_OfField[Any]):
         start: float,
         end: float,
         key: dict[str, Any] | None,
-        total: float,
+        total: float | None,
     ) -> Record:
         return Histogram(
             field=self.value.name,
@@ -149,7 +156,9 @@ class Log2(_Histogram):
         buckets = (
             [Bucket(*log2_bounds(i), acc[i]) for i in range(used[0], used[-1] + 1)] if used else []
         )
-        return self.histogram(buckets, start, end, key, acc[LOG2_SLOTS] / self.divisor)
+        # counters read from a BPF program have the slots only: no sum
+        total = acc[LOG2_SLOTS] / self.divisor if len(acc) > LOG2_SLOTS else None
+        return self.histogram(buckets, start, end, key, total)
 
 
 class Linear(_Histogram):

@@ -7,6 +7,7 @@ from collections.abc import Hashable, Sequence
 from itertools import islice
 from typing import Any
 
+from ..kernel_forms import AggregateKind, UserOnly
 from ..records import CountRow, CountTable, Record
 from ._fields import KeyGetter, KeySpec, positive_int
 from .aggregates import Aggregate
@@ -39,6 +40,11 @@ class CountBy(Aggregate[Any, "Counter[Hashable]"]):
 
     def reads_fields(self) -> tuple[str, ...]:
         return self.key.fields
+
+    def kernel_aggregate(self) -> AggregateKind | UserOnly:
+        if not self.key.fields:
+            return UserOnly("counts by a key a Python function computes")
+        return AggregateKind("count_by", key=self.key.fields, max_keys=self.max_keys)
 
     def new(self) -> Counter[Hashable]:
         return Counter()

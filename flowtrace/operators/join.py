@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
 from ..errors import PipelineDefinitionError
+from ..kernel_forms import JoinForm, KernelForm, UserOnly
 from ..records import JoinIncomplete, JoinPair
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, ValueGetter, missing_field, positive
@@ -97,6 +98,7 @@ class Join(Operator[Any, Any], Generic[S, C]):
             )
         self.is_start = _matcher(start, "start")
         self.is_complete = _matcher(complete, "complete")
+        self.start, self.complete = start, complete
         self.start_key = KeyGetter.of(key, self.name)
         self.complete_key = (
             KeyGetter.of(complete_key, self.name) if complete_key else self.start_key
@@ -121,6 +123,38 @@ class Join(Operator[Any, Any], Generic[S, C]):
     def output_type(self, input_type: type | None) -> type | None:
         """Unknown: pairs mixed with the events that are neither start nor complete."""
         return None
+
+    def kernel_form(self) -> KernelForm | UserOnly:
+        """Starts and completes given as event types, keyed and timed by
+        fields, without incomplete records: a join the kernel can do."""
+        start, complete = self.start, self.complete
+        if not isinstance(start, type) or not isinstance(complete, type):
+            return UserOnly("its start or complete is a Python function; give event types")
+        if self.time is None or self.time.field is None:
+            return UserOnly("it times by arrival (time_field=None)")
+        if self.emit_incomplete:
+            return UserOnly(
+                "it emits incomplete starts (emit_incomplete=True);"
+                " with emit_incomplete=False it runs in the kernel"
+            )
+        if not self.start_key.fields or not self.complete_key.fields:
+            return UserOnly("its key is a Python function")
+        as_dict = self.start_key.as_dict
+
+        def pair(key: Any, begun: Any, done: Any, latency: int) -> JoinPair[Any, Any]:
+            return JoinPair(key=as_dict(key), start=begun, complete=done, latency_ns=latency)
+
+        return JoinForm(
+            start,
+            complete,
+            self.start_key.fields,
+            self.complete_key.fields,
+            self.time.field,
+            self.timeout,
+            self.max_pending,
+            self.keep_first,
+            pair,
+        )
 
     @property
     def pending(self) -> int:

@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..errors import PipelineDefinitionError
+from ..kernel_forms import Comparison, Condition, Every, Negation, Some
 
 __all__ = ["AllOf", "AnyOf", "Compare", "F", "Not", "Predicate", "field"]
 
@@ -29,6 +30,7 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     ">=": _op.ge,
     "in": lambda a, b: a in b,
     "not in": lambda a, b: a not in b,
+    "startswith": lambda a, b: a.startswith(b),
 }
 
 
@@ -47,6 +49,11 @@ class Predicate:
 
     def fields(self) -> tuple[str, ...]:
         """The fields the predicate names, each once, in order of first appearance."""
+        raise NotImplementedError
+
+    def kernel_condition(self) -> Condition:
+        """The same predicate as a plain tree, for the kernel (see
+        :mod:`flowtrace.kernel_forms`)."""
         raise NotImplementedError
 
     def __and__(self, other: Predicate) -> AllOf:
@@ -78,7 +85,8 @@ def _parts(p: Predicate, kind: type[AllOf] | type[AnyOf]) -> tuple[Predicate, ..
 
 class Compare(Predicate):
     """``event.<field> <op> value``; ``op`` is one of ==, !=, <, <=, >, >=,
-    in, not in (for in/not in, ``value`` is a frozenset)."""
+    in, not in (for in/not in, ``value`` is a frozenset), startswith (a
+    string field starting with the string ``value``)."""
 
     __slots__ = ("_cmp", "_get", "field", "op", "value")
 
@@ -110,8 +118,13 @@ class Compare(Predicate):
     def fields(self) -> tuple[str, ...]:
         return (self.field,)
 
+    def kernel_condition(self) -> Condition:
+        return Comparison(self.field, self.op, self.value)
+
     def __repr__(self) -> str:
         value = sorted(self.value, key=repr) if self.op in ("in", "not in") else self.value
+        if self.op == "startswith":
+            return f"F.{self.field}.startswith({value!r})"
         return f"F.{self.field} {self.op} {value!r}"
 
 
@@ -132,6 +145,9 @@ class AllOf(Predicate):
     def fields(self) -> tuple[str, ...]:
         return _fields_of(self.parts)
 
+    def kernel_condition(self) -> Condition:
+        return Every(tuple(p.kernel_condition() for p in self.parts))
+
     def __repr__(self) -> str:
         return " & ".join(f"({p!r})" for p in self.parts) or "AllOf(())"
 
@@ -148,6 +164,9 @@ class AnyOf(Predicate):
     def fields(self) -> tuple[str, ...]:
         return _fields_of(self.parts)
 
+    def kernel_condition(self) -> Condition:
+        return Some(tuple(p.kernel_condition() for p in self.parts))
+
     def __repr__(self) -> str:
         return " | ".join(f"({p!r})" for p in self.parts) or "AnyOf(())"
 
@@ -163,6 +182,9 @@ class Not(Predicate):
 
     def fields(self) -> tuple[str, ...]:
         return self.part.fields()
+
+    def kernel_condition(self) -> Condition:
+        return Negation(self.part.kernel_condition())
 
     def __repr__(self) -> str:
         return f"~({self.part!r})"
@@ -205,6 +227,14 @@ class FieldRef:
     def notin(self, values: Iterable[Any]) -> Compare:
         """``event.<field> not in values``."""
         return Compare(self.name, "not in", frozenset(values))
+
+    def startswith(self, prefix: str) -> Compare:
+        """``event.<field>.startswith(prefix)``, for string fields."""
+        if not isinstance(prefix, str):
+            raise PipelineDefinitionError(
+                f"F.{self.name}.startswith takes a string, got {type(prefix).__name__}"
+            )
+        return Compare(self.name, "startswith", prefix)
 
 
 def field(name: str) -> FieldRef:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from ..context import StageContext
 from ..errors import PipelineDefinitionError
+from ..kernel_forms import AggregateForm, KernelForm, UserOnly
 from ..records import Record
 from ..stages import Operator
 from ._fields import KeyGetter, KeySpec, missing_field, positive_int
@@ -180,6 +181,42 @@ class Window(Operator[T, Record], Generic[T]):
     def output_type(self, input_type: type | None) -> type | None:
         """The aggregate's record type (None when it does not say)."""
         return self.aggregate.record_type
+
+    def kernel_form(self) -> KernelForm | UserOnly:
+        """The aggregate kept in kernel maps: whole-stream or tumbling
+        processing-time windows, keyed by fields; records built here, by
+        the aggregate's own ``result``."""
+        if isinstance(self.clock, EventTime):
+            return UserOnly(
+                f"an event-time window (EventTime({self.clock.field!r})) closes by the events'"
+                " own timestamps; the kernel keeps processing-time windows"
+            )
+        if self.every is not None and self.every.panes != 1:
+            return UserOnly("a sliding window; the kernel keeps tumbling windows")
+        kind = self.aggregate.kernel_aggregate()
+        if isinstance(kind, UserOnly):
+            return kind
+        key = self.key
+        if key is not None and not key.fields:
+            return UserOnly("keyed by a Python function (by=)")
+        aggregate = self.aggregate
+
+        def records(accs: Any, start: float, end: float) -> list[Record]:
+            if key is None:
+                return [aggregate.result(accs, start, end, None)]
+            return [aggregate.result(acc, start, end, key.as_dict(k)) for k, acc in accs.items()]
+
+        return AggregateForm(
+            kind.aggregate,
+            kind.value,
+            key.fields if key is not None else kind.key,
+            kind.max_keys or self.max_keys,
+            records,
+            divisor=kind.divisor,
+            max_index=kind.max_index,
+            every=self.every.step if self.every is not None else None,
+            limit=self.limit,
+        )
 
 
 def window(
