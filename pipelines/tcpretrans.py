@@ -1,0 +1,34 @@
+"""Lesson 19, tcpretrans: each TCP retransmission, with the connection's state.
+
+bcc's tcpretrans, from the tcp:tcp_retransmit_skb tracepoint (IPv4 and
+IPv6): a lost SYN is sent again in state SYN_SENT, lost data in
+ESTABLISHED. PID is the task running when it happened, usually 0 (a
+timer). T is R for a retransmission.
+
+    $ flowtrace run pipelines/tcpretrans.py
+PLACEHOLDER
+"""
+
+import time
+
+from flowtrace.sinks.console import Column, ConsoleSink
+from flowtrace.sources.tcp import TcpRetransmit, tcp_retransmits
+
+BOOT = time.time() - time.monotonic()  # event times are CLOCK_MONOTONIC
+
+
+def clock(e: TcpRetransmit) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(BOOT + e.ts / 1e9))
+
+
+columns: list[Column[TcpRetransmit]] = [
+    Column("TIME", clock, 8),
+    Column("PID", lambda e: e.pid, 6),
+    Column("IP", lambda e: e.ip, 2),
+    Column("LADDR:LPORT", lambda e: f"{e.laddr}:{e.lport}", 20),
+    Column("T>", lambda e: "R>", 2),
+    Column("RADDR:RPORT", lambda e: f"{e.raddr}:{e.rport}", 20),
+    Column("STATE", lambda e: e.state),
+]
+
+pipeline = tcp_retransmits() | ConsoleSink(columns)
