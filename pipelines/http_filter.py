@@ -8,15 +8,25 @@ as ip netns names it) passes only packets carrying an HTTP request line to
 user space, which prints each request's method and path and, on Ctrl-C,
 counts them.
 
-    $ flowtrace run pipelines/http_filter.py veth0 web
-PLACEHOLDER
+    $ flowtrace run pipelines/http_filter.py ft2accb4s ft-2accb4-s     # 5 requests to its server
+    SADDR:SPORT            DADDR:DPORT            METHOD  PATH
+    10.200.0.1:46554       10.200.0.2:8080        GET     /index.html
+    10.200.0.1:46562       10.200.0.2:8080        POST    /form
+    10.200.0.1:46576       10.200.0.2:8080        GET     /index.html
+    10.200.0.1:46584       10.200.0.2:8080        HEAD    /x
+    10.200.0.1:46586       10.200.0.2:8080        GET     /index.html
+    ^C
+    METHOD PATH        COUNT
+    GET    /index.html     3
+    POST   /form           1
+    HEAD   /x              1
 """
 
 from collections import Counter
 from typing import Any
 
 from flowtrace import Pipeline
-from flowtrace.errors import PipelineFileError
+from flowtrace.errors import AttachError, PipelineFileError
 from flowtrace.operators import EventOperator
 from flowtrace.records import CountRow, CountTable
 from flowtrace.sinks.console import Column, ConsoleSink
@@ -52,5 +62,9 @@ def pipeline(args: list[str]) -> Pipeline:
             f"http_filter.py takes an interface and maybe its network namespace, got"
             f" {' '.join(args)!r}: run flowtrace run pipelines/http_filter.py INTERFACE [NETNS]"
         )
-    netns = args[1] if len(args) > 1 else ""
-    return http_requests(args[0], netns=netns) | AndCounted() | ConsoleSink(columns)
+    source = http_requests(args[0], netns=args[1] if len(args) > 1 else "")
+    try:
+        source.plan()
+    except AttachError as exc:
+        raise PipelineFileError(f"http_filter.py: {exc}") from None
+    return source | AndCounted() | ConsoleSink(columns)

@@ -7,8 +7,16 @@ ESTABLISHED, the process that called listen() on the port while tracing;
 accept() itself passes no tracepoint). Reported when the handshake
 completes, so refused connects are not shown.
 
-    $ flowtrace run pipelines/tcpconnect_accept.py
-PLACEHOLDER
+    $ flowtrace run pipelines/tcpconnect_accept.py     # 2 connections over IPv4, 2 over IPv6
+    T PID    COMM         IP LADDR            LPORT RADDR            RPORT
+    C 9759   client       4  10.200.0.1       52510 10.200.0.2       8080
+    A 9758   server       4  10.200.0.2       8080  10.200.0.1       52510
+    C 9759   client       4  10.200.0.1       52522 10.200.0.2       8080
+    A 9758   server       4  10.200.0.2       8080  10.200.0.1       52522
+    C 9762   client       6  fd00::1          34280 fd00::2          8080
+    A 9761   server       6  fd00::2          8080  fd00::1          34280
+    C 9762   client       6  fd00::1          34288 fd00::2          8080
+    A 9761   server       6  fd00::2          8080  fd00::1          34288
 """
 
 from flowtrace.sinks.console import Column, ConsoleSink

@@ -5,8 +5,14 @@ IPv6): a lost SYN is sent again in state SYN_SENT, lost data in
 ESTABLISHED. PID is the task running when it happened, usually 0 (a
 timer). T is R for a retransmission.
 
-    $ flowtrace run pipelines/tcpretrans.py
-PLACEHOLDER
+    $ flowtrace run pipelines/tcpretrans.py     # first SYN and first copy of 2 messages dropped
+    TIME     PID    IP LADDR:LPORT          T> RADDR:RPORT          STATE
+    20:22:36 32048  4  10.200.0.1:46538     R> 10.200.0.2:8080      SYN_SENT
+    20:22:37 3354   4  10.200.0.1:46538     R> 10.200.0.2:8080      ESTABLISHED
+    20:22:37 3354   4  10.200.0.1:46538     R> 10.200.0.2:8080      ESTABLISHED
+    20:22:38 3354   6  fd00::1:60430        R> fd00::2:8080         SYN_SENT
+    20:22:38 3354   6  fd00::1:60430        R> fd00::2:8080         ESTABLISHED
+    20:22:39 3354   6  fd00::1:60430        R> fd00::2:8080         ESTABLISHED
 """
 
 import time

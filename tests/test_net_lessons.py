@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clirun import Running
+from clirun import Running, flowtrace
 from kernelrun import collect
 from netns import Peer, VethPair, first_copies_dropped, veth_pair
 
@@ -292,3 +292,19 @@ def test_xdp_drop_count_under_the_cli_prints_counts_and_detaches(
         counted[int(found[1])] = counted.get(int(found[1]), 0) + int(found[2])
     assert (counted[UDP], counted[ICMP]) == (DATAGRAMS, PINGS)
     assert not xdp_attached(pair)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["pipelines/xdp_drop_count.py", "ftnope0"], "no interface ftnope0 in this network"),
+        (["pipelines/http_filter.py", "lo", "ft-nope"], "no network namespace 'ft-nope'"),
+    ],
+)
+def test_a_missing_interface_or_namespace_gives_one_line_and_exit_2(
+    args: list[str], problem: str
+) -> None:
+    result = flowtrace("run", *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert problem in result.stderr
