@@ -30,6 +30,11 @@ class Converted(Output):
     record: type[Any]
     convert: Callable[[list[Any]], list[Any]]
 
+    def converter(self, loaded: LoadedProgram) -> Callable[[list[Any]], list[Any]]:
+        """What converts the batches of one run of ``loaded`` (``convert``; an
+        output that needs the run's program, its maps, makes its own)."""
+        return self.convert
+
     def layout(self, event: type[Any]) -> Layout[Any] | None:
         return self.output.layout(self.record)
 
@@ -37,13 +42,15 @@ class Converted(Output):
         return f"{self.output.describe(self.record)}, as {event.__name__}"
 
     def channel(self, layout: Layout[Any] | None) -> Channel:
-        return _ConvertedChannel(self.output.channel(layout), self.convert)
+        return _ConvertedChannel(self.output.channel(layout), self.converter)
 
 
 class _ConvertedChannel(Channel):
-    def __init__(self, inner: Channel, convert: Callable[[list[Any]], list[Any]]) -> None:
+    def __init__(
+        self, inner: Channel, converter: Callable[[LoadedProgram], Callable[[list[Any]], list[Any]]]
+    ) -> None:
         self._inner = inner
-        self._convert = convert
+        self._converter = converter
 
     def declarations(self) -> str:
         return self._inner.declarations()
@@ -55,7 +62,7 @@ class _ConvertedChannel(Channel):
         self._inner.open()
 
     def connect(self, loaded: LoadedProgram) -> Reader:
-        return _ConvertedReader(self._inner.connect(loaded), self._convert)
+        return _ConvertedReader(self._inner.connect(loaded), self._converter(loaded))
 
     def describe(self) -> str:
         return self._inner.describe()
