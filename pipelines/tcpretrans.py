@@ -6,13 +6,14 @@ ESTABLISHED. PID is the task running when it happened, usually 0 (a
 timer). T is R for a retransmission.
 
     $ flowtrace run pipelines/tcpretrans.py     # first SYN and first copy of 2 messages dropped
-    TIME     PID    IP LADDR:LPORT          T> RADDR:RPORT          STATE
-    20:22:36 32048  4  10.200.0.1:46538     R> 10.200.0.2:8080      SYN_SENT
-    20:22:37 3354   4  10.200.0.1:46538     R> 10.200.0.2:8080      ESTABLISHED
-    20:22:37 3354   4  10.200.0.1:46538     R> 10.200.0.2:8080      ESTABLISHED
-    20:22:38 3354   6  fd00::1:60430        R> fd00::2:8080         SYN_SENT
-    20:22:38 3354   6  fd00::1:60430        R> fd00::2:8080         ESTABLISHED
-    20:22:39 3354   6  fd00::1:60430        R> fd00::2:8080         ESTABLISHED
+    Tracing retransmits ... Hit Ctrl-C to end
+    TIME     PID     IP LADDR:LPORT          T> RADDR:RPORT          STATE
+    20:32:06 21146   4  10.200.0.1:57212     R> 10.200.0.2:8080      SYN_SENT
+    20:32:07 21147   4  10.200.0.1:57212     R> 10.200.0.2:8080      ESTABLISHED
+    20:32:07 21150   4  10.200.0.1:57212     R> 10.200.0.2:8080      ESTABLISHED
+    20:32:09 21146   6  fd00::1:47090        R> fd00::2:8080         SYN_SENT
+    20:32:09 21146   6  fd00::1:47090        R> fd00::2:8080         ESTABLISHED
+    20:32:09 21146   6  fd00::1:47090        R> fd00::2:8080         ESTABLISHED
 """
 
 import time
@@ -29,7 +30,7 @@ def clock(e: TcpRetransmit) -> str:
 
 columns: list[Column[TcpRetransmit]] = [
     Column("TIME", clock, 8),
-    Column("PID", lambda e: e.pid, 6),
+    Column("PID", lambda e: e.pid, 7),
     Column("IP", lambda e: e.ip, 2),
     Column("LADDR:LPORT", lambda e: f"{e.laddr}:{e.lport}", 20),
     Column("T>", lambda e: "R>", 2),
@@ -37,4 +38,6 @@ columns: list[Column[TcpRetransmit]] = [
     Column("STATE", lambda e: e.state),
 ]
 
-pipeline = tcp_retransmits() | ConsoleSink(columns)
+pipeline = tcp_retransmits() | ConsoleSink(
+    columns, header="Tracing retransmits ... Hit Ctrl-C to end"
+)

@@ -168,7 +168,8 @@ async def test_tcpretrans_reports_the_syn_and_each_data_segment_dropped_once(
     ], everything
     assert everything == ours
     rest = f"{ip}  {f'{client_ip}:{lport}':<20} R> {f'{server_ip}:{port}':<20} SYN_SENT"
-    assert re.fullmatch(r"\d\d:\d\d:\d\d \d+ +" + re.escape(rest), line(pipeline, ours[0]))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d [\d ]{7} " + re.escape(rest), line(pipeline, ours[0]))
+    assert pipeline.sink.header == ["Tracing retransmits ... Hit Ctrl-C to end"]  # type: ignore[attr-defined]
 
 
 # -- lesson 20: http_filter (a socket filter) ----------------------------------
