@@ -8,7 +8,8 @@ in a BPF hash of at most ``keys`` entries (a key that finds it full is
 counted as lost). User space reads it after the probes detach, and also
 every ``period`` seconds when one is given, and emits a :class:`StackCount`
 per key whose sum grew since the previous read (the increase), its stacks
-named then (so a process that exited before the read shows addresses).
+named then (so a process that exited before the read shows addresses),
+lowest increase first.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class _StackReader:
                     count=grown,
                 )
             )
+        out.sort(key=lambda c: c.count)  # lowest first, as bcc's profile prints them
         return out
 
     def pending(self) -> bool:

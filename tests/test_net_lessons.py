@@ -89,7 +89,7 @@ async def test_tcplife_reports_each_connection_once_from_each_end(
     server = pair.peer(pair.server, "server", server_ip, port, CONNECTIONS, REPLY)
     client = pair.peer(pair.client, "client", server_ip, port, CONNECTIONS, SENT)
     run = Exchange(server, client)
-    pipeline = lesson("tcplife.py")
+    pipeline = lesson("tcp_lifecycle.py")
     events = await collect(pipeline.source, run)
     clients = [tuple(map(int, text.split())) for text in run.out]
     assert [received for _, received in clients] == [REPLY] * CONNECTIONS
@@ -154,7 +154,7 @@ async def test_tcpretrans_reports_the_syn_and_each_data_segment_dropped_once(
     server = pair.peer(pair.server, "echo-server", server_ip, port)
     client = pair.peer(pair.client, "messages", server_ip, port, MESSAGES, 100)
     run = Exchange(server, client)
-    pipeline = lesson("tcpretrans.py")
+    pipeline = lesson("tcp_retransmits.py")
     with first_copies_dropped(pair, port) as dropped:
         events = await collect(pipeline.source, run)
         assert dropped() == (1, MESSAGES)

@@ -6,6 +6,7 @@ argument errors."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from typing import Any
 
@@ -239,3 +240,24 @@ def test_bad_network_lesson_arguments_give_one_line_and_exit_2(
     assert result.stderr.count("\n") == 1, result.stderr
     assert problem in result.stderr
     assert "run flowtrace run pipelines/" in result.stderr
+
+
+# -- the tools' arguments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["execsnoop.py", "-q"], "unrecognized arguments: -q"),
+        (["biolatency.py", "0"], "'0' is not a positive integer"),
+        (["runqlat.py", "1", "2", "3"], "unrecognized arguments: 3"),
+        (["profile.py", "-U", "-K"], "not allowed with argument"),
+        (["offcputime.py", "-m", "x"], "'x' is not a positive integer"),
+    ],
+)
+def test_bad_tool_arguments_give_one_line_and_exit_2(args: list[str], problem: str) -> None:
+    result = flowtrace("run", f"pipelines/tools/{args[0]}", *args[1:])
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert problem in result.stderr
+    assert re.search(r"run flowtrace run pipelines/tools/\w+\.py ", result.stderr)

@@ -1,11 +1,11 @@
-"""Lesson 19, tcpretrans: each TCP retransmission, with the connection's state.
+"""Lesson 19, tcp_retransmits: each TCP retransmission, with the connection's state.
 
 bcc's tcpretrans, from the tcp:tcp_retransmit_skb tracepoint (IPv4 and
 IPv6): a lost SYN is sent again in state SYN_SENT, lost data in
 ESTABLISHED. PID is the task running when it happened, usually 0 (a
 timer). T is R for a retransmission.
 
-    $ flowtrace run pipelines/tcpretrans.py     # first SYN and first copy of 2 messages dropped
+    $ flowtrace run pipelines/tcp_retransmits.py    # first SYN and 2 messages dropped once
     Tracing retransmits ... Hit Ctrl-C to end
     TIME     PID     IP LADDR:LPORT          T> RADDR:RPORT          STATE
     20:32:06 21146   4  10.200.0.1:57212     R> 10.200.0.2:8080      SYN_SENT
