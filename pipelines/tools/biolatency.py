@@ -7,7 +7,25 @@ uses kprobes on blk_account_io_*, which this kernel lacks, and dies here),
 paired by device and sector. -m: milliseconds; -D: a histogram per disk;
 with an interval, one histogram every interval seconds, count times.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/biolatency.py -D 1 2    # 4 direct 128k writes to loop1
+    Tracing block device I/O... Hit Ctrl-C to end.
+
+    disk = vda
+         usecs               : count     distribution
+             0 -> 1          : 0        |                                        |
+    [...]
+            64 -> 127        : 0        |                                        |
+           128 -> 255        : 3        |****************************************|
+           256 -> 511        : 1        |*************                           |
+
+    disk = loop1
+         usecs               : count     distribution
+             0 -> 1          : 0        |                                        |
+    [...]
+            16 -> 31         : 1        |********************                    |
+            32 -> 63         : 2        |****************************************|
+            64 -> 127        : 0        |                                        |
+           128 -> 255        : 1        |********************                    |
 """
 
 from flowtrace import Pipeline, tracepoints

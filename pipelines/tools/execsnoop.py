@@ -6,7 +6,12 @@ From the execve syscall tracepoints (bcc's original uses a kprobe on the
 execve syscall, which this kernel lacks). Up to 8 arguments of 39 bytes are
 kept ("..." follows when there were more); -x shows failed execs too.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/execsnoop.py    # sh -c 'ls; date; /bin/echo ...'
+    PCOMM            PID     PPID    RET ARGS
+    sh               24134   24129     0 /bin/sh -c ls /etc >/dev/null; date >/dev/null; /b
+    ls               24135   24134     0 ls /etc
+    date             24136   24134     0 date
+    echo             24137   24134     0 /bin/echo one two words
 """
 
 from flowtrace import Pipeline

@@ -9,7 +9,29 @@ uses a kprobe on finish_task_switch, which this kernel lacks, and dies
 here). Printed when tracing ends, lowest first, as bcc prints them; -f
 prints folded stacks instead; -m / -M leave out shorter / longer spells.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/offcputime.py -p 24269     # python3: 4 x time.sleep(0.1)
+    Tracing off-CPU time (us) of PID 24269 by user + kernel stack... Hit Ctrl-C to end.
+        __traceiter_sched_switch
+        __schedule
+        schedule
+        irqentry_exit_to_user_mode
+        asm_sysvec_apic_timer_interrupt
+        0x50a2e7
+        -                python3 (24269)
+            69
+
+        __traceiter_sched_switch
+        __schedule
+        schedule
+        do_nanosleep
+        hrtimer_nanosleep
+        common_nsleep_timens
+        __x64_sys_clock_nanosleep
+        do_syscall_64
+        entry_SYSCALL_64_after_hwframe
+        0x7f4c15610503
+        -                python3 (24269)
+            402255
 """
 
 from flowtrace import Pipeline

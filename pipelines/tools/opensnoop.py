@@ -8,7 +8,15 @@ user space; bcc's original uses kprobes or fentry, which this kernel
 lacks. FD is -1 and ERR the errno for a failed open; -x shows failed
 opens only, -p one process.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/opensnoop.py -x     # cat /etc/hostname /nonexistent-flowtrace
+    PID    COMM               FD ERR PATH
+    24146  cat                -1   2
+    24146  cat                -1   2 /usr/lib/locale/C.UTF-8/LC_IDENTIFICATION
+    [...]
+    24146  cat                -1   2 /usr/lib/locale/C.UTF-8/LC_CTYPE
+    24146  cat                -1   2 /nonexistent-flowtrace
+    24146  cat                -1   2 /usr/share/locale/C.UTF-8/LC_MESSAGES/libc.mo
+    [...]
 """
 
 from typing import Annotated

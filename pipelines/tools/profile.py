@@ -8,7 +8,22 @@ printed when tracing ends, lowest count first, as bcc prints them: kernel
 frames, user frames, "-  comm (pid)", the count. -f prints folded stacks
 (flamegraph.pl's input) instead; -U / -K keep only user / kernel stacks.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/profile.py -F 99 -p 24235     # tests/programs/spin.c
+    Sampling at 99 Hertz of PID 24235 by user + kernel stack... Hit Ctrl-C to end.
+        spin_here
+        main
+        0x7fcd36c8524a
+        -                spin (24235)
+            62
+
+        spin_here
+        main
+        0x7fcd36c8524a
+        -                spin (24235)
+            86
+
+    $ flowtrace run pipelines/tools/profile.py -F 99 -p 24250 -f
+    spin;0x7f45304fa24a;main;spin_here 149
 """
 
 from flowtrace import Pipeline

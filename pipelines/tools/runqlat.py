@@ -9,7 +9,24 @@ flowtrace.sources.runqueue). -m: milliseconds; -p: one thread (the kernel's
 pid, a thread id); with an interval, one histogram every interval seconds,
 count times.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/runqlat.py 1 1
+    Tracing run queue latency... Hit Ctrl-C to end.
+
+         usecs               : count     distribution
+             0 -> 1          : 11       |*                                       |
+             2 -> 3          : 20       |***                                     |
+             4 -> 7          : 63       |**********                              |
+             8 -> 15         : 244      |****************************************|
+            16 -> 31         : 127      |********************                    |
+            32 -> 63         : 36       |*****                                   |
+            64 -> 127        : 63       |**********                              |
+           128 -> 255        : 28       |****                                    |
+           256 -> 511        : 68       |***********                             |
+           512 -> 1023       : 32       |*****                                   |
+          1024 -> 2047       : 14       |**                                      |
+          2048 -> 4095       : 27       |****                                    |
+          4096 -> 8191       : 11       |*                                       |
+          8192 -> 16383      : 2        |                                        |
 """
 
 from flowtrace import Pipeline

@@ -8,7 +8,10 @@ port. Bytes are what processes sent and received on the connection
 headers: with headers of another kernel, as here, its byte counts are
 wrong).
 
-CAPTURED
+    $ flowtrace run pipelines/tools/tcplife.py -L 8080     # 2 connections to a server on 8080
+    PID   COMM       LADDR           LPORT RADDR           RPORT TX_KB RX_KB MS
+    24321 server     10.200.0.2      8080  10.200.0.1      52480    68     2 0.42
+    24321 server     10.200.0.2      8080  10.200.0.1      52494    68     2 0.21
 """
 
 import operator

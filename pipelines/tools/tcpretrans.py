@@ -6,7 +6,12 @@
 Lesson 19, from tcp:tcp_retransmit_skb; -c counts retransmits per
 connection instead, printed on Ctrl-C, as bcc's -c does.
 
-CAPTURED
+    $ flowtrace run pipelines/tools/tcpretrans.py -c     # SYN and data dropped once each
+    Tracing retransmits ... Hit Ctrl-C to end
+
+    LADDR:LPORT               RADDR:RPORT               RETRANSMITS
+    [fd00::1]#58222      <-> [fd00::2]#8080                2
+    [10.200.0.1]#52496   <-> [10.200.0.2]#8080             3
 """
 
 import time
