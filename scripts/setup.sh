@@ -21,7 +21,7 @@ command -v apt-get >/dev/null || die "needs a Debian or Ubuntu machine (apt-get 
 
 release=$(uname -r)
 packages=(python3-bpfcc python3-venv)
-[ "$with_tests" -eq 1 ] && packages+=(gcc systemtap-sdt-dev bpftrace)
+[ "$with_tests" -eq 1 ] && packages+=(gcc binutils systemtap-sdt-dev bpftrace iproute2)
 
 missing=()
 for p in "${packages[@]}"; do
