@@ -56,13 +56,14 @@ columns: list[Column[HttpRequest]] = [
 ]
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    if not 1 <= len(args) <= 2 or args[0].startswith("-"):
-        raise PipelineFileError(
-            f"http_filter.py takes an interface and maybe its network namespace, got"
-            f" {' '.join(args)!r}: run flowtrace run pipelines/http_filter.py INTERFACE [NETNS]"
-        )
-    source = http_requests(args[0], netns=args[1] if len(args) > 1 else "")
+def pipeline(interface: str, netns: str | None = None) -> Pipeline:
+    """Each HTTP request arriving on INTERFACE, and on Ctrl-C their counts.
+
+    Args:
+        interface: the network interface to watch
+        netns: its network namespace, as ip netns names it (default: this one)
+    """
+    source = http_requests(interface, netns=netns or "")
     try:
         source.plan()
     except AttachError as exc:

@@ -21,35 +21,36 @@ datagrams, then 5 pings (none answered), twice:
     17: 7 pkt/s
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
 from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.parameters import Option
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sources.xdp import ProtocolPackets, protocol_packets
-
-USAGE = "run flowtrace run pipelines/xdp_drop_count.py INTERFACE [NETNS] [--drop PROTOCOL]"
 
 
 def line(e: ProtocolPackets) -> str:
     return f"{e.protocol}: {e.packets} pkt/s"
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    drop = None
-    if "--drop" in args:
-        at = args.index("--drop")
-        number = args[at + 1] if at + 1 < len(args) else ""
-        if not (number.isascii() and number.isdecimal() and 1 <= int(number) <= 255):
-            raise PipelineFileError(
-                f"xdp_drop_count.py: --drop takes a protocol number from 1 to 255: {USAGE}"
-            )
-        drop = int(number)
-        args = args[:at] + args[at + 2 :]
-    if not 1 <= len(args) <= 2 or any(a.startswith("-") for a in args):
-        raise PipelineFileError(f"xdp_drop_count.py: bad arguments {' '.join(args)!r}: {USAGE}")
+def pipeline(
+    interface: str,
+    netns: str | None = None,
+    *,
+    drop: Annotated[int | None, Option(minimum=1, maximum=255, metavar="PROTOCOL")] = None,
+) -> Pipeline:
+    """Packets per IP protocol each second, counted by XDP on INTERFACE.
+
+    Args:
+        interface: the network interface to count the arriving packets of
+        netns: its network namespace, as ip netns names it (default: this one)
+        drop: also drop the packets of this IP protocol number (1 to 255; 1 is ICMP)
+    """
     header = ["Printing packets per IP protocol-number, hit CTRL+C to stop"]
     if drop is not None:
         header.append(f"Dropping protocol {drop}")
-    source = protocol_packets(args[0], netns=args[1] if len(args) > 1 else "", drop=drop)
+    source = protocol_packets(interface, netns=netns or "", drop=drop)
     try:
         source.plan()
     except AttachError as exc:

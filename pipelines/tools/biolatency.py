@@ -28,14 +28,14 @@ with an interval, one histogram every interval seconds, count times.
            128 -> 255        : 1        |********************                    |
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline, tracepoints
-from flowtrace.arguments import Arguments, positive_int
 from flowtrace.operators import Tumbling, join, log2_histogram
+from flowtrace.parameters import Option, Positive
 from flowtrace.records import JoinPair
 from flowtrace.sinks.console import ConsoleSink, HistogramStyle
 from flowtrace.sources.block import BlockComplete, BlockIssue
-
-USAGE = "[-m] [-D] [interval [count]]"
 
 
 def disk(dev: int) -> str:
@@ -51,21 +51,29 @@ def device(p: JoinPair[BlockIssue, BlockComplete]) -> int:
     return p.start.dev
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/biolatency.py", USAGE)
-    options.add_argument("-m", "--milliseconds", action="store_true")
-    options.add_argument("-D", "--disks", action="store_true")
-    options.add_argument("interval", type=positive_int, nargs="?")
-    options.add_argument("count", type=positive_int, nargs="?")
-    given = options.parse(args)
-    unit, divisor = ("msecs", 1_000_000) if given.milliseconds else ("usecs", 1000)
+def pipeline(
+    interval: Positive | None = None,
+    count: Positive | None = None,
+    *,
+    milliseconds: Annotated[bool, Option("-m")] = False,
+    disks: Annotated[bool, Option("-D")] = False,
+) -> Pipeline:
+    """Block I/O latency as a log2 histogram, as bcc's biolatency.
+
+    Args:
+        interval: seconds per histogram (default: one histogram, on Ctrl-C)
+        count: how many histograms, then stop (default: until Ctrl-C)
+        milliseconds: histogram in milliseconds, not microseconds
+        disks: a histogram per disk
+    """
+    unit, divisor = ("msecs", 1_000_000) if milliseconds else ("usecs", 1000)
     histogram = log2_histogram(
         "latency_ns",
         unit=unit,
         divisor=divisor,
-        by=device if given.disks else None,
-        every=Tumbling(given.interval) if given.interval else None,
-        limit=given.count,
+        by=device if disks else None,
+        every=Tumbling(interval) if interval else None,
+        limit=count,
     )
     return (
         tracepoints(

@@ -14,9 +14,11 @@ kept ("..." follows when there were more); -x shows failed execs too.
     echo             24137   24134     0 /bin/echo one two words
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments
 from flowtrace.operators import F, filter
+from flowtrace.parameters import Option
 from flowtrace.sinks.console import Column, ConsoleSink
 from flowtrace.sources.exec import Exec, exec_calls
 
@@ -29,9 +31,11 @@ columns: list[Column[Exec]] = [
 ]
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/execsnoop.py", "[-x]")
-    options.add_argument("-x", "--fails", action="store_true")
-    fails = options.parse(args).fails
+def pipeline(*, fails: Annotated[bool, Option("-x")] = False) -> Pipeline:
+    """Each program executed, with its arguments, as bcc's execsnoop.
+
+    Args:
+        fails: show failed execs too
+    """
     execs = exec_calls() if fails else exec_calls() | filter(F.ret == 0)
     return execs | ConsoleSink(columns)

@@ -34,38 +34,49 @@ prints folded stacks instead; -m / -M leave out shorter / longer spells.
             402255
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments, positive_int
+from flowtrace.parameters import Option, Positive
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sinks.stack_lines import stack_block
 from flowtrace.sinks.stacks import FoldedSink
 from flowtrace.sources.profile import off_cpu_time
 
-USAGE = "[-p PID] [-U | -K] [-f] [-m MIN_US] [-M MAX_US]"
 
+def pipeline(
+    *,
+    pid: Annotated[Positive | None, Option("-p")] = None,
+    user_stacks_only: Annotated[bool, Option("-U")] = False,
+    kernel_stacks_only: Annotated[bool, Option("-K")] = False,
+    folded: Annotated[bool, Option("-f")] = False,
+    min_block_time: Annotated[Positive, Option("-m", metavar="MIN_US")] = 1,
+    max_block_time: Annotated[Positive | None, Option("-M", metavar="MAX_US")] = None,
+) -> Pipeline:
+    """Microseconds off the CPU per (process, user stack, kernel stack), as bcc's offcputime.
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/offcputime.py", USAGE)
-    options.add_argument("-p", "--pid", type=positive_int)
-    only = options.add_mutually_exclusive_group()
-    only.add_argument("-U", "--user-stacks-only", action="store_true")
-    only.add_argument("-K", "--kernel-stacks-only", action="store_true")
-    options.add_argument("-f", "--folded", action="store_true")
-    options.add_argument("-m", "--min-block-time", type=positive_int, default=1)
-    options.add_argument("-M", "--max-block-time", type=positive_int)
-    given = options.parse(args)
+    Args:
+        pid: only this process
+        user_stacks_only: only user stacks (not with -K)
+        kernel_stacks_only: only kernel stacks (not with -U)
+        folded: print folded stacks (flamegraph.pl's input)
+        min_block_time: leave out spells off the CPU shorter than this many microseconds
+        max_block_time: leave out spells off the CPU longer than this many microseconds
+    """
+    if user_stacks_only and kernel_stacks_only:
+        raise ValueError("-U (user stacks only) and -K (kernel stacks only) exclude each other")
     blocked = off_cpu_time(
-        pid=given.pid,
-        min_us=given.min_block_time,
-        max_us=given.max_block_time,
-        user=not given.kernel_stacks_only,
-        kernel=not given.user_stacks_only,
+        pid=pid,
+        min_us=min_block_time,
+        max_us=max_block_time,
+        user=not kernel_stacks_only,
+        kernel=not user_stacks_only,
     )
-    if given.folded:
+    if folded:
         return blocked | FoldedSink()
-    which = "user" if given.user_stacks_only else "kernel" if given.kernel_stacks_only else ""
+    which = "user" if user_stacks_only else "kernel" if kernel_stacks_only else ""
     header = (
-        f"Tracing off-CPU time (us) of {f'PID {given.pid}' if given.pid else 'all threads'}"
+        f"Tracing off-CPU time (us) of {f'PID {pid}' if pid else 'all threads'}"
         f" by {which or 'user + kernel'} stack... Hit Ctrl-C to end."
     )
     return blocked | ConsoleSink(line=stack_block, header=header)

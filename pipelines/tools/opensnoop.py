@@ -22,9 +22,9 @@ opens only, -p one process.
 from typing import Annotated
 
 from flowtrace import Event, Pipeline, tracepoints
-from flowtrace.arguments import Arguments, positive_int
 from flowtrace.ktypes import Char, s64, task_comm, task_pid, task_tid
 from flowtrace.operators import filter, join
+from flowtrace.parameters import Option, Positive
 from flowtrace.records import JoinPair
 from flowtrace.sinks.console import Column, ConsoleSink
 
@@ -51,18 +51,24 @@ columns: list[Column[Open]] = [
 ]
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/opensnoop.py", "[-x] [-p PID]")
-    options.add_argument("-x", "--failed", action="store_true")
-    options.add_argument("-p", "--pid", type=positive_int)
-    given = options.parse(args)
+def pipeline(
+    *,
+    failed: Annotated[bool, Option("-x")] = False,
+    pid: Annotated[Positive | None, Option("-p")] = None,
+) -> Pipeline:
+    """Each file opened, with the result, as bcc's opensnoop.
+
+    Args:
+        failed: only failed opens
+        pid: only this process
+    """
     opens = tracepoints(
         ("syscalls:sys_enter_openat", OpenEntry),
         ("syscalls:sys_exit_openat", OpenExit),
         source_name="opens",
     ) | join(OpenEntry, OpenExit, key="tid", time_field=None, emit_incomplete=False)
-    if given.pid is not None:
-        opens = opens | filter(lambda p: p.start.pid == given.pid)
-    if given.failed:
+    if pid is not None:
+        opens = opens | filter(lambda p: p.start.pid == pid)
+    if failed:
         opens = opens | filter(lambda p: p.complete.ret < 0)
     return opens | ConsoleSink(columns)

@@ -26,37 +26,44 @@ frames, user frames, "-  comm (pid)", the count. -f prints folded stacks
     spin;0x7f45304fa24a;main;spin_here 149
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments, positive_int
+from flowtrace.parameters import Option, Positive
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sinks.stack_lines import stack_block
 from flowtrace.sinks.stacks import FoldedSink
 from flowtrace.sources.profile import cpu_samples
 
-USAGE = "[-F HZ] [-p PID] [-U | -K] [-f]"
 
+def pipeline(
+    *,
+    frequency: Annotated[Positive, Option("-F", metavar="HZ")] = 49,
+    pid: Annotated[Positive | None, Option("-p")] = None,
+    user_stacks_only: Annotated[bool, Option("-U")] = False,
+    kernel_stacks_only: Annotated[bool, Option("-K")] = False,
+    folded: Annotated[bool, Option("-f")] = False,
+) -> Pipeline:
+    """CPU samples per (process, user stack, kernel stack), as bcc's profile.
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/profile.py", USAGE)
-    options.add_argument("-F", "--frequency", type=positive_int, default=49)
-    options.add_argument("-p", "--pid", type=positive_int)
-    only = options.add_mutually_exclusive_group()
-    only.add_argument("-U", "--user-stacks-only", action="store_true")
-    only.add_argument("-K", "--kernel-stacks-only", action="store_true")
-    options.add_argument("-f", "--folded", action="store_true")
-    given = options.parse(args)
+    Args:
+        frequency: samples a second on each CPU
+        pid: only this process
+        user_stacks_only: only user stacks (not with -K)
+        kernel_stacks_only: only kernel stacks (not with -U)
+        folded: print folded stacks (flamegraph.pl's input)
+    """
+    if user_stacks_only and kernel_stacks_only:
+        raise ValueError("-U (user stacks only) and -K (kernel stacks only) exclude each other")
     samples = cpu_samples(
-        given.frequency,
-        pid=given.pid,
-        user=not given.kernel_stacks_only,
-        kernel=not given.user_stacks_only,
+        frequency, pid=pid, user=not kernel_stacks_only, kernel=not user_stacks_only
     )
-    if given.folded:
+    if folded:
         return samples | FoldedSink()
-    which = "user" if given.user_stacks_only else "kernel" if given.kernel_stacks_only else ""
+    which = "user" if user_stacks_only else "kernel" if kernel_stacks_only else ""
     header = (
-        f"Sampling at {given.frequency} Hertz of "
-        f"{f'PID {given.pid}' if given.pid else 'all threads'} by "
+        f"Sampling at {frequency} Hertz of "
+        f"{f'PID {pid}' if pid else 'all threads'} by "
         f"{which or 'user + kernel'} stack... Hit Ctrl-C to end."
     )
     return samples | ConsoleSink(line=stack_block, header=header)

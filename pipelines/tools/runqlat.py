@@ -29,31 +29,41 @@ count times.
           8192 -> 16383      : 2        |                                        |
 """
 
+from typing import Annotated
+
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments, positive_int
 from flowtrace.operators import F, Tumbling, filter, log2_histogram
+from flowtrace.parameters import Option, Positive
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sources.runqueue import run_queue_waits
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/runqlat.py", "[-m] [-p TID] [interval [count]]")
-    options.add_argument("-m", "--milliseconds", action="store_true")
-    options.add_argument("-p", "--tid", type=positive_int)
-    options.add_argument("interval", type=positive_int, nargs="?")
-    options.add_argument("count", type=positive_int, nargs="?")
-    given = options.parse(args)
-    unit, divisor = ("msecs", 1_000_000) if given.milliseconds else ("usecs", 1000)
+def pipeline(
+    interval: Positive | None = None,
+    count: Positive | None = None,
+    *,
+    milliseconds: Annotated[bool, Option("-m")] = False,
+    tid: Annotated[Positive | None, Option("-p")] = None,
+) -> Pipeline:
+    """Run queue latency as a log2 histogram, as bcc's runqlat.
+
+    Args:
+        interval: seconds per histogram (default: one histogram, on Ctrl-C)
+        count: how many histograms, then stop (default: until Ctrl-C)
+        milliseconds: histogram in milliseconds, not microseconds
+        tid: only this thread (the kernel's pid: a thread ID)
+    """
+    unit, divisor = ("msecs", 1_000_000) if milliseconds else ("usecs", 1000)
     waits = run_queue_waits()
-    flow = waits | filter(F.tid == given.tid) if given.tid else waits
+    flow = waits | filter(F.tid == tid) if tid else waits
     return (
         flow
         | log2_histogram(
             "latency_ns",
             unit=unit,
             divisor=divisor,
-            every=Tumbling(given.interval) if given.interval else None,
-            limit=given.count,
+            every=Tumbling(interval) if interval else None,
+            limit=count,
         )
         | ConsoleSink(header="Tracing run queue latency... Hit Ctrl-C to end.")
     )

@@ -16,10 +16,11 @@ wrong).
 
 import operator
 from functools import reduce
+from typing import Annotated
 
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments, positive_int
 from flowtrace.operators import field, filter
+from flowtrace.parameters import Option, Positive
 from flowtrace.sinks.console import Column, ConsoleSink
 from flowtrace.sources.tcp import TcpSession, tcp_sessions
 
@@ -41,13 +42,23 @@ columns: list[Column[TcpSession]] = [
 ]
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/tcplife.py", "[-p PID] [-L LPORT] [-D RPORT]")
-    options.add_argument("-p", "--pid", type=positive_int)
-    options.add_argument("-L", "--localport", type=positive_int)
-    options.add_argument("-D", "--remoteport", type=positive_int)
-    given = options.parse(args)
-    asked = {"pid": given.pid, "lport": given.localport, "rport": given.remoteport}
+Port = Annotated[int | None, Option(minimum=1, maximum=65535)]
+
+
+def pipeline(
+    *,
+    pid: Annotated[Positive | None, Option("-p")] = None,
+    localport: Annotated[Port, Option("-L", metavar="LPORT")] = None,
+    remoteport: Annotated[Port, Option("-D", metavar="RPORT")] = None,
+) -> Pipeline:
+    """One line per TCP connection when it closes, as bcc's tcplife.
+
+    Args:
+        pid: only this process
+        localport: only connections with this local port
+        remoteport: only connections with this remote port
+    """
+    asked = {"pid": pid, "lport": localport, "rport": remoteport}
     wanted = [field(name) == value for name, value in asked.items() if value is not None]
     if not wanted:
         return tcp_sessions() | ConsoleSink(columns)

@@ -15,10 +15,11 @@ connection instead, printed on Ctrl-C, as bcc's -c does.
 """
 
 import time
+from typing import Annotated
 
 from flowtrace import Pipeline
-from flowtrace.arguments import Arguments
-from flowtrace.operators import count
+from flowtrace.operators import count as counted_by
+from flowtrace.parameters import Option
 from flowtrace.records import CountRow
 from flowtrace.sinks.console import Column, ConsoleSink, TableStyle
 from flowtrace.sources.tcp import TcpRetransmit, tcp_retransmits
@@ -46,11 +47,14 @@ def counted(row: CountRow) -> str:
     return f"{local:<20} <-> {remote:<20} {row.count:10d}"
 
 
-def pipeline(args: list[str]) -> Pipeline:
-    options = Arguments("pipelines/tools/tcpretrans.py", "[-c]")
-    options.add_argument("-c", "--count", action="store_true")
-    if not options.parse(args).count:
+def pipeline(*, count: Annotated[bool, Option("-c")] = False) -> Pipeline:
+    """Each TCP retransmission, as bcc's tcpretrans.
+
+    Args:
+        count: count retransmits per connection instead, printed on Ctrl-C
+    """
+    if not count:
         return tcp_retransmits() | ConsoleSink(columns, header=HEADER)
     title = f"\n{'LADDR:LPORT':<25} {'RADDR:RPORT':<25} {'RETRANSMITS':<10}"
     table = TableStyle(line=counted, title=title, ascending=True)
-    return tcp_retransmits() | count(connection) | ConsoleSink(header=HEADER, table=table)
+    return tcp_retransmits() | counted_by(connection) | ConsoleSink(header=HEADER, table=table)
