@@ -227,7 +227,7 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 def _command_parser(command: str, loaded: PipelineFile | None) -> _Parser:
     """The full parser of ``flowtrace run|explain PIPELINE``: flowtrace's
     options and the pipeline's own arguments."""
-    prog = f"flowtrace {command}" + (f" {loaded.name}" if loaded else "")
+    prog = f"flowtrace {command}" + (f" {loaded.command_name}" if loaded else "")
     description = loaded.description if loaded else _SYNOPSIS
     parser = _Parser(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -196,6 +196,8 @@ class KernelSource(Source[E], Generic[E]):
             return f"the kernel record is not known here ({exc})"
         if layout is None:
             return "the source's probes print lines (trace_pipe) instead of filling a record"
+        if not self.output.takes_operators:
+            return f"its output ({type(self.output).__name__}) takes no operators in the kernel"
         return None
 
     async def run(self, ctx: SourceContext, emit: Emit[E]) -> None:

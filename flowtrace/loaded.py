@@ -8,6 +8,7 @@ from typing import Any
 
 from .codegen import LOST_MAP, Program
 from .errors import AttachError, KernelError, one_line
+from .probes import AttachPoint
 
 __all__ = ["LoadedProgram"]
 
@@ -23,6 +24,10 @@ class LoadedProgram:
         self.bpf: Any = None
         self.lost_before_start = 0
         self.usdt_contexts: list[Any] = []
+        self.entries: tuple[tuple[AttachPoint, str], ...] = ()
+        self.detached = False
+        """True once :meth:`detach` ran: what the maps hold now is final
+        (outputs that read counts from maps read the last of them then)."""
 
     def load(self, program: Program, cflags: Sequence[str]) -> None:
         """Compile and load ``program`` and attach its entry functions (bcc
@@ -46,6 +51,7 @@ class LoadedProgram:
             )
         except Exception as exc:
             raise KernelError(f"bcc could not load the program: {one_line(exc)}") from exc
+        self.entries = program.entries
         for point, fn in program.entries:
             try:
                 point.attach(self.bpf, fn)
@@ -69,6 +75,7 @@ class LoadedProgram:
         bpf = self.bpf
         if bpf is None:
             return
+        self.detached = True
         failures: list[Exception] = []
         steps: list[tuple[Callable[..., object], list[Any]]] = [
             (bpf.detach_kprobe_event, list(bpf.kprobe_fds)),
@@ -85,6 +92,11 @@ class LoadedProgram:
                     detach(name)
                 except Exception as exc:
                     failures.append(exc)
+        for point, fn in self.entries:
+            try:
+                point.detach(bpf, fn)
+            except Exception as exc:
+                failures.append(exc)
         for ev_type, ev_config in list(bpf.open_perf_events):
             try:
                 bpf.detach_perf_event(ev_type, ev_config)

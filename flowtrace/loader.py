@@ -62,6 +62,15 @@ class PipelineFile:
         ``:ATTR`` when it is not ``pipeline``)."""
         return self.path.stem if self.attr == "pipeline" else f"{self.path.stem}:{self.attr}"
 
+    @property
+    def command_name(self) -> str:
+        """What to write after ``flowtrace run`` to run this pipeline: a
+        shipped pipeline's name, or else the file (and ``:ATTR``) as given."""
+        shipped = catalogue.find(self.path.stem)
+        if self.attr == "pipeline" and shipped == self.path.resolve():
+            return self.path.stem
+        return str(self.path) if self.attr == "pipeline" else f"{self.path}:{self.attr}"
+
     def build(self, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None) -> Pipeline:
         """The pipeline, built with these (already converted) arguments and
         named after the file unless it names itself."""
@@ -77,7 +86,7 @@ class PipelineFile:
         except ValueError as exc:
             raise PipelineFileError(
                 f"{where}: bad arguments: {' '.join(str(exc).split())};"
-                f" see flowtrace run {self.name} --help"
+                f" see flowtrace run {self.command_name} --help"
             ) from None
         if isinstance(built, Pipeline):
             return self._named(built)
@@ -158,7 +167,7 @@ def load_pipeline(spec: str, args: Sequence[str] | None = None) -> Pipeline:
     called with the command-line arguments ``args`` (strings, parsed as
     ``flowtrace run FILE ARGS`` parses them)."""
     loaded = load(spec)
-    parser = _OneLine(prog=f"flowtrace run {loaded.name}", add_help=False)
+    parser = _OneLine(prog=f"flowtrace run {loaded.command_name}", add_help=False)
     loaded.add_arguments(parser)
     if not loaded.parameters and args:
         raise PipelineFileError(

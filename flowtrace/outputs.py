@@ -148,6 +148,11 @@ class Output(ABC):
         """What comes out for a source of ``event``, for ``explain``
         (``"SyncCall via ring buffer, 1024 pages"``)."""
 
+    takes_operators: ClassVar[bool] = True
+    """Whether operators may run in the program before this output (pushdown):
+    outputs whose records are not the event (converted, counted in maps,
+    packets, stacks) say no."""
+
     @abstractmethod
     def channel(self, layout: Layout[Any] | None, submit: str = "ft_submit") -> Channel:
         """A fresh channel for one run; ``layout`` is what :meth:`layout` gave.

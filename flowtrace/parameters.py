@@ -66,12 +66,14 @@ __all__ = [
 class Option:
     """Command-line details of one parameter, given in ``Annotated[T, Option(...)]``:
     extra option ``names`` (``"-m"``), ``help`` text, the ``metavar`` shown
-    in help, and a ``minimum`` for numbers. Several merge, later ones winning."""
+    in help, and a ``minimum`` and ``maximum`` for numbers. Several merge,
+    later ones winning."""
 
     names: tuple[str, ...] = ()
     help: str | None = None
     metavar: str | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class Option:
         help: str | None = None,
         metavar: str | None = None,
         minimum: float | None = None,
+        maximum: float | None = None,
     ) -> None:
         for name in names:
             if not re.fullmatch(r"-[A-Za-z0-9]|--[A-Za-z0-9][-A-Za-z0-9]*", name):
@@ -87,6 +90,7 @@ class Option:
         object.__setattr__(self, "help", help)
         object.__setattr__(self, "metavar", metavar)
         object.__setattr__(self, "minimum", minimum)
+        object.__setattr__(self, "maximum", maximum)
 
 
 Positive = Annotated[int, Option(minimum=1)]
@@ -159,12 +163,19 @@ def finite_number(text: str) -> float:
     return value
 
 
-def _at_least(convert: Callable[[str], Any], minimum: float) -> Callable[[str], Any]:
+def _shown(bound: float) -> float:
+    return int(bound) if float(bound).is_integer() else bound
+
+
+def _within(
+    convert: Callable[[str], Any], minimum: float | None, maximum: float | None
+) -> Callable[[str], Any]:
     def checked(text: str) -> Any:
         value = convert(text)
-        if value < minimum:
-            shown = int(minimum) if float(minimum).is_integer() else minimum
-            raise ValueError(f"{text!r} is less than {shown}")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{text!r} is less than {_shown(minimum)}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"{text!r} is more than {_shown(maximum)}")
         return value
 
     return checked
@@ -202,7 +213,7 @@ def _unwrap(hint: Any) -> tuple[Any, list[Option]]:
 
 def _merge(options: list[Option]) -> Option:
     names: tuple[str, ...] = ()
-    merged: dict[str, Any] = {"help": None, "metavar": None, "minimum": None}
+    merged: dict[str, Any] = {"help": None, "metavar": None, "minimum": None, "maximum": None}
     for option in options:
         names += option.names
         for field in merged:
@@ -253,8 +264,8 @@ def parameters_of(function: Callable[..., Any], where: str) -> list[Parameter]:
         kind_, options = _unwrap(hint)
         option = _merge(options)
         convert, choices = _converter(kind_, f"{where}: parameter {p.name!r}")
-        if convert is not None and option.minimum is not None:
-            convert = _at_least(convert, option.minimum)
+        if convert is not None and (option.minimum, option.maximum) != (None, None):
+            convert = _within(convert, option.minimum, option.maximum)
         if convert is None and p.kind is not p.KEYWORD_ONLY:
             raise PipelineFileError(
                 f"{where}: bool parameter {p.name!r} must be keyword-only (after *) to be a flag"

@@ -107,6 +107,10 @@ class AttachPoint(ABC):
     def attach(self, bpf: Any, fn: str) -> None:  # noqa: B027 - optional hook
         """Attach the compiled function (kinds bcc attaches on load do nothing)."""
 
+    def detach(self, bpf: Any, fn: str) -> None:  # noqa: B027 - optional hook
+        """Undo :meth:`attach` for what bcc does not detach by itself (an XDP
+        link, a raw socket); safe when the attach failed half-way or never ran."""
+
     def usdt_contexts(self, fn: str) -> list[Any]:
         """bcc USDT contexts to pass at load time (USDT only)."""
         return []

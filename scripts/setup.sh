@@ -22,8 +22,9 @@ command -v apt-get >/dev/null || die "needs a Debian or Ubuntu machine (apt-get 
 release=$(uname -r)
 packages=(python3-bpfcc python3-venv)
 # nats-server: the fleet tests start real JetStream servers (tests/natsserver.py);
-# jq and tmux: the CLI tests pipe NDJSON through jq and drive --live in tmux
-[ "$with_tests" -eq 1 ] && packages+=(gcc systemtap-sdt-dev bpftrace nats-server jq tmux)
+# jq and tmux: the CLI tests pipe NDJSON through jq and drive --live in tmux;
+# iproute2 and binutils: the network lessons' tests build namespaces, read ELF
+[ "$with_tests" -eq 1 ] && packages+=(gcc binutils systemtap-sdt-dev bpftrace iproute2 nats-server jq tmux)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -238,5 +238,5 @@ def test_a_factory_value_error_is_one_line_exit_2(tmp_path: Path) -> None:
     _one_line_error(
         result,
         f"{path}: bad arguments: invalid literal for int() with base 10: 'o';"
-        " see flowtrace run p --help",
+        f" see flowtrace run {path} --help",
     )

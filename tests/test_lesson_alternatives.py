@@ -44,6 +44,16 @@ TYPED = {
     "task_switch.py",
 }
 
+# network lessons: TCP tracepoints only, or programs on an interface (XDP, a
+# socket filter), which have no kprobe alternative
+NETWORK = {
+    "tcp_lifecycle.py",
+    "tcpconnect_accept.py",
+    "tcp_retransmits.py",
+    "http_filter.py",
+    "xdp_drop_count.py",
+}
+
 
 @pytest.mark.parametrize(("path", "expected"), sorted(KPROBE_ALTERNATIVES.items()))
 def test_kprobe_alternatives_compile_and_load_here(path: str, expected: int) -> None:
@@ -70,6 +80,6 @@ def test_kprobe_alternatives_compile_and_load_here(path: str, expected: int) -> 
 
 def test_every_lesson_with_kernel_functions_is_covered() -> None:
     lessons = {p.name for p in Path("pipelines").glob("[!_]*.py")}
-    without = TYPED | {"strlen_count.py"}  # no kprobes
+    without = TYPED | NETWORK | {"strlen_count.py"}  # no kprobes
     without.add("fleet_disklatency.py")  # not a lesson: its agent's probes are disklatency's
     assert lessons - without == set(KPROBE_ALTERNATIVES)

@@ -91,6 +91,20 @@ def test_bad_values_are_refused_naming_the_argument(argv: list[str], message: st
     assert str(refused.value).startswith(message)
 
 
+Port = Annotated[int | None, Option("-P", minimum=1, maximum=65535)]
+
+
+def test_bounds_are_checked_both_ways_and_bounds_themselves_pass() -> None:
+    def bounded(*, port: Port = None) -> None: ...
+
+    assert parsed(bounded, "-P", "1")[1] == {"port": 1}
+    assert parsed(bounded, "--port", "65535")[1] == {"port": 65535}
+    for value, message in [("0", "'0' is less than 1"), ("65536", "'65536' is more than 65535")]:
+        with pytest.raises(Refused) as refused:
+            parsed(bounded, "-P", value)
+        assert str(refused.value) == f"argument --port/-P: {message}"
+
+
 def test_help_comes_from_the_docstring() -> None:
     description, helps = parse_docstring(tool.__doc__)
     assert description == "Does a thing.\n\nMore about it."
@@ -168,7 +182,7 @@ def test_pipeline_help_lists_its_arguments_and_flowtraces_options(tmp_path: Path
     result = flowtrace("run", str(path), "--help")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert out.startswith("usage: flowtrace run numbers ")
+    assert out.startswith(f"usage: flowtrace run {path}")  # a command that runs it
     assert "Emit FIRST (twice with -t)." in out
     assert "numbers arguments:\n  first " in out and "the number" in out
     assert "--twice, -t" in out and "--duration SECONDS" in out
@@ -239,16 +253,25 @@ def test_version() -> None:
     assert (result.returncode, result.stdout) == (0, f"flowtrace {version('flowtrace')}\n")
 
 
+def shipped_files() -> list[Path]:
+    """The lessons and the bcc tools (pipelines/tools/, run by path)."""
+    tools = sorted((catalogue.FOLDER / "tools").glob("*.py"))
+    assert tools, "no pipelines/tools/*.py"
+    return [lesson.path for lesson in catalogue.lessons()] + tools
+
+
 def test_no_lesson_parses_its_own_arguments() -> None:
-    for lesson in catalogue.lessons():
-        text = lesson.path.read_text()
-        assert "args: list[str]" not in text and "sys.argv" not in text, lesson.name
-        assert "argparse" not in text and "_positive" not in text, lesson.name
+    for path in shipped_files():
+        text = path.read_text()
+        assert "args: list[str]" not in text and "sys.argv" not in text, path
+        assert "argparse" not in text and "_positive" not in text, path
 
 
 def test_every_lesson_help_works() -> None:
-    for lesson in catalogue.lessons():
-        loaded = load(str(lesson.path))
-        parser = argparse.ArgumentParser(prog=lesson.name)
+    for path in shipped_files():
+        loaded = load(str(path))
+        parser = argparse.ArgumentParser(prog=loaded.name)
         loaded.add_arguments(parser)
-        assert parser.format_help(), lesson.name
+        assert parser.format_help(), path
+        for p in loaded.parameters:
+            assert p.help, f"{path}: parameter {p.name!r} has no help (Args: in its docstring)"

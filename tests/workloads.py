@@ -79,12 +79,13 @@ def _build_dir() -> Path:
 
 
 @functools.cache
-def program(name: str) -> str:
-    """The test program ``tests/programs/NAME.c``, compiled once per session."""
+def program(name: str, *flags: str) -> str:
+    """The test program ``tests/programs/NAME.c``, compiled once per session
+    (with gcc ``flags`` besides ``-O2 -pthread``)."""
     built = _build_dir() / name
     try:
         subprocess.run(
-            ["gcc", "-O2", "-pthread", "-o", str(built), str(PROGRAMS / f"{name}.c")],
+            ["gcc", "-O2", "-pthread", *flags, "-o", str(built), str(PROGRAMS / f"{name}.c")],
             check=True,
             capture_output=True,
             text=True,
@@ -207,3 +208,27 @@ def loop_device(size_mib: int = 16) -> Iterator[tuple[str, int]]:
             yield device, os.major(rdev) << 20 | os.minor(rdev)
         finally:
             subprocess.run(["losetup", "--detach", device], check=True)
+
+
+class Spinner:
+    """tests/programs/spin.c: spins ``seconds`` in its function spin_here
+    once released, then stays alive (its stacks can still be named) until
+    :meth:`end`."""
+
+    def __init__(self, seconds: float) -> None:
+        binary = program("spin", "-fno-omit-frame-pointer")
+        self.process = subprocess.Popen(
+            [binary, str(seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.pid = self.process.pid
+
+    def spin(self) -> None:
+        """Release it and wait until it has spun."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline() == "spun\n"
+
+    def end(self) -> None:
+        self.process.communicate(timeout=10)
+        assert self.process.returncode == 0
