@@ -253,3 +253,14 @@ async def test_wall_clock_bounds_are_the_monotonic_bounds_apart() -> None:
     [hist] = sink.items
     assert hist.wall_start.timestamp() == 1_700_000_000.25 + (hist.window_start - 50.0)
     assert (hist.wall_end - hist.wall_start).total_seconds() == hist.window_end - hist.window_start
+
+
+@pytest.mark.anyio
+async def test_control_characters_from_events_are_shown_not_obeyed() -> None:
+    """A process can name itself with escape sequences (prctl PR_SET_NAME);
+    the console shows them as text instead of letting the terminal act."""
+    out = io.StringIO()
+    hostile = "\x1b]0;PWN\x07\x1b[2J\x9b"
+    sink = ConsoleSink[str](line=lambda e: f"comm={e}", stream=out)
+    await (ListSource([hostile, "plain\tok"]) | sink).run()
+    assert out.getvalue() == "comm=\\x1b]0;PWN\\x07\\x1b[2J\\x9b\ncomm=plain\tok\n"
