@@ -61,6 +61,12 @@ class _Argument:
         """The C variable the argument is read into (a string's pointer: u64)."""
         return "u64" if self.ktype.is_string else self.ktype.c_type
 
+    @property
+    def param(self) -> str:
+        """Its C parameter's name: ``ft_arg_<name>``, so an argument named
+        ``ctx``, ``e`` or ``int`` collides with nothing in the program."""
+        return f"ft_arg_{self.name}"
+
 
 def _arguments(args: Mapping[str, object], what: str) -> list[_Argument]:
     found: list[_Argument] = []
@@ -105,15 +111,13 @@ def _argument_source(
     by_name = {a.name: a for a in arguments}
     used = [by_name[field] for field, _ in read]
     copy_string = "bpf_probe_read_kernel_str" if kernel_strings else "bpf_probe_read_user_str"
-    # C parameters are named ft_arg_<name>: an argument named ctx, e or int
-    # must not collide with the entry function's own names or C's
     body = "\n".join(
-        f"{copy_string}(&e.{field}, sizeof(e.{field}), (void *)ft_arg_{field});"
+        f"{copy_string}(&e.{field}, sizeof(e.{field}), (void *){by_name[field].param});"
         if ktype.is_string
-        else f"e.{field} = ft_arg_{field};"
+        else f"e.{field} = {by_name[field].param};"
         for field, ktype in read
     )
-    params = [Param(f"ft_arg_{a.name}", a.c_type) for a in used]
+    params = [Param(a.param, a.c_type) for a in used]
     probe = Probe(what, point, body=body, params=params)
     return KernelSource(event, probe, name=name, transport=transport, buffer_pages=buffer_pages)
 
@@ -133,7 +137,7 @@ def raw_tracepoint(
     kernel structs are not dereferenced."""
     what = f"raw tracepoint {name}"
     arguments = _arguments(args, what)
-    fields = {f"ft_arg_{a.name}": f"({a.c_type})ctx->args[{a.position - 1}]" for a in arguments}
+    fields = {a.param: f"({a.c_type})ctx->args[{a.position - 1}]" for a in arguments}
     return _argument_source(
         what,
         class_name(name) + "Raw",
@@ -167,7 +171,7 @@ def uprobe(
     arguments = _arguments(args, what)
     if any(a.position > 6 for a in arguments):
         raise PipelineDefinitionError(f"{what}: uprobes read arguments 1 to 6 (registers)")
-    fields = {f"ft_arg_{a.name}": f"({a.c_type})PT_REGS_PARM{a.position}(ctx)" for a in arguments}
+    fields = {a.param: f"({a.c_type})PT_REGS_PARM{a.position}(ctx)" for a in arguments}
     return _argument_source(
         what,
         class_name(symbol) + "Call",
