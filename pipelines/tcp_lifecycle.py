@@ -19,24 +19,7 @@ and received; MS: milliseconds from established to closed.
     9498  client     fd00::1         49758 fd00::2         8080      2    68 0.19
 """
 
-from flowtrace.sinks.console import Column, ConsoleSink
-from flowtrace.sources.tcp import TcpSession, tcp_sessions
+from flowtrace.sinks.console import ConsoleSink
+from flowtrace.sources.tcp import session_columns, tcp_sessions
 
-
-def kbytes(count: int) -> int | str:
-    return count // 1024 if count >= 0 else "-"  # -1: not counted on this kernel
-
-
-columns: list[Column[TcpSession]] = [
-    Column("PID", lambda e: e.pid, 5),
-    Column("COMM", lambda e: e.comm[:10], 10),
-    Column("LADDR", lambda e: e.laddr, 15),
-    Column("LPORT", lambda e: e.lport, 5),
-    Column("RADDR", lambda e: e.raddr, 15),
-    Column("RPORT", lambda e: e.rport, 5),
-    Column("TX_KB", lambda e: kbytes(e.tx_bytes), 5, ">5"),
-    Column("RX_KB", lambda e: kbytes(e.rx_bytes), 5, ">5"),
-    Column("MS", lambda e: e.duration_ns / 1e6, spec=".2f"),
-]
-
-pipeline = tcp_sessions() | ConsoleSink(columns)
+pipeline = tcp_sessions() | ConsoleSink(session_columns)

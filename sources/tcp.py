@@ -26,6 +26,7 @@ from flowtrace.kernel_source import KernelSource
 from flowtrace.ktypes import Char, comm, ktime_ns, s64, task_pid, u8, u16, u32, u64
 from flowtrace.outputs import buffer_output
 from flowtrace.probes import Param, Probe, Scheme, Tracepoint
+from flowtrace.sinks.console import Column
 
 from .inet import ADDRESS_HALVES, address, ip_version, tcp_state
 
@@ -34,6 +35,7 @@ __all__ = [
     "TcpOpen",
     "TcpRetransmit",
     "TcpSession",
+    "session_columns",
     "tcp_opens",
     "tcp_retransmits",
     "tcp_sessions",
@@ -511,3 +513,22 @@ def tcp_retransmits(*, transport: str = "auto") -> KernelSource[TcpRetransmit]:
     return _source(
         TcpRetransmitRecord, TcpRetransmit, _retransmits, [probe], "", "tcp_retransmits", transport
     )
+
+
+def _kbytes(count: int) -> int | str:
+    return count // 1024 if count >= 0 else "-"  # -1: not counted on this kernel
+
+
+session_columns: list[Column[TcpSession]] = [
+    Column("PID", lambda e: e.pid, 5),
+    Column("COMM", lambda e: e.comm[:10], 10),
+    Column("LADDR", lambda e: e.laddr, 15),
+    Column("LPORT", lambda e: e.lport, 5),
+    Column("RADDR", lambda e: e.raddr, 15),
+    Column("RPORT", lambda e: e.rport, 5),
+    Column("TX_KB", lambda e: _kbytes(e.tx_bytes), 5, ">5"),
+    Column("RX_KB", lambda e: _kbytes(e.rx_bytes), 5, ">5"),
+    Column("MS", lambda e: e.duration_ns / 1e6, spec=".2f"),
+]
+"""bcc tcplife's table of sessions: kilobytes sent and received ("-" where
+the kernel cannot count them), milliseconds from established to closed."""

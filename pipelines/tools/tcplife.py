@@ -21,26 +21,8 @@ from typing import Annotated
 from flowtrace import Pipeline
 from flowtrace.operators import field, filter
 from flowtrace.parameters import Option, Positive
-from flowtrace.sinks.console import Column, ConsoleSink
-from flowtrace.sources.tcp import TcpSession, tcp_sessions
-
-
-def kbytes(count: int) -> int | str:
-    return count // 1024 if count >= 0 else "-"
-
-
-columns: list[Column[TcpSession]] = [
-    Column("PID", lambda e: e.pid, 5),
-    Column("COMM", lambda e: e.comm[:10], 10),
-    Column("LADDR", lambda e: e.laddr, 15),
-    Column("LPORT", lambda e: e.lport, 5),
-    Column("RADDR", lambda e: e.raddr, 15),
-    Column("RPORT", lambda e: e.rport, 5),
-    Column("TX_KB", lambda e: kbytes(e.tx_bytes), 5, ">5"),
-    Column("RX_KB", lambda e: kbytes(e.rx_bytes), 5, ">5"),
-    Column("MS", lambda e: e.duration_ns / 1e6, spec=".2f"),
-]
-
+from flowtrace.sinks.console import ConsoleSink
+from flowtrace.sources.tcp import session_columns, tcp_sessions
 
 Port = Annotated[int | None, Option(minimum=1, maximum=65535)]
 
@@ -61,5 +43,5 @@ def pipeline(
     asked = {"pid": pid, "lport": localport, "rport": remoteport}
     wanted = [field(name) == value for name, value in asked.items() if value is not None]
     if not wanted:
-        return tcp_sessions() | ConsoleSink(columns)
-    return tcp_sessions() | filter(reduce(operator.and_, wanted)) | ConsoleSink(columns)
+        return tcp_sessions() | ConsoleSink(session_columns)
+    return tcp_sessions() | filter(reduce(operator.and_, wanted)) | ConsoleSink(session_columns)
