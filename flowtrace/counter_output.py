@@ -12,7 +12,6 @@ to exactly what was counted. A slot outside the array is counted as lost.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import numpy as np
 
 from .events import Layout
 from .loaded import LoadedProgram
-from .outputs import Channel, Output, Reader
+from .outputs import Channel, Output
+from .periodic_reader import PeriodicChannel, PeriodicReader
 
 __all__ = ["COUNTS_MAP", "CounterArray"]
 
@@ -60,10 +60,10 @@ class CounterArray(Output):
         return _CounterChannel(self)
 
 
-class _CounterChannel(Channel):
+class _CounterChannel(PeriodicChannel):
     def __init__(self, output: CounterArray) -> None:
+        super().__init__()
         self._output = output
-        self._reader: _CounterReader | None = None
 
     def declarations(self) -> str:
         return f"""\
@@ -78,41 +78,19 @@ static __always_inline void ft_count(u32 slot) {{
 }}
 """
 
-    def connect(self, loaded: LoadedProgram) -> Reader:
-        self._reader = _CounterReader(self._output, loaded)
-        return self._reader
+    def reader(self, loaded: LoadedProgram) -> PeriodicReader:
+        return _CounterReader(self._output, loaded)
 
     def describe(self) -> str:
         return f"{self._output.slots} per-CPU counters every {self._output.period:g} s"
 
-    def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
 
-
-class _CounterReader:
-    """Reads the counters when a period has passed or the probes detached.
-
-    Nothing signals new counts, so the loop waits on an event fd nobody
-    writes, for at most the time left in the period.
-    """
-
+class _CounterReader(PeriodicReader):
     def __init__(self, output: CounterArray, loaded: LoadedProgram) -> None:
+        super().__init__(loaded, output.period)
         self._output = output
-        self._loaded = loaded
         self._table = loaded.table(COUNTS_MAP)
         self._seen = np.zeros(output.slots, dtype=np.uint64)
-        self._due = time.monotonic() + output.period
-        self._fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
-    def max_wait(self) -> float:
-        return max(0.0, self._due - time.monotonic())
 
     @property
     def capacity(self) -> int:
@@ -124,26 +102,10 @@ class _CounterReader:
             totals[key.value] = sum(per_cpu)
         return totals
 
-    def read(self, limit: int) -> list[Any]:
-        now = time.monotonic()
-        if now < self._due and not self._loaded.detached:
-            return []
-        self._due = now + self._output.period
+    def take(self) -> list[Any]:
         totals = self._totals()
         grown = np.flatnonzero(totals != self._seen)
         ts = time.monotonic_ns()
         made = [self._output.make(int(s), int(totals[s] - self._seen[s]), ts) for s in grown]
         self._seen = totals
         return made
-
-    def pending(self) -> bool:
-        return False
-
-    def unread(self) -> int:
-        return 0  # every count is read after the probes detach
-
-    def lost(self) -> int:
-        return 0  # ft_count() counts what it could not
-
-    def close(self) -> None:
-        os.close(self._fd)

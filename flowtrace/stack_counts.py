@@ -14,14 +14,13 @@ lowest increase first.
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .events import Layout
 from .loaded import LoadedProgram
-from .outputs import Channel, Output, Reader
+from .outputs import Channel, Output
+from .periodic_reader import PeriodicChannel, PeriodicReader
 from .records import Record
 from .stacks import STACK_KEY, STACKS_MAP, Symbolizer, stack_declarations
 
@@ -73,10 +72,10 @@ class StackCounts(Output):
         return _StackChannel(self)
 
 
-class _StackChannel(Channel):
+class _StackChannel(PeriodicChannel):
     def __init__(self, output: StackCounts) -> None:
+        super().__init__()
         self._output = output
-        self._reader: _StackReader | None = None
 
     def declarations(self) -> str:
         o = self._output
@@ -99,49 +98,26 @@ static __always_inline void ft_count_stack(void *ctx, u64 amount) {{
 }}
 """
 
-    def connect(self, loaded: LoadedProgram) -> Reader:
-        self._reader = _StackReader(self._output, loaded)
-        return self._reader
+    def reader(self, loaded: LoadedProgram) -> PeriodicReader:
+        return _StackReader(self._output, loaded)
 
     def describe(self) -> str:
         return f"sums per stack ({self._output.keys} at most)"
 
-    def close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
 
-
-class _StackReader:
+class _StackReader(PeriodicReader):
     def __init__(self, output: StackCounts, loaded: LoadedProgram) -> None:
-        self._period = output.period
+        super().__init__(loaded, output.period)
         self._user, self._kernel = output.user, output.kernel
-        self._loaded = loaded
         self._sums = loaded.table(SUMS_MAP)
         self._symbols = Symbolizer(loaded.table(STACKS_MAP))
         self._seen: dict[tuple[int, int, int, bytes], int] = {}
-        self._due = time.monotonic() + (output.period or 1.0)
-        self._fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
-    def max_wait(self) -> float:
-        return max(0.0, self._due - time.monotonic())
 
     @property
     def capacity(self) -> int:
         return len(self._seen) + 1
 
-    def read(self, limit: int) -> list[Any]:
-        now = time.monotonic()
-        if now < self._due and not self._loaded.detached:
-            return []
-        self._due = now + (self._period or 1.0)
-        if self._period is None and not self._loaded.detached:
-            return []
+    def take(self) -> list[Any]:
         out = []
         for key, value in self._sums.items():
             k = (key.pid, key.user_stack, key.kernel_stack, bytes(key.comm))
@@ -160,15 +136,3 @@ class _StackReader:
             )
         out.sort(key=lambda c: c.count)  # lowest first, as bcc's profile prints them
         return out
-
-    def pending(self) -> bool:
-        return False
-
-    def unread(self) -> int:
-        return 0  # the sums are read after the probes detach
-
-    def lost(self) -> int:
-        return 0  # ft_add_to_stack() counts what it could not add
-
-    def close(self) -> None:
-        os.close(self._fd)
