@@ -123,8 +123,11 @@ class _Connection(Event, frozen=True):
     raddr1: u64
 
 
-def _addresses(r: Any) -> tuple[str, str]:
-    return address(r.family, r.laddr0, r.laddr1), address(r.family, r.raddr0, r.raddr1)
+def _endpoints(r: Any) -> tuple[int, str, int, str, int]:
+    """A connection record's ``ip, laddr, lport, raddr, rport``, addresses as text."""
+    local = address(r.family, r.laddr0, r.laddr1)
+    remote = address(r.family, r.raddr0, r.raddr1)
+    return ip_version(r.family), local, r.lport, remote, r.rport
 
 
 def _source(
@@ -178,25 +181,10 @@ class TcpSessionRecord(_Connection, frozen=True):
 
 
 def _sessions(batch: list[TcpSessionRecord]) -> list[TcpSession]:
-    out = []
-    for r in batch:
-        local, remote = _addresses(r)
-        out.append(
-            TcpSession(
-                r.ts,
-                r.pid,
-                r.comm,
-                ip_version(r.family),
-                local,
-                r.lport,
-                remote,
-                r.rport,
-                r.tx_bytes,
-                r.rx_bytes,
-                r.duration_ns,
-            )
-        )
-    return out
+    return [
+        TcpSession(r.ts, r.pid, r.comm, *_endpoints(r), r.tx_bytes, r.rx_bytes, r.duration_ns)
+        for r in batch
+    ]
 
 
 _SESSION_C = f"""\
@@ -378,24 +366,10 @@ class TcpOpenRecord(_Connection, frozen=True):
 
 
 def _opens(batch: list[TcpOpenRecord]) -> list[TcpOpen]:
-    out = []
-    for r in batch:
-        local, remote = _addresses(r)
-        direction = "accept" if r.passive else "connect"
-        out.append(
-            TcpOpen(
-                r.ts,
-                direction,
-                r.pid,
-                r.comm,
-                ip_version(r.family),
-                local,
-                r.lport,
-                remote,
-                r.rport,
-            )
-        )
-    return out
+    return [
+        TcpOpen(r.ts, "accept" if r.passive else "connect", r.pid, r.comm, *_endpoints(r))
+        for r in batch
+    ]
 
 
 _OPEN_MAPS = f"""\
@@ -477,22 +451,7 @@ class TcpRetransmitRecord(_Connection, frozen=True):
 
 
 def _retransmits(batch: list[TcpRetransmitRecord]) -> list[TcpRetransmit]:
-    out = []
-    for r in batch:
-        local, remote = _addresses(r)
-        out.append(
-            TcpRetransmit(
-                r.ts,
-                r.pid,
-                ip_version(r.family),
-                local,
-                r.lport,
-                remote,
-                r.rport,
-                tcp_state(r.state),
-            )
-        )
-    return out
+    return [TcpRetransmit(r.ts, r.pid, *_endpoints(r), tcp_state(r.state)) for r in batch]
 
 
 def tcp_retransmits(*, transport: str = "auto") -> KernelSource[TcpRetransmit]:
