@@ -66,6 +66,7 @@ class SourceContext(StageContext):
         self._waits: set[anyio.CancelScope] = set()
         self._on_stop: list[Callable[[], None]] = []
         self._ready = anyio.Event()
+        self._on_ready: list[Callable[[], None]] = []
         self._close_output: Callable[[], None] = lambda: None
 
     def close_output(self) -> None:
@@ -79,7 +80,18 @@ class SourceContext(StageContext):
     def ready(self) -> None:
         """Say the source is producing (its probes are attached); a pipeline
         started with ``task_group.start`` returns to its caller from then on."""
+        callbacks, self._on_ready = self._on_ready, []
+        for callback in callbacks:
+            callback()
         self._ready.set()
+
+    def call_on_ready(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the source says it is ready (at once if it
+        did), before the pipeline's starter hears of it."""
+        if self._ready.is_set():
+            callback()
+        else:
+            self._on_ready.append(callback)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

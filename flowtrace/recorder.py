@@ -9,9 +9,8 @@ share it), and an ``end`` record. :mod:`flowtrace.replay` reads it back.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -107,8 +106,9 @@ class RecordingSource(Source[T], Generic[T]):
             recorded += len(batch)
             await emit(batch)
 
+        ctx.call_on_ready(start)
         try:
-            await self.source.run(cast(SourceContext, _NotingReady(ctx, start)), record)
+            await self.source.run(ctx, record)
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -120,21 +120,6 @@ class RecordingSource(Source[T], Generic[T]):
                         file.write(self._encoder.json_line(end, at=ctx.clock.now()))
                 finally:
                     await file.close()
-
-
-class _NotingReady:
-    """A source's context that also tells the recorder when the source is ready."""
-
-    def __init__(self, ctx: SourceContext, on_ready: Callable[[], None]) -> None:
-        self._ctx = ctx
-        self._on_ready = on_ready
-
-    def ready(self) -> None:
-        self._on_ready()
-        self._ctx.ready()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ctx, name)
 
 
 class _LineFile:

@@ -286,3 +286,30 @@ async def test_a_source_failing_first_leaves_no_stream_open() -> None:
     import gc
 
     gc.collect()
+
+
+
+class ReadyWatcher(Source[int]):
+    """Registers one callback before saying it is ready and one after."""
+
+    def __init__(self, heard: list[str]) -> None:
+        self.heard = heard
+
+    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
+        ctx.call_on_ready(lambda: self.heard.append("before"))
+        assert self.heard == []
+        ctx.ready()
+        assert self.heard == ["before"]
+        ctx.call_on_ready(lambda: self.heard.append("after"))
+        assert self.heard == ["before", "after"]
+        ctx.ready()  # a second ready calls nothing again
+        await emit([1])
+
+
+@pytest.mark.anyio
+async def test_call_on_ready_runs_each_callback_once_at_ready() -> None:
+    heard: list[str] = []
+    sink = CollectSink[int]()
+    await Run(ReadyWatcher(heard) | sink).run()
+    assert heard == ["before", "after"]
+    assert sink.items == [1]
