@@ -35,7 +35,7 @@ import anyio
 import msgspec
 
 from . import catalogue, command_start
-from .doctor import as_json_objects, run_checks
+from .doctor import as_json_objects, run_checks, summary
 from .errors import (
     DEBUG_HINT,
     FlowtraceError,
@@ -386,7 +386,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_json_objects(checks), indent=2))
     else:
-        print("\n".join(c.line() for c in checks))
+        print("\n".join([*(c.line() for c in checks), summary(checks)]))
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
