@@ -54,6 +54,7 @@ from .replay import ReplayError, replay
 from .runtime import DRAIN_TIMEOUT, Run
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 from .stages import Pipeline
+from .visible import visible
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -78,7 +79,9 @@ _LONGEST_ERROR = 4000
 
 
 def _say(line: str) -> None:
-    print(f"flowtrace: {line}", file=sys.stderr, flush=True)
+    """``line`` on stderr after ``flowtrace:``, as one line whatever it holds
+    (line ends joined with spaces, control characters shown as ``\\xNN``)."""
+    print(f"flowtrace: {visible(' '.join(line.splitlines()))}", file=sys.stderr, flush=True)
 
 
 def _error(exc: BaseException) -> None:

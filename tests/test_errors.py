@@ -356,3 +356,13 @@ def test_ctrl_c_while_the_pipeline_file_loads_ends_it_quietly(tmp_path: Path) ->
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert (out, err) == ("", "")
+
+
+def test_a_warning_naming_a_file_with_a_line_end_is_one_line(tmp_path: Path) -> None:
+    recording = tmp_path / "cut\nshort\x1b[2J.rec"
+    recording.write_text(f"{RECORDING_HEADER}\n{RECORDED_EVENT}\n")  # no end record
+    result = flowtrace("run", "--replay", str(recording), "pipelines/sys_sync.py")
+    assert result.returncode == 0, result.stderr
+    [warning] = [line for line in result.stderr.splitlines() if "cut short" in line]
+    assert warning.startswith("flowtrace: syscalls:sys_enter_sync: ")
+    assert "cut short\\x1b[2J.rec stops at line 3 (cut short: no end record)" in warning
