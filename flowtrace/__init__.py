@@ -7,6 +7,7 @@ sinks print, write or forward them. See ``docs/architecture.md``.
 
 from __future__ import annotations
 
+from . import command_start  # noqa: F401  (first: Ctrl-C while the command starts)
 from .argument_sources import Arg, raw_tracepoint, uprobe, usdt
 from .clock import Clock, ManualClock, MonotonicClock
 from .context import SourceContext, StageContext

@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,9 +34,18 @@ from typing import Any
 import anyio
 import msgspec
 
-from . import catalogue
-from .doctor import as_json_objects, run_checks
-from .errors import FlowtraceError, PipelineDefinitionError, PipelineFileError
+from . import catalogue, command_start
+from .doctor import as_json_objects, run_checks, summary
+from .errors import (
+    DEBUG_HINT,
+    FlowtraceError,
+    PipelineDefinitionError,
+    PipelineFileError,
+    debugging,
+    describe,
+    one_line,
+    raised_at,
+)
 from .expression import evaluate
 from .loader import PipelineFile, load
 from .output_mode import MODES, with_output
@@ -44,6 +54,7 @@ from .replay import ReplayError, replay
 from .runtime import DRAIN_TIMEOUT, Run
 from .sinkspec import SinkSpecError, sink_from_spec, with_sinks
 from .stages import Pipeline
+from .visible import visible
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -64,8 +75,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see {self.prog} --help")
 
 
+_LONGEST_ERROR = 4000
+
+
 def _say(line: str) -> None:
-    print(f"flowtrace: {line}", file=sys.stderr, flush=True)
+    """``line`` on stderr after ``flowtrace:``, as one line whatever it holds
+    (line ends joined with spaces, control characters shown as ``\\xNN``)."""
+    print(f"flowtrace: {visible(' '.join(line.splitlines()))}", file=sys.stderr, flush=True)
+
+
+def _error(exc: BaseException) -> None:
+    """``exc`` as one ``flowtrace: error:`` line (line ends folded, control
+    characters shown, never empty); with FLOWTRACE_DEBUG, its traceback first."""
+    if debugging():
+        traceback.print_exception(exc)
+    _say(f"error: {one_line(str(exc), _LONGEST_ERROR) or describe(exc)}")
 
 
 def _version() -> str:
@@ -138,6 +162,15 @@ def _check_record(pipeline: Pipeline, path: str) -> None:
     folder = target.resolve().parent
     if not folder.is_dir():
         raise ReplayError(f"--record {path}: no directory {str(folder)!r}")
+
+
+def _same_file(one: str, other: str) -> bool:
+    """Whether the paths name one file (same device and inode: also through
+    a hard link or a symlink); False when either does not exist."""
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return False
 
 
 # -- the command line of run and explain -------------------------------------
@@ -282,9 +315,10 @@ def _build(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline:
     if args.record:
         _check_record(pipeline, args.record)
     if args.replay:
-        if args.record and Path(args.record).resolve() == Path(args.replay).resolve():
+        if args.record and _same_file(args.record, args.replay):
             raise ReplayError(
-                f"--record {args.record} would overwrite the recording being replayed"
+                f"--record {args.record} is the recording being replayed ({args.replay}),"
+                " and would overwrite it; record to another file"
             )
         pipeline = replay(pipeline, args.replay, realtime=args.realtime)
     if args.record:
@@ -311,7 +345,7 @@ def _cmd_run(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
         if _reader_went_away(first):  # `| head` has what it wanted
             _quiet_stdout()
             return 0
-        raise first from None
+        raise first from first.__cause__
     finally:
         if not args.quiet:
             for line in run.stats.summary():
@@ -355,7 +389,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_json_objects(checks), indent=2))
     else:
-        print("\n".join(c.line() for c in checks))
+        print("\n".join([*(c.line() for c in checks), summary(checks)]))
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
@@ -455,12 +489,39 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; a reader of stdout going away (``| head``) ends it
-    quietly with status 0, as it ends bcc tools and bpftrace."""
+    quietly with status 0, as it ends bcc tools and bpftrace. A Ctrl-C
+    before a run watches for it (while starting, loading or building) ends
+    it quietly with status 130. Every error is one line; one flowtrace did
+    not mean to raise (a bug) names its type and where it was raised, and
+    ``FLOWTRACE_DEBUG=1`` adds the traceback."""
+    command_start.release()
     try:
         return _main(argv)
     except BrokenPipeError:
         _quiet_stdout()
         return 0
+    except KeyboardInterrupt:
+        return command_start.INTERRUPTED
+    except BaseExceptionGroup as group:  # what a task group let out
+        if group.subgroup(KeyboardInterrupt) is not None:
+            return command_start.INTERRUPTED
+        if not isinstance(group, Exception):
+            raise
+        return _unexpected(group)
+    except Exception as exc:
+        return _unexpected(exc)
+
+
+def _unexpected(exc: Exception) -> int:
+    """Report an exception flowtrace did not raise on purpose; status 1."""
+    leaf = _first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    if debugging():
+        traceback.print_exception(exc)
+    what = describe(leaf, _LONGEST_ERROR)
+    if str(leaf) and (where := raised_at(leaf)):  # (describe names it without a message)
+        what += f" (at {where})"
+    _say(f"error: unexpected {what}; a bug in the pipeline, a plugin or flowtrace ({DEBUG_HINT})")
+    return 1
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -473,13 +534,13 @@ def _main(argv: Sequence[str] | None) -> int:
             return _PIPELINE_COMMANDS[first.command](args, loaded)
         code: int = first.handler(first)
     except (PipelineFileError, PipelineDefinitionError, SinkSpecError, ReplayError) as exc:
-        _say(f"error: {exc}")
+        _error(exc)
         return 2
     except FlowtraceError as exc:
         if _reader_went_away(exc):
             _quiet_stdout()
             return 0
-        _say(f"error: {exc}")
+        _error(exc)
         return 1
     return code
 

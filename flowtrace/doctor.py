@@ -1,4 +1,9 @@
-"""``flowtrace doctor``: is this machine ready to trace, and what to fix."""
+"""``flowtrace doctor``: is this machine ready to trace, and what to fix.
+
+One line per check, then a summary line. Run without root (or CAP_BPF and
+CAP_PERFMON), the checks that need it (bpf() calls, tracefs) are reported
+as ``skip`` instead of guessed: the kernel refuses this user, which says
+nothing about what it offers root."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from pathlib import Path
 
 from . import kernel
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "as_json_objects", "run_checks", "summary"]
 
-_CAP_PERFMON = 38
-_CAP_BPF = 39
+_ROOT_FIX = "run as root (sudo flowtrace doctor)"
+_NEEDS_ROOT = ("bpf", "tracepoints", "raw_tracepoints", "fentry", "ringbuf")
+"""The kernel features only root can check (their test is a bpf() call or
+tracefs, which refuse anyone else)."""
 
 # Probe kinds flowtrace can do without (it falls back), and their remedy.
 _OPTIONAL = {
@@ -28,7 +35,8 @@ _OPTIONAL = {
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the report: ``status`` is ok, warn or fail."""
+    """One line of the report: ``status`` is ok, warn, fail, or skip (not
+    checked: it needs root)."""
 
     name: str
     status: str
@@ -43,13 +51,9 @@ class Check:
 def _privileges() -> Check:
     if os.geteuid() == 0:
         return Check("privileges", "ok", "running as root")
-    status = Path("/proc/self/status").read_text()
-    caps = int(
-        next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff")), 16
-    )
-    if caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1:
+    if kernel.privileged():
         return Check("privileges", "ok", "CAP_BPF and CAP_PERFMON")
-    return Check("privileges", "fail", "not root, no CAP_BPF/CAP_PERFMON", "run as root (sudo)")
+    return Check("privileges", "fail", "not root, no CAP_BPF/CAP_PERFMON", _ROOT_FIX)
 
 
 def _bcc() -> Check:
@@ -79,8 +83,11 @@ def _headers() -> Check:
 
 def _tracefs() -> Check:
     bcc_path = Path("/sys/kernel/debug/tracing")
-    if (bcc_path / "events").is_dir():
-        return Check("tracefs", "ok", f"at {bcc_path}")
+    try:
+        if (bcc_path / "events").is_dir():
+            return Check("tracefs", "ok", f"at {bcc_path}")
+    except PermissionError:
+        return Check("tracefs", "skip", f"{bcc_path} is readable by root only", _ROOT_FIX)
     found = kernel.tracefs()
     detail = f"only at {found} (bcc reads {bcc_path})" if found else "not mounted"
     return Check("tracefs", "fail", detail, "mount -t debugfs debugfs /sys/kernel/debug")
@@ -88,6 +95,8 @@ def _tracefs() -> Check:
 
 def _feature(name: str) -> Check:
     feature = kernel.features()[name]
+    if not feature.available and name in _NEEDS_ROOT and not kernel.privileged():
+        return Check(name, "skip", f"not checked: needs root ({feature.detail})", _ROOT_FIX)
     if feature.available:
         return Check(name, "ok", feature.detail)
     if name in _OPTIONAL:
@@ -101,6 +110,22 @@ def run_checks() -> list[Check]:
     """Every check, in report order."""
     checks = [_privileges(), _bcc(), _headers(), _tracefs()]
     return checks + [_feature(name) for name in kernel.features()]
+
+
+def summary(checks: list[Check]) -> str:
+    """One line after the checks: ready, what needs root, or how many failed."""
+    failed = [c.name for c in checks if c.status == "fail"]
+    if not kernel.privileged():
+        skipped = [c.name for c in checks if c.status == "skip"]
+        return (
+            "not ready: tracing needs root (or CAP_BPF and CAP_PERFMON)"
+            + (f"; {', '.join(skipped)} not checked" if skipped else "")
+            + f"; {_ROOT_FIX}"
+        )
+    if failed:
+        return f"not ready: {len(failed)} failed ({', '.join(failed)}); see each fix above"
+    warned = [c.name for c in checks if c.status == "warn"]
+    return "ready to trace" + (f" (warnings: {', '.join(warned)})" if warned else "")
 
 
 def as_json_objects(checks: list[Check]) -> list[dict[str, str]]:

@@ -28,7 +28,10 @@ the user who typed it).
 
 The value must be a pipeline (``source | ... | sink``), a source, or a source
 followed by operators; the last two print to the console sink. Every problem
-is one :class:`ExpressionError` line.
+is one :class:`ExpressionError` line. An expression is at most
+:data:`MAX_CHARS` characters long and nests at most :data:`MAX_DEPTH` levels
+(a pipeline of 30 stages nests about 40); longer or deeper ones are refused
+before anything is built (a pipeline that large belongs in a file).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ from .errors import FlowtraceError, PipelineFileError, one_line
 from .stages import Flow, Operator, Pipeline, Sink, Source
 
 __all__ = [
+    "MAX_CHARS",
+    "MAX_DEPTH",
     "SAFE_BUILTINS",
     "TYPED_SOURCES",
     "ExpressionError",
@@ -95,6 +100,13 @@ SAFE_BUILTINS = (
 """The builtins an expression may use: plain values and their conversions."""
 
 
+MAX_CHARS = 65_536
+"""Longest expression accepted, in characters."""
+MAX_DEPTH = 200
+"""Deepest nesting accepted, in levels of the expression's syntax tree."""
+_TOO_BIG = "write the pipeline in a file (flowtrace run FILE)"
+
+
 class ExpressionError(PipelineFileError):
     """A ``-e`` expression cannot be parsed, names something unknown, or does
     not evaluate to a pipeline (CLI exit status 2)."""
@@ -133,12 +145,22 @@ def expression_names() -> dict[str, NameEntry]:
 
 def parse(text: str) -> ast.Expression:
     """``text`` as an expression tree; raises :class:`ExpressionError` for a
-    syntax error (with its column) or an attribute starting with ``_``."""
+    syntax error (with its column), an attribute starting with ``_``, or an
+    expression longer than :data:`MAX_CHARS` or nested deeper than
+    :data:`MAX_DEPTH`."""
+    if len(text) > MAX_CHARS:
+        raise ExpressionError(
+            f"-e: the expression is {len(text)} characters long, more than {MAX_CHARS}; {_TOO_BIG}"
+        )
     try:
         tree = ast.parse(text, "<-e>", mode="eval")
     except SyntaxError as exc:
         where = _where(exc.lineno or 1, exc.offset or 1, text)
         raise ExpressionError(f"-e: syntax error {where}: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # Python's parser gave up on the nesting
+        raise ExpressionError(_too_deep()) from None
+    if _depth(tree) > MAX_DEPTH:
+        raise ExpressionError(_too_deep())
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             where = _where(node.lineno, node.col_offset + 1, text)
@@ -147,6 +169,22 @@ def parse(text: str) -> ast.Expression:
                 " cannot be used in an expression"
             )
     return tree
+
+
+def _too_deep() -> str:
+    return f"-e: the expression nests more than {MAX_DEPTH} levels deep; {_TOO_BIG}"
+
+
+def _depth(tree: ast.AST) -> int:
+    """How many levels ``tree`` nests (counted without recursion)."""
+    deepest = 0
+    level = [tree]
+    while level:
+        deepest += 1
+        if deepest > MAX_DEPTH:
+            break  # deep enough to refuse: stop counting
+        level = [child for node in level for child in ast.iter_child_nodes(node)]
+    return deepest
 
 
 def _where(line: int, column: int, text: str) -> str:

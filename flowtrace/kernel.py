@@ -23,9 +23,11 @@ __all__ = [
     "features",
     "find_kernel_function",
     "kernel_headers",
+    "privileged",
     "struct_offsets_untrusted",
     "syscall_function",
     "tracefs",
+    "tracefs_unreadable",
     "tracepoint_category",
     "tracepoint_exists",
 ]
@@ -59,6 +61,39 @@ def tracefs() -> Path | None:
         except OSError:  # /sys/kernel/debug is root's only: not usable
             continue
     return None
+
+
+def tracefs_unreadable() -> Path | None:
+    """A tracefs directory this user may not look into (tracefs is root's
+    only), or None when every candidate is readable or absent."""
+    for path in _TRACEFS_CANDIDATES:
+        try:
+            (path / "events").is_dir()
+        except PermissionError:
+            return path
+        except OSError:
+            continue
+    return None
+
+
+_CAP_PERFMON = 38
+_CAP_BPF = 39
+
+
+@functools.cache
+def privileged() -> bool:
+    """Whether this process may trace: root, or CAP_BPF and CAP_PERFMON.
+    Without, what the kernel offers cannot be told from what it refuses this
+    user (bpf() says EPERM, tracefs is unreadable either way)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    caps = next((line.split()[1] for line in status.splitlines() if line.startswith("CapEff")), "0")
+    need = 1 << _CAP_BPF | 1 << _CAP_PERFMON
+    return int(caps, 16) & need == need
 
 
 def tracepoint_exists(category: str, event: str) -> bool:
@@ -219,6 +254,10 @@ def _feature_ringbuf() -> Feature:
 
 def _feature_tracepoints() -> Feature:
     root = tracefs()
+    if root is None and (unreadable := tracefs_unreadable()) is not None:
+        return Feature(
+            "tracepoints", False, f"tracefs at {unreadable} is readable by root only: run as root"
+        )
     if root is None:
         return Feature(
             "tracepoints",

@@ -7,7 +7,9 @@ histogram per field and key, the latest count table per set of key fields
 and the last lines of anything else, and draws them with the per-stage
 counters (in, out, lost, dropped, late) and how the probes attached, twice
 a second, with rich's ``Live`` display (in rich's refresh thread; the state
-it draws is guarded by a lock).
+it draws is guarded by a lock). Every string it draws goes through
+:func:`~flowtrace.visible.visible`, as the console sink's lines do: control
+characters from events or a recording show as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .output_mode import replace_text_sinks
 from .records import CountTable, Histogram, Record
 from .render import ColumnWidths, count_table_lines, histogram_lines
 from .stages import Pipeline, Sink
+from .visible import visible
 
 __all__ = ["LiveView", "with_live_view"]
 
@@ -122,7 +125,7 @@ class LiveView(Sink[Any]):
             recent = list(self._recent)
         stats = self.ctx.pipeline
         elapsed = time.monotonic() - self._started
-        title = Text(
+        title = _text(
             f"flowtrace {stats.name or 'pipeline'}   {time.strftime('%H:%M:%S')}"
             f"   running {elapsed:.0f}s   lost {stats.lost}   dropped {stats.dropped}",
             style="bold",
@@ -132,7 +135,7 @@ class LiveView(Sink[Any]):
             counters.add_column(column, justify="left" if column == "STAGE" else "right")
         for stage in list(stats.stages):
             counters.add_row(
-                stage.name,
+                visible(stage.name),
                 str(stage.received),
                 str(stage.emitted),
                 str(stage.lost),
@@ -141,13 +144,13 @@ class LiveView(Sink[Any]):
             )
         parts: list[RenderableType] = [title, counters]
         attached = list(stats.attached)[-4:]
-        parts += [Text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in attached]
+        parts += [_text(line, style="dim", no_wrap=True, overflow="ellipsis") for line in attached]
         for record in results:
             parts.append(Text(""))
-            parts.append(Text(self._heading(record), style="bold"))
-            parts.append(Text("\n".join(self._result_lines(record)) or "(empty)"))
+            parts.append(_text(self._heading(record), style="bold"))
+            parts.append(_text("\n".join(self._result_lines(record)) or "(empty)"))
         if recent:
-            parts += [Text(""), Text("\n".join(recent))]
+            parts += [Text(""), _text("\n".join(recent))]
         return Group(*parts)
 
     @staticmethod
@@ -174,3 +177,8 @@ class LiveView(Sink[Any]):
             key_fields=record.key_fields,
         )
         return count_table_lines(top, widths=self._widths)
+
+
+def _text(text: str, **style: Any) -> Text:
+    """``text`` to draw, its control characters shown (see :mod:`flowtrace.visible`)."""
+    return Text(visible(text), **style)

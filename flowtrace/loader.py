@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from . import catalogue
-from .errors import EventDefinitionError, PipelineDefinitionError, PipelineFileError
+from .errors import (
+    DEBUG_HINT,
+    EventDefinitionError,
+    PipelineDefinitionError,
+    PipelineFileError,
+    describe,
+    raised_at,
+)
 from .parameters import Parameter, add_parameters, call_arguments, parameters_of, parse_docstring
-from .stages import Pipeline
+from .stages import Operator, Pipeline, Sink, Source
 
 __all__ = ["PipelineFile", "load", "load_pipeline"]
 
@@ -88,10 +95,12 @@ class PipelineFile:
                 f"{where}: bad arguments: {' '.join(str(exc).split())};"
                 f" see flowtrace run {self.command_name} --help"
             ) from None
+        except Exception as exc:  # a bug in the pipeline file (or what it calls)
+            raise _failed(f"{self.path}:{self.attr}()", exc, self.path) from exc
         if isinstance(built, Pipeline):
             return self._named(built)
         raise PipelineFileError(
-            f"{self.path}:{self.attr}() returned {type(built).__name__}, not a Pipeline"
+            f"{self.path}:{self.attr}() returned {_what(built)}, not a Pipeline: {_PIPELINE_FIX}"
         )
 
     def _named(self, pipeline: Pipeline) -> Pipeline:
@@ -116,10 +125,23 @@ def load(spec: str) -> PipelineFile:
     given, attr = _split(spec)
     path = _resolve(given)
     try:
-        code = compile(path.read_bytes(), str(path), "exec")
+        text = path.read_bytes()
+    except OSError as exc:
+        raise PipelineFileError(f"cannot read {str(path)!r}: {exc.strerror}; check it") from None
+    if b"\0" in text:  # Python refuses it with an error of its own kind
+        line = text.count(b"\n", 0, text.index(b"\0")) + 1
+        raise PipelineFileError(
+            f"{path}:{line}: a NUL byte, not Python text; fix the file or write it again"
+        )
+    try:
+        code = compile(text, str(path), "exec")
     except SyntaxError as exc:
         raise PipelineFileError(
             f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix the file and run again"
+        ) from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # nested too deep to compile
+        raise PipelineFileError(
+            f"{path}: cannot compile: {describe(exc)}; fix the file and run again"
         ) from None
     module_name = f"flowtrace_pipeline_{abs(hash(str(path.resolve())))}"
     spec_ = importlib.util.spec_from_file_location(module_name, path)
@@ -133,9 +155,7 @@ def load(spec: str) -> PipelineFile:
         raise PipelineFileError(f"{path}: {exc}") from None
     except Exception as exc:
         del sys.modules[module_name]
-        raise PipelineFileError(
-            f"{path}: failed while loading: {type(exc).__name__}: {exc}"
-        ) from None
+        raise _failed(f"{path}: failed while loading", exc, path) from exc
     if not hasattr(module, attr):
         raise PipelineFileError(
             f"{path} defines no {attr!r}: define `{attr} = source | ... | sink`"
@@ -149,9 +169,27 @@ def load(spec: str) -> PipelineFile:
         parameters = tuple(parameters_of(target, f"{path}:{attr}"))
         described, _ = parse_docstring(target.__doc__)
         return PipelineFile(path, attr, target, parameters, described or module_doc)
-    raise PipelineFileError(
-        f"{path}:{attr} is a {type(target).__name__}, not a Pipeline"
-        " (build it as source | ... | sink)"
+    raise PipelineFileError(f"{path}:{attr} is {_what(target)}, not a Pipeline: {_PIPELINE_FIX}")
+
+
+_PIPELINE_FIX = "FILE:NAME names a pipeline (source | ... | sink) or a function returning one"
+
+
+def _what(value: Any) -> str:
+    """What ``value`` is, in a message: a source, operator or sink says so."""
+    kind = type(value).__name__
+    for stage in (Source, Operator, Sink):
+        if isinstance(value, stage):
+            return f"a {stage.__name__.lower()} ({kind})"
+    return f"a {kind}"
+
+
+def _failed(what: str, exc: Exception, path: Path) -> PipelineFileError:
+    """The one line for an exception a pipeline file raised: what failed,
+    the exception and the line of the file it came from."""
+    where = raised_at(exc, str(path))
+    return PipelineFileError(
+        f"{what}: {describe(exc)} (at {where}); fix the pipeline file ({DEBUG_HINT})"
     )
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from .errors import PipelineFileError
+from .errors import PipelineFileError, describe
 
 __all__ = [
     "Option",
@@ -252,11 +252,18 @@ def parameters_of(function: Callable[..., Any], where: str) -> list[Parameter]:
         hints = typing.get_type_hints(function, include_extras=True)
     except Exception as exc:
         raise PipelineFileError(
-            f"{where}: cannot read the parameter types: {type(exc).__name__}: {exc}"
+            f"{where}: cannot read the parameter types: {describe(exc)}"
         ) from None
     _, helps = parse_docstring(function.__doc__)
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or extension without one
+        raise PipelineFileError(
+            f"{where}: has no signature to read its arguments from;"
+            " name a pipeline or a function written in Python that returns one"
+        ) from None
     result = []
-    for p in inspect.signature(function).parameters.values():
+    for p in signature.parameters.values():
         if p.kind is p.VAR_KEYWORD:
             raise PipelineFileError(f"{where}: **{p.name} cannot come from the command line")
         has_default = p.default is not p.empty

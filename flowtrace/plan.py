@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import kernel
-from .errors import AttachError
+from .errors import AttachError, KernelUnreadable
 from .probes import Alternative, Probe
 
 __all__ = ["Choice", "resolve", "resolve_probe"]
@@ -69,7 +69,9 @@ def resolve_probe(probe: Probe) -> Choice:
     """Choose the first alternative of ``probe`` that fits this kernel.
 
     Raises :class:`AttachError` listing every alternative and its reason when
-    none fits.
+    none fits (:class:`KernelUnreadable` when this process is not privileged
+    to trace: the kernel refused this user, which does not say what root
+    could attach).
     """
     skipped: list[tuple[str, str]] = []
     for alternative in probe.alternatives:
@@ -78,7 +80,13 @@ def resolve_probe(probe: Probe) -> Choice:
             return Choice(probe, alternative, tuple(skipped))
         skipped.append((_describe(alternative), reason))
     tried = "; ".join(f"{d}: {r}" for d, r in skipped) or "no alternatives declared"
-    raise AttachError(f"cannot observe {probe.what} on this kernel (tried {tried})")
+    raise _nothing_fits(f"cannot observe {probe.what} on this kernel (tried {tried})")
+
+
+def _nothing_fits(message: str) -> AttachError:
+    if kernel.privileged():
+        return AttachError(message)
+    return KernelUnreadable(f"{message}; not root: run as root (or with CAP_BPF and CAP_PERFMON)")
 
 
 class _Linked:
@@ -126,7 +134,7 @@ class _Linked:
             return self._choices(scheme, picks, failed)
         what = " + ".join(p.what for p in self.probes)
         tried = "; ".join(f"{s} ({r})" for s, r in failed.items())
-        raise AttachError(f"cannot observe {what} on this kernel (tried {tried})")
+        raise _nothing_fits(f"cannot observe {what} on this kernel (tried {tried})")
 
     def _why(self, probe: int, alternative: int, chosen: str, failed: dict[str, str]) -> str:
         """Why an alternative before the chosen one was skipped."""

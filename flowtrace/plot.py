@@ -38,7 +38,7 @@ import msgspec
 
 from .errors import FlowtraceError, PipelineFileError
 from .operators.buckets import log2_bounds, log2_index
-from .recording import open_recording
+from .recording import MALFORMED, malformed, open_recording
 from .records import Histogram
 from .render import histogram_counts
 
@@ -81,7 +81,7 @@ def _kind(path: Path) -> str:
         raise PipelineFileError(f"{path}: cannot read it: {exc.strerror}") from None
     try:
         kind = json.loads(first).get("type")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         kind = None
     if kind is None:
         raise PipelineFileError(
@@ -139,8 +139,9 @@ def _records(path: Path) -> Latencies:
                 if record.type != "histogram":
                     continue
                 hist = histogram_decoder.decode(record.data)
-            except msgspec.DecodeError as exc:
-                raise PipelineFileError(f"{path}:{number}: not a record: {exc}") from None
+            except MALFORMED as exc:
+                problem = malformed(exc)
+                raise PipelineFileError(f"{path}:{number}: not a record: {problem}") from None
             if data is None:
                 data = Latencies(f"{hist.field} ({hist.unit})", hist.unit, 1.0, hist.scale)
                 data.start = hist.wall_start

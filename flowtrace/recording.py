@@ -34,12 +34,14 @@ from .schema import SCHEMA_VERSION, RecordingEnd, RecordingHeader
 from .stages import Source
 
 __all__ = [
+    "MALFORMED",
     "MAX_FIELDS",
     "MAX_LINE",
     "MAX_SPAN",
     "MAX_TYPES",
     "RecordingReader",
     "ReplayError",
+    "malformed",
     "open_recording",
     "replay_event",
 ]
@@ -67,6 +69,18 @@ MAX_TYPES = 64
 BATCH_LIMIT = 8192
 _FIX = "record it again with flowtrace run --record"
 _OTHER = "replay it into the pipeline that recorded it, or record this one"
+
+
+MALFORMED = (msgspec.DecodeError, RecursionError)
+"""What decoding an untrusted line may raise: msgspec gives up on JSON nested
+past its depth limit (``[[[[...``) with RecursionError."""
+
+
+def malformed(exc: Exception) -> str:
+    """What is wrong with a line that failed to decode, in a few words."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply (a flowtrace record nests a few levels)"
+    return str(exc)
 
 
 class ReplayError(FlowtraceError):
@@ -139,8 +153,8 @@ class _RecordingFile:
             raise self._fail(lineno, "empty line")
         try:
             line = self._envelope.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise self._fail(lineno, f"not a flowtrace record: {exc}") from None
+        except MALFORMED as exc:
+            raise self._fail(lineno, f"not a flowtrace record: {malformed(exc)}") from None
         if line.v != SCHEMA_VERSION:
             raise self._fail(
                 lineno,
@@ -162,8 +176,8 @@ class _RecordingFile:
             )
         try:
             header = self._header_decoder.decode(line.data)
-        except msgspec.DecodeError as exc:
-            raise self._fail(1, f"bad recording header: {exc}") from None
+        except MALFORMED as exc:
+            raise self._fail(1, f"bad recording header: {malformed(exc)}") from None
         if not math.isfinite(header.start) or abs(header.start) > MAX_START:
             raise self._fail(
                 1, f"start time {header.start} is not a finite number of seconds within 1e12 of 0"
@@ -339,7 +353,7 @@ class RecordingReader(_RecordingFile, Generic[S]):
         if only is not None and len(raw) <= MAX_LINE:
             try:
                 quick: Any = only.quick.decode(raw)
-            except msgspec.DecodeError:
+            except MALFORMED:  # checked again below, with the problem named
                 pass
             else:
                 if (quick.v, quick.type, quick.name) == (
@@ -359,14 +373,16 @@ class RecordingReader(_RecordingFile, Generic[S]):
     def _fields(self, lineno: int, decoding: _Decoding, data: msgspec.Raw) -> tuple[Any, ...]:
         try:
             return msgspec.structs.astuple(decoding.data.decode(data))
-        except msgspec.DecodeError as exc:
-            raise self._fail(lineno, f"bad {decoding.make.__name__} event: {exc}") from None
+        except MALFORMED as exc:
+            raise self._fail(
+                lineno, f"bad {decoding.make.__name__} event: {malformed(exc)}"
+            ) from None
 
     def _read_end(self, lineno: int, line: _Line) -> RecordingEnd:
         try:
             end = self._end_decoder.decode(line.data)
-        except msgspec.DecodeError as exc:
-            raise self._fail(lineno, f"bad end record: {exc}") from None
+        except MALFORMED as exc:
+            raise self._fail(lineno, f"bad end record: {malformed(exc)}") from None
         if end.events != self.events:
             raise self._fail(
                 lineno, f"end record counts {end.events} events, the recording holds {self.events}"

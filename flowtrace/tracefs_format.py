@@ -143,6 +143,10 @@ def read_format(category: str, name: str) -> TracepointFormat:
     if not _NAME.fullmatch(category) or not _NAME.fullmatch(name):
         raise AttachError(f"{what}: not a tracepoint name; give it as category:name")
     path = format_path(category, name)
+    if path is None and (unreadable := kernel.tracefs_unreadable()) is not None:
+        raise KernelUnreadable(
+            f"{what}: tracefs at {unreadable} is readable by root only: run as root"
+        )
     if path is None:
         raise KernelUnreadable(
             f"{what}: cannot read tracefs (not mounted, or not root): {_MOUNT_FIX}"

@@ -26,7 +26,7 @@ from collections import Counter
 from typing import Any
 
 from flowtrace import Pipeline
-from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.errors import AttachError, KernelUnreadable, PipelineFileError
 from flowtrace.operators import EventOperator
 from flowtrace.records import CountRow, CountTable
 from flowtrace.sinks.console import Column, ConsoleSink
@@ -66,6 +66,8 @@ def pipeline(interface: str, netns: str | None = None) -> Pipeline:
     source = http_requests(interface, netns=netns or "")
     try:
         source.plan()
+    except KernelUnreadable:
+        pass  # not root: a replay needs no kernel, and a run says why it cannot attach
     except AttachError as exc:
         raise PipelineFileError(f"http_filter.py: {exc}") from None
     return source | AndCounted() | ConsoleSink(columns)

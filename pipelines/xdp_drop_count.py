@@ -24,7 +24,7 @@ datagrams, then 5 pings (none answered), twice:
 from typing import Annotated
 
 from flowtrace import Pipeline
-from flowtrace.errors import AttachError, PipelineFileError
+from flowtrace.errors import AttachError, KernelUnreadable, PipelineFileError
 from flowtrace.parameters import Option
 from flowtrace.sinks.console import ConsoleSink
 from flowtrace.sources.xdp import ProtocolPackets, protocol_packets
@@ -53,6 +53,8 @@ def pipeline(
     source = protocol_packets(interface, netns=netns or "", drop=drop)
     try:
         source.plan()
+    except KernelUnreadable:
+        pass  # not root: a replay needs no kernel, and a run says why it cannot attach
     except AttachError as exc:
         raise PipelineFileError(f"xdp_drop_count.py: {exc}") from None
     return source | ConsoleSink(line=line, header=header)

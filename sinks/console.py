@@ -19,6 +19,7 @@ from flowtrace.render import (
     section_line,
 )
 from flowtrace.stages import Sink
+from flowtrace.visible import visible
 
 __all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
 
@@ -247,21 +248,14 @@ class ConsoleSink(Sink[T], Generic[T]):
         out = self._out()
         line = self.line
         if line is not None and not any(isinstance(e, _SPECIAL) for e in batch):
-            text = "".join(line(e).translate(_VISIBLE) + "\n" for e in batch)
+            text = "".join(visible(line(e)) + "\n" for e in batch)
         else:
-            text = "".join(t.translate(_VISIBLE) + "\n" for item in batch for t in self.lines(item))
+            text = "".join(visible(t) + "\n" for item in batch for t in self.lines(item))
         out.write(text)
         out.flush()
 
 
 _SPECIAL = (Histogram, CountTable, SideRecord)
-
-_VISIBLE = {
-    c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c not in (0x09, 0x0A)
-}
-"""Control characters shown as ``\\xNN``: strings from the kernel or a
-recording (a process may name itself with escape sequences) never reach
-the terminal as control codes; tabs and line ends stay as they are."""
 
 
 def _record_line(record: Record) -> str:

@@ -19,7 +19,7 @@ from workloads import forker, run_syncs
         ("x = 1\n", "defines no 'pipeline'"),
         ("pipeline = 3\n", "is a int, not a Pipeline"),
         ("import no_such_module_here\n", "failed while loading: ModuleNotFoundError"),
-        ("def pipeline():\n    return 'no'\n", "returned str, not a Pipeline"),
+        ("def pipeline():\n    return 'no'\n", "returned a str, not a Pipeline"),
     ],
 )
 def test_bad_pipeline_file_is_one_line_exit_2(
