@@ -34,6 +34,7 @@ IN_KERNEL = {
     "vfsreadlat.py": ["log2_histogram"],
     "disksnoop_tp.py": ["join"],
     "strlen_count.py": ["count"],
+    "sync_count.py": ["running_count", "filter"],
     "task_switch.py": ["filter", "count"],
 }
 
