@@ -106,6 +106,6 @@ def test_a_key_computed_in_python_keeps_it_in_user_space() -> None:
 
 def test_non_struct_events_are_refused_in_one_line() -> None:
     with pytest.raises(PipelineDefinitionError, match="not an event type"):
-        OperatorHarness(running_count(time="real")).feed([1.5])  # type: ignore[list-item]
+        OperatorHarness(running_count(time="real")).feed([1.5])
 
 

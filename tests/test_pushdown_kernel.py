@@ -42,6 +42,7 @@ from flowtrace.operators import (
     linear_histogram,
     log2_histogram,
     log2_index,
+    running_count,
     window,
 )
 from flowtrace.records import CountTable, Histogram, JoinPair, WindowResult
@@ -348,3 +349,45 @@ async def test_signed_values_sum_min_and_max_per_key_as_in_python() -> None:
         # besides these, the process reads its go line from stdin
         expected = {"sum": sum(returns) + 3, "min": -9, "max": 4096}[aggregate.name]
         assert result.value == expected
+
+
+def running(records: list[Any]) -> list[tuple[int, int, int]]:
+    """Each write's size, running number and gap."""
+    return [(e.count, e.seq, e.gap) for e in records]
+
+
+async def test_a_running_count_and_gap_per_key_match_python_and_the_sizes() -> None:
+    """The gap of the size field: every write's number and the difference
+    from the previous size are known; a filter after keeps the shrinking
+    writes, in the kernel too."""
+    workload = sized_writes(17, WRITES, MOST)
+    ops = [writes_of(workload.pid), running_count("fd", time="count"), filter(F.gap < 0)]
+    pushed, plain, kernel, _ = await both(syscall_entry("write"), ops, workload.go)
+    sizes = lcg_sizes(17, WRITES, MOST)
+    expected = [
+        (now, i + 1, now - before)
+        for i, (before, now) in enumerate(itertools.pairwise(sizes), start=1)
+        if now < before
+    ]
+    assert running(pushed) == running(plain) == expected
+    assert type(pushed[0]) is type(plain[0])  # one event type, with the fields added
+    assert (kernel.stages[2].received, kernel.stages[2].emitted) == (WRITES, WRITES)
+    assert kernel.stages[3].emitted == len(expected)
+
+
+async def test_a_running_count_drops_keys_beyond_its_map_as_python_does() -> None:
+    workload = sized_writes(19, WRITES, 40)
+    ops = [writes_of(workload.pid), running_count("count", max_keys=25)]
+    pushed, plain, kernel, user = await both(syscall_entry("write"), ops, workload.go)
+    sizes = lcg_sizes(19, WRITES, 40)
+    kept = list(dict.fromkeys(sizes))[:25]
+    seen: Counter[int] = Counter()
+    expected = []
+    for n in sizes:
+        if n in kept:
+            seen[n] += 1
+            expected.append((n, seen[n]))
+    assert [(e.count, e.seq) for e in pushed] == [(e.count, e.seq) for e in plain] == expected
+    assert all((e.gap == 0) == (e.seq == 1) for e in pushed)  # gaps of ts: the runs differ
+    assert kernel.stages[2].dropped == user.stages[2].dropped
+    assert kernel.stages[2].dropped == {"key_limit": len(sizes) - len(expected)} != {}

@@ -18,12 +18,13 @@ import anyio
 import anyio.to_thread
 import pytest
 from clirun import Running, flowtrace
-from workloads import dd, loop_device, strlen_caller
+from workloads import dd, loop_device, strlen_caller, syncs_apart
 
 from flowtrace import Operator, Pipeline
 from flowtrace.loader import load_pipeline
 from flowtrace.operators import F, filter
 from flowtrace.records import Histogram
+from flowtrace.sources.syscalls import QUICK_NS
 from flowtrace.testing import CollectSink
 
 pytestmark = pytest.mark.kernel
@@ -172,3 +173,44 @@ def test_strlen_count_is_exact_while_its_process_is_stopped_under_load(tmp_path:
     summary = [line for line in err.splitlines() if line.startswith("flowtrace: ")]
     assert any(line.startswith("flowtrace: strlen: ") for line in summary), err
     assert not any("lost" in line or "dropped" in line for line in summary), err
+
+
+# -- sync_count: a running count in the kernel ----------------------------------
+
+
+def quick_then_slow_syncs() -> list[int]:
+    """Three syncs 0.1 s apart, a pause over a second, two more 0.1 s apart."""
+    first = syncs_apart(3, 0.1)
+    time.sleep(1.2)
+    return first + syncs_apart(2, 0.1)
+
+
+@pytest.mark.anyio
+async def test_sync_count_in_the_kernel_reports_what_python_reports() -> None:
+    lesson = load_pipeline("pipelines/sync_count.py")
+    pids: list[int] = []
+    async with anyio.create_task_group() as tg:
+        runs = []
+        for pushdown in (True, False):
+            pipeline = Pipeline(
+                lesson.source, lesson.operators, CollectSink[Any](), pushdown=pushdown
+            )
+            runs.append(await tg.start(pipeline.run))
+        await anyio.to_thread.run_sync(lambda: pids.extend(quick_then_slow_syncs()))
+        await anyio.sleep(0.3)
+        for run in runs:
+            run.stop()
+    assert [run.in_kernel for run in runs] == [2, 0]
+    kernel, python = ([e for e in run.sink.items if e.pid in pids] for run in runs)
+    # the first sync follows no recent one, nor the fourth (after the pause)
+    assert [e.pid for e in kernel] == [e.pid for e in python] == [pids[1], pids[2], pids[4]]
+    assert [e.seq for e in kernel] == [e.seq for e in python] == [2, 3, 5]
+    for k, p in zip(kernel, python, strict=True):
+        assert 100_000_000 <= k.gap < QUICK_NS
+        assert abs(k.gap - p.gap) < 100_000  # each program reads the clock itself
+    running = runs[0].stats.stages[1]
+    assert running.received == running.emitted == 5  # every sync, only the quick ones left
+    assert runs[0].stats.stages[2].emitted == 3
+    pattern = r"At time \d+\.\d\d s: multiple syncs detected, last (\d+) ms ago \(sync count (\d)\)"
+    lines = [re.fullmatch(pattern, text) for text in printed(lesson, kernel).splitlines()]
+    assert [m[2] if m else None for m in lines] == ["2", "3", "5"]
