@@ -122,8 +122,9 @@ class AggregateForm:
     aggregate accumulates: for ``count_by`` a Counter of keys (a value for
     one field, a tuple for several) in order of first appearance; with a
     ``key`` otherwise, a dict of such keys to accumulators in that order;
-    without, one accumulator: a list of 65 slot counts (log2), a Counter of
-    slots (linear), an int (count, rate, sum), an int or None (min, max).
+    without, one accumulator: 65 slot counts then the values' sum in one
+    list (log2), a Counter of slots (linear), an int (count, rate, sum), an
+    int or None (min, max).
     """
 
     aggregate: str
