@@ -417,3 +417,14 @@ async def test_metrics_export_the_sum_and_count_of_a_histogram_made_in_the_kerne
         run.stop()
     sizes = lcg_sizes(23, WRITES, MOST)
     assert samples(family, "_sum") == {(("pipeline", ""),): sum(sizes)}  # kbytes back to bytes
+
+
+async def test_an_aggregate_after_a_running_count_reads_its_fields_in_the_kernel() -> None:
+    workload = sized_writes(29, WRITES, MOST)
+    ops = [writes_of(workload.pid), running_count(time="count"), window(Sum("gap"), by="fd")]
+    pushed, plain, kernel, _ = await both(syscall_entry("write"), ops, workload.go)
+    assert without_windows(pushed) == without_windows(plain)
+    (total,) = pushed
+    sizes = lcg_sizes(29, WRITES, MOST)
+    assert total.value == sizes[-1] - sizes[0]  # the gaps add up to the last size less the first
+    assert kernel.stages[3].received == WRITES
