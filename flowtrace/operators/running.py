@@ -84,7 +84,12 @@ class RunningCount(Operator[Any, Any]):
     dropped and counted (``key_limit``), as the kernel counts an update its
     full map refuses. Emits each event at once, in order; holds no events.
     The gap wraps at 64 bits as the kernel's signed 64-bit value does.
-    End of stream: nothing is held, nothing more is emitted.
+    Side records from upstream go on ahead of the batch's results, never
+    numbered. End of stream: nothing is held, nothing more is emitted.
+    Errors: an event without the key or time field fails the stage with a
+    one-line message naming the field; an event type that already has a
+    ``seq`` or ``gap`` field raises
+    :class:`~flowtrace.errors.PipelineDefinitionError`.
 
     In the kernel the state is a BPF hash (an array without ``by``) updated
     with atomic instructions: events of one key on two CPUs at the same
