@@ -82,21 +82,26 @@ def string_bytes(value: object, capacity: int) -> bytes:
     return data
 
 
-def _bytes_at(array: str, data: bytes) -> list[str]:
-    return [f"(u8){array}[{i}] == {byte}" for i, byte in enumerate(data)]
+def _bytes_match(array: str, data: bytes, end: bool) -> str:
+    """C true when ``array`` starts with ``data`` (``end``: then a NUL).
+
+    One comparison of the bytes' differences OR-ed together, not one branch
+    per byte: the verifier then walks one branch per string test, where a
+    chain of ``&&`` over many bytes, inside ``|`` and ``~`` of other tests,
+    made it walk more paths than it allows ("Argument list too long")."""
+    terms = [f"((u8){array}[{i}] ^ {byte})" for i, byte in enumerate(data)]
+    if end:
+        terms.append(f"(u8){array}[{len(data)}]")
+    return "((" + " | ".join(terms) + ") == 0)" if terms else "1"
 
 
 def bytes_equal(array: str, capacity: int, value: object) -> str:
     """C true when the ``char[capacity]`` at ``array`` holds ``value`` as
     the decoder reads it (up to its first NUL, or all of it)."""
     data = string_bytes(value, capacity)
-    tests = _bytes_at(array, data)
-    if len(data) < capacity:
-        tests.append(f"(u8){array}[{len(data)}] == 0")
-    return "(" + " && ".join(tests) + ")"
+    return _bytes_match(array, data, len(data) < capacity)
 
 
 def bytes_prefix(array: str, capacity: int, value: object) -> str:
     """C true when the ``char[capacity]`` at ``array`` starts with ``value``."""
-    tests = _bytes_at(array, string_bytes(value, capacity))
-    return "(" + " && ".join(tests) + ")" if tests else "1"
+    return _bytes_match(array, string_bytes(value, capacity), False)

@@ -108,9 +108,16 @@ class AggregateStage(Stage):
             raise Unsupported(f"divisor {form.divisor!r:.40}: {exc}") from None
         slots = LOG2_SLOTS if kind == "log2" else form.max_index + 1
         self.struct = f"ft_aggregate_{number}"
-        if kind in ("log2", "linear"):
+        if kind == "log2":  # the values' sum too (a linear histogram's is its slots')
+            self.members = ["u64 first_ns;", "u64 sum;", f"u64 slot[{slots}];"]
+            value: list[tuple[str, Any, Any]] = [
+                ("first_ns", "<u8", ()),
+                ("sum", "<u8", ()),
+                ("slot", "<u8", (slots,)),
+            ]
+        elif kind == "linear":
             self.members = ["u64 first_ns;", f"u64 slot[{slots}];"]
-            value: list[tuple[str, Any, Any]] = [("first_ns", "<u8", ()), ("slot", "<u8", (slots,))]
+            value = [("first_ns", "<u8", ()), ("slot", "<u8", (slots,))]
         elif kind in ("sum", "min", "max"):
             self.members = ["u64 value;", "u64 count;", "u64 first_ns;"]
             value = [("value", "<u8", ()), ("count", "<u8", ()), ("first_ns", "<u8", ())]
@@ -256,6 +263,7 @@ class AggregateStage(Stage):
                 _OPAQUE.format(var="slot"),
                 f"if (slot < {LOG2_SLOTS})",
                 "    __sync_fetch_and_add(&v->slot[slot], 1);",
+                f"__sync_fetch_and_add(&v->sum, (u64){f.c});  // undivided, as the operator sums",
             ]
         if kind == "linear":
             top = self.form.max_index
@@ -333,8 +341,10 @@ class AggregateStage(Stage):
 
     def _acc(self, row: dict[str, Any] | None) -> Any:
         kind = self.form.aggregate
-        if kind == "log2":
-            return [0] * LOG2_SLOTS if row is None else [int(n) for n in row["slot"]]
+        if kind == "log2":  # the slots, then the values' sum, as the operator keeps them
+            if row is None:
+                return [0] * (LOG2_SLOTS + 1)
+            return [int(n) for n in row["slot"]] + [self._signed(int(row["sum"]))]
         if kind == "linear":
             if row is None:
                 return Counter()
@@ -343,17 +353,21 @@ class AggregateStage(Stage):
             return 0 if row is None else int(row["count"])
         if row is None or not row["count"]:
             return 0 if kind == "sum" else None
-        f = self.value_field
-        assert f is not None
-        signed = f.ktype.c_type.startswith("s")
         value = int(row["value"])
         if kind == "min":
             value = ~value & 0xFFFFFFFFFFFFFFFF
-        if kind in ("min", "max") and signed:
+        if kind in ("min", "max") and self._is_signed():
             value ^= 1 << 63
-        if signed and value >= 1 << 63:
-            value -= 1 << 64
-        return value
+        return self._signed(value)
+
+    def _is_signed(self) -> bool:
+        f = self.value_field
+        assert f is not None
+        return f.ktype.c_type.startswith("s")
+
+    def _signed(self, value: int) -> int:
+        """A 64-bit ``value`` as the value field's signedness reads it."""
+        return value - (1 << 64) if self._is_signed() and value >= 1 << 63 else value
 
 
 def _merge_rows(stage: AggregateStage, cpus: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -364,6 +378,8 @@ def _merge_rows(stage: AggregateStage, cpus: np.ndarray[Any, Any]) -> dict[str, 
     merged: dict[str, Any] = {"first_ns": int(seen.min()) if len(seen) else 0}
     if kind in ("log2", "linear"):
         merged["slot"] = row["slot"].sum(axis=0, dtype=np.uint64)
+        if kind == "log2":
+            merged["sum"] = int(row["sum"].sum(dtype=np.uint64))
     else:
         merged["count"] = int(row["count"].sum(dtype=np.uint64))
     if kind == "sum":
@@ -379,6 +395,8 @@ def _combine(stage: AggregateStage, a: dict[str, Any], b: dict[str, Any]) -> dic
     kind = stage.form.aggregate
     if kind in ("log2", "linear"):
         out["slot"] = a["slot"] + b["slot"]
+        if kind == "log2":
+            out["sum"] = (a["sum"] + b["sum"]) & 0xFFFFFFFFFFFFFFFF
         return out
     out["count"] = a["count"] + b["count"]
     if kind == "sum":

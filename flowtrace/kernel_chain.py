@@ -93,6 +93,10 @@ class Stage(ABC):
         """Lines of ``ft_submit`` for stage number ``index`` (``last``: no
         stage follows). A line may ``return;`` to end the record's way."""
 
+    record_after: Layout[Any] | None = None
+    """The record written out from this stage on, when it is no longer the
+    source's (a running count adds fields)."""
+
     def view_after(self, view: View) -> View:
         """What the next stage reads (the same record by default)."""
         return view
@@ -199,14 +203,15 @@ def condition_c(condition: Condition, view: View) -> str:
 class FilterStage(Stage):
     """A field predicate, tested before anything is written or counted."""
 
-    def __init__(self, condition: str) -> None:
+    def __init__(self, condition: str, record: str = "e") -> None:
         self.condition = condition
+        self.record = record
         self.what = "field predicate tested in the probe, before anything is written or counted"
 
     def code(self, index: int, counters: Counters, last: bool) -> list[str]:
         lines = [counters.count(index, "in"), f"if (!{self.condition})", "    return;"]
         if last:
-            lines.append(f"{OUTPUT_FUNCTION}(ctx, e);")
+            lines.append(f"{OUTPUT_FUNCTION}(ctx, {self.record});")
         return lines
 
 
@@ -218,8 +223,9 @@ class CompiledChain:
     """The C of a chain and what user space needs to read its results.
 
     ``output`` says what leaves the kernel: ``"records"`` (the source's own
-    records, through its buffer), ``"pairs"`` (a join's pairs, records of
-    ``pair_layout``) or ``"maps"`` (an aggregate's results, read from its
+    records through its buffer, or records of ``leaving`` when a stage
+    added fields to them), ``"pairs"`` (a join's pairs, records of
+    ``leaving``) or ``"maps"`` (an aggregate's results, read from its
     maps by user space). ``counters`` names each flow counter slot
     ``(stage number, what)``.
     """
@@ -229,7 +235,7 @@ class CompiledChain:
     output: str
     stages: tuple[Stage, ...]
     counters: tuple[tuple[int, str], ...]
-    pair_layout: Layout[Any] | None = None
+    leaving: Layout[Any] | None = None
 
 
 class ChainBuilder:
@@ -260,7 +266,7 @@ class ChainBuilder:
 
     def filter(self, form: FilterForm) -> FilterStage:
         """The stage of a filter over the current view (raises Unsupported)."""
-        return FilterStage(condition_c(form.condition, self.view))
+        return FilterStage(condition_c(form.condition, self.view), self.view.record)
 
     def compile(self) -> CompiledChain:
         """``ft_submit`` and the declarations of every stage."""
@@ -270,7 +276,10 @@ class ChainBuilder:
         for index, stage in enumerate(self.stages):
             body += stage.code(index, counters, index == last)
         output = getattr(self.stages[-1], "output", "records")
-        pair_layout: Layout[Any] | None = getattr(self.stages[-1], "pair_layout", None)
+        leaving: Layout[Any] | None = None
+        for stage in self.stages:
+            leaving = stage.record_after or leaving
+        leaving = getattr(self.stages[-1], "pair_layout", None) or leaving
         declarations = [s.declarations(i == last) for i, s in enumerate(self.stages)]
         flow = (
             f"struct ft_flow_counts {{\n    u64 n[{max(1, len(counters.slots))}];\n}};\n"
@@ -292,5 +301,5 @@ class ChainBuilder:
             output,
             tuple(self.stages),
             tuple(counters.slots),
-            pair_layout,
+            leaving,
         )

@@ -4,7 +4,8 @@ An operator with an in-kernel form returns one from ``kernel_form()``: a
 :class:`FilterForm` (a tree of field comparisons), an
 :class:`AggregateForm` ("count by these fields", "log2 of this field divided
 by N, keyed by these fields", per tumbling window) or a :class:`JoinForm`
-(start/complete by key). Anything else returns :class:`UserOnly` saying why
+(start/complete by key) or a :class:`RunningForm` (a running count and
+gap per key, written with each event). Anything else returns :class:`UserOnly` saying why
 it stays in Python. There is no C here and none in the operators: the
 planner (:mod:`flowtrace.placement`) checks a form against the record the
 kernel fills, and :mod:`flowtrace.kernel_chain` generates the C for it.
@@ -34,6 +35,7 @@ __all__ = [
     "Negation",
     "Place",
     "Placement",
+    "RunningForm",
     "Some",
     "UserOnly",
 ]
@@ -120,8 +122,9 @@ class AggregateForm:
     aggregate accumulates: for ``count_by`` a Counter of keys (a value for
     one field, a tuple for several) in order of first appearance; with a
     ``key`` otherwise, a dict of such keys to accumulators in that order;
-    without, one accumulator: a list of 65 slot counts (log2), a Counter of
-    slots (linear), an int (count, rate, sum), an int or None (min, max).
+    without, one accumulator: 65 slot counts then the values' sum in one
+    list (log2), a Counter of slots (linear), an int (count, rate, sum), an
+    int or None (min, max).
     """
 
     aggregate: str
@@ -161,13 +164,29 @@ class JoinForm:
 
 
 @dataclass(frozen=True)
+class RunningForm:
+    """Pass each event on with two fields added: ``seq``, the events of its
+    key so far (this one included), and ``gap``, its ``time`` field minus
+    the previous one's of that key (0 for a key's first event). Keys are
+    the fields ``key`` (none: the whole stream is one key); at most
+    ``max_keys`` are kept, and an event of a further key is dropped
+    (``key_limit``). ``output_type(event_type)`` is the type of the events
+    that come out (the input type with the two fields at its end)."""
+
+    key: tuple[str, ...]
+    time: str
+    max_keys: int
+    output_type: Callable[[type[Any]], type[Any]]
+
+
+@dataclass(frozen=True)
 class UserOnly:
     """No in-kernel form: the operator runs in user space, for the reason ``why``."""
 
     why: str
 
 
-KernelForm = FilterForm | AggregateForm | JoinForm
+KernelForm = FilterForm | AggregateForm | JoinForm | RunningForm
 """What an operator can be in the kernel."""
 
 

@@ -6,7 +6,8 @@ several types fills a tagged record, where member ``k``'s fields are
 ``e->m<k>_<name>`` and ``e->ft_member == k`` says which member it holds
 (:mod:`flowtrace.tagged`). A :class:`View` lists, for each event type that
 reaches a stage, which fields it has and how C reads them; after a join it
-is the pair's (``latency_ns``).
+is the pair's (``latency_ns``), after a running count a copy of the record
+with its fields added.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ class Member:
 
 @dataclass(frozen=True)
 class View:
-    """The event types reaching a stage, in the record the program fills."""
+    """The event types reaching a stage, in the record the program fills;
+    ``record`` is C for a pointer to the record a stage writes out from
+    here (the source's own ``e``, or a copy with fields added)."""
 
     members: tuple[Member, ...]
+    record: str = RECORD
 
     def names(self) -> str:
         return " and ".join(m.event.__name__ for m in self.members)

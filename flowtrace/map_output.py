@@ -98,7 +98,7 @@ class ChainChannel(Channel):
     def __init__(self, output: ChainOutput, layout: Layout[Any]) -> None:
         self.output = output
         self.chain = output.chain
-        out = self.chain.pair_layout or layout
+        out = self.chain.leaving or layout
         self.inner = (
             None if self.chain.output == "maps" else output.inner.channel(out, OUTPUT_FUNCTION)
         )

@@ -24,8 +24,17 @@ from typing import Any, Protocol
 from .events import Layout
 from .kernel_aggregate import AggregateStage
 from .kernel_chain import ChainBuilder, CompiledChain, FilterStage, Stage, Unsupported
-from .kernel_forms import AggregateForm, FilterForm, JoinForm, KernelForm, Place, UserOnly
+from .kernel_forms import (
+    AggregateForm,
+    FilterForm,
+    JoinForm,
+    KernelForm,
+    Place,
+    RunningForm,
+    UserOnly,
+)
 from .kernel_join import JoinStage
+from .kernel_running import RunningStage
 from .kernel_view import View
 
 __all__ = ["KERNEL", "USER", "Placed", "PlacedOperator", "place_operators"]
@@ -62,6 +71,8 @@ def _stage(builder: ChainBuilder, number: int, form: KernelForm) -> Stage:
         return AggregateStage(number, form, builder.view)
     if isinstance(form, JoinForm):
         return JoinStage(number, form, builder.view)
+    if isinstance(form, RunningForm):
+        return RunningStage(number, form, builder.view)
     raise Unsupported(f"an in-kernel form flowtrace does not know: {type(form).__name__}")
 
 

@@ -1,7 +1,11 @@
 """Lesson 5, sync_count: lesson 4 plus the count of all syncs.
 
-The BPF hash of lesson 4 gets a second key counting every sync, quick or
-not; each quick sync prints its gap and the count so far.
+The tutorial keeps the time of the last sync and the count of all syncs in
+a BPF hash. Here they are plain operators: ``running_count()`` numbers
+every sync (``seq``) and adds the gap to the previous one (``gap``, in
+nanoseconds), and a filter keeps the quick ones. The planner places both
+in the BPF program (``flowtrace explain pipelines/sync_count.py``), so
+only quick syncs leave the kernel, as in the tutorial.
 
     $ flowtrace run pipelines/sync_count.py      # 3 syncs, a pause, 2 syncs
     Tracing for quick sync's... Ctrl-C to end
@@ -10,26 +14,26 @@ not; each quick sync prints its gap and the count so far.
     At time 1.51 s: multiple syncs detected, last 203 ms ago (sync count 5)
 """
 
-from flowtrace.sinks.console import ConsoleSink
-from flowtrace.sources.syscalls import quick_syncs_printed
-from flowtrace.trace_pipe import TraceFields
+from typing import Any
+
+from flowtrace import syscall_entry
+from flowtrace.operators import F, filter, running_count
+from flowtrace.sinks.console import ConsoleSink, RelativeSeconds
+from flowtrace.sources.syscalls import QUICK_NS
+
+since_first = RelativeSeconds("ts")
 
 
-class Report:
-    """The tutorial's line for each quick sync, with the running count."""
-
-    def __init__(self) -> None:
-        self.start: float | None = None
-
-    def __call__(self, e: TraceFields) -> str:
-        self.start = e.ts if self.start is None else self.start
-        ms, count = e.msg.split()
-        return (
-            f"At time {e.ts - self.start:.2f} s: multiple syncs detected, last {ms} ms ago"
-            f" (sync count {count})"
-        )
+def report(e: Any) -> str:  # the event type is read from the tracepoint's format
+    return (
+        f"At time {since_first(e):.2f} s: multiple syncs detected,"
+        f" last {e.gap // 1_000_000} ms ago (sync count {e.seq})"
+    )
 
 
-pipeline = quick_syncs_printed(count=True) | ConsoleSink(
-    line=Report(), header="Tracing for quick sync's... Ctrl-C to end"
+pipeline = (
+    syscall_entry("sync")
+    | running_count()
+    | filter((F.seq > 1) & (F.gap < QUICK_NS))
+    | ConsoleSink(line=report, header="Tracing for quick sync's... Ctrl-C to end")
 )

@@ -1,9 +1,10 @@
 """Calls of individual syscalls: sync(2), and syncs in quick succession.
 
 The quick-sync sources keep their state in the kernel as the tutorial's
-sync_timing does: a BPF hash holds the time of the last sync (key 0) and,
-for the counting variant, the number of syncs seen (key 1); only syncs less
-than a second after the previous one reach userspace.
+sync_timing does: a BPF hash holds the time of the last sync; only syncs
+less than a second after the previous one reach userspace. (Lesson 5,
+which also counts every sync, is a typed source and operators the planner
+places in the kernel: see pipelines/sync_count.py.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["QUICK_NS", "QuickSync", "SyncCall", "quick_syncs", "quick_syncs_prin
 QUICK_NS = 1_000_000_000
 """Syncs closer than this (one second) to the previous one are reported."""
 
-_STATE = "BPF_HASH(ft_sync_state, u64, u64, 2);  // key 0: last sync (ns), key 1: syncs seen"
+_STATE = "BPF_HASH(ft_sync_state, u64, u64, 1);  // key 0: last sync (ns)"
 
 # C run at each sync: sets `quick` and `gap` (ns since the previous sync) and
 # records this sync's time.
@@ -29,16 +30,6 @@ u64 *last = ft_sync_state.lookup(&last_key);
 u64 gap = last ? now - *last : 0;
 int quick = last && gap < QUICK_NS;
 ft_sync_state.update(&last_key, &now);
-"""
-
-# C counting every sync into `count`.
-_COUNT = """\
-u64 count_key = 1, zero = 0, count = 0;
-u64 *counter = ft_sync_state.lookup_or_try_init(&count_key, &zero);
-if (counter) {
-    __sync_fetch_and_add(counter, 1);
-    count = *counter;
-}
 """
 
 
@@ -82,15 +73,11 @@ def quick_syncs(*, transport: str = "auto") -> KernelSource[QuickSync]:
     )
 
 
-def quick_syncs_printed(*, count: bool = False) -> TracePipeSource:
+def quick_syncs_printed() -> TracePipeSource:
     """Syncs less than a second after the previous sync, printed with
     ``bpf_trace_printk`` as the tutorial's sync_timing does: the message is
-    the gap in milliseconds, followed with ``count`` by the number of syncs
-    seen since tracing started (``"95 3"``)."""
-    if count:
-        body = _LAST + _COUNT + 'if (quick)\n    ft_printk("%llu %llu", gap / 1000000, count);'
-    else:
-        body = _LAST + 'if (quick)\n    ft_printk("%llu", gap / 1000000);'
+    the gap in milliseconds."""
+    body = _LAST + 'if (quick)\n    ft_printk("%llu", gap / 1000000);'
     return TracePipeSource(
         _sync_probe(body),
         prelude=_STATE,

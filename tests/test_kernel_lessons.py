@@ -95,7 +95,11 @@ async def test_hello_fields_prints_one_row_per_fork() -> None:
 async def test_sync_lessons_report_the_second_and_third_of_three_quick_syncs(path: str) -> None:
     pipeline = lesson(path)
     pids: list[int] = []
-    events = await collect(pipeline.source, lambda: pids.extend(syncs_apart(3, 0.1)))
+
+    def workload() -> None:
+        pids.extend(syncs_apart(3, 0.1))
+
+    events = await collect(pipeline.source, workload, operators=pipeline.operators)
     ours = [e for e in events if e.pid in pids]
     assert [e.pid for e in ours] == pids[1:]  # the first sync follows no recent one
     lines = [line(pipeline, e) for e in ours]

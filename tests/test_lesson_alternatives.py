@@ -23,7 +23,6 @@ pytestmark = pytest.mark.kernel
 KPROBE_ALTERNATIVES = {
     "hello_world.py": 1,  # the clone-family syscall functions
     "sync_timing.py": 1,
-    "sync_count.py": 1,
     # issue: blk_start_request + blk_mq_start_request, or blk_mq_start_request;
     # completion: blk_account_io_done or __blk_account_io_done
     "disksnoop.py": 4,
@@ -35,6 +34,7 @@ KPROBE_ALTERNATIVES = {
 # which every kernel has: no kprobe alternative to check
 TYPED = {
     "sys_sync.py",
+    "sync_count.py",
     "hello_fields.py",
     "hello_perf_output.py",
     "bitehist.py",

@@ -85,7 +85,11 @@ def smokes(tmp: Path) -> dict[str, Callable[[], Smoke]]:
             "sync_timing.py", "quick_syncs", [QUICK], syncs, [SYNC_LINE]
         ),
         "sync_count.py": lambda: Smoke(
-            "sync_count.py", "quick_syncs", [QUICK], syncs, [SYNC_LINE + r" \(sync count \d+\)"]
+            "sync_count.py",
+            "syscalls:sys_enter_sync",
+            [QUICK],
+            syncs,
+            [SYNC_LINE + r" \(sync count \d+\)"],
         ),
         "sync_perf_output.py": lambda: Smoke(
             "sync_perf_output.py", "quick_syncs", [QUICK], syncs, [SYNC_LINE]

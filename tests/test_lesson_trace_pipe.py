@@ -192,7 +192,7 @@ def test_explain_shows_the_marked_printk_program() -> None:
     assert result.returncode == 0, result.stderr
     assert "source quick_syncs: ft_printk lines marked 'ft" in result.stdout
     assert 'bpf_trace_printk("ft' in result.stdout
-    assert "BPF_HASH(ft_sync_state, u64, u64, 2)" in result.stdout
+    assert "BPF_HASH(ft_sync_state, u64, u64, 1)" in result.stdout
 
 
 @pytest.mark.anyio

@@ -42,6 +42,7 @@ from flowtrace.operators import (
     linear_histogram,
     log2_histogram,
     log2_index,
+    running_count,
     window,
 )
 from flowtrace.records import CountTable, Histogram, JoinPair, WindowResult
@@ -86,15 +87,11 @@ def writes_of(pid: int) -> Operator[Any, Any]:
 
 def without_windows(records: list[Any]) -> list[Any]:
     """Records with their window bounds, monotonic and wall-clock, cleared
-    (two runs start apart), and histogram sums (the kernel keeps counts per
-    bucket, not the sum of the values: its histograms have none)."""
+    (two runs start apart)."""
     import msgspec
 
     cleared = {"window_start": None, "window_end": None, "wall_start": None, "wall_end": None}
-    return [
-        msgspec.structs.replace(r, **cleared, **({"sum": None} if isinstance(r, Histogram) else {}))
-        for r in records
-    ]
+    return [msgspec.structs.replace(r, **cleared) for r in records]
 
 
 async def test_a_filter_passes_exactly_the_events_python_passes() -> None:
@@ -149,6 +146,7 @@ async def test_log2_and_linear_histograms_match_python_and_the_sizes() -> None:
     assert isinstance(hist, Histogram)
     slots = Counter(log2_index(n // 1024) for n in sizes)
     assert {b.high.bit_length() or 1: b.count for b in hist.buckets if b.count} == dict(slots)
+    assert hist.sum == sum(sizes) / 1024  # the values' sum, kept in the kernel too
     (lin,) = out["linear", True]
     assert {b.low: b.count for b in lin.buckets if b.count} == dict(
         Counter(n // 2048 for n in sizes if n // 2048 <= 20)
@@ -167,6 +165,7 @@ async def test_histograms_by_key_and_scalar_aggregates_match_python() -> None:
     pushed, plain, _, _ = await both(syscall_entry("write"), ops, workload.go)
     assert without_windows(pushed) == without_windows(plain)
     assert [h.key for h in pushed] == [{"fd": FD}, {"fd": 1}]  # first appearance: /dev/null first
+    assert pushed[0].sum == sum(lcg_sizes(5, WRITES, MOST)) / 100
     sizes = lcg_sizes(5, WRITES, MOST)
     for aggregate, expected in (
         (Sum("count"), sum(sizes)),
@@ -348,3 +347,84 @@ async def test_signed_values_sum_min_and_max_per_key_as_in_python() -> None:
         # besides these, the process reads its go line from stdin
         expected = {"sum": sum(returns) + 3, "min": -9, "max": 4096}[aggregate.name]
         assert result.value == expected
+
+
+def running(records: list[Any]) -> list[tuple[int, int, int]]:
+    """Each write's size, running number and gap."""
+    return [(e.count, e.seq, e.gap) for e in records]
+
+
+async def test_a_running_count_and_gap_per_key_match_python_and_the_sizes() -> None:
+    """The gap of the size field: every write's number and the difference
+    from the previous size are known; a filter after keeps the shrinking
+    writes, in the kernel too."""
+    workload = sized_writes(17, WRITES, MOST)
+    ops = [writes_of(workload.pid), running_count("fd", time="count"), filter(F.gap < 0)]
+    pushed, plain, kernel, _ = await both(syscall_entry("write"), ops, workload.go)
+    sizes = lcg_sizes(17, WRITES, MOST)
+    expected = [
+        (now, i + 1, now - before)
+        for i, (before, now) in enumerate(itertools.pairwise(sizes), start=1)
+        if now < before
+    ]
+    assert running(pushed) == running(plain) == expected
+    assert type(pushed[0]) is type(plain[0])  # one event type, with the fields added
+    assert (kernel.stages[2].received, kernel.stages[2].emitted) == (WRITES, WRITES)
+    assert kernel.stages[3].emitted == len(expected)
+
+
+async def test_a_running_count_drops_keys_beyond_its_map_as_python_does() -> None:
+    workload = sized_writes(19, WRITES, 40)
+    ops = [writes_of(workload.pid), running_count("count", max_keys=25)]
+    pushed, plain, kernel, user = await both(syscall_entry("write"), ops, workload.go)
+    sizes = lcg_sizes(19, WRITES, 40)
+    kept = list(dict.fromkeys(sizes))[:25]
+    seen: Counter[int] = Counter()
+    expected = []
+    for n in sizes:
+        if n in kept:
+            seen[n] += 1
+            expected.append((n, seen[n]))
+    assert [(e.count, e.seq) for e in pushed] == [(e.count, e.seq) for e in plain] == expected
+    assert all((e.gap == 0) == (e.seq == 1) for e in pushed)  # gaps of ts: the runs differ
+    assert kernel.stages[2].dropped == user.stages[2].dropped
+    assert kernel.stages[2].dropped == {"key_limit": len(sizes) - len(expected)} != {}
+
+
+async def test_metrics_export_the_sum_and_count_of_a_histogram_made_in_the_kernel() -> None:
+    from typing import cast
+
+    from test_sink_metrics import samples, scrape
+
+    from flowtrace.sinks.metrics import MetricsSink
+
+    workload = sized_writes(23, WRITES, MOST)
+    hist = log2_histogram("count", unit="kbytes", divisor=1024, every=Tumbling(0.2))
+    ops = [writes_of(workload.pid), hist]
+    pipeline = Pipeline(syscall_entry("write"), ops, MetricsSink(port=0))
+    assert pipeline.placement().in_kernel == 2
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(pipeline.run)
+        await anyio.to_thread.run_sync(workload.go)
+        url = cast(MetricsSink, run.sink).url
+        with anyio.fail_after(10):
+            while True:
+                families = await anyio.to_thread.run_sync(scrape, url)
+                family = families.get("flowtrace_count_bytes")  # after the first window
+                if family and samples(family, "_count") == {(("pipeline", ""),): WRITES}:
+                    break
+                await anyio.sleep(0.1)
+        run.stop()
+    sizes = lcg_sizes(23, WRITES, MOST)
+    assert samples(family, "_sum") == {(("pipeline", ""),): sum(sizes)}  # kbytes back to bytes
+
+
+async def test_an_aggregate_after_a_running_count_reads_its_fields_in_the_kernel() -> None:
+    workload = sized_writes(29, WRITES, MOST)
+    ops = [writes_of(workload.pid), running_count(time="count"), window(Sum("gap"), by="fd")]
+    pushed, plain, kernel, _ = await both(syscall_entry("write"), ops, workload.go)
+    assert without_windows(pushed) == without_windows(plain)
+    (total,) = pushed
+    sizes = lcg_sizes(29, WRITES, MOST)
+    assert total.value == sizes[-1] - sizes[0]  # the gaps add up to the last size less the first
+    assert kernel.stages[3].received == WRITES

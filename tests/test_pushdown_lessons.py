@@ -8,7 +8,9 @@ import copy
 import io
 import json
 import re
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +26,7 @@ from flowtrace import Operator, Pipeline
 from flowtrace.loader import load_pipeline
 from flowtrace.operators import F, filter
 from flowtrace.records import Histogram
+from flowtrace.sources.syscalls import QUICK_NS
 from flowtrace.testing import CollectSink
 
 pytestmark = pytest.mark.kernel
@@ -34,6 +37,7 @@ IN_KERNEL = {
     "vfsreadlat.py": ["log2_histogram"],
     "disksnoop_tp.py": ["join"],
     "strlen_count.py": ["count"],
+    "sync_count.py": ["running_count", "filter"],
     "task_switch.py": ["filter", "count"],
 }
 
@@ -171,3 +175,61 @@ def test_strlen_count_is_exact_while_its_process_is_stopped_under_load(tmp_path:
     summary = [line for line in err.splitlines() if line.startswith("flowtrace: ")]
     assert any(line.startswith("flowtrace: strlen: ") for line in summary), err
     assert not any("lost" in line or "dropped" in line for line in summary), err
+
+
+# -- sync_count: a running count in the kernel ----------------------------------
+
+
+def quick_then_slow_syncs(command: Path) -> list[int]:
+    """``command`` (sync under another name) three times 0.1 s apart, then,
+    after a pause over a second, twice 0.1 s apart; the pids."""
+
+    def syncs(count: int) -> list[int]:
+        pids = []
+        for i in range(count):
+            if i:
+                time.sleep(0.1)
+            proc = subprocess.Popen([command])
+            pids.append(proc.pid)
+            assert proc.wait(60) == 0
+        return pids
+
+    first = syncs(3)
+    time.sleep(1.2)
+    return first + syncs(2)
+
+
+@pytest.mark.anyio
+async def test_sync_count_in_the_kernel_reports_what_python_reports(tmp_path: Path) -> None:
+    """The lesson's operators behind a filter on a command name of this
+    test's own (other tests on the machine call sync too), in the kernel
+    and in Python at once."""
+    lesson = load_pipeline("pipelines/sync_count.py")
+    name = f"ftsync-{uuid.uuid4().hex[:8]}"
+    command = tmp_path / name
+    command.symlink_to(shutil.which("sync") or "/bin/sync")
+    ops: list[Operator[Any, Any]] = [filter(F.comm == name), *lesson.operators]
+    pids: list[int] = []
+    async with anyio.create_task_group() as tg:
+        runs = []
+        for pushdown in (True, False):
+            pipeline = Pipeline(lesson.source, ops, CollectSink[Any](), pushdown=pushdown)
+            runs.append(await tg.start(pipeline.run))
+        await anyio.to_thread.run_sync(lambda: pids.extend(quick_then_slow_syncs(command)))
+        await anyio.sleep(0.3)
+        for run in runs:
+            run.stop()
+    assert [run.in_kernel for run in runs] == [3, 0]
+    kernel, python = (run.sink.items for run in runs)
+    # the first sync follows no recent one, nor the fourth (after the pause)
+    assert [e.pid for e in kernel] == [e.pid for e in python] == [pids[1], pids[2], pids[4]]
+    assert [e.seq for e in kernel] == [e.seq for e in python] == [2, 3, 5]
+    for k, p in zip(kernel, python, strict=True):
+        assert 100_000_000 <= k.gap < QUICK_NS
+        assert abs(k.gap - p.gap) < 100_000  # each program reads the clock itself
+    running = runs[0].stats.stages[2]
+    assert running.received == running.emitted == 5  # every sync, only the quick ones left
+    assert runs[0].stats.stages[3].emitted == 3
+    pattern = r"At time \d+\.\d\d s: multiple syncs detected, last (\d+) ms ago \(sync count (\d)\)"
+    lines = [re.fullmatch(pattern, text) for text in printed(lesson, kernel).splitlines()]
+    assert [m[2] if m else None for m in lines] == ["2", "3", "5"]

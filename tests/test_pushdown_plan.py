@@ -179,9 +179,9 @@ def test_strings_reach_the_c_as_byte_comparisons_only(text: str) -> None:
     condition = re.search(r"if \(!(\(.*e->comm\[0\].*)\)\n", code)
     assert condition is not None
     # nothing but field reads, casts, byte values and logic
-    assert re.fullmatch(r"[\w\s()\[\]\->=&|!]+", condition[1]), condition[1]
+    assert re.fullmatch(r"[\w\s()\[\]\->=&|!^]+", condition[1]), condition[1]
     data = text.encode()
-    assert all(f"== {b}" in condition[1] for b in data)
+    assert all(f"^ {b})" in condition[1] for b in data)
 
 
 def test_the_only_text_in_the_c_is_the_frameworks_own() -> None:
@@ -237,9 +237,11 @@ def layout_of_write() -> Any:
 def test_byte_comparisons_stop_at_the_nul_a_decoded_field_stops_at() -> None:
     assert (
         bytes_equal("e->p", 4, "ab")
-        == "((u8)e->p[0] == 97 && (u8)e->p[1] == 98 && (u8)e->p[2] == 0)"
+        == "((((u8)e->p[0] ^ 97) | ((u8)e->p[1] ^ 98) | (u8)e->p[2]) == 0)"
     )
-    assert bytes_equal("e->p", 2, "ab") == "((u8)e->p[0] == 97 && (u8)e->p[1] == 98)"  # full field
+    assert bytes_equal("e->p", 2, "ab") == "((((u8)e->p[0] ^ 97) | ((u8)e->p[1] ^ 98)) == 0)"
+    assert bytes_equal("e->p", 4, "") == "(((u8)e->p[0]) == 0)"
+    assert bytes_prefix("e->p", 4, "a") == "((((u8)e->p[0] ^ 97)) == 0)"  # no NUL after it
     assert bytes_prefix("e->p", 4, "") == "1"
     with pytest.raises(LiteralError):
         string_bytes("abc", 2)

@@ -22,6 +22,7 @@ from .extras import Distinct, Sample, Throttle, distinct, rate, sample, throttle
 from .join import Join, join
 from .merge import MergeBy, merge_by
 from .predicates import AllOf, AnyOf, Compare, F, Not, Predicate, field
+from .running import RunningCount, running_count
 from .windowing import EventTime, ProcessingTime, Sliding, Tumbling
 from .windows import DEFAULT_MAX_KEYS, Window, window
 
@@ -51,6 +52,7 @@ __all__ = [
     "Predicate",
     "ProcessingTime",
     "Rate",
+    "RunningCount",
     "Sample",
     "Sliding",
     "Sum",
@@ -71,6 +73,7 @@ __all__ = [
     "merge_by",
     "per_event",
     "rate",
+    "running_count",
     "sample",
     "stream_operator",
     "throttle",

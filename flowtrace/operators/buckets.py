@@ -156,8 +156,7 @@ class Log2(_Histogram):
         buckets = (
             [Bucket(*log2_bounds(i), acc[i]) for i in range(used[0], used[-1] + 1)] if used else []
         )
-        # counters read from a BPF program have the slots only: no sum
-        total = acc[LOG2_SLOTS] / self.divisor if len(acc) > LOG2_SLOTS else None
+        total = acc[LOG2_SLOTS] / self.divisor
         return self.histogram(buckets, start, end, key, total)
 
 
