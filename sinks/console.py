@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TextIO, TypeVar, cast, runtime_checkable
 
 from flowtrace.context import StageContext
-from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
+from flowtrace.records import CountRow, CountTable, EmptyWindows, Histogram, Record, SideRecord
 from flowtrace.render import (
     ColumnWidths,
     count_table_lines,
@@ -20,7 +20,14 @@ from flowtrace.render import (
 )
 from flowtrace.stages import Sink
 
-__all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
+__all__ = [
+    "Column",
+    "ConsoleSink",
+    "HistogramStyle",
+    "RelativeSeconds",
+    "TableStyle",
+    "empty_windows_line",
+]
 
 T = TypeVar("T")
 F = TypeVar("F")
@@ -149,9 +156,12 @@ class ConsoleSink(Sink[T], Generic[T]):
     of column titles follows. Events print one line each, through ``line``
     or ``columns``. Result records print by their type: histograms as bcc
     does (``histogram`` style), count tables as aligned rows (``table``
-    style); side records (late events, incomplete joins) as one
-    ``kind: field=value ...`` line each; other records (window results, join
-    pairs) through ``line``/``columns`` when given, else as such a line.
+    style); a run of empty windows said at once
+    (:class:`~flowtrace.records.EmptyWindows`) as one line
+    (:func:`empty_windows_line`); other side records (late events,
+    incomplete joins) as one ``kind: field=value ...`` line each; other
+    records (window results, join pairs) through ``line``/``columns`` when
+    given, else as such a line.
     Each batch is written with one call and flushed, so output appears as
     soon as it arrives. Holds no results between batches, only the widths
     its count tables' columns have had (one list per set of column titles),
@@ -233,6 +243,8 @@ class ConsoleSink(Sink[T], Generic[T]):
             return self.histogram.lines(item)
         if isinstance(item, CountTable):
             return self.table.lines(item, getattr(self, "_widths", None))
+        if isinstance(item, EmptyWindows):
+            return [empty_windows_line(item)]
         if isinstance(item, SideRecord):
             return [_record_line(item)]
         if self.line is not None:
@@ -262,6 +274,17 @@ _VISIBLE = {
 """Control characters shown as ``\\xNN``: strings from the kernel or a
 recording (a process may name itself with escape sequences) never reach
 the terminal as control codes; tabs and line ends stay as they are."""
+
+
+def empty_windows_line(record: EmptyWindows) -> str:
+    """``(3999 empty windows of 1 s from 2026-11-29 10:00:01 to 11:06:40 UTC)``:
+    wall-clock bounds when the record has them, else the clock's seconds."""
+    what = f"({record.windows} empty windows of {record.step:g} s"
+    if record.wall_start is not None and record.wall_end is not None:
+        first, last = record.wall_start, record.wall_end
+        end = last.strftime("%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S")
+        return f"{what} from {first.strftime('%Y-%m-%d %H:%M:%S')} to {end} UTC)"
+    return f"{what} from {record.window_start:.9g} s to {record.window_end:.9g} s)"
 
 
 def _record_line(record: Record) -> str:
