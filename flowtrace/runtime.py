@@ -483,15 +483,22 @@ class Run:
             raise StageError(ctx.stats.name, exc) from exc
 
     async def _write(self, ctx: StageContext, batch: Batch) -> None:
+        """Write ``batch``; a write cut short (``stop_deadline``) or failed
+        (``sink_failed``) is counted as :meth:`StageStats.count_failed_write`
+        says, so the sink's in = out + dropped on every exit. An error that
+        says the batch was ``handed_on`` (a fan-out gave it to every sink,
+        whose own counters say what became of it) counts it as emitted."""
         counted = ctx.stats.dropped_total
         try:
             await self.sink.write(batch)
         except anyio.get_cancelled_exc_class():
-            # cut short: what the sink did not count itself is not delivered
-            if ctx.stats.dropped_total == counted:
-                ctx.stats.drop("stop_deadline", len(batch))
+            ctx.stats.count_failed_write(len(batch), counted, "stop_deadline")
+            raise
+        except Exception as exc:
+            if getattr(exc, "handed_on", False):
+                ctx.stats.emitted += len(batch)
             else:
-                ctx.stats.emitted += len(batch) - (ctx.stats.dropped_total - counted)
+                ctx.stats.count_failed_write(len(batch), counted, "sink_failed")
             raise
         ctx.stats.emitted += len(batch)
 

@@ -31,6 +31,18 @@ class StageStats:
         if count:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
+    def count_failed_write(self, events: int, dropped_before: int, reason: str) -> None:
+        """Settle a sink's write of ``events`` that did not finish: what the
+        sink counted as dropped since ``dropped_before`` (its
+        ``dropped_total`` then) stays dropped and the rest was written
+        (emitted); a sink that counted nothing gets all ``events`` dropped
+        for ``reason``. So in = out + dropped also when a write fails."""
+        counted = self.dropped_total - dropped_before
+        if counted:
+            self.emitted += max(0, events - counted)
+        else:
+            self.drop(reason, events)
+
     @property
     def dropped_total(self) -> int:
         """Events this stage dropped, all reasons together."""

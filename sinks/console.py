@@ -163,8 +163,10 @@ class ConsoleSink(Sink[T], Generic[T]):
     records (window results, join pairs) through ``line``/``columns`` when
     given, else as such a line.
     Each batch is written with one call and flushed, so output appears as
-    soon as it arrives. Holds no results between batches, only the widths
-    its count tables' columns have had (one list per set of column titles),
+    soon as it arrives; a batch whose write fails (a closed pipe, a full
+    disk) is counted as dropped (``write_error``) and the error raised.
+    Holds no results between batches, only the widths its count tables'
+    columns have had (one list per set of column titles),
     so columns stay put from one interval to the next. An event it cannot
     print (no ``line`` or ``columns``) fails the stage with a message saying
     to pass one.
@@ -262,8 +264,12 @@ class ConsoleSink(Sink[T], Generic[T]):
             text = "".join(line(e).translate(_VISIBLE) + "\n" for e in batch)
         else:
             text = "".join(t.translate(_VISIBLE) + "\n" for item in batch for t in self.lines(item))
-        out.write(text)
-        out.flush()
+        try:
+            out.write(text)
+            out.flush()
+        except OSError:  # a closed pipe, a full disk: the batch is not printed
+            self.ctx.stats.drop("write_error", len(batch))
+            raise
 
 
 _SPECIAL = (Histogram, CountTable, SideRecord)
