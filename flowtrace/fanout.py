@@ -88,8 +88,9 @@ class TeeSink(Sink[Any]):
         """Hand ``batch`` to every sink, also to those after one that raised;
         then raise :class:`SinkFailed` for the first that raised. A sink that
         raised without counting any drop (as sinks should, by reason) gets the
-        whole batch counted as ``dropped["sink_failed"]``; one that counted
-        some has the rest counted as written."""
+        whole batch counted as ``dropped["sink_failed"]``. Each sink's out is
+        what it received and did not drop
+        (:meth:`~flowtrace.stats.StageStats.settle_sink`)."""
         first: SinkFailed | None = None
         for sink, stats in zip(self.sinks, self.stats, strict=True):
             stats.received += len(batch)
@@ -102,7 +103,8 @@ class TeeSink(Sink[Any]):
                     first = SinkFailed(stats.name, exc)
                     first.__cause__ = exc
                 continue
-            stats.emitted += len(batch)
+            finally:
+                stats.settle_sink()
         if first is not None:
             raise first
 
@@ -117,5 +119,7 @@ class TeeSink(Sink[Any]):
                 if first is None:
                     first = SinkFailed(self.stats[i].name, exc)
                     first.__cause__ = exc
+            finally:  # what it dropped while closing is not out
+                self.stats[i].settle_sink()
         if first is not None:
             raise first

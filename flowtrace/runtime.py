@@ -478,16 +478,21 @@ class Run:
                 finally:
                     # shielded from cancellation, but not waited for without end
                     with anyio.move_on_after(self.drain_timeout, shield=True):
-                        await self.sink.close()
+                        try:
+                            await self.sink.close()
+                        finally:  # what it dropped while closing is not out
+                            ctx.stats.settle_sink()
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
 
     async def _write(self, ctx: StageContext, batch: Batch) -> None:
-        """Write ``batch``; a write cut short (``stop_deadline``) or failed
-        (``sink_failed``) is counted as :meth:`StageStats.count_failed_write`
-        says, so the sink's in = out + dropped on every exit. An error that
-        says the batch was ``handed_on`` (a fan-out gave it to every sink,
-        whose own counters say what became of it) counts it as emitted."""
+        """Write ``batch``; the sink's out is what it received and did not
+        drop (:meth:`StageStats.settle_sink`). A write cut short
+        (``stop_deadline``) or failed (``sink_failed``) in which the sink
+        counted no drop itself has the whole batch dropped for that reason,
+        so in = out + dropped on every exit. An error that says the batch
+        was ``handed_on`` (a fan-out gave it to every sink, whose own
+        counters say what became of it) drops nothing here."""
         counted = ctx.stats.dropped_total
         try:
             await self.sink.write(batch)
@@ -495,12 +500,11 @@ class Run:
             ctx.stats.count_failed_write(len(batch), counted, "stop_deadline")
             raise
         except Exception as exc:
-            if getattr(exc, "handed_on", False):
-                ctx.stats.emitted += len(batch)
-            else:
+            if not getattr(exc, "handed_on", False):
                 ctx.stats.count_failed_write(len(batch), counted, "sink_failed")
             raise
-        ctx.stats.emitted += len(batch)
+        finally:
+            ctx.stats.settle_sink()
 
 
 def _unique(names: list[str]) -> list[str]:

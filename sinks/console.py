@@ -4,12 +4,14 @@ histograms exactly as bcc prints them, count tables as aligned rows."""
 from __future__ import annotations
 
 import copy
+import io
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TextIO, TypeVar, cast, runtime_checkable
 
 from flowtrace.context import StageContext
+from flowtrace.linefile import is_pipe, write_to_pipe
 from flowtrace.records import CountRow, CountTable, EmptyWindows, Histogram, Record, SideRecord
 from flowtrace.render import (
     ColumnWidths,
@@ -163,7 +165,9 @@ class ConsoleSink(Sink[T], Generic[T]):
     records (window results, join pairs) through ``line``/``columns`` when
     given, else as such a line.
     Each batch is written with one call and flushed, so output appears as
-    soon as it arrives; a batch whose write fails (a closed pipe, a full
+    soon as it arrives; to a pipe or terminal (standard output), without
+    blocking the event loop while its reader is not reading, so a stop is
+    not held by it. A batch whose write fails (a closed pipe, a full
     disk) is counted as dropped (``write_error``) and the error raised.
     Holds no results between batches, only the widths its count tables'
     columns have had (one list per set of column titles),
@@ -232,6 +236,7 @@ class ConsoleSink(Sink[T], Generic[T]):
     async def open(self, ctx: StageContext) -> None:
         await super().open(ctx)
         self._widths = ColumnWidths()
+        self._pipe = self.stream is None and _is_pipe(sys.stdout)
         lines = list(self.header)
         if self.columns:
             lines.append(self.title_row())
@@ -265,8 +270,13 @@ class ConsoleSink(Sink[T], Generic[T]):
         else:
             text = "".join(t.translate(_VISIBLE) + "\n" for item in batch for t in self.lines(item))
         try:
-            out.write(text)
-            out.flush()
+            if self._pipe:  # a reader that stops reading must not hold the event loop
+                out.flush()
+                data = text.encode(out.encoding, out.errors or "strict")
+                await write_to_pipe(out.fileno(), data)
+            else:
+                out.write(text)
+                out.flush()
         except OSError:  # a closed pipe, a full disk: the batch is not printed
             self.ctx.stats.drop("write_error", len(batch))
             raise
@@ -280,6 +290,13 @@ _VISIBLE = {
 """Control characters shown as ``\\xNN``: strings from the kernel or a
 recording (a process may name itself with escape sequences) never reach
 the terminal as control codes; tabs and line ends stay as they are."""
+
+
+def _is_pipe(stream: TextIO) -> bool:
+    try:
+        return is_pipe(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's stream)
+        return False
 
 
 def empty_windows_line(record: EmptyWindows) -> str:
