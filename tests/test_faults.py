@@ -71,7 +71,7 @@ FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
 SERVICE = ROOT / "examples" / "latency_service.py"
 
 SUMMARY = re.compile(
-    r"^flowtrace: (?P<name>[^:]+): (?P<received>\d+) in, (?P<emitted>\d+) out(?P<rest>.*)$"
+    r"^flowtrace: (?P<name>.+?): (?P<received>\d+) in, (?P<emitted>\d+) out(?P<rest>.*)$"
 )
 DROPPED = re.compile(r"(\d+) dropped \((\w+)\)")
 
@@ -150,6 +150,8 @@ class Case:
     stages: tuple[str, ...] = ()
     exact: dict[str, tuple[int, int, dict[str, int]]] = field(default_factory=dict)
     within: float = 30.0
+    edges: tuple[tuple[str, str], ...] = ()  # (up, down): up's out = down's in
+    kernel: bool = False
 
 
 def forged_gaps(tmp: Path) -> None:
@@ -275,6 +277,26 @@ CASES = {
         setup=small_tmpfs,
         shell="{cmd} > /dev/null",
         stages=("reads", "sinks", "console", "ndjson"),
+        edges=(("reads", "filter"), ("filter", "sinks")),
+    ),
+    "10 ndjson onto a full 64 KiB tmpfs, a filter in the kernel": Case(
+        (
+            "run",
+            "--duration",
+            "5",
+            "-e",
+            'tracepoint("sched:sched_switch") | filter(F.prev_pid != 1)',
+            "--sink",
+            "ndjson:{tmp}/full/out.nd",
+        ),
+        1,
+        r"^flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'ndjson' failed: OSError: "
+        r"\[Errno 28\] No space left on device$",
+        setup=small_tmpfs,
+        shell="{cmd} > /dev/null",
+        stages=("sched:sched_switch", "sinks", "console", "ndjson"),
+        edges=(("filter", "sinks"),),
+        kernel=True,
     ),
 }
 
@@ -287,7 +309,9 @@ def tmp(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(full)], check=True)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[pytest.mark.kernel] * c.kernel) for n, c in CASES.items()]
+)
 def test_fault(name: str, tmp: Path) -> None:
     case = CASES[name]
     if case.setup is small_tmpfs and os.geteuid() != 0:
@@ -313,6 +337,8 @@ def test_fault(name: str, tmp: Path) -> None:
     if case.stdout_lines is not None:
         assert result.stdout.count("\n") == case.stdout_lines
     found = accounted(result.stderr, case.stages)
+    for up, down in case.edges:
+        assert found[up].emitted == found[down].received, result.stderr
     for stage, (received, emitted, dropped) in case.exact.items():
         assert (found[stage].received, found[stage].emitted, found[stage].dropped) == (
             received,
