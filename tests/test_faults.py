@@ -534,3 +534,77 @@ def test_the_service_serves_on_past_idle_connections_and_emfile(
     assert "latency_service: reads: 3 in, 3 out" in err
     assert "Traceback" not in err
     assert "cannot accept" not in err  # said once, above, when it ran out
+
+
+# -- a recording killed, a trace_pipe run hung up ---------------------------------
+
+INSTANCES = Path("/sys/kernel/debug/tracing/instances")
+
+
+def _ours(process: subprocess.Popen[str]) -> list[str]:
+    return [p.name for p in INSTANCES.glob(f"flowtrace-{process.pid}-*")]
+
+
+def _attached(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [FLOWTRACE, "run", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    err = []
+    for line in process.stderr:
+        err.append(line)
+        if " attached " in line:
+            return process, err
+    raise AssertionError("".join(err))
+
+
+@pytest.mark.kernel
+def test_7_a_recording_killed_replays_what_it_wrote(tmp_path: Path) -> None:
+    recording = tmp_path / "sync.rec"
+    process, _ = _attached("--record", str(recording), "pipelines/sys_sync.py")
+    run_syncs(3)
+    time.sleep(0.5)  # the batch is read and written
+    process.kill()
+    process.communicate(timeout=30)
+    replayed = subprocess.run(
+        [FLOWTRACE, "run", "--replay", str(recording), "pipelines/sys_sync.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print(f"\n[kill] replay: exit {replayed.returncode}; {replayed.stderr!r}")
+    assert replayed.returncode == 0, replayed.stderr
+    warning = re.search(
+        r"^flowtrace: syscalls:sys_enter_sync: .*sync\.rec stops at line (\d+)"
+        r" \(cut short: no end record\); replayed the (\d+) events before it;"
+        r" what its source lost is not known$",
+        replayed.stderr,
+        re.MULTILINE,
+    )
+    assert warning, replayed.stderr
+    events = int(warning[2])
+    assert events >= 3  # ours; others' syncs are traced too
+    assert replayed.stdout.splitlines()[1:].count("sys_sync() called") == events
+    accounted(replayed.stderr, ("syscalls:sys_enter_sync", "console"))
+
+
+@pytest.mark.kernel
+def test_7_sighup_removes_the_tracefs_instance_and_prints_the_summary() -> None:
+    process, err = _attached("pipelines/hello_world.py")
+    instances = _ours(process)
+    assert len(instances) == 1, list(INSTANCES.iterdir())
+    started = time.monotonic()
+    process.send_signal(signal.SIGHUP)
+    rest = process.communicate(timeout=30)[1]
+    took = time.monotonic() - started
+    stderr = "".join(err) + rest
+    print(f"\n[hup] hello_world: exit {process.returncode} in {took:.2f} s; {stderr!r}")
+    assert process.returncode == 0, stderr
+    assert took < 1.5
+    assert not (INSTANCES / instances[0]).exists()
+    assert re.search(r"^flowtrace: clones: \d+ in, \d+ out", stderr, re.MULTILINE), stderr
