@@ -40,7 +40,7 @@ from anyio.abc import SocketListener, SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Run, Sink, StageContext
 from flowtrace.operators import Tumbling, log2_histogram
-from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.records import Bucket, EmptyWindows, Histogram, Record
 from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
 from flowtrace.schema import envelope, summary
@@ -57,7 +57,9 @@ _JSON = msgspec.json.Encoder()
 class Accumulate(Sink[Record]):
     """Adds up the histograms it receives (one per window) into :attr:`counts`,
     one counter per bucket; holds nothing else. :meth:`histogram` is the total.
-    Other records are counted as ``dropped["not_a_histogram"]``."""
+    A run of empty windows (:class:`~flowtrace.records.EmptyWindows`, a
+    replayed recording's gap) adds nothing; other records are counted as
+    ``dropped["not_a_histogram"]``."""
 
     name = "accumulate"
 
@@ -68,7 +70,8 @@ class Accumulate(Sink[Record]):
 
     async def write(self, batch: list[Record]) -> None:
         histograms = [h for h in batch if isinstance(h, Histogram)]
-        self.ctx.stats.drop("not_a_histogram", len(batch) - len(histograms))
+        others = [r for r in batch if not isinstance(r, Histogram | EmptyWindows)]
+        self.ctx.stats.drop("not_a_histogram", len(others))
         for h in histograms:
             self.unit = h.unit
             for b in h.buckets:
