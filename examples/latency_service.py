@@ -10,6 +10,12 @@ log2 histogram, served over HTTP from the same event loop.
     #   flowtrace run --record reads.rec pipelines/vfsreadlat.py
     .venv/bin/python examples/latency_service.py --replay reads.rec
 
+At most ``--max-connections`` (default 256) connections are served at once;
+more wait in the kernel's listen queue until one closes. When the process
+runs out of file descriptors (EMFILE under a low ``ulimit -n``), the
+server says so once on stderr and waits for connections to close, then
+serves on; it never exits for it.
+
 The pipeline is ``read_latencies() | log2_histogram(every=Tumbling(1)) | Accumulate()``:
 the operator emits one histogram per second, the sink adds them up, and the
 HTTP handlers read the sink. Ctrl-C or SIGTERM stops the pipeline (probes
@@ -22,17 +28,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, cast
 
 import anyio
 import msgspec
-from anyio.abc import SocketStream, TaskStatus
+from anyio.abc import SocketListener, SocketStream, TaskStatus
 
 from flowtrace import FlowtraceError, Pipeline, Run, Sink, StageContext
 from flowtrace.operators import Tumbling, log2_histogram
-from flowtrace.records import Bucket, Histogram, Record
+from flowtrace.records import Bucket, EmptyWindows, Histogram, Record
 from flowtrace.render import histogram_lines
 from flowtrace.replay import replay
 from flowtrace.schema import envelope, summary
@@ -49,7 +57,9 @@ _JSON = msgspec.json.Encoder()
 class Accumulate(Sink[Record]):
     """Adds up the histograms it receives (one per window) into :attr:`counts`,
     one counter per bucket; holds nothing else. :meth:`histogram` is the total.
-    Other records are counted as ``dropped["not_a_histogram"]``."""
+    A run of empty windows (:class:`~flowtrace.records.EmptyWindows`, a
+    replayed recording's gap) adds nothing; other records are counted as
+    ``dropped["not_a_histogram"]``."""
 
     name = "accumulate"
 
@@ -60,7 +70,8 @@ class Accumulate(Sink[Record]):
 
     async def write(self, batch: list[Record]) -> None:
         histograms = [h for h in batch if isinstance(h, Histogram)]
-        self.ctx.stats.drop("not_a_histogram", len(batch) - len(histograms))
+        others = [r for r in batch if not isinstance(r, Histogram | EmptyWindows)]
+        self.ctx.stats.drop("not_a_histogram", len(others))
         for h in histograms:
             self.unit = h.unit
             for b in h.buckets:
@@ -96,13 +107,34 @@ class LatencyService:
     resets its connection early ends only that connection. The server keeps
     answering after the pipeline ends (a finished replay), until :meth:`stop`.
 
+    At most ``max_connections`` connections are open at once; the next is
+    accepted when one closes (until then it waits in the listen queue). An
+    accept that fails for want of file descriptors or memory (EMFILE,
+    ENFILE, ENOBUFS, ENOMEM) is retried every 0.1 s, counted in
+    :attr:`accept_failures` and reported once through ``report``; the
+    server never stops for it.
+
     :meth:`run` raises the pipeline's own error if it fails before it is
     started; a failure later is kept in :attr:`error` and stops the service.
     """
 
-    def __init__(self, pipeline: Pipeline, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        max_connections: int = 256,
+        report: Callable[[str], None] = lambda line: None,
+    ) -> None:
         if not isinstance(pipeline.sink, Accumulate):
             raise TypeError("the pipeline must end in an Accumulate sink")
+        if isinstance(max_connections, bool) or max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+        self.max_connections = max_connections
+        self.report = report
+        self.accept_failures = 0
+        """Accepts that failed for want of descriptors or memory (and were retried)."""
         self.pipeline_run = Run(pipeline)
         self.sink = cast(Accumulate, self.pipeline_run.sink)
         self.host, self.port = host, port
@@ -121,7 +153,9 @@ class LatencyService:
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         async with listener, anyio.create_task_group() as tg:
             self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
-            tg.start_soon(listener.serve, self._answer)
+            slots = anyio.Semaphore(self.max_connections)
+            for one in listener.listeners:  # an address per family, for some hosts
+                tg.start_soon(self._serve, cast(SocketListener, one), slots)
             await tg.start(self._run_pipeline)
             task_status.started(f"http://{self.host}:{self.port}/")
             await self._stopped.wait()
@@ -140,7 +174,34 @@ class LatencyService:
         finally:
             self.pipeline_done.set()
 
-    async def _answer(self, client: SocketStream) -> None:
+    async def _serve(self, listener: SocketListener, slots: anyio.Semaphore) -> None:
+        """Accept connections while a slot is free (one per open connection)."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                await slots.acquire()
+                try:
+                    client = await listener.accept()
+                except OSError as exc:
+                    slots.release()
+                    if exc.errno not in _OUT_OF_RESOURCES:
+                        raise
+                    if not self.accept_failures:
+                        self.report(
+                            f"cannot accept a connection: {exc.strerror}; waiting for open"
+                            " ones to close (raise ulimit -n or lower --max-connections)"
+                        )
+                    self.accept_failures += 1
+                    await anyio.sleep(0.1)
+                    continue
+                tg.start_soon(self._answer, client, slots)
+
+    async def _answer(self, client: SocketStream, slots: anyio.Semaphore) -> None:
+        try:
+            await self._respond_quietly(client)
+        finally:
+            slots.release()
+
+    async def _respond_quietly(self, client: SocketStream) -> None:
         async with client:
             # a client that went away early ends its own connection only
             with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
@@ -171,6 +232,10 @@ class LatencyService:
             body: Any = envelope(summary(self.pipeline_run.stats))
             return "200 OK", "application/json", _JSON.encode(body)
         return "404 Not Found", "text/plain", b"try /, /histogram or /stats\n"
+
+
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+"""Accept errors that pass once connections close: out of descriptors or memory."""
 
 
 class _Started:
@@ -208,12 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--every", type=float, default=1.0, help="seconds per histogram")
     parser.add_argument("--replay", metavar="PATH", help="read events from a recording")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="connections served at once; more wait until one closes (default 256)",
+    )
     args = parser.parse_args(argv)
     try:
         pipeline = latency_pipeline(args.every)
         if args.replay:
             pipeline = replay(pipeline, args.replay)
-        service = LatencyService(pipeline, args.host, args.port)
+        service = LatencyService(
+            pipeline,
+            args.host,
+            args.port,
+            max_connections=args.max_connections,
+            report=lambda line: print(f"latency_service: {line}", file=sys.stderr, flush=True),
+        )
         try:
             anyio.run(_main, service)
         except BaseExceptionGroup as group:  # errors raised in the task groups
@@ -221,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             if failures is None:
                 raise
             raise _first_leaf(failures) from None
-    except (FlowtraceError, OSError) as exc:
+    except (FlowtraceError, OSError, ValueError) as exc:
         print(f"latency_service: error: {exc}", file=sys.stderr)
         return 2
     for line in service.pipeline_run.stats.summary():

@@ -14,7 +14,11 @@ __all__ = ["SinkFailed", "TeeSink"]
 
 
 class SinkFailed(FlowtraceError):
-    """One sink of a :class:`TeeSink` raised; names the sink, chains the cause."""
+    """One sink of a :class:`TeeSink` raised; names the sink, chains the cause.
+    The tee handed the batch to every sink (``handed_on``): the sinks' own
+    counters say what became of it."""
+
+    handed_on = True
 
     def __init__(self, sink: str, cause: BaseException) -> None:
         super().__init__(f"sink {sink!r} failed: {type(cause).__name__}: {cause}")
@@ -84,7 +88,9 @@ class TeeSink(Sink[Any]):
         """Hand ``batch`` to every sink, also to those after one that raised;
         then raise :class:`SinkFailed` for the first that raised. A sink that
         raised without counting any drop (as sinks should, by reason) gets the
-        whole batch counted as ``dropped["sink_failed"]``."""
+        whole batch counted as ``dropped["sink_failed"]``. Each sink's out is
+        what it received and did not drop
+        (:meth:`~flowtrace.stats.StageStats.settle_sink`)."""
         first: SinkFailed | None = None
         for sink, stats in zip(self.sinks, self.stats, strict=True):
             stats.received += len(batch)
@@ -92,13 +98,13 @@ class TeeSink(Sink[Any]):
             try:
                 await sink.write(batch)
             except Exception as exc:
-                if stats.dropped_total == counted:  # it did not say what it lost
-                    stats.drop("sink_failed", len(batch))
+                stats.count_failed_write(len(batch), counted, "sink_failed")
                 if first is None:
                     first = SinkFailed(stats.name, exc)
                     first.__cause__ = exc
                 continue
-            stats.emitted += len(batch)
+            finally:
+                stats.settle_sink()
         if first is not None:
             raise first
 
@@ -113,5 +119,7 @@ class TeeSink(Sink[Any]):
                 if first is None:
                     first = SinkFailed(self.stats[i].name, exc)
                     first.__cause__ = exc
+            finally:  # what it dropped while closing is not out
+                self.stats[i].settle_sink()
         if first is not None:
             raise first

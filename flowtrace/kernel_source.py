@@ -229,11 +229,15 @@ class KernelSource(Source[E], Generic[E]):
                 # the kernel lost and what was left unread, then free
                 loaded.detach_quietly()
                 if reader is not None:
+                    # the program's counters, also when the run was cut off
+                    channel.refresh(ctx, final=True)
                     ctx.stats.lost = loaded.lost() + reader.lost()
                     unread = reader.unread()  # taken in, never handed on
                     if not channel.counts_received:
                         ctx.stats.received += unread
-                    ctx.stats.drop("unread_at_stop", unread)
+                    # dropped where they were left: after the operators the program runs
+                    last = ctx.kernel_stages[-1] if ctx.kernel_stages else ctx.stats
+                    last.drop("unread_at_stop", unread)
                 if reorder is not None:  # cut off while it held events (read, not emitted)
                     ctx.stats.drop("stop_deadline", len(reorder.flush()))
             finally:
@@ -304,7 +308,6 @@ class KernelSource(Source[E], Generic[E]):
         loaded.detach()
         channel.detached()
         await _drain(ctx, emit, reader, reorder, counting)
-        channel.refresh(ctx, final=True)
 
 
 async def _drain(

@@ -5,9 +5,13 @@ recorder."""
 from __future__ import annotations
 
 import os
+import select
 import stat
+from collections.abc import Callable
 
-__all__ = ["open_output", "write_lines"]
+import anyio
+
+__all__ = ["is_pipe", "open_output", "write_lines", "write_to_pipe"]
 
 
 def open_output(path: str | os.PathLike[str], mode: int, *, nonblocking: bool = False) -> int:
@@ -60,3 +64,30 @@ def write_lines(fd: int, data: bytes | memoryview, size: int, *, cut: bool = Tru
             os.lseek(fd, size, os.SEEK_SET)
         raise
     return size + written
+
+
+def is_pipe(fd: int) -> bool:
+    """Whether ``fd`` is a pipe, FIFO, socket or terminal: something whose
+    reader may stop reading, so a plain write could block."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
+async def write_to_pipe(
+    fd: int, data: bytes | memoryview, written: Callable[[int], None] = lambda n: None
+) -> None:
+    """Write ``data`` to a pipe, FIFO or terminal without ever blocking the
+    event loop, also on a blocking ``fd``: wait until it takes more, then
+    write at most what it surely takes (``PIPE_BUF`` bytes), telling
+    ``written`` each time. A reader that stops reading holds this call, not
+    the event loop: cancelling it (a stop's deadline) ends the wait."""
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        await anyio.wait_writable(fd)
+        try:
+            n = os.write(fd, view[done : done + select.PIPE_BUF])
+        except BlockingIOError:
+            continue
+        done += n
+        written(n)

@@ -25,6 +25,7 @@ __all__ = [
     "Bucket",
     "CountRow",
     "CountTable",
+    "EmptyWindows",
     "Histogram",
     "JoinIncomplete",
     "JoinPair",
@@ -164,6 +165,20 @@ class Receipt(SideRecord, frozen=True, kw_only=True, gc=False):
     kind: ClassVar[str] = "receipt"
     source: str
     token: int
+
+
+class EmptyWindows(SideRecord, frozen=True, kw_only=True):
+    """``windows`` consecutive windows in which nothing arrived, said once
+    instead of emitted one by one: a window operator sends it when more
+    empty windows are due at once than it emits singly (the clock jumped: a
+    replayed recording with a gap, a machine that slept; see
+    :class:`~flowtrace.operators.Window`). ``window_start`` is the first
+    one's start and ``window_end`` the last one's end; one window ends every
+    ``step`` seconds. It stands for those windows: ``limit`` counts them."""
+
+    kind: ClassVar[str] = "empty_windows"
+    windows: int
+    step: float
 
 
 class LateEvent(SideRecord, Generic[E], frozen=True, kw_only=True, gc=False):

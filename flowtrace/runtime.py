@@ -478,22 +478,33 @@ class Run:
                 finally:
                     # shielded from cancellation, but not waited for without end
                     with anyio.move_on_after(self.drain_timeout, shield=True):
-                        await self.sink.close()
+                        try:
+                            await self.sink.close()
+                        finally:  # what it dropped while closing is not out
+                            ctx.stats.settle_sink()
         except Exception as exc:
             raise StageError(ctx.stats.name, exc) from exc
 
     async def _write(self, ctx: StageContext, batch: Batch) -> None:
+        """Write ``batch``; the sink's out is what it received and did not
+        drop (:meth:`StageStats.settle_sink`). A write cut short
+        (``stop_deadline``) or failed (``sink_failed``) in which the sink
+        counted no drop itself has the whole batch dropped for that reason,
+        so in = out + dropped on every exit. An error that says the batch
+        was ``handed_on`` (a fan-out gave it to every sink, whose own
+        counters say what became of it) drops nothing here."""
         counted = ctx.stats.dropped_total
         try:
             await self.sink.write(batch)
         except anyio.get_cancelled_exc_class():
-            # cut short: what the sink did not count itself is not delivered
-            if ctx.stats.dropped_total == counted:
-                ctx.stats.drop("stop_deadline", len(batch))
-            else:
-                ctx.stats.emitted += len(batch) - (ctx.stats.dropped_total - counted)
+            ctx.stats.count_failed_write(len(batch), counted, "stop_deadline")
             raise
-        ctx.stats.emitted += len(batch)
+        except Exception as exc:
+            if not getattr(exc, "handed_on", False):
+                ctx.stats.count_failed_write(len(batch), counted, "sink_failed")
+            raise
+        finally:
+            ctx.stats.settle_sink()
 
 
 def _unique(names: list[str]) -> list[str]:

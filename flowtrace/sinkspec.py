@@ -18,6 +18,7 @@ registry: flowtrace's own sinks are found through them too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
@@ -30,6 +31,7 @@ __all__ = [
     "SinkFactory",
     "SinkSpecError",
     "parse_options",
+    "parse_seconds",
     "parse_size",
     "sink_from_spec",
     "with_sinks",
@@ -94,6 +96,17 @@ def parse_size(text: str) -> int:
     if not digits.isdigit() or int(digits) <= 0:
         raise SinkSpecError(f"bad size {text!r}: write a positive number of bytes, e.g. 10M")
     return int(digits) * scale
+
+
+def parse_seconds(text: str) -> float:
+    """A sink option in seconds: a positive finite number (not nan or inf)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return seconds
 
 
 def parse_options(parts: Sequence[str], allowed: dict[str, Callable[[str], Any]]) -> dict[str, Any]:

@@ -31,6 +31,24 @@ class StageStats:
         if count:
             self.dropped[reason] = self.dropped.get(reason, 0) + count
 
+    def settle_sink(self) -> None:
+        """A sink's out: what it received and has not dropped. What waits in
+        a sink's own buffer counts as out until the sink drops it (a full
+        buffer, a peer that never took it: counted by reason, then out no
+        more), so in = out + dropped at every moment, and at the end out is
+        what the sink delivered. Called after each write and after close."""
+        self.emitted = self.received - self.dropped_total
+
+    def count_failed_write(self, events: int, dropped_before: int, reason: str) -> None:
+        """Settle a sink's write of ``events`` that did not finish: what the
+        sink counted as dropped since ``dropped_before`` (its
+        ``dropped_total`` then) stays dropped and the rest was written; a
+        sink that counted nothing gets all ``events`` dropped for
+        ``reason``."""
+        if self.dropped_total == dropped_before:
+            self.drop(reason, events)
+        self.settle_sink()
+
     @property
     def dropped_total(self) -> int:
         """Events this stage dropped, all reasons together."""

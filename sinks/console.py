@@ -4,13 +4,15 @@ histograms exactly as bcc prints them, count tables as aligned rows."""
 from __future__ import annotations
 
 import copy
+import io
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TextIO, TypeVar, cast, runtime_checkable
 
 from flowtrace.context import StageContext
-from flowtrace.records import CountRow, CountTable, Histogram, Record, SideRecord
+from flowtrace.linefile import is_pipe, write_to_pipe
+from flowtrace.records import CountRow, CountTable, EmptyWindows, Histogram, Record, SideRecord
 from flowtrace.render import (
     ColumnWidths,
     count_table_lines,
@@ -21,7 +23,14 @@ from flowtrace.render import (
 from flowtrace.stages import Sink
 from flowtrace.visible import visible
 
-__all__ = ["Column", "ConsoleSink", "HistogramStyle", "RelativeSeconds", "TableStyle"]
+__all__ = [
+    "Column",
+    "ConsoleSink",
+    "HistogramStyle",
+    "RelativeSeconds",
+    "TableStyle",
+    "empty_windows_line",
+]
 
 T = TypeVar("T")
 F = TypeVar("F")
@@ -150,12 +159,19 @@ class ConsoleSink(Sink[T], Generic[T]):
     of column titles follows. Events print one line each, through ``line``
     or ``columns``. Result records print by their type: histograms as bcc
     does (``histogram`` style), count tables as aligned rows (``table``
-    style); side records (late events, incomplete joins) as one
-    ``kind: field=value ...`` line each; other records (window results, join
-    pairs) through ``line``/``columns`` when given, else as such a line.
+    style); a run of empty windows said at once
+    (:class:`~flowtrace.records.EmptyWindows`) as one line
+    (:func:`empty_windows_line`); other side records (late events,
+    incomplete joins) as one ``kind: field=value ...`` line each; other
+    records (window results, join pairs) through ``line``/``columns`` when
+    given, else as such a line.
     Each batch is written with one call and flushed, so output appears as
-    soon as it arrives. Holds no results between batches, only the widths
-    its count tables' columns have had (one list per set of column titles),
+    soon as it arrives; to a pipe or terminal (standard output), without
+    blocking the event loop while its reader is not reading, so a stop is
+    not held by it. A batch whose write fails (a closed pipe, a full
+    disk) is counted as dropped (``write_error``) and the error raised.
+    Holds no results between batches, only the widths its count tables'
+    columns have had (one list per set of column titles),
     so columns stay put from one interval to the next. An event it cannot
     print (no ``line`` or ``columns``) fails the stage with a message saying
     to pass one.
@@ -221,6 +237,7 @@ class ConsoleSink(Sink[T], Generic[T]):
     async def open(self, ctx: StageContext) -> None:
         await super().open(ctx)
         self._widths = ColumnWidths()
+        self._pipe = self.stream is None and _is_pipe(sys.stdout)
         lines = list(self.header)
         if self.columns:
             lines.append(self.title_row())
@@ -234,6 +251,8 @@ class ConsoleSink(Sink[T], Generic[T]):
             return self.histogram.lines(item)
         if isinstance(item, CountTable):
             return self.table.lines(item, getattr(self, "_widths", None))
+        if isinstance(item, EmptyWindows):
+            return [empty_windows_line(item)]
         if isinstance(item, SideRecord):
             return [_record_line(item)]
         if self.line is not None:
@@ -251,11 +270,38 @@ class ConsoleSink(Sink[T], Generic[T]):
             text = "".join(visible(line(e)) + "\n" for e in batch)
         else:
             text = "".join(visible(t) + "\n" for item in batch for t in self.lines(item))
-        out.write(text)
-        out.flush()
+        try:
+            if self._pipe:  # a reader that stops reading must not hold the event loop
+                out.flush()
+                data = text.encode(out.encoding, out.errors or "strict")
+                await write_to_pipe(out.fileno(), data)
+            else:
+                out.write(text)
+                out.flush()
+        except OSError:  # a closed pipe, a full disk: the batch is not printed
+            self.ctx.stats.drop("write_error", len(batch))
+            raise
 
 
 _SPECIAL = (Histogram, CountTable, SideRecord)
+
+
+def _is_pipe(stream: TextIO) -> bool:
+    try:
+        return is_pipe(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no descriptor (a test's stream)
+        return False
+
+
+def empty_windows_line(record: EmptyWindows) -> str:
+    """``(3999 empty windows of 1 s from 2026-11-29 10:00:01 to 11:06:40 UTC)``:
+    wall-clock bounds when the record has them, else the clock's seconds."""
+    what = f"({record.windows} empty windows of {record.step:g} s"
+    if record.wall_start is not None and record.wall_end is not None:
+        first, last = record.wall_start, record.wall_end
+        end = last.strftime("%H:%M:%S" if last.date() == first.date() else "%Y-%m-%d %H:%M:%S")
+        return f"{what} from {first.strftime('%Y-%m-%d %H:%M:%S')} to {end} UTC)"
+    return f"{what} from {record.window_start:.9g} s to {record.window_end:.9g} s)"
 
 
 def _record_line(record: Record) -> str:

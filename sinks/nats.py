@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import re
 import secrets
@@ -30,7 +31,7 @@ from flowtrace.clock import wall_datetime
 from flowtrace.context import StageContext
 from flowtrace.records import Result
 from flowtrace.schema import RecordEncoder
-from flowtrace.sinkspec import SinkSpecError, parse_options
+from flowtrace.sinkspec import SinkSpecError, parse_options, parse_seconds
 from flowtrace.stages import Sink
 
 __all__ = [
@@ -210,8 +211,14 @@ class NatsSink(Sink[Any]):
             raise ValueError(f"framing must be ndjson or msgpack, not {framing!r}")
         if buffer < 1 or max_inflight < 1 or replicas < 1:
             raise ValueError("need buffer >= 1, max_inflight >= 1 and replicas >= 1")
-        if not 0 < backoff <= backoff_max or ack_timeout <= 0 or close_timeout < 0:
-            raise ValueError("need 0 < backoff <= backoff_max, ack_timeout > 0, close_timeout >= 0")
+        times = (backoff, backoff_max, ack_timeout, connect_timeout, close_timeout)
+        if not (0 < backoff <= backoff_max and ack_timeout > 0 and close_timeout >= 0) or not all(
+            math.isfinite(t) for t in times
+        ):
+            raise ValueError(
+                "need 0 < backoff <= backoff_max, ack_timeout > 0, close_timeout >= 0,"
+                " all finite"
+            )
         self.servers = target.servers
         self.subject = subject or target.subject
         self.stream = stream
@@ -250,9 +257,9 @@ class NatsSink(Sink[Any]):
                 "framing": str,
                 "buffer": int,
                 "max_inflight": int,
-                "backoff": float,
-                "backoff_max": float,
-                "ack_timeout": float,
+                "backoff": parse_seconds,
+                "backoff_max": parse_seconds,
+                "ack_timeout": parse_seconds,
                 "host": str,
                 "pipeline": str,
             },

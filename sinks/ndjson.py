@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import stat
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import anyio
 import anyio.to_thread
 
 from flowtrace.context import StageContext
-from flowtrace.linefile import open_output, write_lines
+from flowtrace.linefile import is_pipe, open_output, write_lines, write_to_pipe
 from flowtrace.schema import RecordEncoder
 from flowtrace.sinkspec import SinkSpecError, parse_options, parse_size
 from flowtrace.stages import Sink
@@ -128,8 +127,7 @@ class NdjsonSink(Sink[Any]):
             # writes to a pipe wait on the event loop (see _write_pipe)
             self._fd = open_output(self.path, 0o644, nonblocking=True)
             self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
-        mode = os.fstat(self._fd).st_mode
-        self._pipe = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(self._fd)
+        self._pipe = is_pipe(self._fd)
         self._size = 0
 
     async def write(self, batch: list[Any]) -> None:
@@ -192,19 +190,13 @@ class NdjsonSink(Sink[Any]):
 
     async def _write_pipe(self, data: memoryview) -> None:
         """Write to a pipe, FIFO or terminal without ever blocking the event
-        loop: wait until it takes more, then at most what it surely takes
-        (``PIPE_BUF`` bytes). A reader that stops reading holds this write,
-        not the run: a stop's deadline cancels it."""
-        written = 0
-        while written < len(data):
-            await anyio.wait_writable(self._fd)
-            try:
-                n = os.write(self._fd, data[written : written + select.PIPE_BUF])
-            except BlockingIOError:
-                continue
-            written += n
-            self._committed += n
-            self._size += n
+        loop (:func:`~flowtrace.linefile.write_to_pipe`). A reader that stops
+        reading holds this write, not the run: a stop's deadline cancels it."""
+        await write_to_pipe(self._fd, data, self._wrote)
+
+    def _wrote(self, n: int) -> None:
+        self._committed += n
+        self._size += n
 
     async def _rotate(self) -> None:
         assert self.path is not None

@@ -6,6 +6,7 @@ OTLP/HTTP exporter (protobuf encoding, retries): no protobuf written here.
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from datetime import datetime
@@ -32,7 +33,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from flowtrace.context import StageContext
 from flowtrace.records import CountTable, Histogram, Result, WindowResult
-from flowtrace.sinkspec import SinkSpecError, parse_options
+from flowtrace.sinkspec import SinkSpecError, parse_options, parse_seconds
 from flowtrace.stages import Sink
 
 __all__ = ["OtlpSink", "log2_exponential"]
@@ -115,6 +116,8 @@ class OtlpSink(Sink[Any]):
     ) -> None:
         if not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"bad OTLP endpoint {endpoint!r}: use http://HOST:4318/v1/metrics")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"timeout {timeout!r}: need a positive number of seconds")
         self.endpoint = endpoint
         self.timeout = timeout
         self.pipeline = pipeline
@@ -124,7 +127,7 @@ class OtlpSink(Sink[Any]):
     def from_spec(cls, argument: str) -> OtlpSink:
         """``[http://HOST:PORT/v1/metrics][,timeout=S][,pipeline=NAME]``."""
         endpoint, *rest = argument.split(",") if argument else [""]
-        options = parse_options(rest, {"timeout": float, "pipeline": str})
+        options = parse_options(rest, {"timeout": parse_seconds, "pipeline": str})
         try:
             return cls(endpoint or "http://127.0.0.1:4318/v1/metrics", **options)
         except ValueError as exc:

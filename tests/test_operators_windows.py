@@ -31,7 +31,15 @@ from flowtrace.operators import (
     log2_histogram,
     window,
 )
-from flowtrace.records import Histogram, JoinIncomplete, LateEvent, Record, WindowResult
+from flowtrace.operators.windows import MAX_EMPTY_RUN
+from flowtrace.records import (
+    EmptyWindows,
+    Histogram,
+    JoinIncomplete,
+    LateEvent,
+    Record,
+    WindowResult,
+)
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
 
@@ -82,10 +90,18 @@ def test_tumbling_processing_time_windows_partition_the_events(
                 w.window_start <= fed_at[e.n] < w.window_end
                 or fed_at[e.n] == w.window_end == clock.now()
             )
-    # one window per interval, consecutive, including empty ones
-    starts = [w.window_start for w in windows]
-    assert starts == [10.0 + i * size for i in range(len(windows))]
-    assert len(windows) == int((clock.now() - 10.0) // size) + 1
+    # one window per interval, consecutive, including empty ones; a run of
+    # more than MAX_EMPTY_RUN empty ones is one EmptyWindows record
+    starts: list[float | None] = []
+    for r in h.emitted:
+        if isinstance(r, EmptyWindows):
+            assert r.windows > MAX_EMPTY_RUN and r.step == size
+            assert r.window_end == r.window_start + r.windows * size  # type: ignore[operator]
+            starts += [r.window_start + i * size for i in range(r.windows)]  # type: ignore[operator]
+        elif isinstance(r, WindowResult):
+            starts.append(r.window_start)
+    assert starts == [10.0 + i * size for i in range(len(starts))]
+    assert len(starts) == int((clock.now() - 10.0) // size) + 1
 
 
 def reference_sliding(
@@ -112,6 +128,29 @@ def reference_sliding(
     return ticked, ([] if ticked and ticked[-1] == final else [final])
 
 
+def expand_empty_runs(items: list[Any], size: float) -> list[WindowResult]:
+    """The window results, each :class:`EmptyWindows` record (a run of more
+    than MAX_EMPTY_RUN empty windows) replaced by the empty windows it
+    stands for (windows ``size`` long, none starting before 0)."""
+    out: list[WindowResult] = []
+    for r in items:
+        if isinstance(r, EmptyWindows):
+            assert r.windows > MAX_EMPTY_RUN and r.window_end is not None
+            for k in range(r.windows):
+                end = r.window_end - (r.windows - 1 - k) * r.step
+                out.append(
+                    WindowResult(
+                        aggregate="collect",
+                        value=[],
+                        window_start=max(0.0, end - size),
+                        window_end=end,
+                    )
+                )
+        elif isinstance(r, WindowResult):
+            out.append(r)
+    return out
+
+
 @settings(max_examples=300, deadline=None)
 @given(steps, st.sampled_from([(2.0, 1.0), (3.0, 1.0), (1.0, 0.5), (2.0, 2.0), (4.0, 0.5)]))
 def test_sliding_processing_time_windows_are_exactly_the_reference(
@@ -129,7 +168,8 @@ def test_sliding_processing_time_windows_are_exactly_the_reference(
         n += count
     end = clock.now()
     before_end = [
-        (w.window_start, w.window_end, [e.n for e in w.value]) for w in collected(h.emitted)
+        (w.window_start, w.window_end, [e.n for e in w.value])
+        for w in expand_empty_runs(h.emitted, size)
     ]
     at_end = [(w.window_start, w.window_end, [e.n for e in w.value]) for w in collected(h.finish())]
     ticked, final = reference_sliding(arrivals, end, size, every)

@@ -9,6 +9,7 @@ name -> value) for result records, never a joined string.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -116,12 +117,13 @@ def missing_field(exc: AttributeError, what: str) -> Exception:
 
 
 def positive(value: float | None, what: str, *, allow_none: bool = True) -> None:
-    """Reject non-positive sizes, intervals and limits with a one-line error."""
+    """Reject sizes, intervals and limits that are not positive finite
+    numbers (nan and infinity too) with a one-line error."""
     if value is None:
         if not allow_none:
             raise PipelineDefinitionError(f"{what} is required")
         return
-    if isinstance(value, bool) or not value > 0:
+    if isinstance(value, bool) or not (value > 0 and math.isfinite(value)):
         raise PipelineDefinitionError(f"{what} must be a positive number, got {value!r}")
 
 

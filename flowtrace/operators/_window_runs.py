@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from ..clock import with_wall_bounds
 from ..context import StageContext
-from ..records import LateEvent, Record
+from ..records import EmptyWindows, LateEvent, Record
 from ._intervals import Intervals, nanoseconds
 
 __all__ = [
@@ -26,11 +27,13 @@ __all__ = [
     "WindowRun",
 ]
 
-MAX_EMPTY_RUN = 4096
-"""Processing time: the longest run of empty windows one call emits. When
-more empty windows than this are due at once (the clock jumped: a machine
-resumed, a replayed recording with a gap), the whole run is skipped instead
-of building every one of them (see :class:`~flowtrace.operators.Window`)."""
+MAX_EMPTY_RUN = 10
+"""Processing time: the most empty windows one call emits one by one. When
+more are due at once (the clock jumped: a replayed recording with a gap, a
+machine that slept), they are one :class:`~flowtrace.records.EmptyWindows`
+record instead (see :class:`~flowtrace.operators.Window`), so the work and
+output of a call are bounded whatever time passed. A live run's clock moves
+one window per tick, so it prints every window as before."""
 
 
 class Emitter:
@@ -50,22 +53,34 @@ class Emitter:
         self.stop = stop
         self.emitted = 0
         self.stopped = False
-        self.skipped_windows = 0
+        self.summarised_windows = 0
 
     def emit(self, q: int, start: float, end: float, *, empty: bool) -> list[Record]:
         """Window ``q``'s records (``empty``: also when it holds nothing);
-        forgets the intervals no later window covers; after the ``limit``-th
-        window, counts the events of later intervals (``after_limit``),
-        forgets them and asks the pipeline to stop."""
+        forgets the intervals no later window covers; see :meth:`_count`."""
         out = self.state.records(q, start, end, empty=empty)
         self.state.release_through(q)
-        self.emitted += 1
+        self._count(q, 1)
+        return out
+
+    def emit_empty(self, last: int, count: int, start: float, end: float, step: float) -> Record:
+        """The ``count`` empty windows through window ``last`` (from
+        ``start`` to ``end``) as one record, counted as that many windows."""
+        record = EmptyWindows(windows=count, step=step, window_start=start, window_end=end)
+        self.summarised_windows += count
+        self._count(last, count)
+        return with_wall_bounds([record], self.ctx.clock, start, end)[0]
+
+    def _count(self, last: int, windows: int) -> None:
+        """Counts ``windows`` more emitted, through window ``last``; after the
+        ``limit``-th, counts the events of later intervals (``after_limit``),
+        forgets them and asks the pipeline to stop."""
+        self.emitted += windows
         if self.limit is not None and self.emitted >= self.limit:
             self.stopped = True
-            self.ctx.stats.drop("after_limit", self.state.events_after(q))
+            self.ctx.stats.drop("after_limit", self.state.events_after(last))
             self.state.clear()
             self.stop()
-        return out
 
 
 class WindowRun(ABC):
@@ -153,52 +168,38 @@ class ProcessingTimeRun(WindowRun):
         )
 
     def _emit_through(self, last: int) -> list[Record]:
-        """Emit every window up to ``last``, empty ones too, except a run of
-        more than :data:`MAX_EMPTY_RUN` empty windows at the end (see
-        :meth:`_empty_run`), which is skipped and reported."""
-        out: list[Record] = []
-        windows = self.windows
-        skip_from = self._empty_run(last)
-        while self.next <= min(last, skip_from - 1) and not windows.stopped:
-            q = self.next
-            self.next += 1
-            out += windows.emit(q, *self._bounds(q), empty=True)
-        if self.next <= last and not windows.stopped:  # the run of empty windows
-            skipped = last - self.next + 1
-            windows.skipped_windows += skipped
-            self.next = last + 1
-            jumped = skipped * self.step_ns / 1e9
-            self.ctx.report(
-                f"skipped {skipped} empty windows: the clock jumped {jumped:.9g} s"
-                f" (more than {MAX_EMPTY_RUN} due at once)"
-            )
-        return out
-
-    def _empty_run(self, last: int) -> int:
-        """The first window of a run of empty windows through ``last`` to
-        skip, or ``last + 1`` to emit every window due.
+        """Emit every window up to ``last``, empty ones too; when more than
+        :data:`MAX_EMPTY_RUN` empty ones are due (up to ``limit``), those
+        are one :class:`~flowtrace.records.EmptyWindows` record.
 
         Every interval holding events is at most ``self.next`` (events fold
         into the current interval right after the windows before it are
         emitted), so the windows from ``self.next`` through the last one
-        covering such an interval hold events (at most ``panes``) and those
-        after it are empty. That empty run is skipped when it is longer than
-        :data:`MAX_EMPTY_RUN` and ``limit`` would not stop the run within
-        :data:`MAX_EMPTY_RUN` windows of it anyway."""
-        if last - self.next + 1 <= MAX_EMPTY_RUN:
-            return last + 1
+        covering such an interval (at most ``panes``) hold events, and the
+        ones after it are empty."""
+        out: list[Record] = []
+        windows = self.windows
         newest = max(self.state.accs, default=None)
-        first_empty = self.next
-        if newest is not None:
-            first_empty = max(first_empty, newest + self.panes)
-        if last - first_empty + 1 <= MAX_EMPTY_RUN:
-            return last + 1
-        limit = self.windows.limit
-        if limit is not None:
-            left = limit - self.windows.emitted - (first_empty - self.next)
-            if left <= MAX_EMPTY_RUN:
-                return last + 1
-        return first_empty
+        first_empty = self.next if newest is None else max(self.next, newest + self.panes)
+        while self.next <= min(last, first_empty - 1) and not windows.stopped:
+            out += self._emit_one()
+        due = last - self.next + 1
+        if windows.limit is not None:
+            due = min(due, windows.limit - windows.emitted)
+        if due > MAX_EMPTY_RUN and not windows.stopped:
+            end_of_run = self.next + due - 1
+            start, _ = self._bounds(self.next)
+            _, end = self._bounds(end_of_run)
+            out.append(windows.emit_empty(end_of_run, due, start, end, self.step_ns / 1e9))
+            self.next = end_of_run + 1
+        while self.next <= last and not windows.stopped:
+            out += self._emit_one()
+        return out
+
+    def _emit_one(self) -> list[Record]:
+        q = self.next
+        self.next += 1
+        return self.windows.emit(q, *self._bounds(q), empty=True)
 
 
 class EventTimeRun(WindowRun):

@@ -137,8 +137,11 @@ class MergeBy(Operator[Any, Any]):
         positive(length, f"{self.name}: window", allow_none=False)
         lateness = float(length) if lateness is None else lateness
         for what, value in (("lateness", lateness), ("max_wait", max_wait)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise PipelineDefinitionError(f"{self.name}: {what} must be >= 0, got {value!r}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not 0 <= value < math.inf:
+                raise PipelineDefinitionError(
+                    f"{self.name}: {what} must be >= 0 and finite, got {value!r}"
+                )
         unknown = set(keep) - {"host"}
         if unknown:
             raise PipelineDefinitionError(

@@ -19,6 +19,7 @@ any number of times.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -124,8 +125,14 @@ class EventTime:
     def __post_init__(self) -> None:
         ValueGetter.of(self.field, "EventTime")
         lateness = self.lateness
-        if isinstance(lateness, bool) or not isinstance(lateness, int | float) or lateness < 0:
-            raise PipelineDefinitionError(f"EventTime: lateness must be >= 0, got {lateness!r}")
+        if (
+            isinstance(lateness, bool)
+            or not isinstance(lateness, int | float)
+            or not 0 <= lateness < math.inf
+        ):
+            raise PipelineDefinitionError(
+                f"EventTime: lateness must be >= 0 and finite, got {lateness!r}"
+            )
 
     @property
     def timestamp(self) -> Callable[[Any], int]:

@@ -79,15 +79,19 @@ class Window(Operator[T, Record], Generic[T]):
     at most ``length / step + 1`` intervals; event time those within
     ``length + lateness`` of the watermark.
 
-    Clock jumps, processing time: one ``process``, ``tick`` or ``finish``
-    call builds at most ``length / step`` windows holding events plus
-    :data:`MAX_EMPTY_RUN` empty ones, however far the clock moved. The
-    windows due after the last one holding events are all empty; when more
-    than :data:`MAX_EMPTY_RUN` of them are due at once (and ``limit`` does
-    not end the run before that), that whole run is skipped: not emitted,
-    not counted towards ``limit``, added to :attr:`skipped_windows` and
-    reported once (``skipped N empty windows: the clock jumped S s``).
-    Shorter runs are emitted as usual. No event is ever skipped.
+    Clock jumps, processing time: a ``process``, ``tick`` or ``finish``
+    call emits the windows due one by one, except that when more than
+    :data:`MAX_EMPTY_RUN` (10) empty windows are due at once, that run is
+    one :class:`~flowtrace.records.EmptyWindows` record (how many, from
+    when to when), a side record every sink prints or writes. So one call
+    builds at most ``length / step`` windows holding events, 10 empty ones
+    and one such record, however far the clock moved (a replayed recording
+    with a gap, a machine that slept), and a replay's output is bounded by
+    its events, not by the time it spans. A live run's clock moves one
+    window per tick, so it emits each window as it ends. The record counts
+    towards ``limit`` as the windows it stands for (and stops short at the
+    limit), and :attr:`summarised_windows` adds them up. No event is ever
+    left out.
 
     ``limit``: emit at most that many windows, then ask the pipeline to stop
     (vfsreadlat's ``count``); events that fall in no emitted window are then
@@ -150,11 +154,12 @@ class Window(Operator[T, Record], Generic[T]):
         self._run: WindowRun = self.clock.start(self.every, self._windows)
 
     @property
-    def skipped_windows(self) -> int:
-        """Empty windows this run skipped because more than
-        :data:`MAX_EMPTY_RUN` were due at once (0 before ``open``)."""
+    def summarised_windows(self) -> int:
+        """Empty windows this run sent as
+        :class:`~flowtrace.records.EmptyWindows` records rather than one by
+        one (0 before ``open``)."""
         windows: Emitter | None = getattr(self, "_windows", None)
-        return windows.skipped_windows if windows is not None else 0
+        return windows.summarised_windows if windows is not None else 0
 
     def process(self, batch: list[T]) -> Sequence[Record]:
         if self._windows.stopped:
