@@ -180,8 +180,10 @@ class _PerfRing:
     def __init__(self, cpu: int, pages: int) -> None:
         page = mmap.PAGESIZE
         self.size = pages * page
-        # wake the reader when an eighth of the ring is used, not per record
-        self.fd = _perf_event_open(cpu, watermark=max(self.size // 8, 1))
+        # wake the reader for every record, as bcc's perf buffers do: a
+        # record must not wait for others to reach it (the loop gathers
+        # records itself when they come fast, see flowtrace.gathering)
+        self.fd = _perf_event_open(cpu, watermark=1)
         self.map = mmap.mmap(
             self.fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
@@ -246,7 +248,7 @@ class PerfBufferReader:
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self.capacity = pages * mmap.PAGESIZE // self._stride  # per CPU
-        self.max_wait = 0.05  # records below a ring's wake-up watermark wait this long
+        self.max_wait = 0.05  # a wake-up missed, if ever, costs at most this
         self._strings: dict[bytes, str] = {}
         try:
             for cpu in cpus:
