@@ -84,6 +84,12 @@ LATENCY_CONTENDERS: tuple[LatencyContender, ...] = (
         extra=("--perf",),
     ),
     LatencyContender(
+        "ft-console-0",
+        "flowtrace: ft-console with Pipeline(latency=0): no record held on purpose",
+        "bench.contenders.ft_console",
+        extra=("--latency", "0"),
+    ),
+    LatencyContender(
         "ft-ndjson",
         "flowtrace: tracepoint -> NdjsonSink -> FIFO",
         "bench.contenders.ft_ndjson",
@@ -382,7 +388,7 @@ def render_latency(result: dict[str, Any]) -> list[str]:
         lines += [f"  {error}" for error in s["errors"]]
     lines += ["", f"targets: p50 <= 5 ms, p99 <= 20 ms, p50 <= 2x {BASELINE}'s p50"]
     base = summary.get(BASELINE, {}).get("rates", {})
-    for name in ("ft-console", "ft-console-perf", "ft-ndjson"):
+    for name in ("ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson"):
         for rate in TARGET_RATES if name in summary else ():
             entry = summary[name]["rates"].get(_rate_key(rate))
             if entry is None:

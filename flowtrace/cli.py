@@ -194,8 +194,8 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         "--latency",
         type=_latency,
         metavar="SECONDS",
-        help="longest a kernel source holds a record to gather it with others"
-        " (default 0.01; 0: never; see docs/architecture.md)",
+        help="longest a kernel source holds a record to gather a batch or put it in"
+        " order (default: 0.01 to gather, 0.001 to order; 0: never)",
     )
     run.add_argument(
         "-o",

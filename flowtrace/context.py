@@ -50,8 +50,8 @@ class SourceContext(StageContext):
     ``kernel_stages`` are the counters of the operators the source's own
     program runs (see :mod:`flowtrace.placement`), which the source keeps
     up to date; empty when it runs none. ``latency`` is the pipeline's
-    bound on how long the source holds a record to gather it with others
-    (seconds; None: the source's default).
+    bound on how long the source may hold a record on purpose (seconds;
+    None: the source's defaults).
     """
 
     def __init__(

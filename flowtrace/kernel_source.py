@@ -72,9 +72,10 @@ class KernelSource(Source[E], Generic[E]):
     Events with a ``bpf_ktime_get_ns()`` timestamp reach the first operator
     in timestamp order when several CPUs write them: each is held until the
     reader's clock, read before the read that brought it, is ``reorder``
-    seconds (default 0.001) past it, and one arriving later than that is
-    passed on and counted as ``late`` (see :mod:`flowtrace.reorder`);
-    ``reorder=None`` passes events on as read.
+    seconds (default 0.001; never more than the pipeline's ``latency``)
+    past it, and one arriving later than that is passed on and counted as
+    ``late`` (see :mod:`flowtrace.reorder`); ``reorder=None`` passes events
+    on as read. So ``Pipeline(latency=0)`` holds no record on purpose.
 
     On stop, the probes are detached first, then what the output already
     holds is read and emitted, waiting up to 0.1 s for records still being
@@ -209,7 +210,7 @@ class KernelSource(Source[E], Generic[E]):
         loaded = LoadedProgram()
         reader: Reader | None = None
         # events are reordered, not what a program running operators emits
-        reorder = None if channel.counts_received else self._reorder()
+        reorder = None if channel.counts_received else self._reorder(ctx.latency)
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -257,13 +258,14 @@ class KernelSource(Source[E], Generic[E]):
             names.add(filled[0])
         return names.pop() if len(names) == 1 else None
 
-    def _reorder(self) -> Reorder | None:
+    def _reorder(self, latency: float | None) -> Reorder | None:
         """This run's reorder buffer: when several CPUs write and events have
-        a kernel timestamp."""
+        a kernel timestamp; its window no longer than the pipeline's latency."""
         if self.reorder is None or (os.cpu_count() or 1) < 2 or self.layout is None:
             return None
         field = self.timestamp_field()
-        return None if field is None else Reorder(field, self.reorder)
+        window = self.reorder if latency is None else min(self.reorder, latency)
+        return None if field is None else Reorder(field, window)
 
     @staticmethod
     async def _pump(
@@ -298,10 +300,10 @@ class KernelSource(Source[E], Generic[E]):
                 stats.late = reorder.late
             if batch:
                 await emit(batch)
-            held = None if reorder is None else reorder.wait(time.monotonic_ns())
-            if pause:
-                await ctx.sleep(pause if held is None else min(pause, held))
+            if pause:  # events the reorder holds come with the next read
+                await ctx.sleep(pause)
             elif not batch:
+                held = None if reorder is None else reorder.wait(time.monotonic_ns())
                 wait = reader.max_wait if held is None else min(reader.max_wait, held)
                 await ctx.wait_readable(reader.fd, wait)
         loaded.detach()

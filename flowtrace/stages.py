@@ -337,9 +337,10 @@ class Pipeline:
     named): runs carry it in their counters, metrics label series with it."""
     pushdown: bool
     latency: float | None
-    """Seconds a kernel source may hold a record to gather it into a batch
-    with others (None: its default, 10 ms; 0: never); see
-    :mod:`flowtrace.gathering`."""
+    """Seconds a kernel source may hold a record on purpose: to gather it
+    into a batch with others (default 10 ms, see :mod:`flowtrace.gathering`)
+    and to put it in timestamp order (default 1 ms, see
+    :mod:`flowtrace.reorder`). None: those defaults; 0: never hold."""
 
     def __init__(
         self,

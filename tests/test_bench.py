@@ -79,7 +79,8 @@ def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest-latency.json").read_text())
-    names = ["ft-console", "ft-console-perf", "ft-ndjson", "bcc-perf", "bcc-ringbuf"]
+    names = ["ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson", "bcc-perf"]
+    names.append("bcc-ringbuf")
     rates = {"10": 2, "1000": 200, "100000": 20_000}
     assert list(result["summary"]) == names
     for name in names:

@@ -3,7 +3,8 @@
 One line per event: its kernel timestamp (``ts``, nanoseconds), so the
 harness reading the pipe can tell how long each took to arrive (the
 latency benchmark). Default source and sink settings; with ``--perf`` the
-source uses the perf buffer, as lesson 7 (hello_perf_output) does.
+source uses the perf buffer, as lesson 7 (hello_perf_output) does; with
+``--latency SECONDS`` the pipeline has that ``latency`` bound.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ def _line(event: Getppid) -> str:
     return str(event.ts)
 
 
-def main(pid: int, transport: str = "auto") -> None:
-    source = getppid_source(pid, transport=transport)
-    stats = run(source | ConsoleSink[Getppid](line=_line))
+def main(pid: int, transport: str = "auto", latency: float | None = None) -> None:
+    pipeline = getppid_source(pid, transport=transport) | ConsoleSink[Getppid](line=_line)
+    stats = run(pipeline if latency is None else pipeline.replace(latency=latency))
     report(accounting(stats, stats.stages[-1].emitted))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), "perf" if "--perf" in sys.argv[2:] else "auto")
+    options = sys.argv[2:]
+    latency = float(options[options.index("--latency") + 1]) if "--latency" in options else None
+    main(int(sys.argv[1]), "perf" if "--perf" in options else "auto", latency)
