@@ -47,12 +47,16 @@ class Gathering:
         self.capacity = capacity
         self.rate = 0.0
         """Records per second over the last completed span of reads."""
+        self.fast = False
+        """Whether records come fast: the last read returned 512 or more, or
+        the rate makes gathering worth it (perf rings then stop waking the
+        reader per record, see :class:`flowtrace.transport.PerfBufferReader`)."""
         self._span_start: float | None = None
         self._span_records = 0
 
     def after_read(self, records: int, now: float) -> float:
-        """Seconds to sleep after a read of ``records`` records at ``now``
-        (seconds, the loop's clock)."""
+        """Seconds to sleep after a read of ``records`` records (0 too) at
+        ``now`` (seconds, the loop's clock)."""
         if self._span_start is None:  # the rate is measured from here on
             self._span_start = now
             return 0.0
@@ -62,6 +66,14 @@ class Gathering:
             self.rate = self._span_records / elapsed
             self._span_start, self._span_records = now, 0
         rate = self.rate
-        if records >= SMALL_BATCH or rate * self.latency < _WORTH_GATHERING:
+        worth = rate * self.latency >= _WORTH_GATHERING
+        self.fast = records >= SMALL_BATCH or worth
+        if records == 0 or records >= SMALL_BATCH or not worth:
             return 0.0
         return min(self.latency, 0.25 * self.capacity / rate)
+
+    def poll(self, max_wait: float) -> float:
+        """Longest to wait for a wake-up after a read that brought nothing:
+        while records come fast, no longer than the bound (at least 1 ms),
+        as buffers may not wake the reader per record then."""
+        return min(max_wait, max(self.latency, 0.001)) if self.fast else max_wait

@@ -281,6 +281,8 @@ class KernelSource(Source[E], Generic[E]):
         next_refresh = 0.0
         latency = DEFAULT_LATENCY if ctx.latency is None else ctx.latency
         gathering = Gathering(latency, reader.capacity)
+        # perf rings: a wake-up per record while records come slowly only
+        wake_per_record = getattr(reader, "wake_per_record", None)
         while not ctx.stop_requested:
             now = anyio.current_time()
             if now >= next_refresh:
@@ -294,7 +296,9 @@ class KernelSource(Source[E], Generic[E]):
             batch = reader.read(_BATCH_LIMIT)
             if counting:
                 stats.received += len(batch)
-            pause = gathering.after_read(len(batch), now) if batch else 0.0
+            pause = gathering.after_read(len(batch), now)
+            if wake_per_record is not None:
+                wake_per_record(not gathering.fast)
             if reorder is not None:
                 batch = reorder.push(batch, read_at)
                 stats.late = reorder.late
@@ -304,8 +308,8 @@ class KernelSource(Source[E], Generic[E]):
                 await ctx.sleep(pause)
             elif not batch:
                 held = None if reorder is None else reorder.wait(time.monotonic_ns())
-                wait = reader.max_wait if held is None else min(reader.max_wait, held)
-                await ctx.wait_readable(reader.fd, wait)
+                wait = gathering.poll(reader.max_wait)
+                await ctx.wait_readable(reader.fd, wait if held is None else min(wait, held))
         loaded.detach()
         channel.detached()
         await _drain(ctx, emit, reader, reorder, counting)

@@ -55,6 +55,28 @@ def test_a_reader_behind_the_producers_never_waits() -> None:
     assert set(waits(policy, 1_000_000, per_read=SMALL_BATCH)) == {0.0}
 
 
+def test_while_records_come_fast_an_empty_read_waits_at_most_the_bound() -> None:
+    policy = Gathering(DEFAULT_LATENCY, capacity=100_000)
+    waits(policy, 100_000, per_read=100, seconds=0.2)
+    assert policy.fast
+    assert policy.after_read(0, 0.2) == 0.0  # nothing read: nothing to gather
+    assert policy.poll(max_wait=0.05) == DEFAULT_LATENCY
+    # records stop: once a whole span of reads has measured that (within
+    # two spans), waits are long again
+    for now in (0.25, 0.3, 0.35):
+        assert policy.after_read(0, now) == 0.0
+    assert not policy.fast and policy.rate == 0
+    assert policy.poll(max_wait=0.05) == 0.05
+
+
+def test_slow_records_are_not_fast() -> None:
+    policy = Gathering(DEFAULT_LATENCY, capacity=100_000)
+    waits(policy, 1_000, per_read=1)
+    assert not policy.fast and policy.poll(max_wait=0.05) == 0.05
+    policy.after_read(SMALL_BATCH, 1.0)  # a reader behind is fast at once
+    assert policy.fast
+
+
 @pytest.mark.parametrize("bad", [-0.001, float("nan")])
 def test_a_negative_bound_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="must be >= 0 seconds"):
