@@ -5,6 +5,7 @@ the bound; ``Pipeline(latency=...)`` and ``--latency`` set the bound."""
 from __future__ import annotations
 
 import pytest
+from clirun import flowtrace
 
 from flowtrace import Pipeline
 from flowtrace.errors import PipelineDefinitionError
@@ -96,3 +97,14 @@ def test_the_pipeline_carries_its_bound_through_replace() -> None:
 def test_a_bad_bound_fails_the_plan_with_one_line(bad: object) -> None:
     with pytest.raises(PipelineDefinitionError, match="give seconds from 0 to 60"):
         Pipeline(ListSource([1]), [], CollectSink[int](), latency=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["-1", "61", "nan", "soon"])
+def test_the_latency_option_takes_seconds_from_0_to_60(value: str) -> None:
+    result = flowtrace("run", f"--latency={value}", "pipelines/sys_sync.py")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"flowtrace: error: argument --latency: {value!r} is not a number of seconds"
+        " from 0 to 60; see flowtrace run --help\n"
+    )
