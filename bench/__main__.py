@@ -6,9 +6,11 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import CONTENDERS, RESULTS, Options, run_benchmark
+from bench.latency import LATENCY_CONTENDERS, LatencyOptions, render_latency, run_latency
 from bench.report import render
 
 
@@ -31,13 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="runs of every contender; the tables show medians (default: 3)",
+        default=None,
+        help="runs of every contender; the tables show medians (default: 3; with --latency 1)",
     )
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated contenders: " + ", ".join(c.name for c in CONTENDERS),
+        help="comma-separated contenders: "
+        + ", ".join(c.name for c in CONTENDERS)
+        + "; with --latency: "
+        + ", ".join(c.name for c in LATENCY_CONTENDERS),
+    )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="measure event-to-sink latency at 10, 1,000 and 100,000 events/s instead",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="with --latency: seconds at each rate (default: 2)",
     )
     parser.add_argument(
         "--results",
@@ -49,20 +65,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("attaching BPF programs needs root")
-    if args.count < 1 or args.rounds < 1:
-        parser.error("--count and --rounds must be positive")
-    options = Options(
-        count=args.count,
-        rate=args.rate,
-        rounds=args.rounds,
-        only=tuple(filter(None, args.only.split(","))),
-        results=args.results.resolve(),
-    )
+    rounds = args.rounds if args.rounds is not None else 1 if args.latency else 3
+    if args.count < 1 or rounds < 1 or not args.seconds > 0:
+        parser.error("--count, --rounds and --seconds must be positive")
+    only = tuple(filter(None, args.only.split(",")))
 
     def progress(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    if args.latency:
+        return latency(
+            LatencyOptions(args.seconds, rounds=rounds, only=only, results=args.results.resolve()),
+            progress,
+        )
+    options = Options(
+        count=args.count,
+        rate=args.rate,
+        rounds=rounds,
+        only=only,
+        results=args.results.resolve(),
+    )
     result = run_benchmark(options, progress)
     path = options.results / f"bench-{result['when']}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
@@ -70,6 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(render(result)))
     print(f"\nJSON: {path}")
     return 0 if all(s["adds_up"] for s in result["summary"].values()) else 1
+
+
+def latency(options: LatencyOptions, progress: Callable[[str], None]) -> int:
+    """The latency table; exit status 1 when a run failed."""
+    result = run_latency(options, progress)
+    path = options.results / f"latency-{result['when']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    (options.results / "latest-latency.json").write_text(path.read_text())
+    print("\n".join(render_latency(result)))
+    print(f"\nJSON: {path}")
+    return 0 if not any(s["failed"] for s in result["summary"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +42,21 @@ class LoadgenResult:
     generated: int
     loop_s: float
     cpu_s: float
+    phases: tuple[tuple[int, int], ...] = ()
+    """Each phase's start and end, CLOCK_MONOTONIC nanoseconds."""
 
 
 class Loadgen:
-    """One load generator process, started and waiting for :meth:`go`."""
+    """One load generator process, started and waiting for :meth:`go`.
 
-    def __init__(self, binary: Path, count: int, rate: float = 0.0) -> None:
-        argv = [str(binary), str(count)] + ([repr(rate)] if rate > 0 else [])
+    ``count`` calls at ``rate`` per second (0: as fast as it can), then
+    each ``(count, rate)`` of ``then``, 0.25 s apart."""
+
+    def __init__(
+        self, binary: Path, count: int, rate: float = 0.0, then: Sequence[tuple[int, float]] = ()
+    ) -> None:
+        argv = [str(binary), str(count)] + ([repr(rate)] if rate > 0 or then else [])
+        argv += [str(arg) for phase in then for arg in (phase[0], repr(phase[1]))]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -70,7 +79,12 @@ class Loadgen:
         if code != 0 or not line:
             raise RuntimeError(f"load generator failed (exit status {code})")
         report = json.loads(line)
-        return LoadgenResult(report["generated"], report["loop_ns"] / 1e9, report["cpu_ns"] / 1e9)
+        return LoadgenResult(
+            report["generated"],
+            report["loop_ns"] / 1e9,
+            report["cpu_ns"] / 1e9,
+            tuple((start, end) for start, end in report["phases"]),
+        )
 
     def kill(self) -> None:
         if self.process.poll() is None:

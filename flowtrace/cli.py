@@ -145,6 +145,17 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _latency(text: str) -> float:
+    """``--latency``: seconds from 0 to 60."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 60:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 60")
+    return seconds
+
+
 def _check_record(pipeline: Pipeline, path: str) -> None:
     """Refuse ``--record PATH`` before anything runs: a source without an
     event type (its recording could not be replayed), a directory, or a
@@ -211,6 +222,13 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"after a stop, what is not delivered by then is cut off, counted"
         f" (default {DRAIN_TIMEOUT:g})",
+    )
+    run.add_argument(
+        "--latency",
+        type=_latency,
+        metavar="SECONDS",
+        help="longest a kernel source holds a record to gather a batch or put it in"
+        " order (default: 0.01 to gather, 0.001 to order; 0: never)",
     )
     run.add_argument(
         "-o",
@@ -295,6 +313,8 @@ def _pipeline(args: argparse.Namespace, loaded: PipelineFile | None) -> Pipeline
         pipeline = evaluate(args.expression).replace(name="expression")
     else:
         pipeline = loaded.build_from(args)
+    if getattr(args, "latency", None) is not None:
+        pipeline = pipeline.replace(latency=args.latency)
     return pipeline.replace(pushdown=False) if args.no_pushdown else pipeline
 
 

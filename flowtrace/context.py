@@ -49,7 +49,9 @@ class SourceContext(StageContext):
 
     ``kernel_stages`` are the counters of the operators the source's own
     program runs (see :mod:`flowtrace.placement`), which the source keeps
-    up to date; empty when it runs none.
+    up to date; empty when it runs none. ``latency`` is the pipeline's
+    bound on how long the source may hold a record on purpose (seconds;
+    None: the source's defaults).
     """
 
     def __init__(
@@ -59,9 +61,11 @@ class SourceContext(StageContext):
         report: Callable[[str], None],
         pipeline: PipelineStats | None = None,
         kernel_stages: list[StageStats] | None = None,
+        latency: float | None = None,
     ) -> None:
         super().__init__(stats, clock, report, pipeline)
         self.kernel_stages = kernel_stages or []
+        self.latency = latency
         self._stopping = False
         self._waits: set[anyio.CancelScope] = set()
         self._on_stop: list[Callable[[], None]] = []

@@ -17,6 +17,7 @@ from .codegen import Program, generate
 from .context import SourceContext
 from .errors import FlowtraceError, KernelError
 from .events import Event, Layout, layout_of
+from .gathering import DEFAULT_LATENCY, Gathering
 from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
@@ -32,8 +33,6 @@ E = TypeVar("E", bound=msgspec.Struct)
 _BATCH_LIMIT = 8192
 _LOST_REFRESH = 0.25  # seconds between reads of the lost counters
 _DRAIN_GRACE = 0.1  # seconds a stop waits for records still being written
-_SMALL_BATCH = 512  # a batch this small means the reader is keeping up easily
-_MAX_GATHER = 0.01  # seconds events may wait to be read together (their latency)
 
 
 @dataclass(frozen=True)
@@ -63,16 +62,20 @@ class KernelSource(Source[E], Generic[E]):
     default: some 100,000 small records); ``output=TracePipe()`` reads
     ``bpf_trace_printk`` lines instead (see :mod:`flowtrace.trace_pipe`).
     Whatever the output, one loop reads it: batches of up to 8192 events,
-    no Python call per record; when it keeps up easily it lets records
-    gather for up to 10 ms rather than waking per record. Records the kernel
-    could not output are counted and reported as ``stats.lost``, refreshed
-    while running.
+    no Python call per record. At high rates it lets records gather into
+    batches, each record for at most the pipeline's ``latency`` (10 ms by
+    default); at low rates (below 1,600 records/s with that bound) each
+    record goes on as soon as the loop wakes for it (see
+    :mod:`flowtrace.gathering`). Records the kernel could not output are
+    counted and reported as ``stats.lost``, refreshed while running.
 
     Events with a ``bpf_ktime_get_ns()`` timestamp reach the first operator
     in timestamp order when several CPUs write them: each is held until the
-    reader's clock is ``reorder`` seconds (default 0.01) past it, and one
-    arriving later than that is passed on and counted as ``late`` (see
-    :mod:`flowtrace.reorder`); ``reorder=None`` passes events on as read.
+    reader's clock, read before the read that brought it, is ``reorder``
+    seconds (default 0.001; never more than the pipeline's ``latency``)
+    past it, and one arriving later than that is passed on and counted as
+    ``late`` (see :mod:`flowtrace.reorder`); ``reorder=None`` passes events
+    on as read. So ``Pipeline(latency=0)`` holds no record on purpose.
 
     On stop, the probes are detached first, then what the output already
     holds is read and emitted, waiting up to 0.1 s for records still being
@@ -207,7 +210,7 @@ class KernelSource(Source[E], Generic[E]):
         loaded = LoadedProgram()
         reader: Reader | None = None
         # events are reordered, not what a program running operators emits
-        reorder = None if channel.counts_received else self._reorder()
+        reorder = None if channel.counts_received else self._reorder(ctx.latency)
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
@@ -259,13 +262,14 @@ class KernelSource(Source[E], Generic[E]):
             names.add(filled[0])
         return names.pop() if len(names) == 1 else None
 
-    def _reorder(self) -> Reorder | None:
+    def _reorder(self, latency: float | None) -> Reorder | None:
         """This run's reorder buffer: when several CPUs write and events have
-        a kernel timestamp."""
+        a kernel timestamp; its window no longer than the pipeline's latency."""
         if self.reorder is None or (os.cpu_count() or 1) < 2 or self.layout is None:
             return None
         field = self.timestamp_field()
-        return None if field is None else Reorder(field, self.reorder)
+        window = self.reorder if latency is None else min(self.reorder, latency)
+        return None if field is None else Reorder(field, window)
 
     @staticmethod
     async def _pump(
@@ -279,32 +283,37 @@ class KernelSource(Source[E], Generic[E]):
         stats = ctx.stats
         counting = not channel.counts_received
         next_refresh = 0.0
-        last_read = anyio.current_time()
+        latency = DEFAULT_LATENCY if ctx.latency is None else ctx.latency
+        gathering = Gathering(latency, reader.capacity)
+        # perf rings: a wake-up per record while records come slowly only
+        wake_per_record = getattr(reader, "wake_per_record", None)
         while not ctx.stop_requested:
             now = anyio.current_time()
             if now >= next_refresh:
                 stats.lost = loaded.lost() + reader.lost()
                 channel.refresh(ctx)
                 next_refresh = now + _LOST_REFRESH
+            # before the read: whatever it leaves in the kernel was committed
+            # after this, so the reorder window only has to cover the time a
+            # probe takes from its timestamp to its commit
+            read_at = time.monotonic_ns()
             batch = reader.read(_BATCH_LIMIT)
             if counting:
                 stats.received += len(batch)
+            pause = gathering.after_read(len(batch), now)
+            if wake_per_record is not None:
+                wake_per_record(not gathering.fast)
             if reorder is not None:
-                batch = reorder.push(batch, time.monotonic_ns())
+                batch = reorder.push(batch, read_at)
                 stats.late = reorder.late
-            if not batch:
+            if batch:
+                await emit(batch)
+            if pause:  # events the reorder holds come with the next read
+                await ctx.sleep(pause)
+            elif not batch:
                 held = None if reorder is None else reorder.wait(time.monotonic_ns())
-                wait = reader.max_wait if held is None else min(reader.max_wait, held)
-                await ctx.wait_readable(reader.fd, wait)
-                continue
-            await emit(batch)
-            if len(batch) < _SMALL_BATCH:
-                # The reader is ahead of the producers: let records gather
-                # rather than wake per record, for at most a quarter of the
-                # time the buffer takes to fill at the rate just seen.
-                rate = len(batch) / max(now - last_read, 1e-6)
-                await ctx.sleep(min(_MAX_GATHER, 0.25 * reader.capacity / rate))
-            last_read = now
+                wait = gathering.poll(reader.max_wait)
+                await ctx.wait_readable(reader.fd, wait if held is None else min(wait, held))
         loaded.detach()
         channel.detached()
         await _drain(ctx, emit, reader, reorder, counting)

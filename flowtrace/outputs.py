@@ -231,8 +231,9 @@ class RingBuffer(_BufferOutput):
 
 @dataclass(frozen=True)
 class PerfBuffer(_BufferOutput):
-    """Per-CPU perf buffers sharing ``pages`` pages between the CPUs, for
-    kernels without ring buffers (:class:`~flowtrace.transport.PerfBufferReader`)."""
+    """Per-CPU perf buffers sharing ``pages`` pages between the CPUs (plus
+    an eighth for the rings that wake the reader per record), for kernels
+    without ring buffers (:class:`~flowtrace.transport.PerfBufferReader`)."""
 
     kind: ClassVar[str] = "per-CPU perf buffers"
 

@@ -9,6 +9,14 @@ event whose timestamp is older than one already released (it arrived more
 than ``window`` late) is passed on at once, with the next release, and
 counted as ``late``: never dropped, never reordered into the past.
 
+The reader's clock is read *before* each read of the kernel's buffer
+(:class:`~flowtrace.kernel_source.KernelSource` does): a record that read
+leaves behind was committed after that moment. So an event can only come
+late if its probe took more than about ``window`` between reading the
+clock and committing the record (a probe preempted in between), however
+long the reader itself was delayed. Probes take microseconds, so the
+default window is 1 ms: events wait at most that long to be put in order.
+
 Bounds: at most ``limit`` events are held; past that the oldest are
 released early (a burst larger than the window can hold comes out in order
 up to that point). Events wait at most ``window`` (the reader wakes for
@@ -26,8 +34,8 @@ from typing import Any
 
 __all__ = ["DEFAULT_LIMIT", "DEFAULT_WINDOW", "Reorder"]
 
-DEFAULT_WINDOW = 0.01
-"""Seconds an event is held for earlier events from other CPUs (10 ms)."""
+DEFAULT_WINDOW = 0.001
+"""Seconds an event is held for earlier events from other CPUs (1 ms)."""
 DEFAULT_LIMIT = 1 << 16
 """Most events held at once."""
 

@@ -149,6 +149,8 @@ class Plan(Protocol):
     def clock(self) -> Clock: ...
     @property
     def name(self) -> str: ...
+    @property
+    def latency(self) -> float | None: ...
 
 
 class _Edge:
@@ -249,6 +251,7 @@ class Run:
         self.clock: Clock = clock.fresh() if isinstance(clock, ReplayClock) else clock
         self.capacity = plan.capacity
         self.overflow = plan.overflow
+        self.latency = plan.latency
         names = [
             self.source.stage_name(),
             *kernel_names,
@@ -297,7 +300,9 @@ class Run:
                 report(line)
 
         kernel = self.in_kernel
-        source_ctx = SourceContext(stats[0], self.clock, tell, self.stats, stats[1 : kernel + 1])
+        source_ctx = SourceContext(
+            stats[0], self.clock, tell, self.stats, stats[1 : kernel + 1], self.latency
+        )
         self._source_ctx = source_ctx
         self._stopping = anyio.Event()
         if self._stop_early:

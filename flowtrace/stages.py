@@ -322,7 +322,8 @@ class Pipeline:
     """
 
     __slots__ = (
-        "capacity", "clock", "name", "operators", "overflow", "pushdown", "sink", "source"
+        "capacity", "clock", "latency", "name", "operators", "overflow", "pushdown", "sink",
+        "source",
     )
 
     source: Source[Any]
@@ -335,6 +336,11 @@ class Pipeline:
     """What the pipeline is called (a pipeline file's name; empty when not
     named): runs carry it in their counters, metrics label series with it."""
     pushdown: bool
+    latency: float | None
+    """Seconds a kernel source may hold a record on purpose: to gather it
+    into a batch with others (default 10 ms, see :mod:`flowtrace.gathering`)
+    and to put it in timestamp order (default 1 ms, see
+    :mod:`flowtrace.reorder`). None: those defaults; 0: never hold."""
 
     def __init__(
         self,
@@ -347,9 +353,14 @@ class Pipeline:
         clock: Clock | None = None,
         name: str = "",
         pushdown: bool = True,
+        latency: float | None = None,
     ) -> None:
         if capacity < 1:
             raise PipelineDefinitionError("edge capacity must be at least one batch")
+        if latency is not None and not (isinstance(latency, int | float) and 0 <= latency <= 60):
+            raise PipelineDefinitionError(
+                f"latency={latency!r}: give seconds from 0 to 60 (e.g. latency=0.01)"
+            )
         _check_fields(source, operators)
         setter = object.__setattr__
         setter(self, "source", source)
@@ -360,6 +371,7 @@ class Pipeline:
         setter(self, "clock", clock or MonotonicClock())
         setter(self, "name", name)
         setter(self, "pushdown", pushdown)
+        setter(self, "latency", latency)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Pipeline is immutable: use replace({name}=...) for a new one")
@@ -374,6 +386,7 @@ class Pipeline:
         clock: Clock | None = None,
         name: str | None = None,
         pushdown: bool | None = None,
+        latency: float | None = None,
     ) -> Pipeline:
         """A new plan with some parts replaced (runs never share state, so
         both plans can run at the same time)."""
@@ -386,6 +399,7 @@ class Pipeline:
             clock=clock or self.clock,
             name=self.name if name is None else name,
             pushdown=self.pushdown if pushdown is None else pushdown,
+            latency=self.latency if latency is None else latency,
         )
 
     def placement(self) -> Placement:

@@ -177,11 +177,11 @@ def _perf_event_open(cpu: int, watermark: int) -> int:
 class _PerfRing:
     """One CPU's perf ring: a metadata page, then ``size`` bytes of data."""
 
-    def __init__(self, cpu: int, pages: int) -> None:
+    def __init__(self, cpu: int, pages: int, per_record: bool) -> None:
         page = mmap.PAGESIZE
         self.size = pages * page
-        # wake the reader when an eighth of the ring is used, not per record
-        self.fd = _perf_event_open(cpu, watermark=max(self.size // 8, 1))
+        # wake the reader for every record, or when an eighth of the ring is used
+        self.fd = _perf_event_open(cpu, watermark=1 if per_record else max(self.size // 8, 1))
         self.map = mmap.mmap(
             self.fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
         )
@@ -219,9 +219,16 @@ class _PerfRing:
 class PerfBufferReader:
     """Fallback for kernels without ring buffers: per-CPU perf rings, read in bulk.
 
-    Opens one BPF-output perf event per CPU, maps its ring, and stores its fd in
-    the program's ``BPF_PERF_OUTPUT`` map. One epoll fd covers every CPU, so
-    the event loop waits on a single descriptor. Each read copies whatever
+    Opens two BPF-output perf events per CPU and maps their rings: a bulk
+    ring of ``pages`` pages that wakes the reader when an eighth of it is
+    used, and a prompt ring of an eighth of that (at least 8 pages) that
+    wakes it for every record, as bcc's perf buffers do. The program's
+    ``BPF_PERF_OUTPUT`` map points at the prompt rings, so a record never
+    waits for others to wake the reader; :meth:`wake_per_record` points it
+    at the bulk rings while records come fast (a wake-up per record costs
+    the traced process an interrupt), and back. Records written before a
+    switch are read before those after it. One epoll fd covers every ring,
+    so the event loop waits on a single descriptor. Each read copies whatever
     the rings hold and, when every record there is a sample of the expected
     size (the normal case), decodes them all in one numpy pass. Loss is not
     taken from the kernel's lost-record notices (they arrive late, when space
@@ -242,21 +249,35 @@ class PerfBufferReader:
                 "itemsize": self._stride,
             }
         )
-        self._rings: list[_PerfRing] = []
+        self._rings: list[_PerfRing] = []  # bulk and prompt ring of each CPU, in turn
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self.capacity = pages * mmap.PAGESIZE // self._stride  # per CPU
-        self.max_wait = 0.05  # records below a ring's wake-up watermark wait this long
+        self.max_wait = 0.05  # bulk rings below their wake-up watermark wait this long
         self._strings: dict[bytes, str] = {}
+        self._table = table
+        self._cpus = cpus
+        self.per_record = True
+        """Whether the program writes to the prompt rings (else the bulk rings)."""
         try:
             for cpu in cpus:
-                ring = _PerfRing(cpu, pages)
-                self._rings.append(ring)
-                table[table.Key(cpu)] = table.Leaf(ring.fd)
-                self._epoll.register(ring.fd, select.EPOLLIN)
+                for per_record in (False, True):
+                    size = max(8, pages // 8) if per_record else pages
+                    ring = _PerfRing(cpu, size, per_record)
+                    self._rings.append(ring)
+                    self._epoll.register(ring.fd, select.EPOLLIN)
+                table[table.Key(cpu)] = table.Leaf(self._rings[-1].fd)
         except BaseException:
             self.close()
             raise
+
+    def wake_per_record(self, yes: bool) -> None:
+        """Have the program write to the prompt rings (``yes``) or the bulk rings."""
+        if yes != self.per_record:
+            table = self._table
+            for cpu, ring in zip(self._cpus, self._rings[int(yes) :: 2], strict=True):
+                table[table.Key(cpu)] = table.Leaf(ring.fd)
+            self.per_record = yes
 
     def pending(self) -> bool:
         return any(ring.backlog() for ring in self._rings)
@@ -269,15 +290,18 @@ class PerfBufferReader:
         return sum(ring.backlog() for ring in self._rings) // self._stride
 
     def read(self, limit: int) -> list[Event]:
-        """What the rings hold now, CPU by CPU, until ``limit`` is reached; a
-        ring is taken whole, so a read may pass ``limit`` by one ring's content."""
+        """What the rings hold now, CPU by CPU (the ring the program no longer
+        writes to first), until ``limit`` is reached; a ring is taken whole,
+        so a read may pass ``limit`` by one ring's content."""
         events: list[Event] = []
-        for ring in self._rings:
-            if len(events) >= limit:
-                break
-            data = ring.take()
-            if data:
-                events += self._decode(data)
+        first = int(not self.per_record)  # the ring the program does not write to
+        for index in range(0, len(self._rings), 2):
+            for ring in (self._rings[index + first], self._rings[index + 1 - first]):
+                if len(events) >= limit:
+                    return events
+                data = ring.take()
+                if data:
+                    events += self._decode(data)
         return events
 
     def _decode(self, data: bytes) -> list[Event]:

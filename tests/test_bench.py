@@ -53,3 +53,47 @@ def test_every_contender_accounts_for_every_event(tmp_path: Path) -> None:
         assert run["dropped"] == sum(run["dropped_by"].values()), name
         assert run["adds_up"] and run["answer_ok"], name
     assert not list((tmp_path / "scratch").glob("*.ndjson")), "NDJSON output left behind"
+
+
+def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
+    """``--latency`` at a small size: every contender, every rate, each
+    event either arrived or counted as lost by the contender; the table
+    lists them all (no figure is asserted)."""
+    seconds = 0.2
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--latency",
+            "--seconds",
+            str(seconds),
+            "--quiet",
+            "--results",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "latest-latency.json").read_text())
+    names = ["ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson", "bcc-perf"]
+    names.append("bcc-ringbuf")
+    rates = {"10": 2, "1000": 200, "100000": 20_000}
+    assert list(result["summary"]) == names
+    for name in names:
+        (run,) = result["runs"][name]
+        assert "error" not in run, f"{name}: {run.get('error')}"
+        assert run["generated"] == sum(rates.values()), name
+        assert run["arrived"] + run["dropped"] == run["generated"], name
+        for rate, count in rates.items():
+            assert run["rates"][rate]["generated"] == count, (name, rate)
+            latencies = run["rates"][rate]["latencies_ms"]
+            assert all(v > 0 for v in latencies), (name, rate)
+        assert sum(len(run["rates"][r]["latencies_ms"]) for r in rates) == run["arrived"], name
+    rows = [line.split() for line in done.stdout.splitlines()]
+    table = {(row[0], row[1]) for row in rows if len(row) == 7 and row[0] in names}
+    assert table == {(n, r) for n in names for r in ("10", "1,000", "100,000")}
+    assert not list((tmp_path / "scratch").glob("*.fifo")), "FIFO left behind"

@@ -6,6 +6,10 @@ decodes it with ``b["events"].event(data)`` and counts it by comm. Records
 the kernel could not write are counted by the lost callback. On stop the
 tracepoint is detached and the buffer drained, so every event is either
 counted or reported lost.
+
+With ``--print`` the callback also prints each event's timestamp, as the
+tutorial's loops print each event, flushed as a terminal would show it (the
+latency benchmark reads the lines from the pipe).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {{
 """
 
 
-def main(pid: int) -> None:
+def main(pid: int, show: bool = False) -> None:
     stop = stop_on_sigint()
     b = BPF(text=PROGRAM.format(record=BCC_RECORD, fill=bcc_filter(pid)))
     counts: Counter[bytes] = Counter()
@@ -42,6 +46,8 @@ def main(pid: int) -> None:
     def count_event(cpu: int, data: int, size: int) -> None:
         event = b["events"].event(data)
         counts[event.comm] += 1
+        if show:
+            print(event.ts, flush=True)
 
     def count_lost(n: int) -> None:
         nonlocal lost
@@ -67,4 +73,4 @@ def _text(counts: Counter[bytes]) -> dict[str, int]:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), "--print" in sys.argv[2:])
