@@ -14,7 +14,9 @@ records gather into the next batch, but only when that gathers something:
   kernel's buffer takes to fill at that rate (gathering never risks
   losing records).
 
-So no record waits longer than ``latency`` to be gathered; at high rates
+So no record waits longer than ``latency`` to be gathered (an event the
+reorder window still holds when a wait begins goes on after it: at most
+``latency`` plus the window in all); at high rates
 batches grow (some 1,000 records at 100,000 records/s with the default
 bound), and when the reader falls behind (reads return 512 records or
 more) it never sleeps at all.

@@ -10,8 +10,10 @@ than ``window`` late) is passed on at once, with the next release, and
 counted as ``late``: never dropped, never reordered into the past.
 
 The reader's clock is read *before* each read of the kernel's buffer
-(:class:`~flowtrace.kernel_source.KernelSource` does): a record that read
-leaves behind was committed after that moment. So an event can only come
+(:class:`~flowtrace.kernel_source.KernelSource` does): a record a read
+leaves behind was committed after that moment, unless the read stopped at
+its bound (8192 events) with records still waiting; the clock then stays
+at the start of the last read that took everything. So an event can only come
 late if its probe took more than about ``window`` between reading the
 clock and committing the record (a probe preempted in between), however
 long the reader itself was delayed. Probes take microseconds, so the

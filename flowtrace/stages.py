@@ -339,8 +339,9 @@ class Pipeline:
     latency: float | None
     """Seconds a kernel source may hold a record on purpose: to gather it
     into a batch with others (default 10 ms, see :mod:`flowtrace.gathering`)
-    and to put it in timestamp order (default 1 ms, see
-    :mod:`flowtrace.reorder`). None: those defaults; 0: never hold."""
+    and to put it in timestamp order (default 1 ms, never more than
+    ``latency``, see :mod:`flowtrace.reorder`); a record waits at most the
+    sum of the two. None: those defaults; 0: never hold."""
 
     def __init__(
         self,
@@ -357,7 +358,8 @@ class Pipeline:
     ) -> None:
         if capacity < 1:
             raise PipelineDefinitionError("edge capacity must be at least one batch")
-        if latency is not None and not (isinstance(latency, int | float) and 0 <= latency <= 60):
+        seconds = isinstance(latency, int | float) and not isinstance(latency, bool)
+        if latency is not None and not (seconds and 0 <= latency <= 60):
             raise PipelineDefinitionError(
                 f"latency={latency!r}: give seconds from 0 to 60 (e.g. latency=0.01)"
             )

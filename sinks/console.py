@@ -21,7 +21,7 @@ from flowtrace.render import (
     section_line,
 )
 from flowtrace.stages import Sink
-from flowtrace.visible import visible
+from flowtrace.visible import visible_line
 
 __all__ = [
     "Column",
@@ -142,10 +142,10 @@ class TableStyle:
             body = count_table_lines(
                 table, ascending=self.ascending, title=self.title is None, widths=widths
             )
-            return lines + ([self.title] if self.title is not None else []) + body
+            return lines + (self.title.split("\n") if self.title is not None else []) + body
         rows = ordered_rows(table, ascending=self.ascending)
         if self.title is not None:
-            lines.append(self.title)
+            lines += self.title.split("\n")  # the title's own line ends, not an event's
         lines += [self.line(row) for row in rows]
         if table.others:
             lines.append(f"(others: {table.others})")
@@ -267,9 +267,9 @@ class ConsoleSink(Sink[T], Generic[T]):
         out = self._out()
         line = self.line
         if line is not None and not any(isinstance(e, _SPECIAL) for e in batch):
-            text = "".join(visible(line(e)) + "\n" for e in batch)
+            text = "".join(visible_line(line(e)) + "\n" for e in batch)
         else:
-            text = "".join(visible(t) + "\n" for item in batch for t in self.lines(item))
+            text = "".join(visible_line(t) + "\n" for item in batch for t in self.lines(item))
         try:
             if self._pipe:  # a reader that stops reading must not hold the event loop
                 out.flush()

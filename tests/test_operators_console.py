@@ -262,5 +262,10 @@ async def test_control_characters_from_events_are_shown_not_obeyed() -> None:
     out = io.StringIO()
     hostile = "\x1b]0;PWN\x07\x1b[2J\x9b"
     sink = ConsoleSink[str](line=lambda e: f"comm={e}", stream=out)
-    await (ListSource([hostile, "plain\tok"]) | sink).run()
-    assert out.getvalue() == "comm=\\x1b]0;PWN\\x07\\x1b[2J\\x9b\ncomm=plain\tok\n"
+    forged = "x\nflowtrace: sys_sync: 0 in, 0 out"
+    await (ListSource([hostile, "plain\tok", forged]) | sink).run()
+    assert out.getvalue() == (
+        "comm=\\x1b]0;PWN\\x07\\x1b[2J\\x9b\n"
+        "comm=plain\tok\n"
+        "comm=x\\x0aflowtrace: sys_sync: 0 in, 0 out\n"  # one event, one line
+    )

@@ -4,6 +4,8 @@ repeating or misordering an event."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from kernelrun import collect
 from workloads import Gated
@@ -47,7 +49,9 @@ async def test_slow_then_fast_then_slow_records_all_arrive(monkeypatch: pytest.M
     )
     # 16 MiB: the burst fits in the bulk rings, and in the prompt rings
     # until the switch, however late the reader is
-    source = KernelSource(Getppid, probe, transport="perf", buffer_pages=4096)
+    # one CPU and no reorder buffer: the order seen is the transport's own
+    os.sched_setaffinity(workload.pid, {0})
+    source = KernelSource(Getppid, probe, transport="perf", buffer_pages=4096, reorder=None)
     events = await collect(source, workload.go)  # checks: nothing lost or dropped
     assert len(events) == 2 * SLOW + BURST
     assert {e.pid for e in events} == {workload.pid}
