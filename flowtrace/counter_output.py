@@ -87,10 +87,10 @@ static __always_inline void ft_count(u32 slot) {{
 
 class _CounterReader(PeriodicReader):
     def __init__(self, output: CounterArray, loaded: LoadedProgram) -> None:
-        super().__init__(loaded, output.period)
         self._output = output
         self._table = loaded.table(COUNTS_MAP)
         self._seen = np.zeros(output.slots, dtype=np.uint64)
+        super().__init__(loaded, output.period)  # its event fd last: nothing above leaks it
 
     @property
     def capacity(self) -> int:

@@ -31,9 +31,9 @@ import numpy as np
 
 from .c_literals import LiteralError, integer
 from .events import Layout, event_type, layout_of
-from .kernel_chain import Counters, Stage, Unsupported
+from .kernel_chain import Counters, Stage, Unsupported, shared_field
 from .kernel_forms import AggregateForm
-from .kernel_view import Field, View
+from .kernel_view import View
 from .ktypes import KernelType
 
 __all__ = ["LOG2_SLOTS", "MAX_LINEAR_INDEX", "AggregateStage", "Maps"]
@@ -82,8 +82,8 @@ class AggregateStage(Stage):
         self.form = form
         self.number = number
         kind = form.aggregate
-        self.key_fields = [_field(view, name) for name in form.key]
-        self.value_field = _field(view, form.value) if form.value else None
+        self.key_fields = [shared_field(view, name) for name in form.key]
+        self.value_field = shared_field(view, form.value) if form.value else None
         if self.value_field is not None and self.value_field.ktype.is_string:
             raise Unsupported(f"{kind} of the string field {form.value!r}")
         if kind in ("sum", "min", "max", "log2", "linear") and self.value_field is None:
@@ -404,13 +404,6 @@ def _combine(stage: AggregateStage, a: dict[str, Any], b: dict[str, Any]) -> dic
     elif kind in ("min", "max"):
         out["value"] = max(a["value"], b["value"])
     return out
-
-
-def _field(view: View, name: str) -> Field:
-    found = view.shared(name)
-    if isinstance(found, str):
-        raise Unsupported(found)
-    return found
 
 
 WINDOW_DECLARATIONS = f"""\

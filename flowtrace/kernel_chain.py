@@ -36,6 +36,7 @@ __all__ = [
     "Stage",
     "Unsupported",
     "condition_c",
+    "shared_field",
 ]
 
 FLOW_MAP = "ft_flow"
@@ -52,6 +53,14 @@ take (the rest is for the compiler's own)."""
 
 class Unsupported(Exception):
     """A form that cannot run in the kernel; the message says why."""
+
+
+def shared_field(view: View, name: str) -> Field:
+    """The field ``name`` every event type of ``view`` has, or why not."""
+    found = view.shared(name)
+    if isinstance(found, str):
+        raise Unsupported(found)
+    return found
 
 
 @dataclass

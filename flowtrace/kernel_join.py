@@ -100,12 +100,6 @@ def _c_struct(name: str, layout: Layout[Any]) -> str:
     return "\n".join([*lines, "};"])
 
 
-def _copy(target: str, f: Field, into: str) -> str:
-    if f.ktype.is_string:
-        return f"__builtin_memcpy({target}.{into}, {f.c}, sizeof({target}.{into}));"
-    return f"{target}.{into} = {f.c};"
-
-
 class JoinStage(Stage):
     """A start/complete join (see the module docstring)."""
 
@@ -229,7 +223,7 @@ class JoinStage(Stage):
         for i, m in enumerate(self.completes):
             lines += [f"{'if' if i == 0 else 'else if'} ({m.condition}) {{  // a complete"]
             lines += [
-                f"    {_copy('key', f, k.name)}"
+                f"    {f.copy_into('key', k.name)}"
                 for f, k in zip(self.complete_keys[m.tag], self.key.fields, strict=True)
             ]
             lines += [f"    done_ns = {self.times[m.tag].c};", "}"]
@@ -264,12 +258,12 @@ class JoinStage(Stage):
         keep = self.form.keep_first
         lines = [f"struct ft_join_key_{n} key;", "__builtin_memset(&key, 0, sizeof(key));"]
         lines += [
-            _copy("key", f, k.name)
+            f.copy_into("key", k.name)
             for f, k in zip(self.start_keys[m.tag], self.key.fields, strict=True)
         ]
         lines += [f"struct ft_start_{n} start;", "__builtin_memset(&start, 0, sizeof(start));"]
         if last:
-            lines += [_copy("start", f, f.name) for f in m.fields]
+            lines += [f.copy_into("start", f.name) for f in m.fields]
         else:
             lines.append(f"start.{self.form.time_field} = {self.times[m.tag].c};")
         lines += [
@@ -290,10 +284,10 @@ class JoinStage(Stage):
             f"pair.{LATENCY} = {LATENCY};",
         ]
         lines += [
-            _copy("pair", Field(f.name, f.ktype, f"start.{f.name}"), f"s_{f.name}")
+            Field(f.name, f.ktype, f"start.{f.name}").copy_into("pair", f"s_{f.name}")
             for f in start.fields
         ]
-        lines += [_copy("pair", f, f"c_{f.name}") for f in complete.fields]
+        lines += [f.copy_into("pair", f"c_{f.name}") for f in complete.fields]
         return [*lines, f"{OUTPUT_FUNCTION}(ctx, &pair);"]
 
     def declarations(self, last: bool) -> str:

@@ -17,19 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from .events import Layout, event_type, layout_of
-from .kernel_chain import OUTPUT_FUNCTION, Counters, Stage, Unsupported
+from .kernel_chain import OUTPUT_FUNCTION, Counters, Stage, Unsupported, shared_field
 from .kernel_forms import RunningForm
 from .kernel_view import Field, Member, View
 
 __all__ = ["RunningStage"]
 
 MAX_KEYS = 1 << 20
-
-
-def _copy(target: str, name: str, f: Field) -> str:
-    if f.ktype.is_string:
-        return f"__builtin_memcpy({target}.{name}, {f.c}, sizeof({target}.{name}));"
-    return f"{target}.{name} = {f.c};"
 
 
 class RunningStage(Stage):
@@ -47,8 +41,8 @@ class RunningStage(Stage):
         self.member = member
         self.number = number
         self.form = form
-        self.key_fields = [self._field(view, name) for name in form.key]
-        self.time = self._field(view, form.time)
+        self.key_fields = [shared_field(view, name) for name in form.key]
+        self.time = shared_field(view, form.time)
         if self.time.ktype.is_string:
             raise Unsupported(f"its time field {form.time!r} is a string")
         self.out: Layout[Any] = layout_of(form.output_type(member.event))
@@ -70,13 +64,6 @@ class RunningStage(Stage):
             else "of the whole stream in a BPF_ARRAY"
         )
         self.what = f"running count and gap of {form.time} {where}, written with each event"
-
-    @staticmethod
-    def _field(view: View, name: str) -> Field:
-        found = view.shared(name)
-        if isinstance(found, str):
-            raise Unsupported(found)
-        return found
 
     @property
     def state_map(self) -> str:
@@ -111,7 +98,7 @@ class RunningStage(Stage):
             lines += [
                 f"struct {self.key.c_name} key;",
                 "__builtin_memset(&key, 0, sizeof(key));",
-                *(_copy("key", f.name, f) for f in self.key_fields),
+                *(f.copy_into("key", f.name) for f in self.key_fields),
                 f"struct ft_running_state_{n} *state = {state}.lookup(&key);",
                 "if (!state) {  // a new key: the map refuses it when full",
                 f"    struct ft_running_state_{n} fresh = {{}};",
@@ -129,9 +116,9 @@ class RunningStage(Stage):
             f"u64 last_{n} = __sync_lock_test_and_set(&state->last, time_{n});",
             f"struct {self.out.c_name} {record};",
             f"__builtin_memset(&{record}, 0, sizeof({record}));",
-            *(_copy(record, f.name, f) for f in self.member.fields),
+            *(f.copy_into(record, f.name) for f in self.member.fields),
             f"{record}.{seq} = seq_{n};",
-            f"{record}.{gap} = seq_{n} > 1 ? (s64)(time_{n} - last_{n}) : 0;",
+            f"{record}.{gap} = seq_{n} > 1 && last_{n} ? (s64)(time_{n} - last_{n}) : 0;",
         ]
         if last:
             lines.append(f"{OUTPUT_FUNCTION}(ctx, &{record});")

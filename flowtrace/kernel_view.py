@@ -34,6 +34,12 @@ class Field:
     ktype: KernelType
     c: str
 
+    def copy_into(self, target: str, member: str) -> str:
+        """C copying this field into ``target.member`` (an array by memcpy)."""
+        if self.ktype.is_string:
+            return f"__builtin_memcpy({target}.{member}, {self.c}, sizeof({target}.{member}));"
+        return f"{target}.{member} = {self.c};"
+
 
 @dataclass(frozen=True)
 class Member:

@@ -107,11 +107,11 @@ static __always_inline void ft_count_stack(void *ctx, u64 amount) {{
 
 class _StackReader(PeriodicReader):
     def __init__(self, output: StackCounts, loaded: LoadedProgram) -> None:
-        super().__init__(loaded, output.period)
         self._user, self._kernel = output.user, output.kernel
         self._sums = loaded.table(SUMS_MAP)
         self._symbols = Symbolizer(loaded.table(STACKS_MAP))
         self._seen: dict[tuple[int, int, int, bytes], int] = {}
+        super().__init__(loaded, output.period)  # its event fd last: nothing above leaks it
 
     @property
     def capacity(self) -> int:

@@ -95,7 +95,8 @@ class RunningCount(Operator[Any, Any]):
     with atomic instructions: events of one key on two CPUs at the same
     instant take their numbers and gaps in the order they reach the map,
     which can differ from the order of their times by that instant (the gap
-    is signed so that shows).
+    is signed so that shows; the second event of a new key that overtakes
+    the first has gap 0, as the first has).
     """
 
     holds_events = False
