@@ -32,8 +32,10 @@ MAX_EMPTY_RUN = 10
 more are due at once (the clock jumped: a replayed recording with a gap, a
 machine that slept), they are one :class:`~flowtrace.records.EmptyWindows`
 record instead (see :class:`~flowtrace.operators.Window`), so the work and
-output of a call are bounded whatever time passed. A live run's clock moves
-one window per tick, so it prints every window as before."""
+output of a call are bounded whatever time passed. A live run ticks once
+per window, so it prints every window as it ends unless the process stalls
+for more than 10 windows (a stopped process, a very short step): then the
+windows of the stall that held no event are one record too."""
 
 
 class Emitter:

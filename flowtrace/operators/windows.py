@@ -87,8 +87,9 @@ class Window(Operator[T, Record], Generic[T]):
     builds at most ``length / step`` windows holding events, 10 empty ones
     and one such record, however far the clock moved (a replayed recording
     with a gap, a machine that slept), and a replay's output is bounded by
-    its events, not by the time it spans. A live run's clock moves one
-    window per tick, so it emits each window as it ends. The record counts
+    its events, not by the time it spans. A live run ticks once per window,
+    so it emits each window as it ends, unless it stalls for more than 10
+    windows: the empty ones of the stall are then one record. The record counts
     towards ``limit`` as the windows it stands for (and stops short at the
     limit), and :attr:`summarised_windows` adds them up. No event is ever
     left out.
