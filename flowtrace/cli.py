@@ -39,6 +39,7 @@ from .doctor import as_json_objects, run_checks, summary
 from .errors import (
     DEBUG_HINT,
     FlowtraceError,
+    KernelUnreadable,
     PipelineDefinitionError,
     PipelineFileError,
     debugging,
@@ -386,7 +387,10 @@ def _cmd_explain(args: argparse.Namespace, loaded: PipelineFile | None) -> int:
         print(json.dumps([dataclasses.asdict(p) for p in pipeline.places()], indent=2))
         return 0
     print("\n".join(pipeline.describe()))
-    code = pipeline.placement().source.generated_code()
+    try:
+        code = pipeline.placement().source.generated_code()
+    except KernelUnreadable:
+        return 0  # said in the description: the program depends on this kernel
     if code is not None:
         print("\n/* BPF program */")
         print(code)

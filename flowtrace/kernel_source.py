@@ -15,7 +15,7 @@ import msgspec
 
 from .codegen import Program, generate
 from .context import SourceContext
-from .errors import FlowtraceError, KernelError
+from .errors import FlowtraceError, KernelError, KernelUnreadable
 from .events import Event, Layout, layout_of
 from .gathering import DEFAULT_LATENCY, Gathering
 from .kernel_forms import Place, Placement
@@ -195,6 +195,8 @@ class KernelSource(Source[E], Generic[E]):
             return "pushdown is off (Pipeline(pushdown=False), --no-pushdown)"
         try:
             layout = self.layout
+        except KernelUnreadable:
+            raise  # not root: nothing can be placed here, nor run
         except (FlowtraceError, OSError) as exc:
             return f"the kernel record is not known here ({exc})"
         if layout is None:

@@ -419,10 +419,17 @@ class Pipeline:
 
     def describe(self) -> list[str]:
         """What would run, without running it (for ``flowtrace explain``):
-        the source, then each operator with where it runs and why, then the sink."""
-        placement = self.placement()
-        lines: list[str] = placement.source.describe()
-        lines += [f"operator {p.stage} ({p.where}): {p.why}" for p in placement.places[1:]]
+        the source, then each operator with where it runs and why, then the sink.
+        Where the kernel's description cannot be read (not root), the plan
+        as written, saying why its probes and placement are not resolved."""
+        try:
+            placement = self.placement()
+            lines: list[str] = placement.source.describe()
+        except KernelUnreadable as unreadable:
+            lines = [f"source {self.source.stage_name()}: not resolved: {unreadable}"]
+            lines += [f"operator {op.stage_name()}: placed when run" for op in self.operators]
+        else:
+            lines += [f"operator {p.stage} ({p.where}): {p.why}" for p in placement.places[1:]]
         lines.append(f"sink {self.sink.stage_name()}")
         return lines
 
