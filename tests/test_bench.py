@@ -19,26 +19,15 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench ARGS --quiet``, as a user runs it."""
+    command = [sys.executable, "-m", "bench", *args, "--quiet"]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+
+
 def test_every_contender_accounts_for_every_event(tmp_path: Path) -> None:
     count = 3000
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "-n",
-            str(count),
-            "--rounds",
-            "1",
-            "--quiet",
-            "--results",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    done = bench("-n", str(count), "--rounds", "1", "--results", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest.json").read_text())
     expected = {"ft-count", "ft-count-kernel", "ft-ndjson", "ft-hist", "ft-hist-kernel"}
@@ -60,23 +49,7 @@ def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
     event either arrived or counted as lost by the contender; the table
     lists them all (no figure is asserted)."""
     seconds = 0.2
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--latency",
-            "--seconds",
-            str(seconds),
-            "--quiet",
-            "--results",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    done = bench("--latency", "--seconds", str(seconds), "--results", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest-latency.json").read_text())
     names = ["ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson", "bcc-perf"]

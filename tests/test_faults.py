@@ -61,10 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from forged import reads_recording
 from workloads import getppid_loop, run_syncs
-
-from flowtrace.recorder import field_types
-from flowtrace.sources.reads import ReadLatency
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
@@ -105,25 +103,6 @@ def accounted(stderr: str, stages: tuple[str, ...]) -> dict[str, Totals]:
         assert name in found, stderr
         assert found[name].adds_up, (name, found[name], stderr)
     return found
-
-
-def reads_recording(path: Path, ats: list[float], *, end_at: float, lost: object = 0) -> None:
-    """A recording of one read per arrival time, written as a forger would."""
-    start = 100.0
-    header = {
-        "source": "reads",
-        "event": "ReadLatency",
-        "fields": field_types(ReadLatency),
-        "clock": "monotonic",
-        "start": start,
-    }
-    lines = [{"v": 1, "type": "recording", "name": "RecordingHeader", "data": header}]
-    for n, at in enumerate(ats):
-        data = {"ts": n, "lat_ns": 5000, "ret": 1, "pid": 7, "tid": 7, "comm": "cat"}
-        lines.append({"v": 1, "type": "event", "name": "ReadLatency", "at": at, "data": data})
-    end = {"events": len(ats), "received": len(ats), "lost": lost}
-    lines.append({"v": 1, "type": "end", "name": "RecordingEnd", "at": end_at, "data": end})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 def spaced(n: int, gap: float) -> list[float]:

@@ -4,7 +4,6 @@ cannot claim arrival times past the reader's bound."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from forged import reads_recording
 
 from flowtrace.clock import ManualClock
 from flowtrace.operators import Collect, Count, Sliding, Tumbling, log2_histogram, window
 from flowtrace.operators.windows import MAX_EMPTY_RUN
-from flowtrace.recorder import field_types
 from flowtrace.recording import MAX_SPAN, RecordingReader, ReplayError
 from flowtrace.records import EmptyWindows, Histogram, Record, WindowResult
 from flowtrace.sinks.console import empty_windows_line
@@ -132,28 +131,10 @@ def test_jump_at_end_of_stream_is_bounded_too() -> None:
     assert h.operator.summarised_windows == 1e10 - 1  # type: ignore[attr-defined]
 
 
-def reads_recording(path: Path, ats: list[float], end_at: float, start: float = 100.0) -> None:
-    """A recording of one read per arrival time, written by hand as a forger would."""
-    header = {
-        "source": "reads",
-        "event": "ReadLatency",
-        "fields": field_types(ReadLatency),
-        "clock": "monotonic",
-        "start": start,
-    }
-    lines = [{"v": 1, "type": "recording", "name": "RecordingHeader", "data": header}]
-    for n, at in enumerate(ats):
-        data = {"ts": n, "lat_ns": 5000, "ret": 1, "pid": 7, "tid": 7, "comm": "cat"}
-        lines.append({"v": 1, "type": "event", "name": "ReadLatency", "at": at, "data": data})
-    end = {"events": len(ats), "received": len(ats), "lost": 0}
-    lines.append({"v": 1, "type": "end", "name": "RecordingEnd", "at": end_at, "data": end})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-
-
 def test_vfsreadlat_replays_a_recording_with_a_long_gap_at_once(tmp_path: Path) -> None:
     """The reviewer's reads_gap.rec: two reads, then the end 10^7 s later."""
     recording = tmp_path / "gap.rec"
-    reads_recording(recording, [100.5, 100.5], 100.0 + 1e7)
+    reads_recording(recording, [100.5, 100.5], end_at=100.0 + 1e7)
     started = time.monotonic()
     result = subprocess.run(
         [FLOWTRACE, "run", "--replay", str(recording), "pipelines/vfsreadlat.py", "1"],
@@ -183,7 +164,7 @@ def test_arrival_times_past_the_bound_are_refused(
     tmp_path: Path, ats: list[float], end_at: float, line: int
 ) -> None:
     recording = tmp_path / "far.rec"
-    reads_recording(recording, ats, end_at)
+    reads_recording(recording, ats, end_at=end_at)
     with pytest.raises(ReplayError) as info:
         RecordingReader(recording, ReadLatency).check()
     text = str(info.value)
@@ -194,21 +175,21 @@ def test_arrival_times_past_the_bound_are_refused(
 
 def test_the_bound_itself_is_accepted(tmp_path: Path) -> None:
     recording = tmp_path / "year.rec"
-    reads_recording(recording, [100.5], 100.0 + MAX_SPAN)
+    reads_recording(recording, [100.5], end_at=100.0 + MAX_SPAN)
     assert RecordingReader(recording, ReadLatency).check().events == 1
 
 
 @pytest.mark.parametrize("start", [1e300, -1e13])
 def test_a_start_time_past_any_clock_is_refused(tmp_path: Path, start: float) -> None:
     recording = tmp_path / "start.rec"
-    reads_recording(recording, [start], start, start=start)
+    reads_recording(recording, [start], end_at=start, start=start)
     with pytest.raises(ReplayError, match=r"start\.rec:1: start time .* is not a finite number"):
         RecordingReader(recording, ReadLatency)
 
 
 def test_cli_refuses_a_recording_past_the_bound_before_running(tmp_path: Path) -> None:
     recording = tmp_path / "far.rec"
-    reads_recording(recording, [100.5], 100.0 + 2 * MAX_SPAN)
+    reads_recording(recording, [100.5], end_at=100.0 + 2 * MAX_SPAN)
     result = subprocess.run(
         [FLOWTRACE, "run", "--replay", str(recording), "pipelines/vfsreadlat.py", "1"],
         cwd=ROOT,
