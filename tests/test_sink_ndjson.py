@@ -28,6 +28,7 @@ from flowtrace import (
     recorder,
 )
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
+from flowtrace.schema import RecordEncoder
 from flowtrace.sinks import ndjson as ndjson_module
 from flowtrace.sinks.ndjson import NdjsonSink
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
@@ -179,6 +180,23 @@ async def test_full_disk_counts_the_batch_and_fails() -> None:
     with pytest.raises(StageError, match="No space left on device"):
         await run.run()
     assert run.stats.stage("ndjson").dropped == {"write_error": 50}
+
+
+@pytest.mark.anyio
+async def test_partial_write_counts_only_the_events_not_in_the_file(tmp_path: Path) -> None:
+    """The batch's first four lines fill the file to ``max_bytes``; rotating
+    for the rest fails (a directory where the backup goes): the four stay,
+    the other six are counted as not written."""
+    out = tmp_path / "out.ndjson"
+    (tmp_path / "out.ndjson.1").mkdir()
+    (tmp_path / "out.ndjson.1" / "keep").touch()  # not removable as a backup file
+    line = len(RecordEncoder().json_line(0))
+    sink = NdjsonSink(out, max_bytes=4 * line, backups=1, reports=False)
+    run = Run(ListSource(range(10), batch_size=10) | sink)
+    with pytest.raises(StageError, match="Is a directory"):
+        await run.run()
+    assert [r["data"] for r in lines(out)] == [0, 1, 2, 3]
+    assert run.stats.stage("ndjson").dropped == {"write_error": 6}
 
 
 @pytest.mark.anyio
