@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kernelrun import collect
 from workloads import (
+    Gated,
     dd,
     file_reader,
     forker,
@@ -257,6 +258,58 @@ async def test_urandomread_sees_five_reads_of_dd() -> None:
     ours = [e for e in events if e.pid in pids]
     assert [(e.comm, e.got_bits) for e in ours] == [("dd", 65536)] * 5
     assert re.fullmatch(rf"\d+\.\d{{9}} +dd +{pids[0]} +65536", line(pipeline, ours[0]))
+
+
+# Reads through every way a descriptor comes and goes: the n-th read takes n
+# bytes, so the bits reported name the reads. "urandom" marks the reads of
+# /dev/urandom; the others read /dev/zero, often on a number that was a
+# /dev/urandom descriptor before.
+DESCRIPTOR_LIFECYCLE = """
+import ctypes, fcntl
+libc = ctypes.CDLL(None, use_errno=True)
+def call(result):
+    assert result >= 0, os.strerror(ctypes.get_errno())
+    return result
+n = 0
+def read(fd):
+    global n
+    n += 1
+    assert len(os.read(fd, n)) == n
+u = os.open("/dev/urandom", os.O_RDONLY)
+read(u)                                      # 1 urandom
+a = call(libc.dup(u))
+read(a)                                      # 2 urandom: dup
+os.close(u)
+read(a)                                      # 3 urandom: its dup stays open
+z = os.open("/dev/zero", os.O_RDONLY)
+assert z == u
+read(z)                                      # 4: a closed number reused
+b = call(libc.dup2(a, 100))
+read(b)                                      # 5 urandom: dup2
+c = call(libc.dup3(a, 101, os.O_CLOEXEC))
+read(c)                                      # 6 urandom: dup3
+d = fcntl.fcntl(a, fcntl.F_DUPFD, 102)
+read(d)                                      # 7 urandom: fcntl(F_DUPFD)
+e = fcntl.fcntl(a, fcntl.F_DUPFD_CLOEXEC, 103)
+read(e)                                      # 8 urandom: fcntl(F_DUPFD_CLOEXEC)
+call(libc.dup2(z, 100))
+read(100)                                    # 9: dup2 over a urandom number
+call(libc.dup3(z, 101, 0))
+read(101)                                    # 10: dup3 over a urandom number
+call(libc.dup2(z, 0))
+assert fcntl.fcntl(a, fcntl.F_GETFD) == 0    # not a dup: returns 0, the flags
+read(0)                                      # 11: fd 0 is /dev/zero still
+os.close(a)
+assert os.open("/dev/zero", os.O_RDONLY) == a
+read(a)                                      # 12: a closed dup's number reused
+"""
+
+
+async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_close() -> None:
+    workload = Gated(DESCRIPTOR_LIFECYCLE)
+    events = await collect(lesson("urandomread.py").source, workload.go)
+    ours = [e.got_bits // 8 for e in events if e.pid == workload.pid]
+    assert ours == [1, 2, 3, 5, 6, 7, 8]
 
 
 # -- lesson 14: strlen through its IFUNC ---------------------------------------
