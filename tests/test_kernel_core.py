@@ -98,6 +98,39 @@ async def test_flooded_source_accounts_for_every_event(transport: str) -> None:
     assert source.received + source.lost == count
 
 
+class Held(CollectSink[Getppid]):
+    """Holds its first batch until ``release`` is set: the source's reader
+    waits on the full edge meanwhile and reads no loss counter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+
+    async def write(self, batch: list[Getppid]) -> None:
+        await self.release.wait()
+        await super().write(batch)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["ringbuf", "perf"])
+async def test_loss_is_read_again_after_the_stop(transport: str) -> None:
+    """The flood overflows the one-page buffer while the reader is held; its
+    loss is only final once read after the stop."""
+    count = 200_000
+    workload = getppid_loop(count)
+    sink = Held()
+    pipeline = Pipeline(getppid_source(workload.pid, 1, transport), [], sink, capacity=1)
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(pipeline.run)
+        await anyio.to_thread.run_sync(workload.go)
+        run.stop()
+        sink.release.set()
+    source = run.stats.stages[0]
+    assert source.lost > 0 and run.stats.dropped == 0, run.stats.summary()
+    assert len(sink.items) == source.received
+    assert source.received + source.lost == count
+
+
 @pytest.mark.anyio
 async def test_unflooded_source_delivers_everything() -> None:
     count = 50_000
