@@ -75,7 +75,7 @@ class Stalling(CollectSink[Getppid]):
     """Takes 20 ms per batch, far slower than the workload produces."""
 
     async def write(self, batch: list[Getppid]) -> None:
-        await anyio.sleep(0.02)
+        await anyio.sleep(0.02)  # the sink's own slowness, not a wait for anything
         await super().write(batch)
 
 
@@ -91,7 +91,7 @@ async def test_flooded_source_accounts_for_every_event(transport: str) -> None:
         await anyio.to_thread.run_sync(workload.go)
         with anyio.fail_after(10):  # the loss shows while the run goes on
             while run.stats.stages[0].lost == 0:  # noqa: ASYNC110 - polling a counter
-                await anyio.sleep(0.05)
+                await anyio.sleep(0.05)  # poll interval of this bounded wait
         run.stop()
     source = run.stats.stages[0]
     assert len(sink.items) == source.received
@@ -154,7 +154,8 @@ async def test_failing_stage_detaches_every_probe() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(pipeline.run)
             await anyio.to_thread.run_sync(workload.go)
-            await anyio.sleep(5)
+            with anyio.fail_after(10):  # until the failing stage cancels the group
+                await anyio.sleep_forever()
     assert info.group_contains(StageError, match="stage 'failing' failed: RuntimeError: disk full")
     # the kernel guard fixture asserts nothing stayed loaded or attached
 

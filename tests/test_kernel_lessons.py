@@ -44,10 +44,9 @@ async def run(
     source: Source[Any],
     operators: Sequence[Operator[Any, Any]],
     workload: Callable[[], Any],
-    settle: float = 0.3,
 ) -> list[Any]:
     """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
-    return await collect(source, workload, settle, operators)
+    return await collect(source, workload, operators)
 
 
 def lesson(path: str, args: list[str] | None = None) -> Pipeline:
@@ -152,7 +151,7 @@ def latency_bounds(latencies: list[int], span: list[int]) -> None:
 
 async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
     """What the lesson's operators make of ``events`` (no kernel involved)."""
-    return await run(ListSource(events), pipeline.operators, lambda: None, settle=0)
+    return await run(ListSource(events), pipeline.operators, lambda: None)
 
 
 async def test_disksnoop_sees_each_direct_write() -> None:

@@ -51,7 +51,7 @@ class Timed(Source[SyncCall]):
             if isinstance(clock, ManualClock):
                 clock.advance(self.step)
             else:
-                await ctx.sleep(self.step)
+                await ctx.sleep(self.step)  # the source's own pacing
             batch = [SyncCall(n + i, 1000 + (n + i) % 7, "sync") for i in range(self.per_batch)]
             n += len(batch)
             ctx.stats.received += len(batch)

@@ -113,7 +113,7 @@ async def scraped(items: list[Any], sink: MetricsSink, name: str = "") -> dict[s
         await source.emitted.wait()
         with anyio.fail_after(10):
             while run.stats.stage("metrics").emitted < len(items) - events:  # noqa: ASYNC110
-                await anyio.sleep(0.005)
+                await anyio.sleep(0.005)  # poll interval of this bounded wait
         assert running.host == "127.0.0.1" and running.port != 0
         families = await anyio.to_thread.run_sync(scrape, running.url)
         source.done.set()

@@ -101,7 +101,7 @@ class Reporting(ListSource[int]):
 
 class Slow(CollectSink[int]):
     async def write(self, batch: list[int]) -> None:
-        await anyio.sleep(0.001)
+        await anyio.sleep(0.001)  # the sink's own slowness, not a wait for anything
         await super().write(batch)
 
 
@@ -262,7 +262,7 @@ def test_signal_mid_stream_every_line_parses_and_counts_match(tmp_path: Path, si
     )
     deadline = time.monotonic() + 30
     while (not out.exists() or out.stat().st_size < 5000) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval of this bounded wait
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
