@@ -75,7 +75,13 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "recording": (
         ["flowtrace/recording.py"],
-        ["tests/test_replay.py", "tests/test_replay_fuzz.py", "tests/test_replay_jumps.py"],
+        [
+            "tests/test_replay.py",
+            "tests/test_replay_fuzz.py",
+            "tests/test_replay_jumps.py",
+            "tests/test_typed_sources.py",  # replays recordings of typed sources
+            "tests/test_plot.py",  # reads recordings it plots
+        ],
     ),
     "sinks": (
         ["sinks/*.py"],
