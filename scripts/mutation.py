@@ -109,7 +109,29 @@ C_LESSONS: dict[str, str] = {
 }
 
 # surviving mutants that cannot change behaviour, by mutant name: why
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_4": (
+        "the uniform-records fast path skipped: the general path decodes the same records"
+    ),
+    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_20": (
+        "the uniform-records check fails: the general path decodes the same records"
+    ),
+    "flowtrace.transport.x__perf_event_open__mutmut_21": (
+        "no wakeup watermark: the reader is woken per record, reads the same records"
+    ),
+    "flowtrace.transport.xǁRingBufferReaderǁ__init____mutmut_72": (
+        "producer position read signed: equal below 2**63 bytes written"
+    ),
+    "flowtrace.transport.xǁRingBufferReaderǁread__mutmut_12": (
+        "read(0) only: every caller asks for a positive batch limit"
+    ),
+    "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
+        "the body of an abstract method: never called"
+    ),
+    "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
+        "strict=None: the zipped sequences have one length by construction"
+    ),
+}
 
 TIMEOUT = 600  # seconds for one mutant's tests (a mutant that hangs is killed)
 

@@ -347,3 +347,16 @@ async def test_missing_field_names_the_field_and_the_events_fields() -> None:
     pipeline = ListSource(events) | log2_histogram("size") | CollectSink[Record]()
     with pytest.raises(StageError, match=r"event Sized has no field 'size'; its fields are bytes"):
         await pipeline.run()
+
+
+class SizedBy(msgspec.Struct, frozen=True):
+    bytes: int
+    comm: str
+
+
+def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest() -> None:
+    h = OperatorHarness(log2_histogram("bytes", by="comm", max_keys=2))
+    h.feed([SizedBy(4, c) for c in "abcacd"])
+    hists = [r for r in h.finish() if isinstance(r, Histogram)]
+    assert [(r.key, r.total) for r in hists] == [({"comm": "a"}, 2), ({"comm": "b"}, 1)]
+    assert h.stats.dropped == {"key_limit": 3}

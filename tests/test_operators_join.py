@@ -265,3 +265,8 @@ def test_complete_key_reads_the_completes_own_fields() -> None:
     assert [(p.start.n, p.complete.ts, p.latency_ns) for p in out] == [(2, 35, 15), (1, 60, 50)]
     assert out[0].key == {"dev": 1, "sector": 8}
     assert h.stats.dropped == {"complete_without_start": 1}
+
+
+def test_a_join_is_named_join_unless_named() -> None:
+    assert join(Issue, Complete, key="sector").name == "join"
+    assert join(Issue, Complete, key="sector", name="disk io").name == "disk io"
