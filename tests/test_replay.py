@@ -200,7 +200,13 @@ BAD: list[tuple[str, Any, str]] = [
     ("version", lambda ls: edit(ls, 3, {"v": 2}), ":4: schema version 2"),
     ("outputs", lambda ls: ls[1:], ":1: starts with a record of type 'event'"),
     ("header", lambda ls: edit(ls, 0, {"data.start": "soon"}), ":1: bad recording header"),
-    ("other event", lambda ls: edit(ls, 0, {"data.event": "Clone"}), "holds Clone events"),
+    (
+        "other event",
+        lambda ls: edit(ls, 0, {"data.event": "Clone"}),
+        ":1: recording holds Clone events, the pipeline's source emits SyncCall;"
+        " replay it into the pipeline that recorded it, or record this one",
+    ),
+    ("wall clock", lambda ls: edit(ls, 0, {"data.wall_start": -1.0}), ":1: wall_start -1.0 is not"),
     (
         "layout",
         lambda ls: edit(ls, 0, header_fields([["ts", "u32"], ["pid", "u32"], ["comm", "c"]])),
