@@ -298,9 +298,12 @@ read(101)                                    # 10: dup3 over a urandom number
 call(libc.dup2(z, 0))
 assert fcntl.fcntl(a, fcntl.F_GETFD) == 0    # not a dup: returns 0, the flags
 read(0)                                      # 11: fd 0 is /dev/zero still
+call(libc.dup2(a, 0))
+f = call(libc.dup(0))
+read(f)                                      # 12 urandom: a dup of descriptor 0
 os.close(a)
 assert os.open("/dev/zero", os.O_RDONLY) == a
-read(a)                                      # 12: a closed dup's number reused
+read(a)                                      # 13: a closed dup's number reused
 """
 
 
@@ -308,7 +311,7 @@ async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_c
     workload = Gated(DESCRIPTOR_LIFECYCLE)
     events = await collect(lesson("urandomread.py").source, workload.go)
     ours = [e.got_bits // 8 for e in events if e.pid == workload.pid]
-    assert ours == [1, 2, 3, 5, 6, 7, 8]
+    assert ours == [1, 2, 3, 5, 6, 7, 8, 12]
 
 
 # -- lesson 14: strlen through its IFUNC ---------------------------------------
