@@ -76,7 +76,7 @@ class NatsServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll interval of this bounded wait
         raise RuntimeError(f"nats-server {self.name} did not listen: {self.log.read_text()}")
 
     def healthy(self) -> bool:
@@ -130,7 +130,7 @@ class NatsCluster:
         while time.monotonic() < deadline:
             if all(s.healthy() for s in self.servers if s.process is not None):
                 return
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval of this bounded wait
         raise RuntimeError("NATS servers did not become healthy")
 
     def close(self) -> None:

@@ -104,7 +104,7 @@ async def wait_for(url: str, total: int) -> dict[tuple[int, int], int]:
             seen = await anyio.to_thread.run_sync(buckets, url)
             if sum(seen.values()) >= total:
                 return seen
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.05)  # poll interval of this bounded wait
 
 
 @pytest.mark.anyio
@@ -187,7 +187,7 @@ def test_service_from_a_recording_without_root(tmp_path: Path) -> None:
         url = line.split()[-1]
         deadline = time.monotonic() + 20
         while sum(buckets(url).values()) < 7 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval of this bounded wait
         assert buckets(url) == {(0, 1): 1, (2, 3): 2, (8, 15): 3, (128, 255): 1}
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -226,12 +226,24 @@ def test_service_on_the_kernel_counts_real_reads() -> None:
     run(["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=2000"])  # 2000 read(2) calls
     deadline = time.monotonic() + 20
     while sum(buckets(url).values()) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
     assert sum(buckets(url).values()) >= 2000
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+async def closed_by_the_service(stream: anyio.abc.SocketStream) -> None:
+    """Wait (bounded) until the service has handled the connection and
+    closed its side, whatever it answered."""
+    with anyio.fail_after(10):
+        try:
+            while True:
+                await stream.receive()
+        except (anyio.EndOfStream, anyio.BrokenResourceError):
+            pass
+    await stream.aclose()
 
 
 @pytest.mark.anyio
@@ -243,11 +255,12 @@ async def test_a_client_closing_without_a_request_ends_only_its_connection() -> 
         url = await tg.start(service.run)
         for _ in range(3):
             stream = await anyio.connect_tcp("127.0.0.1", service.port)
-            await stream.aclose()  # no request at all
-        reset = await anyio.connect_tcp("127.0.0.1", service.port)
-        await reset.send(b"GET / HT")
-        await reset.aclose()
-        await anyio.sleep(0.1)
+            await stream.send_eof()  # no request at all
+            await closed_by_the_service(stream)
+        cut = await anyio.connect_tcp("127.0.0.1", service.port)
+        await cut.send(b"GET / HT")
+        await cut.send_eof()
+        await closed_by_the_service(cut)
         status, _ = await anyio.to_thread.run_sync(get, url + "stats")
         assert status == 200
         service.stop()

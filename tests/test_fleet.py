@@ -101,7 +101,7 @@ def until(what: Callable[[], bool], within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not what():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of this bounded wait
 
 
 def publishing(agents: list[Agent]) -> bool:
@@ -118,7 +118,7 @@ def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
                 return
         except Exception:  # a leader is being elected: ask again
             pass
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval of this bounded wait
     raise AssertionError("the collector never read everything")
 
 
@@ -283,9 +283,9 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
     c = collector(tmp_path, servers, "collector", window=0.5)
     agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
     until(lambda: publishing(agents))
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: a second of streaming, then the kill
     three_nodes.servers[0].kill()
-    time.sleep(2.5)
+    time.sleep(2.5)  # the scenario: the node stays down 2.5 s
     three_nodes.servers[0].start()
     results = check_agents(agents)
     assert all(dropped == {} for _, _, dropped in results)
@@ -298,10 +298,10 @@ def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path)
     servers = three_nodes.urls
     agents = start_agents(tmp_path, servers, seconds=12.0, window=0.25, realtime=True)
     until(lambda: publishing(agents))
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: a second of streaming, then the outage
     for server in three_nodes.servers:
         server.stop()
-    time.sleep(5.0)
+    time.sleep(5.0)  # the scenario: the whole cluster is down 5 s
     for server in three_nodes.servers:
         server.start()
     results = check_agents(agents)
@@ -319,7 +319,7 @@ def test_collector_killed_resumes_from_its_durable_consumer(
     first = collector(tmp_path, servers, "first", window=0.5)
     agents = start_agents(tmp_path, servers, seconds=10.0, window=0.25, realtime=True)
     until(lambda: bool(read_ndjson(tmp_path / "first.ndjson")))  # it has merged windows
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: a second more of merging, then the kill
     assert all(a.process.poll() is None for a in agents)  # mid-stream
     first.kill()
     emitted_before_kill = read_ndjson(tmp_path / "first.ndjson")

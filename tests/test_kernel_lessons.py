@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from kernelrun import collect
 from workloads import (
+    Gated,
     dd,
     file_reader,
     forker,
@@ -28,7 +31,6 @@ from flowtrace import Operator, Pipeline, Source, usdt
 from flowtrace.ktypes import s32
 from flowtrace.loader import load_pipeline
 from flowtrace.operators import F, filter
-from flowtrace.operators.buckets import log2_index
 from flowtrace.records import CountTable, Histogram, JoinPair
 from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.sources.libc import strlen_calls
@@ -42,10 +44,9 @@ async def run(
     source: Source[Any],
     operators: Sequence[Operator[Any, Any]],
     workload: Callable[[], Any],
-    settle: float = 0.3,
 ) -> list[Any]:
     """Attach ``source``, run ``workload`` in a thread, stop; what reached the end."""
-    return await collect(source, workload, settle, operators)
+    return await collect(source, workload, operators)
 
 
 def lesson(path: str, args: list[str] | None = None) -> Pipeline:
@@ -122,32 +123,53 @@ WRITES = 4
 WRITE_BYTES = 128 << 10
 
 
-def direct_writes(device: str) -> Callable[[], None]:
+def direct_writes(device: str, span: list[int] | None = None) -> Callable[[], None]:
+    """dd writing WRITES blocks of WRITE_BYTES to ``device``, one after the
+    other (O_DIRECT: each returns once its request completed). ``span``
+    receives the CLOCK_MONOTONIC times (ns, the BPF clock) before and after."""
+
     def write() -> None:
+        before = time.monotonic_ns()
         dd("if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct")
+        if span is not None:
+            span[:] = [before, time.monotonic_ns()]
 
     return write
 
 
-async def loop_writes(source: Source[Any]) -> list[Any]:
-    """The requests ``source`` sees on a fresh loop device while dd writes to it."""
+async def loop_writes(source: Source[Any], span: list[int] | None = None) -> list[Any]:
+    """The requests ``source`` sees on a fresh loop device while dd writes to
+    it (``span``: see :func:`direct_writes`)."""
     with loop_device() as (device, dev):
-        events = await collect(source, direct_writes(device))
+        events = await collect(source, direct_writes(device, span))
     return [e for e in events if e.dev == dev]
+
+
+def latency_bounds(latencies: list[int], span: list[int]) -> None:
+    """The workload's own timing bounds its requests: each took some time,
+    and the sequential requests together took no longer than dd ran."""
+    before, after = span
+    assert all(lat > 0 for lat in latencies), latencies
+    assert sum(latencies) <= after - before, (latencies, after - before)
 
 
 async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
     """What the lesson's operators make of ``events`` (no kernel involved)."""
-    return await run(ListSource(events), pipeline.operators, lambda: None, settle=0)
+    return await run(ListSource(events), pipeline.operators, lambda: None)
 
 
 async def test_disksnoop_sees_each_direct_write() -> None:
     pipeline = lesson("disksnoop.py")
-    ours = await loop_writes(pipeline.source)
+    span: list[int] = []
+    ours = await loop_writes(pipeline.source, span)
     assert [(e.bytes, e.write) for e in ours] == [(WRITE_BYTES, 1)] * WRITES
-    assert all(e.lat_ns > 0 for e in ours)
+    latency_bounds([e.lat_ns for e in ours], span)
+    assert all(span[0] <= e.ts - e.lat_ns and e.ts <= span[1] for e in ours)
     for e in ours:
-        assert re.fullmatch(r"\d+\.\d{6} +W +131072 +\d+\.\d\d", line(pipeline, e))
+        found = re.fullmatch(r"(\d+)\.(\d{6}) +W +131072 +(\d+\.\d\d)", line(pipeline, e))
+        assert found, line(pipeline, e)
+        assert abs((int(found[1]) * 10**6 + int(found[2])) * 1000 - e.ts) <= 1000  # microseconds
+        assert abs(float(found[3]) - e.lat_ns / 1e6) <= 0.005  # milliseconds, rounded
 
 
 def issue_then_complete(events: list[Any]) -> list[tuple[BlockIssue, BlockComplete]]:
@@ -162,8 +184,11 @@ def issue_then_complete(events: list[Any]) -> list[tuple[BlockIssue, BlockComple
 
 async def test_disksnoop_tp_pairs_each_direct_write_issue_with_its_completion() -> None:
     pipeline = lesson("disksnoop_tp.py")
-    ours = await loop_writes(pipeline.source)
+    span: list[int] = []
+    ours = await loop_writes(pipeline.source, span)
     requests = issue_then_complete(ours)
+    assert span[0] <= requests[0][0].ts and requests[-1][1].ts <= span[1]
+    latency_bounds([c.ts - i.ts for i, c in requests], span)
     assert [(i.bytes, i.rwbs[0]) for i, _ in requests] == [(WRITE_BYTES, "W")] * WRITES
     pairs = await aggregate(pipeline, ours)
     assert all(isinstance(p, JoinPair) for p in pairs)
@@ -184,16 +209,19 @@ async def test_bitehist_puts_128k_writes_in_the_128_255_kbyte_bucket() -> None:
 
 async def test_disklatency_histogram_holds_each_write_latency() -> None:
     pipeline = lesson("disklatency.py")
-    ours = await loop_writes(pipeline.source)
+    span: list[int] = []
+    ours = await loop_writes(pipeline.source, span)
     requests = issue_then_complete(ours)
     assert len(requests) == WRITES
+    latencies = [c.ts - i.ts for i, c in requests]
+    latency_bounds(latencies, span)
     (hist,) = await aggregate(pipeline, ours)
     assert isinstance(hist, Histogram)
     assert hist.unit == "usecs"
-    slots = [log2_index((c.ts - i.ts) // 1000) for i, c in requests]
-    assert {log2_index(b.high): b.count for b in hist.buckets if b.count} == {
-        slot: slots.count(slot) for slot in slots
-    }
+    # bcc's log2 buckets: 0 -> 1, then 2**k -> 2**(k+1) - 1
+    bits = [(lat // 1000).bit_length() for lat in latencies]
+    expected = Counter((0, 1) if b < 2 else (1 << b - 1, (1 << b) - 1) for b in bits)
+    assert {(b.low, b.high): b.count for b in hist.buckets if b.count} == expected
 
 
 # -- lesson 11: read latency ---------------------------------------------------
@@ -233,6 +261,61 @@ async def test_urandomread_sees_five_reads_of_dd() -> None:
     ours = [e for e in events if e.pid in pids]
     assert [(e.comm, e.got_bits) for e in ours] == [("dd", 65536)] * 5
     assert re.fullmatch(rf"\d+\.\d{{9}} +dd +{pids[0]} +65536", line(pipeline, ours[0]))
+
+
+# Reads through every way a descriptor comes and goes: the n-th read takes n
+# bytes, so the bits reported name the reads. "urandom" marks the reads of
+# /dev/urandom; the others read /dev/zero, often on a number that was a
+# /dev/urandom descriptor before.
+DESCRIPTOR_LIFECYCLE = """
+import ctypes, fcntl
+libc = ctypes.CDLL(None, use_errno=True)
+def call(result):
+    assert result >= 0, os.strerror(ctypes.get_errno())
+    return result
+n = 0
+def read(fd):
+    global n
+    n += 1
+    assert len(os.read(fd, n)) == n
+u = os.open("/dev/urandom", os.O_RDONLY)
+read(u)                                      # 1 urandom
+a = call(libc.dup(u))
+read(a)                                      # 2 urandom: dup
+os.close(u)
+read(a)                                      # 3 urandom: its dup stays open
+z = os.open("/dev/zero", os.O_RDONLY)
+assert z == u
+read(z)                                      # 4: a closed number reused
+b = call(libc.dup2(a, 100))
+read(b)                                      # 5 urandom: dup2
+c = call(libc.dup3(a, 101, os.O_CLOEXEC))
+read(c)                                      # 6 urandom: dup3
+d = fcntl.fcntl(a, fcntl.F_DUPFD, 102)
+read(d)                                      # 7 urandom: fcntl(F_DUPFD)
+e = fcntl.fcntl(a, fcntl.F_DUPFD_CLOEXEC, 103)
+read(e)                                      # 8 urandom: fcntl(F_DUPFD_CLOEXEC)
+call(libc.dup2(z, 100))
+read(100)                                    # 9: dup2 over a urandom number
+call(libc.dup3(z, 101, 0))
+read(101)                                    # 10: dup3 over a urandom number
+call(libc.dup2(z, 0))
+assert fcntl.fcntl(a, fcntl.F_GETFD) == 0    # not a dup: returns 0, the flags
+read(0)                                      # 11: fd 0 is /dev/zero still
+call(libc.dup2(a, 0))
+f = call(libc.dup(0))
+read(f)                                      # 12 urandom: a dup of descriptor 0
+os.close(a)
+assert os.open("/dev/zero", os.O_RDONLY) == a
+read(a)                                      # 13: a closed dup's number reused
+"""
+
+
+async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_close() -> None:
+    workload = Gated(DESCRIPTOR_LIFECYCLE)
+    events = await collect(lesson("urandomread.py").source, workload.go)
+    ours = [e.got_bits // 8 for e in events if e.pid == workload.pid]
+    assert ours == [1, 2, 3, 5, 6, 7, 8, 12]
 
 
 # -- lesson 14: strlen through its IFUNC ---------------------------------------
@@ -292,9 +375,8 @@ async def test_task_switch_counts_switches_between_two_ping_ponging_threads() ->
     assert isinstance(table, CountTable)
     counts = {(r.key["prev_pid"], r.key["next_pid"]): r.count for r in table.rows}
     there, back = counts.get((main, other), 0), counts.get((other, main), 0)
-    # each round hands the CPU over once each way (another task may run in
-    # between now and then); starting and joining the thread add a few
-    assert rounds // 4 <= there <= rounds + 10, there
-    assert rounds // 4 <= back <= rounds + 10, back
+    # SCHED_FIFO on one CPU (tests/programs/ping_pong.c): each round hands
+    # the CPU over exactly once each way, nothing runs in between
+    assert (there, back) == (rounds, rounds)
     row = next(r for r in table.rows if r.key == {"prev_pid": main, "next_pid": other})
     assert pipeline.sink.table.line(row) == f"task_switch[{main:5d}->{other:5d}]={there}"  # type: ignore[attr-defined]

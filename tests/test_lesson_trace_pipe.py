@@ -56,7 +56,6 @@ async def test_two_sources_each_see_only_their_own_lines() -> None:
         runs = [await tg.start(pipeline.run) for pipeline in pipelines]
         assert len(instances()) == len(before) + 2
         await anyio.to_thread.run_sync(lambda: pids.extend(run_syncs(3)))
-        await anyio.sleep(0.3)
         for run in runs:
             run.stop()
     for text, sink in zip(texts, sinks, strict=True):
@@ -79,7 +78,6 @@ async def test_one_source_run_twice_at_once_gives_each_run_every_line() -> None:
         runs = [await tg.start(pipeline.run) for pipeline in pipelines]
         assert len(instances()) == len(before) + 2
         pids = await anyio.to_thread.run_sync(run_syncs, 4)
-        await anyio.sleep(0.3)
         for run in runs:
             run.stop()
     for sink in sinks:
@@ -123,7 +121,6 @@ async def test_lines_of_other_programs_stay_in_the_shared_pipe_for_their_reader(
         async with anyio.create_task_group() as tg:
             run = await tg.start(pipeline.run)
             pids = await anyio.to_thread.run_sync(run_syncs, 2)
-            await anyio.sleep(0.3)
             run.stop()
     finally:
         bpf.cleanup()
@@ -230,7 +227,6 @@ async def test_without_private_instances_the_shared_pipe_is_read_by_marker(
         run = await tg.start(pipeline.run)
         assert instances() == before
         pids = await anyio.to_thread.run_sync(run_syncs, 2)
-        await anyio.sleep(0.3)
         run.stop()
     assert [(e.pid, e.msg) for e in sink.items if e.pid in pids] == [(p, "shared 7") for p in pids]
     assert {e.msg for e in sink.items} == {"shared 7"}

@@ -41,7 +41,7 @@ def wait_for(session: str, text: str, seconds: float = 30) -> list[str]:
         screen = capture(session)
         if any(text in line for line in screen):
             return screen
-        time.sleep(0.2)
+        time.sleep(0.2)  # poll interval of this bounded wait
     raise AssertionError(f"{text!r} never appeared:\n" + "\n".join(capture(session)))
 
 
@@ -60,8 +60,12 @@ def test_live_view_redraws_histogram_and_counters_in_place(tmp_path: Path) -> No
         assert first[1].split() == ["STAGE", "IN", "OUT", "LOST", "DROPPED", "LATE"]
         heading = next(line for line in first if line.startswith("lat_ns (usecs)"))
         assert re.fullmatch(r"lat_ns \(usecs\)   \d\d:\d\d:\d\d - \d\d:\d\d:\d\d", heading)
-        time.sleep(2.5)
+        deadline = time.monotonic() + 30
         second = capture(session)
+        while reads_in(second) <= reads_in(first) or heading in second:
+            assert time.monotonic() < deadline, "the view never redrew"
+            time.sleep(0.2)  # poll interval of this bounded wait
+            second = capture(session)
         assert second[0].startswith("flowtrace vfsreadlat ")  # redrawn in place, not scrolled
         assert reads_in(second) > reads_in(first)  # the counters move
         later = next(line for line in second if line.startswith("lat_ns (usecs)"))

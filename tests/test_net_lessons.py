@@ -202,7 +202,7 @@ async def test_http_filter_passes_exactly_the_requests_and_counts_them(
         (client_ip, server_ip, port, 4 if family == "ipv4" else 6)
     }
     assert len({e.sport for e in events}) == len(REQUESTS)  # one connection each
-    results = await collect(ListSource(events), lambda: None, 0, pipeline.operators)
+    results = await collect(ListSource(events), lambda: None, pipeline.operators)
     *passed, table = results
     assert passed == events
     assert isinstance(table, CountTable)

@@ -11,6 +11,7 @@ from collections import Counter
 
 import msgspec
 import pytest
+from bcc import table as bcc_table  # bcc is required: without it these tests fail, not skip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +21,6 @@ from flowtrace.operators import log2_index as our_log2_index
 from flowtrace.records import Bucket, Histogram, Record
 from flowtrace.render import histogram_counts, histogram_lines, linear_lines, log2_lines
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
-
-bcc_table = pytest.importorskip("bcc.table")
 
 U64 = (1 << 64) - 1
 
@@ -184,6 +183,74 @@ def test_wide_layout_and_empty_histograms_match_bcc() -> None:
     assert bcc_prints(bcc_table._print_log2_hist, [0] * 65, "usecs", None) == ""
 
 
+def slots(**counts: int) -> list[int]:
+    """65 log2 slots, ``s<N>=count`` set."""
+    table = [0] * 65
+    for name, count in counts.items():
+        table[int(name[1:])] = count
+    return table
+
+
+# bcc switches to the wide layout (20-star bar) when a slot above 32 is used,
+# and draws one star once width * count / most reaches 1: fixed examples at
+# both edges, written out as bcc prints them.
+BOUNDARIES = [
+    (
+        slots(s1=40, s32=1),
+        [
+            "     usecs               : count     distribution",
+            "         0 -> 1          : 40       |****************************************|",
+            "2147483648 -> 4294967295 : 1        |*                                       |",
+        ],
+    ),
+    (
+        slots(s1=41, s32=1),
+        [
+            "     usecs               : count     distribution",
+            "         0 -> 1          : 41       |****************************************|",
+            "2147483648 -> 4294967295 : 1        |                                        |",
+        ],
+    ),
+    (
+        slots(s1=20, s33=1),
+        [
+            "               usecs                         : count     distribution",
+            "                   0 -> 1                    : 20       |********************|",
+            "          4294967296 -> 8589934591           : 1        |*                   |",
+        ],
+    ),
+    (
+        slots(s1=21, s33=1),
+        [
+            "               usecs                         : count     distribution",
+            "                   0 -> 1                    : 21       |********************|",
+            "          4294967296 -> 8589934591           : 1        |                    |",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("table", "expected"), BOUNDARIES)
+def test_layout_switch_and_one_star_threshold_are_bccs(
+    table: list[int], expected: list[str]
+) -> None:
+    lines = log2_lines(table, "usecs")
+    assert [lines[0], lines[1], lines[-1]] == expected
+    assert all(" : 0 " in line for line in lines[2:-1])  # the empty slots between
+    assert ours(lines) == bcc_prints(bcc_table._print_log2_hist, table, "usecs", None)
+
+
+def test_linear_one_star_threshold_is_bccs() -> None:
+    assert linear_lines([40, 1], "len") == [
+        "     len           : count     distribution",
+        "        0          : 40       |****************************************|",
+        "        1          : 1        |*                                       |",
+    ]
+    assert linear_lines([41, 1], "len")[-1] == (
+        "        1          : 1        |                                        |"
+    )
+
+
 def test_divisor_negative_and_float_values_as_the_kernel_sees_them() -> None:
     class Latency(msgspec.Struct, frozen=True):
         ns: float
@@ -280,3 +347,16 @@ async def test_missing_field_names_the_field_and_the_events_fields() -> None:
     pipeline = ListSource(events) | log2_histogram("size") | CollectSink[Record]()
     with pytest.raises(StageError, match=r"event Sized has no field 'size'; its fields are bytes"):
         await pipeline.run()
+
+
+class SizedBy(msgspec.Struct, frozen=True):
+    bytes: int
+    comm: str
+
+
+def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest() -> None:
+    h = OperatorHarness(log2_histogram("bytes", by="comm", max_keys=2))
+    h.feed([SizedBy(4, c) for c in "abcacd"])
+    hists = [r for r in h.finish() if isinstance(r, Histogram)]
+    assert [(r.key, r.total) for r in hists] == [({"comm": "a"}, 2), ({"comm": "b"}, 1)]
+    assert h.stats.dropped == {"key_limit": 3}

@@ -15,14 +15,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from bcc import table as bcc_table  # bcc is required: without it these tests fail, not skip
 
 from flowtrace.clock import ManualClock
 from flowtrace.operators import Tumbling, count, join, log2_histogram
 from flowtrace.records import CountRow, CountTable, JoinIncomplete
 from flowtrace.sinks.console import Column, ConsoleSink, HistogramStyle, TableStyle
 from flowtrace.testing import ListSource, OperatorHarness
-
-bcc_table = pytest.importorskip("bcc.table")
 
 
 class BlockIO(msgspec.Struct, frozen=True):

@@ -245,3 +245,28 @@ async def test_expiry_reaches_the_sink_while_the_source_is_silent() -> None:
     stats = await pipeline.run()
     assert [(r.start.sector, r.reason) for r in sink.items] == [(1, "timeout"), (2, "timeout")]
     assert stats.stages[1].dropped == {"expired": 2}
+
+
+class Done(msgspec.Struct, frozen=True):
+    """A completion naming its key differently from the start."""
+
+    ts: int
+    disk: int
+    block: int
+
+
+def test_complete_key_reads_the_completes_own_fields() -> None:
+    h = OperatorHarness(
+        join(Issue, Done, key=("dev", "sector"), complete_key=("disk", "block"), timeout=None)
+    )
+    out = h.feed(
+        [Issue(10, 1, 7, n=1), Issue(20, 1, 8, n=2), Done(35, 1, 8), Done(50, 2, 7), Done(60, 1, 7)]
+    )
+    assert [(p.start.n, p.complete.ts, p.latency_ns) for p in out] == [(2, 35, 15), (1, 60, 50)]
+    assert out[0].key == {"dev": 1, "sector": 8}
+    assert h.stats.dropped == {"complete_without_start": 1}
+
+
+def test_a_join_is_named_join_unless_named() -> None:
+    assert join(Issue, Complete, key="sector").name == "join"
+    assert join(Issue, Complete, key="sector", name="disk io").name == "disk io"

@@ -68,7 +68,7 @@ class Ticker(Operator[int, str]):
 
 class SlowSink(CollectSink[int]):
     async def write(self, batch: list[int]) -> None:
-        await anyio.sleep(0.002)
+        await anyio.sleep(0.002)  # the sink's own slowness, not a wait for anything
         await super().write(batch)
 
 
@@ -151,7 +151,9 @@ async def test_stop_ends_the_source_and_drains() -> None:
     pipeline = ListSource(range(100), batch_size=1, interval=0.01) | SumAtEnd() | sink
     async with anyio.create_task_group() as tg:
         run = await tg.start(pipeline.run)
-        await anyio.sleep(0.05)
+        with anyio.fail_after(10):  # stop mid-stream: once the source has emitted
+            while not run.stats.stages[0].emitted:  # noqa: ASYNC110 - polling a counter
+                await anyio.sleep(0.001)  # poll interval of this bounded wait
         run.stop()
     received = run.stats.stages[0].received
     assert 0 < received < 100
@@ -188,7 +190,7 @@ async def _embedded(expected: int) -> int:
         run = await tg.start(pipeline.run)
         while run.stats.stages[-1].received < expected:
             seen_live = max(seen_live, run.stats.stages[-1].received)
-            await anyio.sleep(0.005)
+            await anyio.sleep(0.005)  # poll interval: the counter is watched live
     assert sink.items == [2 * x for x in range(expected)]
     return seen_live
 
@@ -251,7 +253,7 @@ class SlowToStart(Source[int]):
     ready_at = -1.0
 
     async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.05)  # the slow start being simulated
         assert isinstance(ctx.clock, ManualClock)
         ctx.clock.advance(5.0)
         type(self).ready_at = ctx.clock.now()

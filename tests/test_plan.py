@@ -185,7 +185,6 @@ async def test_one_kernel_pipeline_runs_twice_in_a_row_and_twice_at_once() -> No
         async with anyio.create_task_group() as tg:
             started: list[Run] = [await tg.start(pipeline.run) for _ in range(runs)]
             pids = await anyio.to_thread.run_sync(run_syncs, syncs)
-            await anyio.sleep(0.3)
             for run in started:
                 run.stop()
         return [(run, pids) for run in started]

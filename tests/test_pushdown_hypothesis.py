@@ -124,7 +124,6 @@ async def _run(cases: list[tuple[Predicate, list[str]]], seed: int) -> tuple[int
     async with anyio.create_task_group() as tg:
         runs = [await tg.start(p.run) for p in pipelines]
         await anyio.to_thread.run_sync(workload.go)
-        await anyio.sleep(0.2)
         for run in runs:
             run.stop()
     for run in runs:

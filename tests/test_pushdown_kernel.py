@@ -60,7 +60,6 @@ async def both(
     source: Source[Any],
     operators: Sequence[Operator[Any, Any]],
     workload: Callable[[], Any],
-    settle: float = 0.3,
 ) -> tuple[list[Any], list[Any], PipelineStats, PipelineStats]:
     """What ``source | operators`` emits with the operators in the kernel and
     in Python, run at the same time over ``workload``; and both runs' stats."""
@@ -70,7 +69,6 @@ async def both(
     async with anyio.create_task_group() as tg:
         runs = [await tg.start(p.run) for p in (pushed, plain)]
         await anyio.to_thread.run_sync(workload)
-        await anyio.sleep(settle)
         for run in runs:
             run.stop()
     for run in runs:
@@ -136,7 +134,6 @@ async def test_log2_and_linear_histograms_match_python_and_the_sizes() -> None:
         }
         runs = {key: await tg.start(p.run) for key, p in pipelines.items()}
         await anyio.to_thread.run_sync(workload.go)
-        await anyio.sleep(0.3)
         for r in runs.values():
             r.stop()
     out = {key: r.sink.items for key, r in runs.items()}
@@ -208,7 +205,6 @@ async def test_interval_windows_count_every_event_exactly_once_under_load() -> N
     async with anyio.create_task_group() as tg:
         run = await tg.start(pipeline.run)
         calls.append(int(await anyio.to_thread.run_sync(workload.go)))
-        await anyio.sleep(0.2)
         run.stop()
     windows = run.sink.items
     assert run.stats.lost == 0 and run.stats.dropped == 0, run.stats.summary()
@@ -229,7 +225,6 @@ async def test_rate_per_window_is_the_count_over_the_window() -> None:
     async with anyio.create_task_group() as tg:
         run = await tg.start(pipeline.run)
         calls = int(await anyio.to_thread.run_sync(workload.go))
-        await anyio.sleep(0.1)
         run.stop()
     rates = run.sink.items
     total = sum(r.value * (r.window_end - r.window_start) for r in rates if r.value)

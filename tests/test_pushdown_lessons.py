@@ -79,7 +79,6 @@ async def lesson_on_loop_device(path: str, count: int) -> tuple[Pipeline, list[A
                     "if=/dev/zero", f"of={device}", "bs=128k", f"count={count}", "oflag=direct"
                 )
             )
-            await anyio.sleep(0.3)
             for run in runs:
                 run.stop()
     assert [run.in_kernel for run in runs] == [len(ops), 0]
@@ -156,11 +155,11 @@ def test_strlen_count_is_exact_while_its_process_is_stopped_under_load(tmp_path:
         assert f.process.stdin is not None
         f.process.stdin.write("go\n")
         f.process.stdin.flush()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the scenario: the floods run half a second, then the reader stops
     run.process.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
     strlen_caller(fixture).go()
-    time.sleep(max(0.0, 3 - (time.monotonic() - stopped)))
+    time.sleep(max(0.0, 3 - (time.monotonic() - stopped)))  # the scenario: stopped 3 s
     assert all(f.process.poll() is None for f in flooders), "the flood ended before the stop did"
     run.process.send_signal(signal.SIGCONT)
     for f in flooders:

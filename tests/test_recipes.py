@@ -237,7 +237,6 @@ def test_context_switches_per_process() -> None:
     code, out, err = run.stop()
     assert code == 0, err
     assert out.splitlines()[0].split() == ["PREV_COMM", "COUNT"]
-    # two threads on one CPU: in each round each must give the CPU up for the
-    # other to run (4001 and 4005 measured); being preempted by other tasks
-    # adds a switch each time
-    assert 2 * rounds - 2 <= table(out)["ping_pong"] <= 2 * rounds + 200
+    # two SCHED_FIFO threads on one CPU: in each round each gives the CPU up
+    # once for the other; the process's exit adds one or two
+    assert 2 * rounds <= table(out)["ping_pong"] <= 2 * rounds + 2

@@ -113,7 +113,7 @@ def test_recorded_kernel_run_replays_the_same_without_root(
         pids = workload()
         deadline = time.monotonic() + 30
         while not set(pids) <= event_pids(live_out) and time.monotonic() < deadline:
-            time.sleep(0.02)
+            time.sleep(0.02)  # poll interval of this bounded wait
         live.send_signal(signal.SIGINT)
         live_stdout, live_err = live.communicate(timeout=30)
         assert live.returncode == 0, live_err

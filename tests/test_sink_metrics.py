@@ -113,7 +113,7 @@ async def scraped(items: list[Any], sink: MetricsSink, name: str = "") -> dict[s
         await source.emitted.wait()
         with anyio.fail_after(10):
             while run.stats.stage("metrics").emitted < len(items) - events:  # noqa: ASYNC110
-                await anyio.sleep(0.005)
+                await anyio.sleep(0.005)  # poll interval of this bounded wait
         assert running.host == "127.0.0.1" and running.port != 0
         families = await anyio.to_thread.run_sync(scrape, running.url)
         source.done.set()
@@ -246,9 +246,6 @@ async def test_binds_loopback_only_and_stops_serving_on_close() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-# The runtime leaves the sink's inbox stream unclosed when a sink's open()
-# fails (flowtrace/runtime.py, reported); its ResourceWarning is not ours.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_port_in_use_fails_with_the_fix() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -257,7 +254,7 @@ async def test_port_in_use_fails_with_the_fix() -> None:
         with pytest.raises(Exception, match="choose another port"):
             await pipeline.run()
     del pipeline
-    gc.collect()  # the leaked stream's warning, here rather than in a later test
+    gc.collect()  # a stream left unclosed would warn here (warnings are errors)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from flowtrace import (
     recorder,
 )
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
+from flowtrace.schema import RecordEncoder
 from flowtrace.sinks import ndjson as ndjson_module
 from flowtrace.sinks.ndjson import NdjsonSink
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec, with_sinks
@@ -100,7 +101,7 @@ class Reporting(ListSource[int]):
 
 class Slow(CollectSink[int]):
     async def write(self, batch: list[int]) -> None:
-        await anyio.sleep(0.001)
+        await anyio.sleep(0.001)  # the sink's own slowness, not a wait for anything
         await super().write(batch)
 
 
@@ -182,6 +183,23 @@ async def test_full_disk_counts_the_batch_and_fails() -> None:
 
 
 @pytest.mark.anyio
+async def test_partial_write_counts_only_the_events_not_in_the_file(tmp_path: Path) -> None:
+    """The batch's first four lines fill the file to ``max_bytes``; rotating
+    for the rest fails (a directory where the backup goes): the four stay,
+    the other six are counted as not written."""
+    out = tmp_path / "out.ndjson"
+    (tmp_path / "out.ndjson.1").mkdir()
+    (tmp_path / "out.ndjson.1" / "keep").touch()  # not removable as a backup file
+    line = len(RecordEncoder().json_line(0))
+    sink = NdjsonSink(out, max_bytes=4 * line, backups=1, reports=False)
+    run = Run(ListSource(range(10), batch_size=10) | sink)
+    with pytest.raises(StageError, match="Is a directory"):
+        await run.run()
+    assert [r["data"] for r in lines(out)] == [0, 1, 2, 3]
+    assert run.stats.stage("ndjson").dropped == {"write_error": 6}
+
+
+@pytest.mark.anyio
 async def test_failing_report_write_counts_the_batch() -> None:
     """The attach record due before the first batch cannot be written: the
     batch is counted as not written, like a failing batch write."""
@@ -244,7 +262,7 @@ def test_signal_mid_stream_every_line_parses_and_counts_match(tmp_path: Path, si
     )
     deadline = time.monotonic() + 30
     while (not out.exists() or out.stat().st_size < 5000) and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll interval of this bounded wait
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

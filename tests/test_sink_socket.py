@@ -169,7 +169,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     have no change notification, so poll them."""
     with anyio.fail_after(20):
         while not condition():  # noqa: ASYNC110
-            await anyio.sleep(0.002)
+            await anyio.sleep(0.002)  # poll interval of this bounded wait
 
 
 def where(kind: str, tmp_path: Path) -> Any:
@@ -203,7 +203,7 @@ async def test_peer_stopped_and_restarted_every_event_accounted(kind: str, tmp_p
             with anyio.fail_after(20):  # batches arriving after the backoff reconnect
                 while sink.delivered == 200:
                     await source.feed(20)
-                    await anyio.sleep(0.01)
+                    await anyio.sleep(0.01)  # feeding pace while the condition is polled
             dropped_before = sink_stats.dropped_total
             await source.feed(200)
             source.sender.close()
@@ -390,7 +390,11 @@ async def test_tcp_peer_reset_mid_send_every_event_once() -> None:
                 while len(first) < 60_000:
                     await anyio.wait_readable(conn)
                     first += conn.recv(65536)
-                # stop reading until nothing moves: the sink is blocked in send
+                # stop reading until nothing moves: the sink is blocked in send.
+                # Not a fixed wait: "still" has no notification, so the feed
+                # is watched until it stands 0.3 s (socket autotuning grows
+                # the send buffer for seconds, and the peer's last ACK lags
+                # its data; both must settle before the reset)
                 sent = -1
                 while sent != source.sent:
                     sent = source.sent
@@ -407,7 +411,7 @@ async def test_tcp_peer_reset_mid_send_every_event_once() -> None:
             with anyio.fail_after(20):
                 while not second.events():
                     await source.feed(100, batch=100)
-                    await anyio.sleep(0.01)
+                    await anyio.sleep(0.01)  # feeding pace while the condition is polled
             source.sender.close()
         records, broken = _whole_lines(first)
         got = [r["data"]["n"] for r in records if r["type"] == "event"]
@@ -445,7 +449,7 @@ async def test_flapping_peer_reports_a_bounded_number_of_changes(tmp_path: Path)
             with anyio.fail_after(20):
                 while sink.disconnects < 3 * limit:
                     await source.feed(20)
-                    await anyio.sleep(0.003)
+                    await anyio.sleep(0.003)  # feeding pace while the condition is polled
             source.sender.close()
         peers.cancel_scope.cancel()
     listener.close()

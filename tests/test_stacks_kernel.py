@@ -79,6 +79,7 @@ BLOCK_SECONDS = 0.1
 
 
 async def test_off_cpu_time_of_a_sleeping_thread_sits_under_its_sleep() -> None:
+    # the workload sleeps: what is measured, not a wait
     sleeper = Gated(f"import time\nfor _ in range({BLOCKS}):\n    time.sleep({BLOCK_SECONDS})\n")
     started = time.monotonic()
     counts = await collect(off_cpu_time(pid=sleeper.pid, user=False), sleeper.go)

@@ -34,7 +34,7 @@ def line(pipeline: Pipeline, item: Any) -> str:
 
 async def through(pipeline: Pipeline, events: list[Any]) -> list[Any]:
     """What the tool's operators make of ``events``."""
-    return await collect(ListSource(events), lambda: None, 0, pipeline.operators)
+    return await collect(ListSource(events), lambda: None, pipeline.operators)
 
 
 # -- execsnoop ---------------------------------------------------------------------
@@ -125,6 +125,7 @@ SLEEPS = 20
 
 
 async def test_runqlat_holds_each_wait_of_one_thread() -> None:
+    # the workload sleeps: what is measured, not a wait
     sleeper = Gated(f"import time\nfor _ in range({SLEEPS}):\n    time.sleep(0.01)\n")
     pipeline = tool("runqlat.py", "-p", str(sleeper.pid))
     events = await collect(pipeline.source, sleeper.go)
@@ -200,7 +201,7 @@ async def test_profile_of_a_spinning_program_shows_its_spinning_stack() -> None:
 
 
 async def test_offcputime_puts_a_sleepers_time_under_nanosleep() -> None:
-    sleeper = Gated("import time\nfor _ in range(4):\n    time.sleep(0.1)\n")
+    sleeper = Gated("import time\nfor _ in range(4):\n    time.sleep(0.1)\n")  # what is measured
     pipeline = tool("offcputime.py", "-p", str(sleeper.pid), "-K")
     counts = await collect(pipeline.source, sleeper.go)
     asleep = [c for c in counts if any("nanosleep" in f for f in c.kernel_stack)]

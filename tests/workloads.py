@@ -178,7 +178,7 @@ def syncs_apart(count: int, gap: float) -> list[int]:
     pids = []
     for i in range(count):
         if i:
-            time.sleep(gap)
+            time.sleep(gap)  # the workload's own pacing
         proc = subprocess.Popen(["sync"])
         pids.append(proc.pid)
         assert proc.wait(60) == 0

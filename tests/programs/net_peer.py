@@ -100,7 +100,7 @@ def messages(address: str, port: str, n: str, size: str) -> None:
             # acknowledge the echo now, by itself: an acknowledgement riding
             # on the next message would share that message's fate
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            time.sleep(0.01)
+            time.sleep(0.01)  # the workload's pacing between messages
 
 
 class AnyMethod(http.server.BaseHTTPRequestHandler):

@@ -1,6 +1,9 @@
 /* Two threads pinned to one CPU hand a token back and forth ROUNDS times
- * through a pair of pipes, so the CPU switches directly between them. Prints
- * both thread ids, then waits for a line on stdin before playing. */
+ * through a pair of pipes, so the CPU switches directly between them. Both
+ * run SCHED_FIFO at one priority: no ordinary task runs in between and a
+ * woken thread waits until the other blocks, so each round is exactly one
+ * switch each way. Prints both thread ids, then waits for a line on stdin
+ * before playing. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -19,6 +22,9 @@ static void pin(void) {
     CPU_SET(0, &cpus);
     if (sched_setaffinity(0, sizeof(cpus), &cpus) != 0)
         exit(3);
+    struct sched_param fifo = {.sched_priority = 1};
+    if (sched_setscheduler(0, SCHED_FIFO, &fifo) != 0)
+        exit(5);
 }
 
 static void *pong(void *unused) {

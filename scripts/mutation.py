@@ -1,0 +1,485 @@
+"""Mutation testing of flowtrace: how many deliberate one-line bugs the tests catch.
+
+    nice -n 10 VENV/bin/python scripts/mutation.py [--sample N] [--areas a,b] [--seed S]
+
+VENV has flowtrace's test extra and the ``mutation`` extra (mutmut) installed,
+with system site packages for bcc; run as root (the kernel tests attach
+probes). See README.md, "Mutation testing". Not part of CI: a full run takes
+hours on two cores.
+
+Python areas: mutmut generates the mutants of each area's files; each mutant
+is applied to a scratch copy of the repository (tracked files) and only the
+test files mapped to its area run against it (``pytest -x``). A failing run
+kills it; a run that passes lets it survive. Applying the mutant to the
+source itself (rather than mutmut's own runner, which switches mutants at run
+time) keeps mutants of default arguments and of code that runs at import
+honest, and lets kernel tests run in their own process.
+
+C area: mutants of the lessons' C bodies, from a small list of operators of
+our own (operands of ``-`` swapped, comparisons moved by one, ``==``/``!=``
+flipped, integer constants moved by one, statements dropped), applied to the
+generated program text just before bcc compiles it (a pytest plugin), then
+the lesson's kernel tests run. Mutants bcc cannot compile are counted as
+invalid, not killed.
+
+With ``--sample N`` each area runs N mutants drawn at random (``--seed``); the
+score is then a sample's, and is printed as such. Survivors listed in
+EQUIVALENT are reported with their reason and left out of the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import difflib
+import glob
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# area -> (files mutated, test files that exercise them)
+PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
+    "operators": (
+        ["flowtrace/operators/*.py"],
+        [
+            "tests/test_operators_api.py",
+            "tests/test_operators_basic.py",
+            "tests/test_operators_buckets.py",
+            "tests/test_operators_console.py",
+            "tests/test_operators_count.py",
+            "tests/test_operators_custom.py",
+            "tests/test_operators_extras.py",
+            "tests/test_operators_join.py",
+            "tests/test_operators_merge.py",
+            "tests/test_operators_runs.py",
+            "tests/test_operators_windows.py",
+        ],
+    ),
+    "transport": (
+        ["flowtrace/transport.py"],
+        ["tests/test_transport.py", "tests/test_kernel_core.py"],
+    ),
+    "kernel_source": (
+        ["flowtrace/kernel_source.py"],
+        [
+            "tests/test_kernel_core.py",
+            "tests/test_kernel_lessons.py",
+            "tests/test_reorder_kernel.py",  # the reorder buffer the source runs
+            "tests/test_pushdown_plan.py",  # placement and what explain says of it
+        ],
+    ),
+    "recording": (
+        ["flowtrace/recording.py"],
+        [
+            "tests/test_replay.py",
+            "tests/test_replay_fuzz.py",
+            "tests/test_replay_jumps.py",
+            "tests/test_typed_sources.py",  # replays recordings of typed sources
+            "tests/test_plot.py",  # reads recordings it plots
+        ],
+    ),
+    "sinks": (
+        ["sinks/*.py"],
+        [
+            "tests/test_sink_metrics.py",
+            "tests/test_sink_ndjson.py",
+            "tests/test_sink_otlp.py",
+            "tests/test_sink_socket.py",
+            "tests/test_sink_tee.py",
+            "tests/test_operators_console.py",
+            "tests/test_output_files.py",
+            "tests/test_stacks.py",
+        ],
+    ),
+}
+
+# lesson source -> the kernel lesson tests that drive it (-k expression)
+C_LESSONS: dict[str, str] = {
+    "sources/disk.py": "disksnoop_sees",
+    "sources/syscalls.py": "sync_lessons",
+    "sources/urandom.py": "urandomread",
+    "sources/reads.py": "vfsreadlat",
+    "sources/libc.py": "strlen",
+    "sources/processes.py": "hello",
+}
+
+# surviving mutants that cannot change behaviour, by mutant name: why
+EQUIVALENT: dict[str, str] = {
+    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_4": (
+        "the uniform-records fast path skipped: the general path decodes the same records"
+    ),
+    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_20": (
+        "the uniform-records check fails: the general path decodes the same records"
+    ),
+    "flowtrace.transport.x__perf_event_open__mutmut_21": (
+        "no wakeup watermark: the reader is woken per record, reads the same records"
+    ),
+    "flowtrace.transport.xǁRingBufferReaderǁ__init____mutmut_72": (
+        "producer position read signed: equal below 2**63 bytes written"
+    ),
+    "flowtrace.transport.xǁRingBufferReaderǁread__mutmut_12": (
+        "read(0) only: every caller asks for a positive batch limit"
+    ),
+    "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
+        "the body of an abstract method: never called"
+    ),
+    "flowtrace.recording.xǁRecordingReaderǁ_event_line__mutmut_1": (
+        "the one-type fast path off: the general path reads the same events"
+    ),
+    "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
+        "the name of an internal decoding struct: never shown"
+    ),
+    "flowtrace.recording.xǁ_Decodingǁof__mutmut_20": (
+        "the fast decoder misses every line: the general path reads the same events"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_29": (
+        "held events are flushed at the next wake-up, not at their due time: same events, later"
+    ),
+    "sinks.ndjson.xǁNdjsonSinkǁclose__mutmut_1": (
+        "descriptor 0 is standard input, open for the whole run: never the sink's"
+    ),
+    "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
+        "strict=None: the zipped sequences have one length by construction"
+    ),
+}
+
+# surviving C mutants that cannot change behaviour, by the change made: why
+C_EQUIVALENT: list[tuple[str, str]] = [
+    (r"BPF_TABLE\(.*, \d+\);.* -> BPF_TABLE\(.*", "a table's capacity by one: none is filled"),
+    (r"u8 one = 1; -> u8 one = 2;", "a presence flag: only looked up, never read"),
+    (r"return 1; -> return 2;", "a truth value (ft_is_urandom_path): any non-zero is true"),
+    (r"if \(got_bits <= 0\) -> if \(got_bits <= 1\)", "got_bits is bytes read * 8: never 1"),
+]
+
+TIMEOUT = 600  # seconds for one mutant's tests (a mutant that hangs is killed)
+
+C_PLUGIN = '''
+"""Applies FLOWTRACE_C_MUTANT ([old, new]) to every program text bcc compiles."""
+import dataclasses, json, os
+from pathlib import Path
+from flowtrace import loaded
+
+_old, _new = json.loads(os.environ["FLOWTRACE_C_MUTANT"])
+_load = loaded.LoadedProgram.load
+
+
+def _mutated_load(self, program, cflags):
+    if _old in program.text:
+        Path(os.environ["FLOWTRACE_C_MUTANT_SEEN"]).touch()
+        program = dataclasses.replace(program, text=program.text.replace(_old, _new, 1))
+    return _load(self, program, cflags)
+
+
+loaded.LoadedProgram.load = _mutated_load
+'''
+
+
+@dataclasses.dataclass
+class Outcome:
+    name: str
+    status: str  # killed, survived, invalid (C: does not compile), unreached
+    change: str  # the changed line, before -> after
+    seconds: float
+
+
+def copy_repository(dest: Path) -> None:
+    """The working tree's tracked files (symlinks kept) into ``dest``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    pack = subprocess.run(
+        ["tar", "--null", "-T", "-", "-cf", "-"],
+        cwd=ROOT,
+        input=files,
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=pack, check=True)
+
+
+def run_tests(scratch: Path, tests: list[str], env: dict[str, str], k: str = "") -> tuple[int, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+    ]
+    command += [*tests, *(["-k", k] if k else [])]
+    try:
+        done = subprocess.run(
+            command, cwd=scratch, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_env(scratch: Path, **extra: str) -> dict[str, str]:
+    env = dict(
+        os.environ, PYTHONPATH=f"{scratch}:{scratch / 'tests'}", FLOWTRACE_REQUIRE_KERNEL="1"
+    )
+    env.update(extra)
+    return env
+
+
+def one_line_change(before: str, after: str) -> str:
+    """The lines a mutant changed: ``removed -> added``, shortened."""
+    diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
+    removed = " / ".join(d[2:].strip() for d in diff if d.startswith("- "))
+    added = " / ".join(d[2:].strip() for d in diff if d.startswith("+ "))
+    return f"{removed[:90]} -> {added[:90]}"
+
+
+@contextlib.contextmanager
+def inside(path: Path) -> Iterator[None]:
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def python_mutants(
+    scratch: Path, areas: dict[str, tuple[list[str], list[str]]]
+) -> dict[str, list[tuple[str, Path]]]:
+    """mutmut's mutants of each area's files: area -> [(mutant name, source file)]."""
+    globs = [g for files, _ in areas.values() for g in files]
+    (scratch / "setup.cfg").write_text(
+        "[mutmut]\nsource_paths=\n    flowtrace/\n    sinks/\nonly_mutate=\n"
+        + "".join(f"    {g}\n" for g in globs)
+    )
+    with inside(scratch):  # mutmut reads its configuration from the working directory
+        from mutmut.__main__ import (  # type: ignore[import-not-found]
+            copy_also_copy_files,
+            copy_src_dir,
+            create_mutants,
+            setup_source_paths,
+        )
+
+        Path("mutants").mkdir(exist_ok=True)
+        copy_src_dir()
+        copy_also_copy_files()
+        setup_source_paths()
+        with contextlib.redirect_stdout(sys.stderr):  # its progress is not the report
+            create_mutants(os.cpu_count() or 2)
+    found: dict[str, list[tuple[str, Path]]] = {}
+    for area, (files, _) in areas.items():
+        sources = sorted({Path(p) for g in files for p in glob.glob(g, root_dir=scratch)})
+        found[area] = []
+        for source in sources:
+            meta = scratch / "mutants" / f"{source}.meta"
+            if meta.exists():
+                names = json.loads(meta.read_text())["exit_code_by_key"]
+                found[area] += [(name, source) for name in sorted(names)]
+    return found
+
+
+def run_python_mutant(scratch: Path, name: str, source: Path, tests: list[str]) -> Outcome:
+    from mutmut.mutation.diff_apply import apply_mutant  # type: ignore[import-not-found]
+
+    path = scratch / source
+    original = path.read_text()
+    started = time.monotonic()
+    try:
+        with inside(scratch):
+            apply_mutant(name)
+        mutated = path.read_text()
+        code, _ = run_tests(scratch, tests, test_env(scratch))
+    finally:
+        path.write_text(original)
+    status = "survived" if code == 0 else "killed"
+    return Outcome(name, status, one_line_change(original, mutated), time.monotonic() - started)
+
+
+# (pattern, replacement) pairs tried on each lesson line; see the module docstring
+C_OPERATORS: list[tuple[str, str]] = [
+    (r"([\w>.\-\[\]]+) - ([\w>.\-\[\]]+)", r"\2 - \1"),
+    (r"(?<![<>=!])<(?![<=])", "<="),
+    (r"<=", "<"),
+    (r"(?<![-<>=!])>(?![>=])", ">="),
+    (r">=", ">"),
+    (r"==", "!="),
+    (r"!=", "=="),
+    (r"(?<![\w.])(\d+)(?![\w.])", "+1"),
+]
+
+
+def c_mutants(scratch: Path) -> list[tuple[str, str, str, str]]:
+    """(source, k expression, old line, new line) for each C mutant of the
+    lessons' bodies: lines of the generated program that the source file
+    itself holds (the lesson's own C, not the framework's)."""
+    code = (
+        "import json, sys\n"
+        "from flowtrace.sources import disk, syscalls, urandom, reads, libc, processes\n"
+        "texts = {}\n"
+        "for name, module in [('disk', disk), ('syscalls', syscalls), ('urandom', urandom),"
+        " ('reads', reads), ('libc', libc), ('processes', processes)]:\n"
+        "    for attr in dir(module):\n"
+        "        make = getattr(module, attr)\n"
+        "        if callable(make) and getattr(make, '__module__', '') == module.__name__:\n"
+        "            try:\n"
+        "                source = make()\n"
+        "                texts.setdefault(name, []).append(source.generated_code())\n"
+        "            except Exception:\n"
+        "                pass\n"
+        "json.dump(texts, sys.stdout)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=scratch,
+        env=test_env(scratch),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    texts: dict[str, list[str]] = json.loads(done.stdout)
+    mutants = []
+    for source, k in C_LESSONS.items():
+        own = (scratch / source).read_text()
+        program = "\n".join(texts.get(Path(source).stem, []))
+        seen: set[str] = set()
+        for line in program.splitlines():
+            body = line.strip()
+            if (
+                not body
+                or body in seen
+                or body not in own
+                or body.startswith(("//", "#", "/*", "*"))
+            ):
+                continue
+            seen.add(body)
+            for pattern, replacement in C_OPERATORS:
+                for match in re.finditer(pattern, line):
+                    if replacement == "+1":
+                        new = f"{int(match.group(1)) + 1}"
+                    else:
+                        new = match.expand(replacement)
+                    mutated = line[: match.start()] + new + line[match.end() :]
+                    if mutated != line:
+                        mutants.append((source, k, line, mutated))
+            if (
+                body.endswith(";")
+                and "=" in body.split("(")[0]
+                and not re.match(r"^(u|s)\d+ |^struct |^char |^int |^const ", body)
+            ):
+                mutants.append((source, k, line, ""))  # the assignment dropped
+            elif body.endswith(";") and re.match(r"^[\w.>\-]+\.(update|delete|increment)\(", body):
+                mutants.append((source, k, line, ""))  # the map update dropped
+    return mutants
+
+
+def run_c_mutant(scratch: Path, source: str, k: str, old: str, new: str) -> Outcome:
+    seen = scratch / "c-mutant-seen"
+    seen.unlink(missing_ok=True)
+    env = test_env(
+        scratch, FLOWTRACE_C_MUTANT=json.dumps([old, new]), FLOWTRACE_C_MUTANT_SEEN=str(seen)
+    )
+    started = time.monotonic()
+    code, out = run_tests(scratch, ["-p", "_mutation_c", "tests/test_kernel_lessons.py"], env, k)
+    if not seen.exists():
+        status = "unreached"
+    elif "could not load the program" in out or ("error:" in out and "bcc" in out):
+        status = "invalid"
+    else:
+        status = "survived" if code == 0 else "killed"
+    name = f"{source}: {old.strip()[:70]}"
+    return Outcome(
+        name,
+        status,
+        f"{old.strip()[:90]} -> {new.strip()[:90] or '(dropped)'}",
+        time.monotonic() - started,
+    )
+
+
+def why_equivalent(outcome: Outcome) -> str | None:
+    """Why a survivor cannot change behaviour (EQUIVALENT by mutant name, or
+    C_EQUIVALENT by the change made), or None."""
+    if outcome.name in EQUIVALENT:
+        return EQUIVALENT[outcome.name]
+    for pattern, reason in C_EQUIVALENT:
+        if re.fullmatch(pattern, outcome.change):
+            return reason
+    return None
+
+
+def report(area: str, outcomes: list[Outcome], total: int) -> None:
+    counted = [o for o in outcomes if o.status in ("killed", "survived")]
+    survivors = [o for o in counted if o.status == "survived"]
+    equivalent = [o for o in survivors if why_equivalent(o)]
+    scored = len(counted) - len(equivalent)
+    killed = sum(o.status == "killed" for o in counted)
+    score = f"{100 * killed / scored:.0f}%" if scored else "n/a"
+    sampled = f"sample of {len(outcomes)} of {total}" if len(outcomes) < total else f"all {total}"
+    other = {s: sum(o.status == s for o in outcomes) for s in ("invalid", "unreached")}
+    notes = [sampled, f"{len(equivalent)} equivalent"]
+    notes += [f"{n} {s}" for s, n in other.items() if n]
+    print(f"{area:14} {killed:4} killed / {scored:4} scored = {score:>4}  ({'; '.join(notes)})")
+    for o in survivors:
+        why = why_equivalent(o) or "hole: no test fails"
+        print(f"    survived {o.name}\n        {o.change}\n        {why}")
+    sys.stdout.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=0, help="mutants per area (0: all)")
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--areas", default=",".join([*PYTHON_AREAS, "c_bodies"]))
+    parser.add_argument("--json", type=Path, help="also write every outcome here")
+    parser.add_argument("--only", default="", help="Python mutant names to run (comma-separated)")
+    args = parser.parse_args()
+    areas = args.areas.split(",")
+    unknown = [a for a in areas if a not in PYTHON_AREAS and a != "c_bodies"]
+    if unknown:
+        parser.error(
+            f"unknown area {unknown[0]!r}; areas: {', '.join([*PYTHON_AREAS, 'c_bodies'])}"
+        )
+    rng = random.Random(args.seed)
+    results: dict[str, list[dict[str, object]]] = {}
+    with tempfile.TemporaryDirectory(prefix="flowtrace-mutation-") as folder:
+        scratch = Path(folder)
+        copy_repository(scratch)
+        (scratch / "tests" / "_mutation_c.py").write_text(C_PLUGIN)
+        chosen = {a: PYTHON_AREAS[a] for a in areas if a in PYTHON_AREAS}
+        mutants = python_mutants(scratch, chosen) if chosen else {}
+        for area, (_, tests) in chosen.items():
+            code, out = run_tests(scratch, tests, test_env(scratch))
+            if code != 0:
+                print(f"{area}: its tests fail without any mutant; fix them first:\n{out[-2000:]}")
+                return 1
+            names = mutants[area]
+            if args.only:
+                names = [(n, src) for n, src in names if n in args.only.split(",")]
+            picked = rng.sample(names, min(args.sample, len(names))) if args.sample else names
+            outcomes = [run_python_mutant(scratch, name, source, tests) for name, source in picked]
+            report(area, outcomes, len(names))
+            results[area] = [dataclasses.asdict(o) for o in outcomes]
+        if "c_bodies" in areas:
+            found = c_mutants(scratch)
+            picked = rng.sample(found, min(args.sample, len(found))) if args.sample else found
+            outcomes = [run_c_mutant(scratch, *m) for m in picked]
+            report("c_bodies", outcomes, len(found))
+            results["c_bodies"] = [dataclasses.asdict(o) for o in outcomes]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
