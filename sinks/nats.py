@@ -240,8 +240,8 @@ class NatsSink(Sink[Any]):
         """``nats://HOST:PORT[/SUBJECT][,nats://HOST:PORT...][,OPTION=VALUE...]``
         with options ``stream``, ``create`` (yes/no), ``replicas``,
         ``framing``, ``buffer``, ``max_inflight``, ``backoff``,
-        ``backoff_max``, ``ack_timeout``, ``host``, ``pipeline``: the
-        constructor's arguments (``create`` is ``create_stream``)."""
+        ``backoff_max``, ``ack_timeout``, ``close_timeout``, ``host``,
+        ``pipeline``: the constructor's arguments (``create`` is ``create_stream``)."""
         parts = [p for p in argument.split(",") if p]
         urls = [p for p in parts if "://" in p]
         if not urls:
@@ -260,6 +260,7 @@ class NatsSink(Sink[Any]):
                 "backoff": parse_seconds,
                 "backoff_max": parse_seconds,
                 "ack_timeout": parse_seconds,
+                "close_timeout": parse_seconds,
                 "host": str,
                 "pipeline": str,
             },

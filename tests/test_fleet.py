@@ -223,7 +223,13 @@ def check_agents(agents: list[Agent]) -> list[tuple[int, int, dict[str, int]]]:
 
 
 def start_agents(
-    tmp: Path, servers: list[str], *, seconds: float, window: float, realtime: bool
+    tmp: Path,
+    servers: list[str],
+    *,
+    seconds: float,
+    window: float,
+    realtime: bool,
+    close_timeout: float = 10.0,
 ) -> list[Agent]:
     env = cli_env(tmp)
     agents = []
@@ -232,15 +238,17 @@ def start_agents(
         write_recording(rec, h, seconds, 400, wall_start=WALL)
         agents.append(
             Agent(tmp, f"host{h}", rec, servers, env, window=window, realtime=realtime,
-                  extra=",replicas=3")
+                  extra=f",replicas=3,close_timeout={close_timeout}")
         )  # fmt: skip
     return agents
 
 
-def collector(tmp: Path, servers: list[str], name: str, *, window: float) -> Process:
+def collector(
+    tmp: Path, servers: list[str], name: str, *, window: float, lateness: float = 2.0
+) -> Process:
     out = tmp / f"{name}.ndjson"
     args = [COLLECTOR, *servers, "--window", str(window), "--out", str(out)]
-    args += ["--ack-wait", "2", "--durable", "fleet", "--lateness", "2"]
+    args += ["--ack-wait", "2", "--durable", "fleet", "--lateness", str(lateness)]
     return Process(args, cli_env(tmp), tmp / f"{name}.err")
 
 
@@ -280,7 +288,9 @@ def test_four_agents_merge_to_the_sum_bucket_for_bucket(
 
 def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path: Path) -> None:
     servers = three_nodes.urls
-    c = collector(tmp_path, servers, "collector", window=0.5)
+    # results held up by the outage and the stream's new leader arrive late by
+    # more than the 2.5 s the node is down: the collector waits for them
+    c = collector(tmp_path, servers, "collector", window=0.5, lateness=8.0)
     agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
     until(lambda: publishing(agents))
     time.sleep(1.0)  # the scenario: a second of streaming, then the kill
@@ -288,7 +298,7 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
     time.sleep(2.5)  # the scenario: the node stays down 2.5 s
     three_nodes.servers[0].start()
     results = check_agents(agents)
-    assert all(dropped == {} for _, _, dropped in results)
+    assert all(dropped == {} for _, _, dropped in results), results
     stop_collector(c, servers)
     merged = read_ndjson(tmp_path / "collector.ndjson")
     assert buckets_of(merged) == agent_totals(agents)
@@ -296,7 +306,11 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
 
 def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path) -> None:
     servers = three_nodes.urls
-    agents = start_agents(tmp_path, servers, seconds=12.0, window=0.25, realtime=True)
+    # a whole cluster restarted may take its streams' leaders more than the
+    # default 10 s to elect: the agents wait up to 60 s for their acknowledgements
+    agents = start_agents(
+        tmp_path, servers, seconds=12.0, window=0.25, realtime=True, close_timeout=60.0
+    )
     until(lambda: publishing(agents))
     time.sleep(1.0)  # the scenario: a second of streaming, then the outage
     for server in three_nodes.servers:
@@ -305,7 +319,7 @@ def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path)
     for server in three_nodes.servers:
         server.start()
     results = check_agents(agents)
-    assert all(dropped == {} for _, _, dropped in results)
+    assert all(dropped == {} for _, _, dropped in results), results
     c = collector(tmp_path, servers, "collector", window=0.5)
     stop_collector(c, servers)
     merged = read_ndjson(tmp_path / "collector.ndjson")
