@@ -287,7 +287,6 @@ class KernelSource(Source[E], Generic[E]):
         next_refresh = 0.0
         latency = DEFAULT_LATENCY if ctx.latency is None else ctx.latency
         gathering = Gathering(latency, reader.capacity)
-        settled_at = 0  # the reorder clock: the start of the last read that took everything
         # perf rings: a wake-up per record while records come slowly only
         wake_per_record = getattr(reader, "wake_per_record", None)
         while not ctx.stop_requested:
@@ -301,15 +300,13 @@ class KernelSource(Source[E], Generic[E]):
             # probe takes from its timestamp to its commit
             read_at = time.monotonic_ns()
             batch = reader.read(_BATCH_LIMIT)
-            if len(batch) < _BATCH_LIMIT:  # a read cut at its bound leaves older records behind
-                settled_at = read_at
             if counting:
                 stats.received += len(batch)
             pause = gathering.after_read(len(batch), now)
             if wake_per_record is not None:
                 wake_per_record(not gathering.fast)
             if reorder is not None:
-                batch = reorder.push(batch, settled_at)
+                batch = reorder.push(batch, read_at)
                 stats.late = reorder.late
             if batch:
                 await emit(batch)

@@ -12,8 +12,11 @@ counted as ``late``: never dropped, never reordered into the past.
 The reader's clock is read *before* each read of the kernel's buffer
 (:class:`~flowtrace.kernel_source.KernelSource` does): a record a read
 leaves behind was committed after that moment, unless the read stopped at
-its bound (8192 events) with records still waiting; the clock then stays
-at the start of the last read that took everything. So an event can only come
+its bound (8192 events) with records still waiting. A ring buffer hands
+records over in the order they were reserved, so those are not older; per-CPU
+perf rings are read one after another, so a read cut at its bound during a
+burst can leave older records in the rings it did not reach: they come out
+``late`` (counted, never lost). So an event can only come
 late if its probe took more than about ``window`` between reading the
 clock and committing the record (a probe preempted in between), however
 long the reader itself was delayed. Probes take microseconds, so the
