@@ -225,7 +225,9 @@ async def test_sync_count_in_the_kernel_reports_what_python_reports(tmp_path: Pa
     assert [e.seq for e in kernel] == [e.seq for e in python] == [2, 3, 5]
     for k, p in zip(kernel, python, strict=True):
         assert 100_000_000 <= k.gap < QUICK_NS
-        assert abs(k.gap - p.gap) < 100_000  # each program reads the clock itself
+        # each program reads the clock itself, one after the other at the same
+        # sync: an interrupt between them shifts one reading (0.2 ms seen in CI)
+        assert abs(k.gap - p.gap) < 2_000_000
     running = runs[0].stats.stages[2]
     assert running.received == running.emitted == 5  # every sync, only the quick ones left
     assert runs[0].stats.stages[3].emitted == 3

@@ -172,7 +172,7 @@ async def test_tcpretrans_counts_retransmits_per_connection(pair: VethPair) -> N
     (table,) = await through(pipeline, ours)
     assert isinstance(table, CountTable)
     (row,) = table.rows
-    assert row.count == 3  # the SYN and two messages, each sent twice
+    assert row.count == 3, ours  # the SYN and two messages, each sent twice
     text = pipeline.sink.table.line(row)  # type: ignore[attr-defined]
     assert text == f"{f'[10.200.0.1]#{lport}':<20} <-> {f'[10.200.0.2]#{port}':<20}          3"
 
