@@ -35,10 +35,21 @@ class Gated:
         self.pid = self.process.pid
 
     def go(self, timeout: float = 60) -> None:
+        """Release it once it waits in read(2) on its standard input (so the
+        go line wakes it, as tests counting wake-ups expect), then wait for it."""
         assert self.process.stdin is not None
+        self._wait_reading_stdin(timeout)
         self.process.stdin.write(b"go\n")
         self.process.stdin.close()
         assert self.process.wait(timeout) == 0
+
+    def _wait_reading_stdin(self, timeout: float) -> None:
+        syscall = Path(f"/proc/{self.pid}/syscall")
+        deadline = time.monotonic() + timeout
+        # x86-64: read(2) is syscall 0, its first argument the descriptor 0
+        while not syscall.read_text().startswith("0 0x0 "):
+            assert time.monotonic() < deadline, f"pid {self.pid} never read its stdin"
+            time.sleep(0.001)  # poll interval of this bounded wait
 
 
 def forker(count: int) -> Gated:
