@@ -206,6 +206,7 @@ class Agent(Process):
         window: float,
         realtime: bool,
         extra: str = "",
+        drain_timeout: float | None = None,
     ) -> None:
         pipeline = tmp / "agent.py"
         if not pipeline.exists():
@@ -216,6 +217,8 @@ class Agent(Process):
         args = ["--replay", str(recording), "--sink", spec]
         if realtime:
             args.append("--realtime")
+        if drain_timeout is not None:  # the sink's close is bounded by it too
+            args += ["--drain-timeout", str(drain_timeout)]
         super().__init__(
             [*args, f"{pipeline}:pipeline", str(self.out), str(window)],
             env,

@@ -238,7 +238,8 @@ def start_agents(
         write_recording(rec, h, seconds, 400, wall_start=WALL)
         agents.append(
             Agent(tmp, f"host{h}", rec, servers, env, window=window, realtime=realtime,
-                  extra=f",replicas=3,close_timeout={close_timeout}")
+                  extra=f",replicas=3,close_timeout={close_timeout}",
+                  drain_timeout=close_timeout)
         )  # fmt: skip
     return agents
 
