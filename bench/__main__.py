@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.harness import CONTENDERS, RESULTS, Options, run_benchmark
 from bench.latency import LATENCY_CONTENDERS, LatencyOptions, render_latency, run_latency
@@ -87,23 +88,27 @@ def main(argv: list[str] | None = None) -> int:
         results=args.results.resolve(),
     )
     result = run_benchmark(options, progress)
-    path = options.results / f"bench-{result['when']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    (options.results / "latest.json").write_text(path.read_text())
-    print("\n".join(render(result)))
-    print(f"\nJSON: {path}")
+    publish(result, options.results, "bench", "latest", render(result))
     return 0 if all(s["adds_up"] for s in result["summary"].values()) else 1
 
 
 def latency(options: LatencyOptions, progress: Callable[[str], None]) -> int:
     """The latency table; exit status 1 when a run failed."""
     result = run_latency(options, progress)
-    path = options.results / f"latency-{result['when']}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    (options.results / "latest-latency.json").write_text(path.read_text())
-    print("\n".join(render_latency(result)))
-    print(f"\nJSON: {path}")
+    publish(result, options.results, "latency", "latest-latency", render_latency(result))
     return 0 if not any(s["failed"] for s in result["summary"].values()) else 1
+
+
+def publish(
+    result: dict[str, Any], results: Path, kind: str, latest: str, table: list[str]
+) -> None:
+    """Write ``result`` as ``KIND-WHEN.json`` and ``LATEST.json`` in ``results``,
+    then print ``table`` and where the JSON is."""
+    path = results / f"{kind}-{result['when']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    (results / f"{latest}.json").write_text(path.read_text())
+    print("\n".join(table))
+    print(f"\nJSON: {path}")
 
 
 if __name__ == "__main__":

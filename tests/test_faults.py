@@ -109,6 +109,13 @@ def spaced(n: int, gap: float) -> list[float]:
     return [100.5 + i * gap for i in range(n)]
 
 
+DISK_FULL = (
+    r"^flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'ndjson' failed: OSError: "
+    r"\[Errno 28\] No space left on device$"
+)
+"""The one line of a run whose NDJSON file filled its disk."""
+
+
 # -- the table ----------------------------------------------------------------
 
 
@@ -251,8 +258,7 @@ CASES = {
             "ndjson:{tmp}/full/out.nd",
         ),
         1,
-        r"^flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'ndjson' failed: OSError: "
-        r"\[Errno 28\] No space left on device$",
+        DISK_FULL,
         setup=small_tmpfs,
         shell="{cmd} > /dev/null",
         stages=("reads", "sinks", "console", "ndjson"),
@@ -269,8 +275,7 @@ CASES = {
             "ndjson:{tmp}/full/out.nd",
         ),
         1,
-        r"^flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'ndjson' failed: OSError: "
-        r"\[Errno 28\] No space left on device$",
+        DISK_FULL,
         setup=small_tmpfs,
         shell="{cmd} > /dev/null",
         stages=("sched:sched_switch", "sinks", "console", "ndjson"),
