@@ -338,7 +338,9 @@ def test_collector_killed_resumes_from_its_durable_consumer(
     assert all(a.process.poll() is None for a in agents)  # mid-stream
     first.kill()
     emitted_before_kill = read_ndjson(tmp_path / "first.ndjson")
-    second = collector(tmp_path, servers, "second", window=0.5)
+    # what the first read unacknowledged comes again only after the 2 s ack
+    # wait, behind results published since: the successor waits for it
+    second = collector(tmp_path, servers, "second", window=0.5, lateness=8.0)
     check_agents(agents)
     stop_collector(second, servers)
     again = read_ndjson(tmp_path / "second.ndjson")
