@@ -14,26 +14,31 @@ only quick syncs leave the kernel, as in the tutorial.
     At time 1.51 s: multiple syncs detected, last 203 ms ago (sync count 5)
 """
 
+from collections.abc import Callable
 from typing import Any
 
 from flowtrace import syscall_entry
 from flowtrace.operators import F, filter, running_count
-from flowtrace.sinks.console import ConsoleSink, RelativeSeconds
+from flowtrace.sinks.console import ConsoleSink, EachRun, RelativeSeconds
 from flowtrace.sources.syscalls import QUICK_NS
 
-since_first = RelativeSeconds("ts")
 
+def report() -> Callable[[Any], str]:
+    """Each run's line: its time counts from the run's first quick sync."""
+    since_first = RelativeSeconds("ts")
 
-def report(e: Any) -> str:  # the event type is read from the tracepoint's format
-    return (
-        f"At time {since_first(e):.2f} s: multiple syncs detected,"
-        f" last {e.gap // 1_000_000} ms ago (sync count {e.seq})"
-    )
+    def line(e: Any) -> str:  # the event type is read from the tracepoint's format
+        return (
+            f"At time {since_first(e):.2f} s: multiple syncs detected,"
+            f" last {e.gap // 1_000_000} ms ago (sync count {e.seq})"
+        )
+
+    return line
 
 
 pipeline = (
     syscall_entry("sync")
     | running_count()
     | filter((F.seq > 1) & (F.gap < QUICK_NS))
-    | ConsoleSink(line=report, header="Tracing for quick sync's... Ctrl-C to end")
+    | ConsoleSink(line=EachRun(report), header="Tracing for quick sync's... Ctrl-C to end")
 )

@@ -10,17 +10,23 @@ printing to trace_pipe. Time is seconds since the first record.
     At time 0.10 s: multiple syncs detected, last 102 ms ago
 """
 
-from flowtrace.sinks.console import ConsoleSink, RelativeSeconds
+from collections.abc import Callable
+
+from flowtrace.sinks.console import ConsoleSink, EachRun, RelativeSeconds
 from flowtrace.sources.syscalls import QuickSync, quick_syncs
 
-since_first = RelativeSeconds("ts")
 
+def report() -> Callable[[QuickSync], str]:
+    """Each run's line: its time counts from the run's first quick sync."""
+    since_first = RelativeSeconds("ts")
 
-def report(e: QuickSync) -> str:
-    ms = e.gap_ns // 1_000_000
-    return f"At time {since_first(e):.2f} s: multiple syncs detected, last {ms} ms ago"
+    def line(e: QuickSync) -> str:
+        ms = e.gap_ns // 1_000_000
+        return f"At time {since_first(e):.2f} s: multiple syncs detected, last {ms} ms ago"
+
+    return line
 
 
 pipeline = quick_syncs(transport="perf") | ConsoleSink(
-    line=report, header="Tracing for quick sync's... Ctrl-C to end"
+    line=EachRun(report), header="Tracing for quick sync's... Ctrl-C to end"
 )

@@ -26,6 +26,7 @@ from flowtrace.visible import visible_line
 __all__ = [
     "Column",
     "ConsoleSink",
+    "EachRun",
     "HistogramStyle",
     "RelativeSeconds",
     "TableStyle",
@@ -60,6 +61,25 @@ class PerRun(Protocol):
 
 def _fresh(value: F) -> F:
     return cast(F, value.fresh()) if isinstance(value, PerRun) else value
+
+
+class EachRun(Generic[T]):
+    """A line or column value made anew for each run by calling ``make()``.
+
+    For formatting whose state is not one :class:`RelativeSeconds` but lives
+    in a function's closure: ``make`` returns the formatting function, each
+    run calls it once and formats every event of the run with the result.
+    """
+
+    def __init__(self, make: Callable[[], Callable[[T], Any]]) -> None:
+        self.make = make
+        self._made = make()
+
+    def fresh(self) -> EachRun[T]:
+        return EachRun(self.make)
+
+    def __call__(self, event: T) -> Any:
+        return self._made(event)
 
 
 class RelativeSeconds:

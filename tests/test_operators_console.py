@@ -9,8 +9,10 @@ The %-formats below are the tutorial tools' own format strings, on purpose.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -18,6 +20,7 @@ import pytest
 from bcc import table as bcc_table  # bcc is required: without it these tests fail, not skip
 
 from flowtrace.clock import ManualClock
+from flowtrace.loader import load_pipeline
 from flowtrace.operators import Tumbling, count, join, log2_histogram
 from flowtrace.records import CountRow, CountTable, JoinIncomplete
 from flowtrace.sinks.console import Column, ConsoleSink, HistogramStyle, TableStyle
@@ -268,3 +271,21 @@ async def test_control_characters_from_events_are_shown_not_obeyed() -> None:
         "comm=plain\tok\n"
         "comm=x\\x0aflowtrace: sys_sync: 0 in, 0 out\n"  # one event, one line
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("lesson", ["sync_count.py", "sync_perf_output.py"])
+async def test_quick_sync_lessons_count_time_from_each_runs_first_sync(lesson: str) -> None:
+    lesson_sink = load_pipeline(f"pipelines/{lesson}").sink
+    assert isinstance(lesson_sink, ConsoleSink)
+    for first in (5, 9):  # two runs of one pipeline object, the second 4 s later
+        out = io.StringIO()
+        sink = copy.copy(lesson_sink)
+        sink.stream = out
+        sink = sink.fresh()
+        await sink.open(_context())
+        gap, seconds = 10**8, (first, first + 1)
+        syncs = [SimpleNamespace(ts=s * 10**9, gap=gap, gap_ns=gap, seq=2) for s in seconds]
+        await sink.write(syncs)
+        times = [line.split(" s:")[0] for line in out.getvalue().splitlines()[1:]]
+        assert times == ["At time 0.00", "At time 1.00"]
