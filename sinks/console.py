@@ -188,8 +188,10 @@ class ConsoleSink(Sink[T], Generic[T]):
     Each batch is written with one call and flushed, so output appears as
     soon as it arrives; to a pipe or terminal (standard output), without
     blocking the event loop while its reader is not reading, so a stop is
-    not held by it. A batch whose write fails (a closed pipe, a full
-    disk) is counted as dropped (``write_error``) and the error raised.
+    not held by it. When a write fails (a closed pipe, a full disk), the
+    items of the batch not printed whole are counted as dropped
+    (``write_error``; to a pipe the bytes it took are known, elsewhere the
+    whole batch counts) and the error raised.
     Holds no results between batches, only the widths its count tables'
     columns have had (one list per set of column titles),
     so columns stay put from one interval to the next. An event it cannot
@@ -287,20 +289,37 @@ class ConsoleSink(Sink[T], Generic[T]):
         out = self._out()
         line = self.line
         if line is not None and not any(isinstance(e, _SPECIAL) for e in batch):
-            text = "".join(visible_line(line(e)) + "\n" for e in batch)
+            texts = [visible_line(line(e)) + "\n" for e in batch]
         else:
-            text = "".join(visible_line(t) + "\n" for item in batch for t in self.lines(item))
+            texts = ["".join(visible_line(t) + "\n" for t in self.lines(i)) for i in batch]
+        written = 0
+
+        def wrote(n: int) -> None:
+            nonlocal written
+            written += n
+
         try:
             if self._pipe:  # a reader that stops reading must not hold the event loop
                 out.flush()
-                data = text.encode(out.encoding, out.errors or "strict")
-                await write_to_pipe(out.fileno(), data)
+                encoding, errors = out.encoding, out.errors or "strict"
+                await write_to_pipe(out.fileno(), "".join(texts).encode(encoding, errors), wrote)
             else:
-                out.write(text)
+                out.write("".join(texts))
                 out.flush()
-        except OSError:  # a closed pipe, a full disk: the batch is not printed
-            self.ctx.stats.drop("write_error", len(batch))
+        except OSError:  # a closed pipe, a full disk: what was not printed whole
+            printed = _whole(texts, written, out.encoding, out.errors or "strict")
+            self.ctx.stats.drop("write_error", len(batch) - printed)
             raise
+
+
+def _whole(texts: list[str], written: int, encoding: str, errors: str) -> int:
+    """How many of ``texts`` lie wholly within the first ``written`` bytes."""
+    end = 0
+    for n, text in enumerate(texts):
+        end += len(text.encode(encoding, errors))
+        if end > written:
+            return n
+    return len(texts)
 
 
 _SPECIAL = (Histogram, CountTable, SideRecord)

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import io
+import os
+import struct
+import sys
+import termios
 from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 from bcc import table as bcc_table  # bcc is required: without it these tests fail, not skip
 
+from flowtrace import Run, StageError
 from flowtrace.clock import ManualClock
 from flowtrace.loader import load_pipeline
 from flowtrace.operators import Tumbling, count, join, log2_histogram
@@ -289,3 +296,38 @@ async def test_quick_sync_lessons_count_time_from_each_runs_first_sync(lesson: s
         await sink.write(syncs)
         times = [line.split(" s:")[0] for line in out.getvalue().splitlines()[1:]]
         assert times == ["At time 0.00", "At time 1.00"]
+
+
+def test_a_pipe_closed_mid_batch_counts_only_the_lines_it_did_not_take(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-page pipe takes 4,096 bytes of a batch of 1,000 lines of 100
+    bytes, then its reader goes: 40 lines are whole in the pipe, 960 are
+    not printed (the 41st only in part)."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    lines = ConsoleSink[int](line="{:099d}".format)
+    run = Run(ListSource(range(1000), batch_size=1000) | lines)
+
+    async def close_reader_when_full() -> None:
+        while _pending_bytes(read_end) < 4096:  # noqa: ASYNC110 (a pipe has no event)
+            await anyio.sleep(0.01)  # poll interval of this bounded wait
+        os.close(read_end)
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(close_reader_when_full)
+                with pytest.raises(StageError, match="Broken pipe"):
+                    await run.run()
+
+    with open(write_end, "w", encoding="utf-8") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        anyio.run(main)
+    console = run.stats.stage("console")
+    assert (console.received, console.dropped) == (1000, {"write_error": 960})
+
+
+def _pending_bytes(fd: int) -> int:
+    pending: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    return pending
