@@ -11,7 +11,10 @@ log2 histogram, served over HTTP from the same event loop.
     .venv/bin/python examples/latency_service.py --replay reads.rec
 
 At most ``--max-connections`` (default 256) connections are served at once;
-more wait in the kernel's listen queue until one closes. When the process
+more wait in the kernel's listen queue until one closes. A connection that
+sends no whole request within ``--request-timeout`` seconds (default 10)
+gets ``408 Request Timeout`` and is closed, so idle connections cannot keep
+others waiting for long. When the process
 runs out of file descriptors (EMFILE under a low ``ulimit -n``), the
 server says so once on stderr and waits for connections to close, then
 serves on; it never exits for it.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import signal
 import sys
 from collections.abc import Callable
@@ -103,7 +107,8 @@ class LatencyService:
 
     ``GET /`` (text), ``/histogram`` (JSON) and ``/stats`` (JSON) answer from
     the live state; any other path is a 404. Requests are read with a bound
-    (8 KiB, 10 s); one response per connection. A client that closes or
+    (8 KiB, ``request_timeout`` seconds: a request not whole by then gets a
+    408); one response per connection. A client that closes or
     resets its connection early ends only that connection. The server keeps
     answering after the pipeline ends (a finished replay), until :meth:`stop`.
 
@@ -125,13 +130,17 @@ class LatencyService:
         port: int = 8080,
         *,
         max_connections: int = 256,
+        request_timeout: float = 10.0,
         report: Callable[[str], None] = lambda line: None,
     ) -> None:
         if not isinstance(pipeline.sink, Accumulate):
             raise TypeError("the pipeline must end in an Accumulate sink")
         if isinstance(max_connections, bool) or max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections!r}")
+        if not 0 < request_timeout < math.inf:
+            raise ValueError(f"request_timeout must be a positive number, got {request_timeout!r}")
         self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self.report = report
         self.accept_failures = 0
         """Accepts that failed for want of descriptors or memory (and were retried)."""
@@ -209,12 +218,15 @@ class LatencyService:
 
     async def _respond(self, client: SocketStream) -> None:
         request = b""
-        with anyio.move_on_after(10):
+        with anyio.move_on_after(self.request_timeout) as reading:
             while b"\r\n\r\n" not in request and len(request) < 8192:
                 request += await client.receive()
-        method, _, rest = request.partition(b" ")
-        path = rest.partition(b" ")[0].decode("ascii", "replace")
-        status, kind, body = self._route(method, path)
+        if reading.cancelled_caught:
+            status, kind, body = "408 Request Timeout", "text/plain", b"no request in time\n"
+        else:
+            method, _, rest = request.partition(b" ")
+            path = rest.partition(b" ")[0].decode("ascii", "replace")
+            status, kind, body = self._route(method, path)
         head = (
             f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -280,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="connections served at once; more wait until one closes (default 256)",
     )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a connection without a whole request by then gets a 408 (default 10)",
+    )
     args = parser.parse_args(argv)
     try:
         pipeline = latency_pipeline(args.every)
@@ -290,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             args.host,
             args.port,
             max_connections=args.max_connections,
+            request_timeout=args.request_timeout,
             report=lambda line: print(f"latency_service: {line}", file=sys.stderr, flush=True),
         )
         try:
