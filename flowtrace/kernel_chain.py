@@ -106,6 +106,15 @@ class Stage(ABC):
     """The record written out from this stage on, when it is no longer the
     source's (a running count adds fields)."""
 
+    output: str = "records"
+    """What leaves the kernel when this stage is the last (see
+    :class:`CompiledChain`)."""
+
+    def written_last(self) -> Layout[Any] | None:
+        """The record this stage writes out when it is the last, when that
+        is its own (a join's pair) rather than the record reaching it."""
+        return None
+
     def view_after(self, view: View) -> View:
         """What the next stage reads (the same record by default)."""
         return view
@@ -284,11 +293,10 @@ class ChainBuilder:
         last = len(self.stages) - 1
         for index, stage in enumerate(self.stages):
             body += stage.code(index, counters, index == last)
-        output = getattr(self.stages[-1], "output", "records")
         leaving: Layout[Any] | None = None
         for stage in self.stages:
             leaving = stage.record_after or leaving
-        leaving = getattr(self.stages[-1], "pair_layout", None) or leaving
+        leaving = self.stages[-1].written_last() or leaving
         declarations = [s.declarations(i == last) for i, s in enumerate(self.stages)]
         flow = (
             f"struct ft_flow_counts {{\n    u64 n[{max(1, len(counters.slots))}];\n}};\n"
@@ -307,7 +315,7 @@ class ChainBuilder:
         return CompiledChain(
             "\n\n".join([flow, *(d for d in declarations if d)]),
             "\n".join(submit) + "\n",
-            output,
+            self.stages[-1].output,
             tuple(self.stages),
             tuple(counters.slots),
             leaving,

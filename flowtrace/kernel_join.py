@@ -179,9 +179,10 @@ class JoinStage(Stage):
     def view_after(self, view: View) -> View:
         return View((Member(JoinPair, None, (Field(LATENCY, _S64, LATENCY),)),))
 
-    @property
-    def output(self) -> str:
-        return "pairs"
+    output = "pairs"
+
+    def written_last(self) -> Layout[Any]:
+        return self.pair_layout
 
     @property
     def pair_layout(self) -> Layout[Any]:
