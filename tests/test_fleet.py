@@ -6,6 +6,7 @@ stopped, the collector killed), each with exact accounting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -77,12 +78,14 @@ async def stream_messages(url: str, subject: str) -> list[Any]:
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(subject, durable="check")
+        stored = (await sub.consumer_info()).num_pending or 0  # what the stream holds
         got: list[Any] = []
-        while True:
-            try:
-                got += await sub.fetch(1000, timeout=0.5)
-            except nats.errors.TimeoutError:
-                return got
+        deadline = time.monotonic() + 30
+        while len(got) < stored:  # a fetch may time out under load: try again
+            assert time.monotonic() < deadline, f"read {len(got)} of {stored} messages"
+            with contextlib.suppress(asyncio.TimeoutError):  # nats' own is a subclass
+                got += await sub.fetch(min(1000, stored - len(got)), timeout=2)
+        return got
     finally:
         await nc.close()
 
