@@ -335,7 +335,9 @@ def test_collector_killed_resumes_from_its_durable_consumer(
 ) -> None:
     servers = three_nodes.urls
     first = collector(tmp_path, servers, "first", window=0.5)
-    agents = start_agents(tmp_path, servers, seconds=10.0, window=0.25, realtime=True)
+    # 15 s of results: on a loaded machine the first merged windows took
+    # more than 8 s to appear, and 10 s agents had ended before the kill
+    agents = start_agents(tmp_path, servers, seconds=15.0, window=0.25, realtime=True)
     until(lambda: bool(read_ndjson(tmp_path / "first.ndjson")))  # it has merged windows
     time.sleep(1.0)  # the scenario: a second more of merging, then the kill
     assert all(a.process.poll() is None for a in agents)  # mid-stream
