@@ -7,8 +7,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 FLOWTRACE = str(Path(sys.executable).with_name("flowtrace"))
+
+AS_NOBODY: dict[str, Any] = {"user": "nobody", "group": "nogroup", "extra_groups": []}
+"""subprocess arguments that run a command as the unprivileged user nobody."""
 
 
 def flowtrace(*args: str) -> subprocess.CompletedProcess[str]:

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from clirun import AS_NOBODY
 from workloads import run
 
 from flowtrace import FlowtraceError, ManualClock, Pipeline, Source, SourceContext, StageError
@@ -161,7 +162,7 @@ def test_service_from_a_recording_without_root(tmp_path: Path) -> None:
     # reading the recording from a folder nobody can enter
     unprivileged: dict[str, Any] = {}
     if os.geteuid() == 0:
-        unprivileged = {"user": "nobody", "group": "nogroup", "extra_groups": []}
+        unprivileged = AS_NOBODY
         tmp_path = Path(tempfile.mkdtemp(prefix="flowtrace-service-"))
         tmp_path.chmod(0o755)
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clirun import AS_NOBODY
 from workloads import forker, run_syncs
 
 pytestmark = pytest.mark.kernel
@@ -127,9 +128,7 @@ def test_recorded_kernel_run_replays_the_same_without_root(
             capture_output=True,
             text=True,
             timeout=60,
-            user="nobody",
-            group="nogroup",
-            extra_groups=[],
+            **AS_NOBODY,
         )
         assert replayed.returncode == 0, replayed.stderr
         assert replayed.stdout == live_stdout

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clirun import FLOWTRACE, Running
+from clirun import AS_NOBODY, FLOWTRACE, Running
 from workloads import GatedProgram, dd, http_requests, run_syncs
 
 pytestmark = pytest.mark.kernel
@@ -35,9 +35,7 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        user="nobody",
-        group="nogroup",
-        extra_groups=[],
+        **AS_NOBODY,
     )
 
 
