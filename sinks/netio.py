@@ -73,8 +73,9 @@ class Connection:
     :meth:`send` writes all of ``data`` (waiting while the kernel buffer is
     full) and raises ``OSError`` when the peer is gone; :attr:`sent` counts
     the bytes the kernel accepted. :meth:`delivered` is how many of them the
-    peer has taken: for TCP the bytes it acknowledged (``tcpi_bytes_acked``),
-    for Unix stream sockets every accepted byte (it is in the peer's queue).
+    peer has taken: for TCP the bytes whose acknowledgement reached this host
+    (``tcpi_bytes_acked``, still readable after a reset), for Unix stream
+    sockets every accepted byte (it is in the peer's queue).
     """
 
     def __init__(self, sock: socket.socket, address: Address) -> None:

@@ -53,16 +53,20 @@ class SocketSink(Sink[Any]):
     if some went unreported, ``close`` reports the totals in one more line.
 
     Delivery is counted exactly: a TCP record counts as delivered once the
-    peer acknowledged all its bytes, a Unix-socket record once the peer's
-    socket accepted it; a record not delivered when the connection fails is
-    sent again, whole, after reconnecting (a peer may see its beginning as a
-    broken last line). UDP is best effort: a datagram the kernel accepted
-    counts as delivered. What a stream peer acknowledged but never read
-    before it exited is beyond any sender's view. ``close`` sends what is
-    buffered and waits for acknowledgements for up to ``close_timeout``
-    seconds; records still undelivered then are counted as
-    ``dropped["undelivered"]``. Records too large for a datagram are
-    ``dropped["too_large"]``, a batch that cannot be encoded
+    peer's acknowledgement of all its bytes reached this host (read from the
+    kernel, also after a reset), a Unix-socket record once the peer's socket
+    accepted it; a record not delivered when the connection fails is sent
+    again, whole, after reconnecting (a peer may see its beginning as a broken
+    last line). So the peers together get each record whole once, except one
+    the peer had read when the connection failed while its acknowledgement
+    had not reached this host (a delayed or lost ACK, then a reset): that one
+    is sent again and arrives twice, counted once. UDP is best effort: a
+    datagram the kernel accepted counts as delivered. What a stream peer
+    acknowledged but never read before it exited is beyond any sender's
+    view. ``close`` sends what is buffered and waits for acknowledgements
+    for up to ``close_timeout`` seconds; records still undelivered then are
+    counted as ``dropped["undelivered"]``. Records too large for a datagram
+    are ``dropped["too_large"]``, a batch that cannot be encoded
     ``dropped["encode_error"]``. So after close, events received =
     :attr:`delivered` + dropped.
     """
