@@ -329,7 +329,7 @@ def test_ctrl_c_while_the_command_imports_ends_it_quietly(tmp_path: Path, after:
         env={**os.environ, "PYTHONPATH": path},
     )
     wait_for(marker)
-    time.sleep(after)
+    time.sleep(after)  # the scenario: how long after the start Ctrl-C comes
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
@@ -339,7 +339,7 @@ def test_ctrl_c_while_the_command_imports_ends_it_quietly(tmp_path: Path, after:
 def wait_for(marker: Path) -> None:
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.001)
+        time.sleep(0.001)  # poll interval of this bounded wait
     assert marker.exists()
 
 

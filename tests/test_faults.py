@@ -443,7 +443,7 @@ def test_signal(name: str) -> None:
         go()
         peer.accept()
         for delay, sig in case.signals:
-            time.sleep(delay)
+            time.sleep(delay)  # the scenario: when the signal comes
             process.send_signal(sig)
         signalled = time.monotonic()
         rest = process.communicate(timeout=60)[1]
@@ -555,7 +555,10 @@ def test_7_a_recording_killed_replays_what_it_wrote(tmp_path: Path) -> None:
     recording = tmp_path / "sync.rec"
     process, _ = _attached("--record", str(recording), "pipelines/sys_sync.py")
     run_syncs(3)
-    time.sleep(0.5)  # the batch is read and written
+    deadline = time.monotonic() + 30  # until the three syncs are in the file
+    while recording.read_text().count('"type":"event"') < 3:
+        assert time.monotonic() < deadline, recording.read_text()
+        time.sleep(0.02)  # poll interval of this bounded wait
     process.kill()
     process.communicate(timeout=30)
     replayed = subprocess.run(

@@ -408,7 +408,7 @@ async def test_metrics_export_the_sum_and_count_of_a_histogram_made_in_the_kerne
                 family = families.get("flowtrace_count_bytes")  # after the first window
                 if family and samples(family, "_count") == {(("pipeline", ""),): WRITES}:
                     break
-                await anyio.sleep(0.1)
+                await anyio.sleep(0.1)  # poll interval of this bounded wait
         run.stop()
     sizes = lcg_sizes(23, WRITES, MOST)
     assert samples(family, "_sum") == {(("pipeline", ""),): sum(sizes)}  # kbytes back to bytes

@@ -187,14 +187,14 @@ def quick_then_slow_syncs(command: Path) -> list[int]:
         pids = []
         for i in range(count):
             if i:
-                time.sleep(0.1)
+                time.sleep(0.1)  # the workload's own pacing: quick syncs
             proc = subprocess.Popen([command])
             pids.append(proc.pid)
             assert proc.wait(60) == 0
         return pids
 
     first = syncs(3)
-    time.sleep(1.2)
+    time.sleep(1.2)  # the workload's own pacing: a pause over a second
     return first + syncs(2)
 
 
@@ -215,8 +215,7 @@ async def test_sync_count_in_the_kernel_reports_what_python_reports(tmp_path: Pa
             pipeline = Pipeline(lesson.source, ops, CollectSink[Any](), pushdown=pushdown)
             runs.append(await tg.start(pipeline.run))
         await anyio.to_thread.run_sync(lambda: pids.extend(quick_then_slow_syncs(command)))
-        await anyio.sleep(0.3)
-        for run in runs:
+        for run in runs:  # the stop's drain delivers what the kernel holds
             run.stop()
     assert [run.in_kernel for run in runs] == [3, 0]
     kernel, python = (run.sink.items for run in runs)
