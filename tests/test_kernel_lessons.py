@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernelrun import collect
+from kernelrun import collect, through
 from workloads import (
     Gated,
     dd,
@@ -35,7 +35,6 @@ from flowtrace.records import CountTable, Histogram, JoinPair
 from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.sources.libc import strlen_calls
 from flowtrace.sources.syscalls import QUICK_NS
-from flowtrace.testing import ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
 
@@ -155,7 +154,7 @@ def latency_bounds(latencies: list[int], span: list[int]) -> None:
 
 async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
     """What the lesson's operators make of ``events`` (no kernel involved)."""
-    return await run(ListSource(events), pipeline.operators, lambda: None)
+    return await through(events, pipeline.operators)
 
 
 async def test_disksnoop_sees_each_direct_write() -> None:

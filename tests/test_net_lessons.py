@@ -13,13 +13,12 @@ from typing import Any
 
 import pytest
 from clirun import Running, flowtrace
-from kernelrun import collect
+from kernelrun import collect, through
 from netns import Peer, VethPair, first_copies_dropped, veth_pair
 
 from flowtrace import Pipeline
 from flowtrace.loader import load_pipeline
 from flowtrace.records import CountTable
-from flowtrace.testing import ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
 
@@ -206,7 +205,7 @@ async def test_http_filter_passes_exactly_the_requests_and_counts_them(
         (client_ip, server_ip, port, 4 if family == "ipv4" else 6)
     }
     assert len({e.sport for e in events}) == len(REQUESTS)  # one connection each
-    results = await collect(ListSource(events), lambda: None, pipeline.operators)
+    results = await through(events, pipeline.operators)
     *passed, table = results
     assert passed == events
     assert isinstance(table, CountTable)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernelrun import collect
+from kernelrun import collect, through
 from netns import VethPair, first_copies_dropped, veth_pair
 from test_kernel_lessons import direct_writes
 from test_net_lessons import CONNECTIONS, Exchange
@@ -19,7 +19,6 @@ from flowtrace import Pipeline
 from flowtrace.loader import load_pipeline
 from flowtrace.records import CountTable, Histogram
 from flowtrace.stack_counts import StackCount
-from flowtrace.testing import ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
 
@@ -32,9 +31,6 @@ def line(pipeline: Pipeline, item: Any) -> str:
     return str(pipeline.sink.line(item))  # type: ignore[attr-defined]
 
 
-async def through(pipeline: Pipeline, events: list[Any]) -> list[Any]:
-    """What the tool's operators make of ``events``."""
-    return await collect(ListSource(events), lambda: None, pipeline.operators)
 
 
 # -- execsnoop ---------------------------------------------------------------------
@@ -55,7 +51,7 @@ async def test_execsnoop_shows_each_exec_with_its_parent_and_arguments(fails: bo
     pipeline = tool("execsnoop.py", *(["-x"] if fails else []))
     parent = Gated(EXECS)
     events = await collect(pipeline.source, parent.go)
-    ours = [e for e in await through(pipeline, events) if e.ppid == parent.pid]
+    ours = [e for e in await through(events, pipeline.operators) if e.ppid == parent.pid]
     expected = [
         ("echo", 0, "/bin/echo one two words"),
         ("true", 0, "/bin/true 0 1 2 3 4 5 6 ..."),  # 8 arguments kept
@@ -84,7 +80,7 @@ async def test_opensnoop_pairs_each_open_with_its_result(tmp_path: Path, failed:
     pipeline = tool("opensnoop.py", "-p", str(opener.pid), *(["-x"] if failed else []))
     events = await collect(pipeline.source, opener.go)
     # the opener has one thread: its entries and exits carry its pid as tid
-    opens = await through(pipeline, [e for e in events if e.tid == opener.pid])
+    opens = await through([e for e in events if e.tid == opener.pid], pipeline.operators)
     ours = [(p.start.filename, p.complete.ret) for p in opens]
     expected = [(str(missing), -2)] * 2
     if not failed:
@@ -104,7 +100,7 @@ async def test_biolatency_per_disk_puts_each_write_in_the_loop_device_histogram(
     with loop_device() as (device, dev):
         events = await collect(pipeline.source, direct_writes(device))
     ours = [e for e in events if e.dev == dev]
-    hists = [h for h in await through(pipeline, ours) if isinstance(h, Histogram)]
+    hists = [h for h in await through(ours, pipeline.operators) if isinstance(h, Histogram)]
     (hist,) = hists
     assert hist.unit == "usecs" and hist.key == {"device": dev}
     assert hist.total == 4  # the four direct writes, each issued and completed
@@ -132,7 +128,7 @@ async def test_runqlat_holds_each_wait_of_one_thread() -> None:
     ours = [e for e in events if e.tid == sleeper.pid]
     # woken once by the go line, then once after each sleep; preemptions add more
     assert sum(e.woken for e in ours) == SLEEPS + 1
-    (hist,) = await through(pipeline, events)
+    (hist,) = await through(events, pipeline.operators)
     assert isinstance(hist, Histogram) and hist.unit == "usecs"
     assert hist.total == len(ours)
 
@@ -152,7 +148,7 @@ async def test_tcplife_with_a_local_port_shows_the_server_side_only(pair: VethPa
     client = pair.peer(pair.client, "client", pair.server4, port, CONNECTIONS, 1024)
     pipeline = tool("tcplife.py", "-L", str(port))
     events = await collect(pipeline.source, Exchange(server, client))
-    rows = await through(pipeline, events)
+    rows = await through(events, pipeline.operators)
     assert [(r.pid, r.lport, r.tx_bytes, r.rx_bytes) for r in rows] == [
         (server.pid, port, 2048, 1024)
     ] * CONNECTIONS
@@ -172,7 +168,7 @@ async def test_tcpretrans_counts_retransmits_per_connection(pair: VethPair) -> N
     assert seen.syns_dropped == 1 and seen.data_dropped >= 1 and resent >= 2, seen
     lport = int(run.out[0])
     ours = [e for e in events if port in (e.lport, e.rport)]
-    (table,) = await through(pipeline, ours)
+    (table,) = await through(ours, pipeline.operators)
     assert isinstance(table, CountTable)
     (row,) = table.rows
     # the SYN and the messages' segments, each sent again at least once
