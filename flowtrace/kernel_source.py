@@ -237,6 +237,11 @@ class KernelSource(Source[E], Generic[E]):
                     # the program's counters, also when the run was cut off
                     channel.refresh(ctx, final=True)
                     ctx.stats.lost = loaded.lost() + reader.lost()
+                    if skipped := loaded.skipped():
+                        ctx.report(
+                            f"{skipped} probe runs skipped by the kernel while another BPF"
+                            " program ran on their CPU (counted as lost)"
+                        )
                     unread = reader.unread()  # taken in, never handed on
                     if not channel.counts_received:
                         ctx.stats.received += unread

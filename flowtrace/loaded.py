@@ -64,10 +64,22 @@ class LoadedProgram:
 
     def lost(self) -> int:
         """Records the program counted as not output (``ft_count_lost()``)
-        since :attr:`lost_before_start` was taken."""
+        and probe runs the kernel skipped (:meth:`skipped`), since
+        :attr:`lost_before_start` was taken."""
         if self.bpf is None:
             return 0
-        return int(self.table(LOST_MAP).sum(0).value) - self.lost_before_start
+        counted = int(self.table(LOST_MAP).sum(0).value)
+        return counted + self.skipped() - self.lost_before_start
+
+    def skipped(self) -> int:
+        """Runs of the program's functions the kernel skipped because another
+        BPF program was running on that CPU (a probe that fires inside one,
+        from an interrupt for instance): each function's
+        ``recursion_misses`` in ``/proc/self/fdinfo``. A skipped run emits
+        nothing and updates no map, so it counts as lost."""
+        if self.bpf is None:
+            return 0
+        return sum(_recursion_misses(function.fd) for function in self.bpf.funcs.values())
 
     def detach(self) -> None:
         """Detach every probe but keep the program and maps, so its output can
@@ -123,3 +135,13 @@ class LoadedProgram:
             self.usdt_contexts = []
             if bpf is not None:
                 bpf.close()  # program fds and the module (maps)
+
+
+def _recursion_misses(fd: int) -> int:
+    """The kernel's count of skipped runs of the BPF program ``fd`` (0 where
+    the kernel does not say)."""
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("recursion_misses:"):
+                return int(line.split()[1])
+    return 0

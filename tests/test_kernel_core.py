@@ -3,8 +3,10 @@ drop accounting under a flood, and cleanup after failures."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from typing import Any
 
 import anyio
 import pytest
@@ -17,6 +19,7 @@ from flowtrace import (
     Kprobe,
     Pipeline,
     Probe,
+    RawTracepoint,
     StageError,
     kernel,
     syscall_entry_points,
@@ -266,3 +269,49 @@ def test_kernel_pipeline_embedded_in_trio() -> None:
 
     pids, seen = trio.run(_count_syncs_embedded)
     assert sorted(seen) == sorted(pids)
+
+
+# -- probe runs the kernel skips ------------------------------------------------
+
+
+class Printed(Event, frozen=True):
+    pid: task_pid
+
+
+# prints once per getppid(2) of process PID
+PRINTER = """
+TRACEPOINT_PROBE(syscalls, sys_enter_getppid) {
+    if ((bpf_get_current_pid_tgid() >> 32) == PID)
+        bpf_trace_printk("flowtrace test\\\\n");
+    return 0;
+}
+"""
+
+
+@pytest.mark.anyio
+async def test_probe_runs_the_kernel_skips_count_as_lost() -> None:
+    """A probe on bpf_trace_printk that prints itself: the run its own print
+    starts comes while the program is running on that CPU, so the kernel
+    skips it (and counts it). Each of our prints gives one event and one
+    skipped run, which the run counts as lost and says so."""
+    calls = 5
+    printer = Probe(
+        "bpf_trace_printk, printing again",
+        RawTracepoint("bpf_trace_printk"),
+        body='bpf_trace_printk("flowtrace test, again\\\\n");',
+    )
+    source = KernelSource(Printed, printer, name="printk")
+    sink = CollectSink[Any]()
+    reports: list[str] = []
+    me = os.getpid()
+    with bpf_program(PRINTER.replace("PID", str(me))):
+        async with anyio.create_task_group() as tg:
+            run = await tg.start(lambda task_status: Pipeline(source, [], sink).run(
+                report=reports.append, task_status=task_status))
+            await anyio.to_thread.run_sync(lambda: [os.getppid() for _ in range(calls)])
+            run.stop()
+    assert [e.pid for e in sink.items] == [me] * calls
+    printk = run.stats.stage("printk")
+    assert (printk.received, printk.lost) == (calls, calls), run.stats.summary()
+    skipped = f"{calls} probe runs skipped by the kernel while another BPF program ran"
+    assert any(skipped in line for line in reports), reports
