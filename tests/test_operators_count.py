@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import Tumbling, count
+from flowtrace.operators import Sliding, Tumbling, count
 from flowtrace.records import CountRow, CountTable, Record
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -112,6 +112,22 @@ def test_periodic_counts_per_interval_with_window_bounds() -> None:
     last = table_of(h.finish())
     assert last.rows == [CountRow({"comm": "c"}, 1)]
     assert (last.window_start, last.window_end) == (104.0, 104.5)
+
+
+def test_sliding_counts_add_up_the_intervals_each_window_covers() -> None:
+    h = OperatorHarness(count("comm", every=Sliding(2.0, 1.0)), ManualClock(0.0))
+    h.feed([Switch(0, 0, "a")] * 2 + [Switch(0, 0, "b")])
+    assert [t.rows for t in map(table_of, [h.advance(1.0)])] == [
+        [CountRow({"comm": "a"}, 2), CountRow({"comm": "b"}, 1)]
+    ]
+    h.feed([Switch(0, 0, "b")] * 2 + [Switch(0, 0, "c")])
+    both = table_of(h.advance(1.0))  # [0, 2): both intervals, added up
+    assert (both.window_start, both.window_end) == (0.0, 2.0)
+    assert both.rows == [
+        CountRow({"comm": "b"}, 3), CountRow({"comm": "a"}, 2), CountRow({"comm": "c"}, 1)
+    ]  # fmt: skip
+    later = table_of(h.advance(1.0))  # [1, 3): the second interval only
+    assert later.rows == [CountRow({"comm": "b"}, 2), CountRow({"comm": "c"}, 1)]
 
 
 @pytest.mark.anyio

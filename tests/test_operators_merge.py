@@ -116,13 +116,32 @@ def test_window_results_merge_by_their_aggregate(
     h = OperatorHarness(merge_by(window=10.0))
     h.feed([
         WindowResult(
-            aggregate=aggregate, value=v, wall_start=utc(T0), wall_end=utc(T0 + 10), hosts=[host]
+            aggregate=aggregate, value=v, field="lat_ns", key={"disk": "vda"},
+            wall_start=utc(T0 + 2), wall_end=utc(T0 + 7), hosts=[host],
         )
         for v, host in zip(values, ["a", "b"], strict=True)
     ])  # fmt: skip
-    (result,) = h.finish()
-    assert isinstance(result, WindowResult)
-    assert (result.aggregate, result.value, result.hosts) == (aggregate, merged, ["a", "b"])
+    assert h.finish() == [
+        WindowResult(
+            aggregate=aggregate, value=merged, field="lat_ns", key={"disk": "vda"},
+            window_start=T0, window_end=T0 + 10, wall_start=utc(T0), wall_end=utc(T0 + 10),
+            hosts=["a", "b"], inputs=[f"{h}@{utc(T0 + 2).isoformat()}" for h in "ab"],
+        )
+    ]  # fmt: skip
+
+
+def test_results_of_other_fields_or_keys_stay_apart() -> None:
+    h = OperatorHarness(merge_by(window=10.0, keep=()))
+    h.feed([
+        WindowResult(aggregate="sum", value=v, field=f, key=k, wall_start=utc(T0),
+                     wall_end=utc(T0 + 10), hosts=[host])
+        for v, f, k, host in [(1, "a", None, "x"), (2, "b", None, "x"), (4, "a", {"cpu": 1}, "x"),
+                              (8, "a", None, "y"), (16, "b", None, "y")]
+    ])  # fmt: skip
+    out = h.finish()
+    assert [(r.field, r.key, r.value, r.hosts) for r in out if isinstance(r, WindowResult)] == [
+        ("a", None, 9, None), ("b", None, 18, None), ("a", {"cpu": 1}, 4, None)
+    ]  # fmt: skip
 
 
 def test_results_fall_in_the_fleet_window_holding_their_middle() -> None:
@@ -160,12 +179,18 @@ def test_worst_hosts_by_99th_percentile() -> None:
         hist("slow", 0, [(0, 1, 50), (64, 127, 50)]),
         hist("mid", 0, [(0, 1, 99), (1024, 2047, 1)]),  # the 99th of 100 is in 0..1
     ])  # fmt: skip
-    _, worst = h.finish()
-    assert isinstance(worst, WindowResult) and worst.aggregate == "worst_hosts"
-    assert worst.value == [
-        {"host": "slow", "p99": 127, "count": 100},
-        {"host": "mid", "p99": 1, "count": 100},
-    ]
+    merged, worst = h.finish()
+    assert isinstance(merged, Histogram)
+    described = (merged.field, merged.unit, merged.scale, merged.key)
+    assert described == ("lat_ns", "usecs", "log2", None)
+    at = utc(T0).isoformat()
+    assert worst == WindowResult(
+        aggregate="worst_hosts",
+        field="lat_ns",
+        value=[{"host": "slow", "p99": 127, "count": 100}, {"host": "mid", "p99": 1, "count": 100}],
+        window_start=T0, window_end=T0 + 10, wall_start=utc(T0), wall_end=utc(T0 + 10),
+        hosts=["fast", "mid", "slow"], inputs=[f"fast@{at}", f"mid@{at}", f"slow@{at}"],
+    )  # fmt: skip
 
 
 def test_bad_arguments_fail_in_one_line() -> None:
