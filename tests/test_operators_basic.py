@@ -17,11 +17,13 @@ from flowtrace.operators import (
     F,
     Not,
     Predicate,
+    distinct,
     field,
     filter,
     flat_map,
     join,
     map,
+    running_count,
 )
 from flowtrace.records import JoinIncomplete
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
@@ -183,3 +185,29 @@ async def test_filter_after_a_join_passes_its_incomplete_records() -> None:
     replaced, slow = sink.items
     assert (replaced.reason, replaced.start) == ("replaced", Issue(0, 1))
     assert slow.latency_ns == 2_000_000 - 5
+
+
+@pytest.mark.parametrize(
+    ("operator", "stage"),
+    [
+        (map(lambda e: e.tid), "map"),
+        (flat_map(lambda e: [e.tid]), "flat_map"),
+        (distinct("tid"), "distinct"),
+        (join(lambda e: e.pid == 1, lambda e: e.pid == 2, key="tid", time_field=None), "join"),
+        (running_count("tid", time="pid"), "running_count"),
+        (running_count(time="tid"), "running_count"),
+    ],
+)
+def test_each_operator_names_a_missing_field_in_one_line(operator: Any, stage: str) -> None:
+    h = OperatorHarness(operator)
+    with pytest.raises(PipelineDefinitionError) as raised:
+        h.feed([Proc(1, "sh")])
+    assert str(raised.value) == (
+        f"{stage}: event Proc has no field 'tid'; its fields are pid, comm, uid"
+    )
+
+
+def test_an_attribute_error_not_about_an_event_field_is_left_as_it_is() -> None:
+    h: OperatorHarness[Proc, Any] = OperatorHarness(map(lambda e: e.comm.tid))
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'tid'"):
+        h.feed([Proc(1, "sh")])
