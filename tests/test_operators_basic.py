@@ -208,6 +208,6 @@ def test_each_operator_names_a_missing_field_in_one_line(operator: Any, stage: s
 
 
 def test_an_attribute_error_not_about_an_event_field_is_left_as_it_is() -> None:
-    h: OperatorHarness[Proc, Any] = OperatorHarness(map(lambda e: e.comm.tid))
+    h: OperatorHarness[Any, Any] = OperatorHarness(map(lambda e: e.comm.tid))
     with pytest.raises(AttributeError, match="'str' object has no attribute 'tid'"):
         h.feed([Proc(1, "sh")])
