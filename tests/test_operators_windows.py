@@ -3,6 +3,7 @@ time, lateness, limits, end of stream; each checked against a reference."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from fractions import Fraction
@@ -289,6 +290,44 @@ def test_scalar_aggregates_per_window_and_key() -> None:
     }
     h = OperatorHarness(window(Max("size"), every=Tumbling(1.0)), clock)
     assert [r.value for r in collected(h.advance(1.0))] == [None]  # empty window
+
+
+def test_sliding_scalar_aggregates_merge_the_intervals_each_window_covers() -> None:
+    results = {}
+    for agg in (Count(), Sum("size"), Min("size"), Max("size"), Rate()):
+        h = OperatorHarness(window(agg, every=Sliding(2.0, 1.0)), ManualClock(0.0))
+        h.feed([Ev(1, size=5), Ev(2, size=9)])
+        emitted = h.advance(1.0)
+        h.feed([Ev(3, size=7)])
+        emitted += h.advance(1.0) + h.advance(1.0) + h.advance(1.0)
+        results[agg.name] = [(r.window_start, r.window_end, r.value) for r in collected(emitted)]
+    assert results == {
+        "count": [(0.0, 1.0, 2), (0.0, 2.0, 3), (1.0, 3.0, 1), (2.0, 4.0, 0)],
+        "sum": [(0.0, 1.0, 14), (0.0, 2.0, 21), (1.0, 3.0, 7), (2.0, 4.0, 0)],
+        "min": [(0.0, 1.0, 5), (0.0, 2.0, 5), (1.0, 3.0, 7), (2.0, 4.0, None)],
+        "max": [(0.0, 1.0, 9), (0.0, 2.0, 9), (1.0, 3.0, 7), (2.0, 4.0, None)],
+        "rate": [(0.0, 1.0, 2.0), (0.0, 2.0, 1.5), (1.0, 3.0, 0.5), (2.0, 4.0, 0.0)],
+    }
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    [Count(), Rate(), Sum("size"), Min("size"), Max("size"), Collect(), CountBy("comm")],
+    ids=lambda a: type(a).__name__,
+)
+def test_an_aggregate_leaves_its_accumulator_as_it_was_for_an_empty_batch(
+    aggregate: Any,
+) -> None:
+    """The Aggregate contract, as a custom window calling ``add`` directly sees it."""
+    empty = aggregate.new()
+    assert aggregate.add(aggregate.new(), []) == empty
+    filled = aggregate.add(aggregate.new(), [Ev(1, size=3), Ev(2, size=9)])
+    assert aggregate.add(copy.copy(filled), []) == filled
+
+
+def test_min_and_max_merge_only_the_accumulators_that_saw_events() -> None:
+    assert (Min("size").merge([None, 4, None, 2]), Max("size").merge([None, 4, None, 2])) == (2, 4)
+    assert (Min("size").merge([None, None]), Max("size").merge([])) == (None, None)
 
 
 def test_whole_stream_histogram_per_key_at_end() -> None:
