@@ -466,6 +466,27 @@ def test_limit_emits_that_many_windows_then_asks_to_stop() -> None:
     assert h.stats.dropped == {"after_limit": 1}
 
 
+def test_a_batch_that_closes_the_last_window_of_the_limit_is_counted_not_folded() -> None:
+    clock = ManualClock(0.0)
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), limit=1), clock)
+    h.feed([Ev(1)])
+    clock.advance(1.5)  # no tick: the next batch is the first to see window 0 ended
+    out = h.feed([Ev(2), Ev(3), Ev(4)])
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
+    assert h.pipeline_stop_requested
+    assert h.stats.dropped == {"after_limit": 3}
+
+
+def test_event_time_stops_at_the_limit_within_one_batch() -> None:
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), limit=1))
+    second = 1_000_000_000
+    out = h.feed([Ev(1, ts=0), Ev(2, ts=second), Ev(3, ts=second + 1), Ev(4, ts=9 * second)])
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
+    assert h.pipeline_stop_requested
+    assert h.stats.dropped == {"after_limit": 3}  # window 1's two and the newest
+    assert h.finish() == []
+
+
 @pytest.mark.anyio
 async def test_limit_stops_a_live_pipeline_after_n_windows() -> None:
     """vfsreadlat's count: three histograms, then the pipeline ends by itself."""
