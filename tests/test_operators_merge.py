@@ -16,6 +16,7 @@ from flowtrace.records import (
     Bucket,
     CountRow,
     CountTable,
+    EmptyWindows,
     Histogram,
     LateEvent,
     Receipt,
@@ -191,6 +192,58 @@ def test_worst_hosts_by_99th_percentile() -> None:
         window_start=T0, window_end=T0 + 10, wall_start=utc(T0), wall_end=utc(T0 + 10),
         hosts=["fast", "mid", "slow"], inputs=[f"fast@{at}", f"mid@{at}", f"slow@{at}"],
     )  # fmt: skip
+
+
+def test_whole_run_results_merge_into_one_window_emitted_at_the_end() -> None:
+    h = OperatorHarness(merge_by(window=10.0))
+    whole = [
+        WindowResult(aggregate="count", value=v, hosts=[host]) for v, host in [(2, "a"), (5, "b")]
+    ]
+    passing = ["an event", EmptyWindows(windows=3, step=1.0)]
+    assert h.feed([whole[0], passing[0], hist("a", 0, [(0, 1, 1)]), passing[1], whole[1]]) == (
+        passing
+    )  # other records pass on at once; nothing else is due: no host has passed a window
+    window_0, merged = h.finish()  # windows in order, the whole run last
+    assert isinstance(window_0, Histogram) and window_0.window_start == T0
+    assert merged == WindowResult(
+        aggregate="count", value=7, hosts=["a", "b"], inputs=["a@None", "b@None"]
+    )
+
+
+def test_groups_past_max_groups_are_counted_and_left_out() -> None:
+    h = OperatorHarness(merge_by(window=10.0, lateness=100, max_groups=2))
+    h.feed([hist("a", 0, [(0, 1, 1)]), hist("a", 10, [(0, 1, 2)]), hist("a", 20, [(0, 1, 4)]),
+            hist("b", 10, [(0, 1, 8)])])  # fmt: skip
+    assert [(r.window_start, r.total) for r in h.finish() if isinstance(r, Histogram)] == [
+        (T0, 1), (T0 + 10, 10)
+    ]  # fmt: skip
+    assert h.stats.dropped == {"group_limit": 1}
+
+
+def test_results_of_an_aggregate_merge_by_cannot_add_pass_as_the_first() -> None:
+    h = OperatorHarness(merge_by(window=10.0))
+    firsts = [
+        WindowResult(aggregate="p50", value=v, field="lat", wall_start=utc(T0),
+                     wall_end=utc(T0 + 10), hosts=[host])
+        for v, host in [(3, "a"), (9, "b")]
+    ]  # fmt: skip
+    h.feed(firsts)
+    assert h.finish() == [firsts[0]]
+
+
+def test_histograms_without_counts_and_of_other_scales() -> None:
+    h = OperatorHarness(merge_by(window=10.0, worst=1))
+    h.feed([hist("a", 0, [(0, 1, 0), (2, 3, 0)]), hist("b", 0, [])])
+    merged, worst = h.finish()
+    assert isinstance(merged, Histogram) and merged.buckets == []
+    assert isinstance(worst, WindowResult)
+    assert worst.value == [{"host": "a", "p99": 0, "count": 0}]  # ties: by host
+    h = OperatorHarness(merge_by(window=10.0))
+    h.feed([hist("a", 0, [(11, 100, 3), (1, 10, 2)], scale="exp"),
+            hist("b", 0, [(1, 10, 5), (101, 1000, 0)], scale="exp")])  # fmt: skip
+    (merged,) = h.finish()
+    assert isinstance(merged, Histogram)
+    assert merged_buckets(merged) == [(1, 10, 7), (11, 100, 3)]
 
 
 def test_bad_arguments_fail_in_one_line() -> None:
