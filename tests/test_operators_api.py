@@ -104,6 +104,25 @@ def test_operator_factories_document_or_name_their_operator() -> None:
         assert re.search(rf":class:`(~[\w.]*\.)?{cls.__name__}`", fn.__doc__ or ""), name
 
 
+@pytest.mark.parametrize(
+    ("cls", "factory"),
+    [
+        (ops.Join, ops.join), (ops.Window, ops.window), (ops.MergeBy, ops.merge_by),
+        (ops.RunningCount, ops.running_count), (ops.CountBy, ops.count),
+        (ops.Log2, ops.log2_histogram), (ops.Linear, ops.linear_histogram),
+        (ops.Distinct, ops.distinct), (ops.Sample, ops.sample), (ops.Throttle, ops.throttle),
+        (ops.Map, ops.map), (ops.FlatMap, ops.flat_map), (ops.Filter, ops.filter),
+    ],
+)  # fmt: skip
+def test_a_class_and_its_factory_default_alike(cls: type, factory: Any) -> None:
+    """Built directly, a public operator class behaves as its factory's result."""
+    own = inspect.signature(cls).parameters
+    made = inspect.signature(factory).parameters
+    shared = [p for p in own if p in made and own[p].default is not inspect.Parameter.empty]
+    assert shared
+    assert {p: own[p].default for p in shared} == {p: made[p].default for p in shared}
+
+
 def test_contract_check_fails_on_missing_statements() -> None:
     class Bare(ops.Filter[Any]):
         pass

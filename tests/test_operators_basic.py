@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowtrace.errors import PipelineDefinitionError, StageError
+from flowtrace.kernel_forms import Comparison
 from flowtrace.operators import (
     AllOf,
+    AnyOf,
     Compare,
     F,
     Not,
@@ -55,6 +57,7 @@ def test_field_predicates_mean_what_python_means(
         (F.pid >= pid, lambda e: e.pid >= pid),
         (F.comm.isin(comms), lambda e: e.comm in comms),
         (F.comm.notin(comms), lambda e: e.comm not in comms),
+        (F.comm.startswith("b"), lambda e: e.comm.startswith("b")),
         ((F.pid > pid) & (F.uid == 0), lambda e: e.pid > pid and e.uid == 0),
         ((F.pid > pid) | F.comm.isin(comms), lambda e: e.pid > pid or e.comm in comms),
         (~(F.uid == 1), lambda e: e.uid != 1),
@@ -81,6 +84,20 @@ def test_predicates_are_data() -> None:
     kw = filter(pid=42, comm="sh").predicate
     assert isinstance(kw, AllOf)
     assert [(c.field, c.op, c.value) for c in kw.parts] == [("pid", "==", 42), ("comm", "==", "sh")]  # type: ignore[attr-defined]
+
+
+def test_startswith_and_empty_combinations_read_as_written() -> None:
+    prefix = F.comm.startswith("ba")
+    assert repr(prefix) == "F.comm.startswith('ba')"
+    assert prefix.kernel_condition() == Comparison("comm", "startswith", "ba")
+    assert repr(AnyOf(())) == "AnyOf(())" and repr(AllOf(())) == "AllOf(())"
+    assert repr(F.pid.notin({3, 1})) == "F.pid not in [1, 3]"
+    with pytest.raises(PipelineDefinitionError) as raised:
+        F.comm.startswith(3)  # type: ignore[arg-type]
+    assert str(raised.value) == "F.comm.startswith takes a string, got int"
+    with pytest.raises(PipelineDefinitionError) as raised:
+        field("comm name")
+    assert str(raised.value) == "'comm name' is not a field name"
 
 
 @pytest.mark.anyio

@@ -144,6 +144,18 @@ async def test_count_in_a_pipeline() -> None:
     assert (stats.stages[1].received, stats.stages[1].emitted) == (10_000, 1)
 
 
+def test_a_key_function_names_its_column_or_is_called_key() -> None:
+    def pair(e: Switch) -> tuple[int, int]:
+        return (e.prev_pid, e.next_pid)
+
+    for by, column in [(pair, "pair"), (lambda e: e.comm, "key")]:
+        h = OperatorHarness(count(by))
+        h.feed([Switch(1, 2, "a")])
+        table = table_of(h.finish())
+        assert table.key_fields == [column]
+        assert [row.key for row in table.rows] == [{column: by(Switch(1, 2, "a"))}]
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(PipelineDefinitionError, match="top must be a positive integer"):
         count("comm", top=0)
