@@ -326,6 +326,7 @@ def declarations() -> list[tuple[Any, tuple[str, ...], type | None]]:
         (ops.rate(by="pid", every=second, clock=event_time), ("pid", "ts"), WindowResult),
         (Tally(), (), None),
         (doubled(), (), None),
+        (ops.merge_by(), (), None),
     ]  # fmt: skip
 
 

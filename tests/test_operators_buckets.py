@@ -379,7 +379,8 @@ class Latency(msgspec.Struct, frozen=True):
 def test_float_values_without_a_divisor_are_truncated_as_a_c_conversion() -> None:
     values = [0.5, 3.7, 1000.0, -1.5]
     h = OperatorHarness(log2_histogram("ns"))
-    h.feed([Latency(v) for v in values])
+    h.feed([Latency(v) for v in values[:3]])  # only floats in range
+    h.feed([Latency(values[3])])  # a negative one
     [hist] = h.finish()
     assert isinstance(hist, Histogram)
     # 0 -> slot 1, 3 -> slot 2, 1000 -> slot 10, (u64)-1 -> slot 64

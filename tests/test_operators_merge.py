@@ -200,7 +200,9 @@ def test_whole_run_results_merge_into_one_window_emitted_at_the_end() -> None:
         WindowResult(aggregate="count", value=v, hosts=[host]) for v, host in [(2, "a"), (5, "b")]
     ]
     passing = ["an event", EmptyWindows(windows=3, step=1.0)]
-    assert h.feed([whole[0], passing[0], hist("a", 0, [(0, 1, 1)]), passing[1], whole[1]]) == (
+    assert h.feed(whole[:1]) == []  # no wall-clock bounds: no host has passed any window
+    whole = whole[1:]
+    assert h.feed([passing[0], hist("a", 0, [(0, 1, 1)]), passing[1], whole[0]]) == (
         passing
     )  # other records pass on at once; nothing else is due: no host has passed a window
     window_0, merged = h.finish()  # windows in order, the whole run last

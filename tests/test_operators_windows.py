@@ -23,6 +23,8 @@ from flowtrace.operators import (
     Count,
     CountBy,
     EventTime,
+    Linear,
+    Log2,
     Max,
     Min,
     Rate,
@@ -312,7 +314,10 @@ def test_sliding_scalar_aggregates_merge_the_intervals_each_window_covers() -> N
 
 @pytest.mark.parametrize(
     "aggregate",
-    [Count(), Rate(), Sum("size"), Min("size"), Max("size"), Collect(), CountBy("comm")],
+    [
+        Count(), Rate(), Sum("size"), Min("size"), Max("size"), Collect(), CountBy("comm"),
+        Log2("size"), Linear("size"),
+    ],
     ids=lambda a: type(a).__name__,
 )
 def test_an_aggregate_leaves_its_accumulator_as_it_was_for_an_empty_batch(
