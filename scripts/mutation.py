@@ -163,6 +163,10 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
         "strict=None: the zipped sequences have one length by construction"
     ),
+    "flowtrace.operators._window_runs.xǁEmitterǁemit_empty__mutmut_12": (
+        "the limit counts no events after None: a run of empty windows starts once every"
+        " interval holding events was emitted and released"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

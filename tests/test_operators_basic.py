@@ -19,13 +19,17 @@ from flowtrace.operators import (
     F,
     Not,
     Predicate,
+    Sum,
+    count,
     distinct,
     field,
     filter,
     flat_map,
     join,
+    log2_histogram,
     map,
     running_count,
+    window,
 )
 from flowtrace.records import JoinIncomplete
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
@@ -213,6 +217,9 @@ async def test_filter_after_a_join_passes_its_incomplete_records() -> None:
         (join(lambda e: e.pid == 1, lambda e: e.pid == 2, key="tid", time_field=None), "join"),
         (running_count("tid", time="pid"), "running_count"),
         (running_count(time="tid"), "running_count"),
+        (count("tid"), "count"),
+        (log2_histogram("tid", by="comm"), "log2_histogram"),
+        (window(Sum("pid"), by="tid", name="sums"), "sums"),
     ],
 )
 def test_each_operator_names_a_missing_field_in_one_line(operator: Any, stage: str) -> None:

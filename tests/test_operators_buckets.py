@@ -430,3 +430,27 @@ def test_log2_bounds_of_every_slot_and_none_outside() -> None:
     for slot in (0, 65):
         with pytest.raises(ValueError, match=rf"^log2 slot {slot} out of range 1\.\.64$"):
             log2_bounds(slot)
+
+
+def test_a_histogram_record_names_its_value_unit_scale_and_window() -> None:
+    clock = ManualClock(5.0)
+    h = OperatorHarness(log2_histogram("bytes", unit="kbytes", divisor=1024), clock)
+    h.feed([Sized(1024), Sized(3000)])  # 1 and 2 after the divisor
+    clock.advance(2.0)
+    assert h.finish() == [
+        Histogram(field="bytes", unit="kbytes", scale="log2",
+                  buckets=[Bucket(0, 1, 1), Bucket(2, 3, 1)], sum=(1024 + 3000) / 1024,
+                  window_start=5.0, window_end=7.0)
+    ]  # fmt: skip
+
+    def size(e: Sized) -> int:
+        return e.bytes
+
+    for value, name in [(size, "size"), (lambda e: e.bytes, "value")]:
+        h = OperatorHarness(linear_histogram(value, max_index=3), ManualClock(0.0))
+        h.feed([Sized(1), Sized(3)])
+        assert h.finish() == [
+            Histogram(field=name, unit="value", scale="linear",
+                      buckets=[Bucket(1, 1, 1), Bucket(2, 2, 0), Bucket(3, 3, 1)], sum=4.0,
+                      window_start=0.0, window_end=0.0)
+        ]  # fmt: skip
