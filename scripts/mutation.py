@@ -10,7 +10,8 @@ hours on two cores.
 Python areas: mutmut generates the mutants of each area's files; each mutant
 is applied to a scratch copy of the repository (tracked files) and only the
 test files mapped to its area run against it (``pytest -x``). A failing run
-kills it; a run that passes lets it survive. Applying the mutant to the
+kills it; a run that passes lets it survive. Areas in ``COVERAGE_MAPPED``
+first run only the files that reach the mutated function (see there). Applying the mutant to the
 source itself (rather than mutmut's own runner, which switches mutants at run
 time) keeps mutants of default arguments and of code that runs at import
 honest, and lets kernel tests run in their own process.
