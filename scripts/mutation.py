@@ -168,6 +168,9 @@ EQUIVALENT: dict[str, str] = {
         "the limit counts no events after None: a run of empty windows starts once every"
         " interval holding events was emitted and released"
     ),
+    "flowtrace.operators.custom.xǁ_GeneratorOperatorǁrun__mutmut_2": (
+        "no batch yet is None, not an empty iterator: length_hint gives 0 for both"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

@@ -159,9 +159,10 @@ def test_late_and_duplicate_results_are_counted_not_merged() -> None:
     first = hist("a", 0, [(0, 1, 1)])
     h.feed([first, first, hist("a", 10, [(0, 1, 1)])])
     assert h.stats.dropped == {"duplicate": 1}
-    out = h.feed([hist("b", 0, [(0, 1, 1)])])  # window 0 went out when a passed it
-    assert len(out) == 1 and isinstance(out[0], LateEvent)
-    assert (out[0].window_start, out[0].window_end) == (T0, T0 + 10)
+    late = hist("b", 0, [(0, 1, 1)])
+    out = h.feed([late])  # window 0 went out when a passed it
+    # the watermark: the least advanced host's latest end (b's, now T0 + 10)
+    assert out == [LateEvent(event=late, watermark=T0 + 10, window_start=T0, window_end=T0 + 10)]
     assert h.stats.dropped == {"duplicate": 1, "late": 1}
 
 

@@ -482,6 +482,19 @@ def test_a_batch_that_closes_the_last_window_of_the_limit_is_counted_not_folded(
     assert h.stats.dropped == {"after_limit": 3}
 
 
+def test_events_over_the_key_bound_are_not_counted_again_after_the_limit() -> None:
+    h = OperatorHarness(
+        window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), by="comm", max_keys=1, limit=1)
+    )
+    second = 1_000_000_000
+    batch = [Ev(1, ts=0), Ev(2, ts=second), Ev(3, ts=second, comm="b"),
+             Ev(4, ts=second + 5, comm="b"), Ev(5, ts=9 * second)]  # fmt: skip
+    out = h.feed(batch)
+    assert [(r.window_start, r.key, r.value) for r in collected(out)] == [(0.0, {"comm": "a"}, 1)]
+    # window 1 kept one event of a (b's two were over the bound), window 9 one
+    assert h.stats.dropped == {"key_limit": 2, "after_limit": 2}
+
+
 def test_event_time_stops_at_the_limit_within_one_batch() -> None:
     h = OperatorHarness(window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), limit=1))
     second = 1_000_000_000
