@@ -171,6 +171,9 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.custom.xǁ_GeneratorOperatorǁrun__mutmut_2": (
         "no batch yet is None, not an empty iterator: length_hint gives 0 for both"
     ),
+    "flowtrace.operators.windows.xǁWindowǁfinish__mutmut_1": (
+        "a stopped run's finish emits nothing either: its state was cleared at the limit"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

@@ -123,6 +123,31 @@ def test_a_class_and_its_factory_default_alike(cls: type, factory: Any) -> None:
     assert {p: own[p].default for p in shared} == {p: made[p].default for p in shared}
 
 
+@pytest.mark.parametrize(
+    ("make", "default"),
+    [
+        (lambda **k: ops.filter(ops.F.pid == 1, **k), "filter"),
+        (lambda **k: ops.filter(pid=1, **k), "filter"),
+        (lambda **k: ops.map(str, **k), "map"),
+        (lambda **k: ops.flat_map(list, **k), "flat_map"),
+        (lambda **k: ops.sample(2, **k), "sample"),
+        (lambda **k: ops.distinct("pid", **k), "distinct"),
+        (lambda **k: ops.throttle(1, **k), "throttle"),
+        (lambda **k: ops.rate(every=ops.Tumbling(1.0), **k), "rate"),
+        (lambda **k: ops.join(int, str, key="pid", **k), "join"),
+        (lambda **k: ops.merge_by(**k), "merge_by"),
+        (lambda **k: ops.running_count(**k), "running_count"),
+        (lambda **k: ops.window(ops.Count(), **k), "window(count)"),
+        (lambda **k: ops.window(ops.Sum("bytes"), **k), "window(sum)"),
+        (lambda **k: ops.count("pid", **k), "count"),
+        (lambda **k: ops.log2_histogram("bytes", **k), "log2_histogram"),
+        (lambda **k: ops.linear_histogram("bytes", **k), "linear_histogram"),
+    ],
+)
+def test_a_factory_names_its_stage_as_told_or_after_itself(make: Any, default: str) -> None:
+    assert (make().stage_name(), make(name="mine").stage_name()) == (default, "mine")
+
+
 def test_contract_check_fails_on_missing_statements() -> None:
     class Bare(ops.Filter[Any]):
         pass

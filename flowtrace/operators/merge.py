@@ -45,7 +45,7 @@ _MERGES: dict[str, Callable[[list[Any]], Any]] = {
 
 
 def _frozen(key: dict[str, Any] | None) -> Hashable:
-    return None if key is None else tuple(sorted(key.items(), key=lambda kv: kv[0]))
+    return None if key is None else tuple(sorted(key.items()))  # keys are unique
 
 
 @dataclass
