@@ -174,6 +174,10 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.windows.xǁWindowǁfinish__mutmut_1": (
         "a stopped run's finish emits nothing either: its state was cleared at the limit"
     ),
+    "flowtrace.operators._window_runs.xǁEventTimeRunǁ_emit_through__mutmut_14": (
+        "the first window when nothing was settled and no interval holds events: none is"
+        " emitted from 0 or from 1"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),
