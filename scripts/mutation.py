@@ -178,6 +178,9 @@ EQUIVALENT: dict[str, str] = {
         "the first window when nothing was settled and no interval holds events: none is"
         " emitted from 0 or from 1"
     ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_16": (
+        "a 0 (or a float below 1) takes the u64 conversion, which gives it the same slot"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),
