@@ -181,6 +181,9 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_16": (
         "a 0 (or a float below 1) takes the u64 conversion, which gives it the same slot"
     ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_17": (
+        "max(None) raises TypeError, which takes the u64 conversion: the same slots"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

@@ -454,3 +454,11 @@ def test_a_histogram_record_names_its_value_unit_scale_and_window() -> None:
                       buckets=[Bucket(1, 1, 1), Bucket(2, 2, 0), Bucket(3, 3, 1)], sum=4.0,
                       window_start=0.0, window_end=0.0)
         ]  # fmt: skip
+
+
+def test_histograms_by_key_one_per_key_in_order_of_first_appearance() -> None:
+    for make in (log2_histogram, linear_histogram):
+        h = OperatorHarness(make("bytes", by="comm"))
+        h.feed([SizedBy(1, "b"), SizedBy(3, "a"), SizedBy(1, "b")])
+        results = [(r.key, r.total) for r in h.finish() if isinstance(r, Histogram)]
+        assert results == [({"comm": "b"}, 2), ({"comm": "a"}, 1)], make

@@ -213,6 +213,15 @@ def test_whole_run_results_merge_into_one_window_emitted_at_the_end() -> None:
     )
 
 
+def test_the_end_emits_windows_oldest_first_whatever_order_they_came_in() -> None:
+    h = OperatorHarness(merge_by(window=10.0, lateness=100))
+    h.feed([WindowResult(aggregate="count", value=1, hosts=["a"]), hist("a", 20, [(0, 1, 1)]),
+            hist("a", 10, [(0, 1, 2)]), hist("a", 0, [(0, 1, 4)])])  # fmt: skip
+    assert [(type(r).__name__, r.window_start) for r in h.finish()] == [
+        ("Histogram", T0), ("Histogram", T0 + 10), ("Histogram", T0 + 20), ("WindowResult", None)
+    ]  # fmt: skip
+
+
 def test_groups_past_max_groups_are_counted_and_left_out() -> None:
     h = OperatorHarness(merge_by(window=10.0, lateness=100, max_groups=2))
     h.feed([hist("a", 0, [(0, 1, 1)]), hist("a", 10, [(0, 1, 2)]), hist("a", 20, [(0, 1, 4)]),

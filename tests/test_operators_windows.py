@@ -330,6 +330,31 @@ def test_an_aggregate_leaves_its_accumulator_as_it_was_for_an_empty_batch(
     assert aggregate.add(copy.copy(filled), []) == filled
 
 
+def test_min_and_max_keep_the_first_of_equal_values_whatever_the_batches() -> None:
+    """As Python's min and max do: 1.0 and 1 are equal, the first one stays."""
+
+    class Value(msgspec.Struct, frozen=True):
+        v: float
+
+    for aggregate in (Min("v"), Max("v")):
+        for batches in ([[Value(1.0), Value(1)]], [[Value(1.0)], [Value(1)]]):
+            h = OperatorHarness(window(aggregate))
+            for batch in batches:
+                h.feed(batch)
+            [result] = collected(h.finish())
+            assert (result.value, type(result.value)) == (1.0, float)
+
+
+def test_collect_keeps_at_most_max_items_per_interval_across_batches() -> None:
+    h = OperatorHarness(window(Collect(max_items=3)))
+    h.feed([Ev(1), Ev(2)])
+    h.feed([Ev(3), Ev(4)])
+    h.feed([Ev(5)])
+    [result] = collected(h.finish())
+    assert [e.n for e in result.value] == [1, 2, 3]
+    assert h.stats.dropped == {"collect_limit": 2}
+
+
 def test_min_and_max_merge_only_the_accumulators_that_saw_events() -> None:
     assert (Min("size").merge([None, 4, None, 2]), Max("size").merge([None, 4, None, 2])) == (2, 4)
     assert (Min("size").merge([None, None]), Max("size").merge([])) == (None, None)
