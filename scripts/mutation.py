@@ -184,6 +184,9 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_17": (
         "max(None) raises TypeError, which takes the u64 conversion: the same slots"
     ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_25": (
+        "map() of one argument raises TypeError, which takes the u64 conversion: the same slots"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),
