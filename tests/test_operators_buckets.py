@@ -364,8 +364,11 @@ class SizedBy(msgspec.Struct, frozen=True):
     comm: str
 
 
-def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest() -> None:
-    h = OperatorHarness(log2_histogram("bytes", by="comm", max_keys=2))
+@pytest.mark.parametrize("make", [log2_histogram, linear_histogram])
+def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest(
+    make: Callable[..., Any],
+) -> None:
+    h = OperatorHarness(make("bytes", by="comm", max_keys=2))
     h.feed([SizedBy(4, c) for c in "abcacd"])
     hists = [r for r in h.finish() if isinstance(r, Histogram)]
     assert [(r.key, r.total) for r in hists] == [({"comm": "a"}, 2), ({"comm": "b"}, 1)]

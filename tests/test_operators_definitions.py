@@ -166,6 +166,11 @@ class Ev(msgspec.Struct):
             " every=Sliding(length, step)",
         ),
         (
+            lambda: window(Count(), every="1s"),
+            "window(count): every='1s' is not a windower; pass every=Tumbling(seconds) or"
+            " every=Sliding(length, step)",
+        ),
+        (
             lambda: window(Count(), clock=3),
             "window(count): clock=3 is not a clock; pass clock=ProcessingTime() or"
             " clock=EventTime('<timestamp field>')",
