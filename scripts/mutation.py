@@ -187,6 +187,12 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_25": (
         "map() of one argument raises TypeError, which takes the u64 conversion: the same slots"
     ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_15": (
+        "a 0 takes the u64 conversion, which gives it the same slot"
+    ),
+    "flowtrace.operators._fields.x__callable_name__mutmut_4": (
+        "a callable without __name__ gets None rather than '': both are no name"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

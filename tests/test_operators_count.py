@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import msgspec
 import pytest
@@ -148,7 +148,14 @@ def test_a_key_function_names_its_column_or_is_called_key() -> None:
     def pair(e: Switch) -> tuple[int, int]:
         return (e.prev_pid, e.next_pid)
 
-    for by, column in [(pair, "pair"), (lambda e: e.comm, "key")]:
+    class ByComm:  # a callable without a __name__
+        def __call__(self, e: Switch) -> str:
+            return e.comm
+
+    keys: list[tuple[Callable[[Switch], Hashable], str]] = [
+        (pair, "pair"), (lambda e: e.comm, "key"), (ByComm(), "key")
+    ]  # fmt: skip
+    for by, column in keys:
         h = OperatorHarness(count(by))
         h.feed([Switch(1, 2, "a")])
         table = table_of(h.finish())
