@@ -193,6 +193,9 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators._fields.x__callable_name__mutmut_4": (
         "a callable without __name__ gets None rather than '': both are no name"
     ),
+    "flowtrace.operators.buckets.xǁLog2ǁnew__mutmut_4": (
+        "one more counter after the sum: nothing reads past the sum"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),
