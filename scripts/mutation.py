@@ -143,9 +143,6 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.transport.xǁRingBufferReaderǁread__mutmut_12": (
         "read(0) only: every caller asks for a positive batch limit"
     ),
-    "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
-        "the body of an abstract method: never called"
-    ),
     "flowtrace.recording.xǁRecordingReaderǁ_event_line__mutmut_1": (
         "the one-type fast path off: the general path reads the same events"
     ),
