@@ -10,7 +10,8 @@ hours on two cores.
 Python areas: mutmut generates the mutants of each area's files; each mutant
 is applied to a scratch copy of the repository (tracked files) and only the
 test files mapped to its area run against it (``pytest -x``). A failing run
-kills it; a run that passes lets it survive. Applying the mutant to the
+kills it; a run that passes lets it survive. Areas in ``COVERAGE_MAPPED``
+first run only the files that reach the mutated function (see there). Applying the mutant to the
 source itself (rather than mutmut's own runner, which switches mutants at run
 time) keeps mutants of default arguments and of code that runs at import
 honest, and lets kernel tests run in their own process.
@@ -44,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,11 +60,16 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_operators_console.py",
             "tests/test_operators_count.py",
             "tests/test_operators_custom.py",
+            "tests/test_operators_definitions.py",
             "tests/test_operators_extras.py",
+            "tests/test_operators_forms.py",
             "tests/test_operators_join.py",
             "tests/test_operators_merge.py",
+            "tests/test_operators_running.py",
             "tests/test_operators_runs.py",
             "tests/test_operators_windows.py",
+            "tests/test_operators_kernel.py",  # histograms against bcc's own, in the kernel
+            "tests/test_replay_jumps.py",  # windows across clock jumps: the empty-run bound
         ],
     ),
     "transport": (
@@ -103,6 +110,12 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
     ),
 }
 
+# Areas whose mutants run only the test files that reach the mutated function
+# (measured with coverage on the unmutated copy), fastest file first. A mutant
+# that survives them runs the area's whole list again, so the selection only
+# saves time and never turns a kill into a survivor.
+COVERAGE_MAPPED = {"operators"}
+
 # lesson source -> the kernel lesson tests that drive it (-k expression)
 C_LESSONS: dict[str, str] = {
     "sources/disk.py": "disksnoop_sees",
@@ -130,9 +143,6 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.transport.xǁRingBufferReaderǁread__mutmut_12": (
         "read(0) only: every caller asks for a positive batch limit"
     ),
-    "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
-        "the body of an abstract method: never called"
-    ),
     "flowtrace.recording.xǁRecordingReaderǁ_event_line__mutmut_1": (
         "the one-type fast path off: the general path reads the same events"
     ),
@@ -150,6 +160,41 @@ EQUIVALENT: dict[str, str] = {
     ),
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
         "strict=None: the zipped sequences have one length by construction"
+    ),
+    "flowtrace.operators._window_runs.xǁEmitterǁemit_empty__mutmut_12": (
+        "the limit counts no events after None: a run of empty windows starts once every"
+        " interval holding events was emitted and released"
+    ),
+    "flowtrace.operators.custom.xǁ_GeneratorOperatorǁrun__mutmut_2": (
+        "no batch yet is None, not an empty iterator: length_hint gives 0 for both"
+    ),
+    "flowtrace.operators.windows.xǁWindowǁfinish__mutmut_1": (
+        "a stopped run's finish emits nothing either: its state was cleared at the limit"
+    ),
+    "flowtrace.operators._window_runs.xǁEventTimeRunǁ_emit_through__mutmut_14": (
+        "the first window when nothing was settled and no interval holds events: none is"
+        " emitted from 0 or from 1"
+    ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_16": (
+        "a 0 (or a float below 1) takes the u64 conversion, which gives it the same slot"
+    ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_17": (
+        "max(None) raises TypeError, which takes the u64 conversion: the same slots"
+    ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_25": (
+        "map() of one argument raises TypeError, which takes the u64 conversion: the same slots"
+    ),
+    "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_15": (
+        "a 0 takes the u64 conversion, which gives it the same slot"
+    ),
+    "flowtrace.operators._fields.x__callable_name__mutmut_4": (
+        "a callable without __name__ gets None rather than '': both are no name"
+    ),
+    "flowtrace.operators.buckets.xǁLog2ǁnew__mutmut_4": (
+        "one more counter after the sum: nothing reads past the sum"
+    ),
+    "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
+        "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),
 }
 
@@ -207,9 +252,12 @@ def copy_repository(dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], input=pack, check=True)
 
 
-def run_tests(scratch: Path, tests: list[str], env: dict[str, str], k: str = "") -> tuple[int, str]:
+def run_tests(
+    scratch: Path, tests: list[str], env: dict[str, str], k: str = "", runner: tuple[str, ...] = ()
+) -> tuple[int, str]:
     command = [
         sys.executable,
+        *runner,
         "-m",
         "pytest",
         "-x",
@@ -290,20 +338,118 @@ def python_mutants(
     return found
 
 
-def run_python_mutant(scratch: Path, name: str, source: Path, tests: list[str]) -> Outcome:
-    from mutmut.mutation.diff_apply import apply_mutant  # type: ignore[import-not-found]
+def function_node(module: Any, name: str) -> Any:
+    """The definition a mutmut mutant name (``x_f__mutmut_3``, ``xǁCǁm__mutmut_3``)
+    belongs to in a libcst or ast module: the class's method, the last of its
+    name (an implementation after its ``@overload`` stubs)."""
+    from mutmut.utils.format_utils import (  # type: ignore[import-not-found]
+        orig_function_and_class_names_from_key,
+    )
 
+    function, cls = orig_function_and_class_names_from_key(name)
+    body = module.body
+    if cls is not None:
+        classes = [n for n in body if type(n).__name__ == "ClassDef" and _name(n) == cls]
+        body = classes[-1].body if classes else []
+        body = getattr(body, "body", body)  # libcst's IndentedBlock, ast's list
+    defs = [n for n in body if type(n).__name__ in ("FunctionDef", "AsyncFunctionDef")]
+    defs = [n for n in defs if _name(n) == function]
+    if not defs:
+        raise LookupError(f"no definition of mutant {name}")
+    return defs[-1]
+
+
+def _name(node: Any) -> str:
+    return node.name if isinstance(node.name, str) else str(node.name.value)
+
+
+def apply_mutant(name: str, source: Path) -> None:
+    """Writes mutant ``name`` into ``source`` (relative; run inside the scratch
+    copy). mutmut's own apply_mutant finds the function by its bare name, so a
+    mutant of ``Linear.add`` replaced the first ``add`` in the file (``Log2.add``)."""
+    import libcst as cst  # type: ignore[import-not-found]
+    from mutmut.mutation import diff_apply  # type: ignore[import-not-found]
+
+    pair = diff_apply.read_functions_from_index(name, source)
+    if pair is not None:
+        mutant = pair[1]
+    else:
+        mutant = diff_apply.read_mutant_function(diff_apply.read_mutants_module(source), name)
+    module = cst.parse_module(source.read_text())
+    source.write_text(module.deep_replace(function_node(module, name), mutant).code)
+
+
+@dataclasses.dataclass
+class ReachMap:
+    """Which of an area's test files reach which lines of its sources, and how
+    long each file takes; measured once on the unmutated copy."""
+
+    seconds: dict[str, float]  # test file -> wall time
+    lines: dict[str, dict[str, set[int]]]  # test file -> real source path -> lines run
+
+    def tests_for(self, scratch: Path, name: str, source: Path) -> list[str]:
+        """The test files that run any line of the mutated function's body,
+        fastest first; all of them if the function cannot be located."""
+        import ast
+
+        path = os.path.realpath(scratch / source)
+        try:
+            node = function_node(ast.parse((scratch / source).read_text()), name)
+        except LookupError:
+            return self.all()
+        body = set(range(node.body[0].lineno, node.end_lineno + 1))
+        reached = [t for t in self.seconds if self.lines[t].get(path, set()) & body]
+        return reached or self.all()
+
+    def all(self) -> list[str]:
+        return sorted(self.seconds, key=self.seconds.__getitem__)
+
+
+def measure_tests(
+    scratch: Path, files: list[str], tests: list[str], env: dict[str, str]
+) -> tuple[ReachMap | None, str]:
+    """Runs each test file alone under coverage: its time and the lines of
+    ``files`` it runs. (None, output) if a file fails."""
+    from coverage import CoverageData  # type: ignore[import-not-found]
+
+    include = ",".join(str(scratch / g) for g in files)
+    seconds: dict[str, float] = {}
+    lines: dict[str, dict[str, set[int]]] = {}
+    for test in tests:
+        data = scratch / f".coverage-{Path(test).stem}"
+        runner = ("-m", "coverage", "run", f"--data-file={data}", f"--include={include}")
+        started = time.monotonic()
+        code, out = run_tests(scratch, [test], env, runner=runner)
+        if code != 0:
+            return None, out
+        seconds[test] = time.monotonic() - started
+        measured = CoverageData(basename=str(data))
+        measured.read()
+        lines[test] = {
+            os.path.realpath(f): set(measured.lines(f) or ()) for f in measured.measured_files()
+        }
+    return ReachMap(seconds, lines), ""
+
+
+def run_python_mutant(
+    scratch: Path, name: str, source: Path, tests: list[str], test_map: ReachMap | None
+) -> Outcome:
     path = scratch / source
     original = path.read_text()
     started = time.monotonic()
+    chosen = test_map.tests_for(scratch, name, source) if test_map else tests
     try:
         with inside(scratch):
-            apply_mutant(name)
+            apply_mutant(name, source)
         mutated = path.read_text()
-        code, _ = run_tests(scratch, tests, test_env(scratch))
+        code, _ = run_tests(scratch, chosen, test_env(scratch))
+        rest = [t for t in test_map.all() if t not in chosen] if test_map else []
+        if code == 0 and rest:  # the selection missed nothing: the others agree
+            code, _ = run_tests(scratch, rest, test_env(scratch))
     finally:
         path.write_text(original)
     status = "survived" if code == 0 else "killed"
+    print(f"{status:8} {name}", file=sys.stderr, flush=True)  # progress
     return Outcome(name, status, one_line_change(original, mutated), time.monotonic() - started)
 
 
@@ -458,8 +604,13 @@ def main() -> int:
         (scratch / "tests" / "_mutation_c.py").write_text(C_PLUGIN)
         chosen = {a: PYTHON_AREAS[a] for a in areas if a in PYTHON_AREAS}
         mutants = python_mutants(scratch, chosen) if chosen else {}
-        for area, (_, tests) in chosen.items():
-            code, out = run_tests(scratch, tests, test_env(scratch))
+        for area, (files, tests) in chosen.items():
+            test_map = None
+            if area in COVERAGE_MAPPED:
+                test_map, out = measure_tests(scratch, files, tests, test_env(scratch))
+                code = 0 if test_map else 1
+            else:
+                code, out = run_tests(scratch, tests, test_env(scratch))
             if code != 0:
                 print(f"{area}: its tests fail without any mutant; fix them first:\n{out[-2000:]}")
                 return 1
@@ -467,7 +618,9 @@ def main() -> int:
             if args.only:
                 names = [(n, src) for n, src in names if n in args.only.split(",")]
             picked = rng.sample(names, min(args.sample, len(names))) if args.sample else names
-            outcomes = [run_python_mutant(scratch, name, source, tests) for name, source in picked]
+            outcomes = [
+                run_python_mutant(scratch, name, source, tests, test_map) for name, source in picked
+            ]
             report(area, outcomes, len(names))
             results[area] = [dataclasses.asdict(o) for o in outcomes]
         if "c_bodies" in areas:

@@ -104,6 +104,50 @@ def test_operator_factories_document_or_name_their_operator() -> None:
         assert re.search(rf":class:`(~[\w.]*\.)?{cls.__name__}`", fn.__doc__ or ""), name
 
 
+@pytest.mark.parametrize(
+    ("cls", "factory"),
+    [
+        (ops.Join, ops.join), (ops.Window, ops.window), (ops.MergeBy, ops.merge_by),
+        (ops.RunningCount, ops.running_count), (ops.CountBy, ops.count),
+        (ops.Log2, ops.log2_histogram), (ops.Linear, ops.linear_histogram),
+        (ops.Distinct, ops.distinct), (ops.Sample, ops.sample), (ops.Throttle, ops.throttle),
+        (ops.Map, ops.map), (ops.FlatMap, ops.flat_map), (ops.Filter, ops.filter),
+    ],
+)  # fmt: skip
+def test_a_class_and_its_factory_default_alike(cls: type, factory: Any) -> None:
+    """Built directly, a public operator class behaves as its factory's result."""
+    own = inspect.signature(cls).parameters
+    made = inspect.signature(factory).parameters
+    shared = [p for p in own if p in made and own[p].default is not inspect.Parameter.empty]
+    assert shared
+    assert {p: own[p].default for p in shared} == {p: made[p].default for p in shared}
+
+
+@pytest.mark.parametrize(
+    ("make", "default"),
+    [
+        (lambda **k: ops.filter(ops.F.pid == 1, **k), "filter"),
+        (lambda **k: ops.filter(pid=1, **k), "filter"),
+        (lambda **k: ops.map(str, **k), "map"),
+        (lambda **k: ops.flat_map(list, **k), "flat_map"),
+        (lambda **k: ops.sample(2, **k), "sample"),
+        (lambda **k: ops.distinct("pid", **k), "distinct"),
+        (lambda **k: ops.throttle(1, **k), "throttle"),
+        (lambda **k: ops.rate(every=ops.Tumbling(1.0), **k), "rate"),
+        (lambda **k: ops.join(int, str, key="pid", **k), "join"),
+        (lambda **k: ops.merge_by(**k), "merge_by"),
+        (lambda **k: ops.running_count(**k), "running_count"),
+        (lambda **k: ops.window(ops.Count(), **k), "window(count)"),
+        (lambda **k: ops.window(ops.Sum("bytes"), **k), "window(sum)"),
+        (lambda **k: ops.count("pid", **k), "count"),
+        (lambda **k: ops.log2_histogram("bytes", **k), "log2_histogram"),
+        (lambda **k: ops.linear_histogram("bytes", **k), "linear_histogram"),
+    ],
+)
+def test_a_factory_names_its_stage_as_told_or_after_itself(make: Any, default: str) -> None:
+    assert (make().stage_name(), make(name="mine").stage_name()) == (default, "mine")
+
+
 def test_contract_check_fails_on_missing_statements() -> None:
     class Bare(ops.Filter[Any]):
         pass
@@ -307,6 +351,7 @@ def declarations() -> list[tuple[Any, tuple[str, ...], type | None]]:
         (ops.rate(by="pid", every=second, clock=event_time), ("pid", "ts"), WindowResult),
         (Tally(), (), None),
         (doubled(), (), None),
+        (ops.merge_by(), (), None),
     ]  # fmt: skip
 
 

@@ -11,17 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowtrace.errors import PipelineDefinitionError, StageError
+from flowtrace.kernel_forms import Comparison
 from flowtrace.operators import (
     AllOf,
+    AnyOf,
     Compare,
     F,
     Not,
     Predicate,
+    Sum,
+    count,
+    distinct,
     field,
     filter,
     flat_map,
     join,
+    log2_histogram,
     map,
+    running_count,
+    window,
 )
 from flowtrace.records import JoinIncomplete
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
@@ -53,6 +61,7 @@ def test_field_predicates_mean_what_python_means(
         (F.pid >= pid, lambda e: e.pid >= pid),
         (F.comm.isin(comms), lambda e: e.comm in comms),
         (F.comm.notin(comms), lambda e: e.comm not in comms),
+        (F.comm.startswith("b"), lambda e: e.comm.startswith("b")),
         ((F.pid > pid) & (F.uid == 0), lambda e: e.pid > pid and e.uid == 0),
         ((F.pid > pid) | F.comm.isin(comms), lambda e: e.pid > pid or e.comm in comms),
         (~(F.uid == 1), lambda e: e.uid != 1),
@@ -79,6 +88,20 @@ def test_predicates_are_data() -> None:
     kw = filter(pid=42, comm="sh").predicate
     assert isinstance(kw, AllOf)
     assert [(c.field, c.op, c.value) for c in kw.parts] == [("pid", "==", 42), ("comm", "==", "sh")]  # type: ignore[attr-defined]
+
+
+def test_startswith_and_empty_combinations_read_as_written() -> None:
+    prefix = F.comm.startswith("ba")
+    assert repr(prefix) == "F.comm.startswith('ba')"
+    assert prefix.kernel_condition() == Comparison("comm", "startswith", "ba")
+    assert repr(AnyOf(())) == "AnyOf(())" and repr(AllOf(())) == "AllOf(())"
+    assert repr(F.pid.notin({3, 1})) == "F.pid not in [1, 3]"
+    with pytest.raises(PipelineDefinitionError) as raised:
+        F.comm.startswith(3)  # type: ignore[arg-type]
+    assert str(raised.value) == "F.comm.startswith takes a string, got int"
+    with pytest.raises(PipelineDefinitionError) as raised:
+        field("comm name")
+    assert str(raised.value) == "'comm name' is not a field name"
 
 
 @pytest.mark.anyio
@@ -183,3 +206,32 @@ async def test_filter_after_a_join_passes_its_incomplete_records() -> None:
     replaced, slow = sink.items
     assert (replaced.reason, replaced.start) == ("replaced", Issue(0, 1))
     assert slow.latency_ns == 2_000_000 - 5
+
+
+@pytest.mark.parametrize(
+    ("operator", "stage"),
+    [
+        (map(lambda e: e.tid), "map"),
+        (flat_map(lambda e: [e.tid]), "flat_map"),
+        (distinct("tid"), "distinct"),
+        (join(lambda e: e.pid == 1, lambda e: e.pid == 2, key="tid", time_field=None), "join"),
+        (running_count("tid", time="pid"), "running_count"),
+        (running_count(time="tid"), "running_count"),
+        (count("tid"), "count"),
+        (log2_histogram("tid", by="comm"), "log2_histogram"),
+        (window(Sum("pid"), by="tid", name="sums"), "sums"),
+    ],
+)
+def test_each_operator_names_a_missing_field_in_one_line(operator: Any, stage: str) -> None:
+    h = OperatorHarness(operator)
+    with pytest.raises(PipelineDefinitionError) as raised:
+        h.feed([Proc(1, "sh")])
+    assert str(raised.value) == (
+        f"{stage}: event Proc has no field 'tid'; its fields are pid, comm, uid"
+    )
+
+
+def test_an_attribute_error_not_about_an_event_field_is_left_as_it_is() -> None:
+    h: OperatorHarness[Any, Any] = OperatorHarness(map(lambda e: e.comm.tid))
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'tid'"):
+        h.feed([Proc(1, "sh")])

@@ -8,6 +8,8 @@ import contextlib
 import io
 import random
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -15,8 +17,16 @@ from bcc import table as bcc_table  # bcc is required: without it these tests fa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError, StageError
-from flowtrace.operators import Linear, Log2, linear_histogram, log2_bounds, log2_histogram
+from flowtrace.operators import (
+    Linear,
+    Log2,
+    Sliding,
+    linear_histogram,
+    log2_bounds,
+    log2_histogram,
+)
 from flowtrace.operators import log2_index as our_log2_index
 from flowtrace.records import Bucket, Histogram, Record
 from flowtrace.render import histogram_counts, histogram_lines, linear_lines, log2_lines
@@ -354,9 +364,104 @@ class SizedBy(msgspec.Struct, frozen=True):
     comm: str
 
 
-def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest() -> None:
-    h = OperatorHarness(log2_histogram("bytes", by="comm", max_keys=2))
+@pytest.mark.parametrize("make", [log2_histogram, linear_histogram])
+def test_keyed_histogram_keeps_at_most_max_keys_and_counts_the_rest(
+    make: Callable[..., Any],
+) -> None:
+    h = OperatorHarness(make("bytes", by="comm", max_keys=2))
     h.feed([SizedBy(4, c) for c in "abcacd"])
     hists = [r for r in h.finish() if isinstance(r, Histogram)]
     assert [(r.key, r.total) for r in hists] == [({"comm": "a"}, 2), ({"comm": "b"}, 1)]
     assert h.stats.dropped == {"key_limit": 3}
+
+
+class Latency(msgspec.Struct, frozen=True):
+    ns: float
+
+
+def test_float_values_without_a_divisor_are_truncated_as_a_c_conversion() -> None:
+    values = [0.5, 3.7, 1000.0, -1.5]
+    h = OperatorHarness(log2_histogram("ns"))
+    h.feed([Latency(v) for v in values[:3]])  # only floats in range
+    h.feed([Latency(values[3])])  # a negative one
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    # 0 -> slot 1, 3 -> slot 2, 1000 -> slot 10, (u64)-1 -> slot 64
+    assert {(b.low, b.high): b.count for b in hist.buckets if b.count} == {
+        (0, 1): 1, (2, 3): 1, (512, 1023): 1, (1 << 63, U64): 1
+    }  # fmt: skip
+    assert hist.sum == sum(values)  # the values as given
+    h = OperatorHarness(linear_histogram("ns", max_index=5))
+    h.feed([Latency(v) for v in [2.9, 0.1, 5.99, 6.0, 2.0]])
+    [hist] = h.finish()
+    assert isinstance(hist, Histogram)
+    slots = [(b.low, b.count) for b in hist.buckets]
+    assert slots == [(0, 1), (1, 0), (2, 2), (3, 0), (4, 0), (5, 1)]
+    assert h.stats.dropped == {"out_of_range": 1}
+
+
+@pytest.mark.parametrize(
+    ("make", "alone", "added", "later"),
+    [
+        (linear_histogram, [(1, 1, 2), (2, 2, 0), (3, 3, 1)],
+         [(1, 1, 2), (2, 2, 0), (3, 3, 2), (4, 4, 0), (5, 5, 1)],
+         [(3, 3, 1), (4, 4, 0), (5, 5, 1)]),
+        (log2_histogram, [(0, 1, 2), (2, 3, 1)], [(0, 1, 2), (2, 3, 2), (4, 7, 1)],
+         [(2, 3, 1), (4, 7, 1)]),
+    ],
+)  # fmt: skip
+def test_sliding_histograms_add_up_the_intervals_each_window_covers(
+    make: Callable[..., Any],
+    alone: list[tuple[int, int, int]],
+    added: list[tuple[int, int, int]],
+    later: list[tuple[int, int, int]],
+) -> None:
+    h = OperatorHarness(make("bytes", every=Sliding(2.0, 1.0)), ManualClock(0.0))
+    h.feed([Sized(1), Sized(1), Sized(3)])
+    emitted = h.advance(1.0)
+    h.feed([Sized(3), Sized(5)])
+    emitted += h.advance(1.0) + h.advance(1.0)
+    assert [
+        (r.window_start, r.window_end, r.sum, [(b.low, b.high, b.count) for b in r.buckets])
+        for r in emitted
+        if isinstance(r, Histogram)
+    ] == [(0.0, 1.0, 5.0, alone), (0.0, 2.0, 13.0, added), (1.0, 3.0, 8.0, later)]
+
+
+def test_log2_bounds_of_every_slot_and_none_outside() -> None:
+    assert [log2_bounds(s) for s in (1, 2, 3, 64)] == [(0, 1), (2, 3), (4, 7), (1 << 63, U64)]
+    for slot in (0, 65):
+        with pytest.raises(ValueError, match=rf"^log2 slot {slot} out of range 1\.\.64$"):
+            log2_bounds(slot)
+
+
+def test_a_histogram_record_names_its_value_unit_scale_and_window() -> None:
+    clock = ManualClock(5.0)
+    h = OperatorHarness(log2_histogram("bytes", unit="kbytes", divisor=1024), clock)
+    h.feed([Sized(1024), Sized(3000)])  # 1 and 2 after the divisor
+    clock.advance(2.0)
+    assert h.finish() == [
+        Histogram(field="bytes", unit="kbytes", scale="log2",
+                  buckets=[Bucket(0, 1, 1), Bucket(2, 3, 1)], sum=(1024 + 3000) / 1024,
+                  window_start=5.0, window_end=7.0)
+    ]  # fmt: skip
+
+    def size(e: Sized) -> int:
+        return e.bytes
+
+    for value, name in [(size, "size"), (lambda e: e.bytes, "value")]:
+        h = OperatorHarness(linear_histogram(value, max_index=3), ManualClock(0.0))
+        h.feed([Sized(1), Sized(3)])
+        assert h.finish() == [
+            Histogram(field=name, unit="value", scale="linear",
+                      buckets=[Bucket(1, 1, 1), Bucket(2, 2, 0), Bucket(3, 3, 1)], sum=4.0,
+                      window_start=0.0, window_end=0.0)
+        ]  # fmt: skip
+
+
+def test_histograms_by_key_one_per_key_in_order_of_first_appearance() -> None:
+    for make in (log2_histogram, linear_histogram):
+        h = OperatorHarness(make("bytes", by="comm"))
+        h.feed([SizedBy(1, "b"), SizedBy(3, "a"), SizedBy(1, "b")])
+        results = [(r.key, r.total) for r in h.finish() if isinstance(r, Histogram)]
+        assert results == [({"comm": "b"}, 2), ({"comm": "a"}, 1)], make

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import msgspec
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flowtrace.clock import ManualClock
 from flowtrace.errors import PipelineDefinitionError
-from flowtrace.operators import Tumbling, count
+from flowtrace.operators import Sliding, Tumbling, count
 from flowtrace.records import CountRow, CountTable, Record
 from flowtrace.testing import CollectSink, ListSource, OperatorHarness
 
@@ -114,6 +114,22 @@ def test_periodic_counts_per_interval_with_window_bounds() -> None:
     assert (last.window_start, last.window_end) == (104.0, 104.5)
 
 
+def test_sliding_counts_add_up_the_intervals_each_window_covers() -> None:
+    h = OperatorHarness(count("comm", every=Sliding(2.0, 1.0)), ManualClock(0.0))
+    h.feed([Switch(0, 0, "a")] * 2 + [Switch(0, 0, "b")])
+    assert [t.rows for t in map(table_of, [h.advance(1.0)])] == [
+        [CountRow({"comm": "a"}, 2), CountRow({"comm": "b"}, 1)]
+    ]
+    h.feed([Switch(0, 0, "b")] * 2 + [Switch(0, 0, "c")])
+    both = table_of(h.advance(1.0))  # [0, 2): both intervals, added up
+    assert (both.window_start, both.window_end) == (0.0, 2.0)
+    assert both.rows == [
+        CountRow({"comm": "b"}, 3), CountRow({"comm": "a"}, 2), CountRow({"comm": "c"}, 1)
+    ]  # fmt: skip
+    later = table_of(h.advance(1.0))  # [1, 3): the second interval only
+    assert later.rows == [CountRow({"comm": "b"}, 2), CountRow({"comm": "c"}, 1)]
+
+
 @pytest.mark.anyio
 async def test_count_in_a_pipeline() -> None:
     events = [Switch(i % 3, (i * 7) % 5) for i in range(10_000)]
@@ -126,6 +142,25 @@ async def test_count_in_a_pipeline() -> None:
         (e.prev_pid, e.next_pid) for e in events
     )
     assert (stats.stages[1].received, stats.stages[1].emitted) == (10_000, 1)
+
+
+def test_a_key_function_names_its_column_or_is_called_key() -> None:
+    def pair(e: Switch) -> tuple[int, int]:
+        return (e.prev_pid, e.next_pid)
+
+    class ByComm:  # a callable without a __name__
+        def __call__(self, e: Switch) -> str:
+            return e.comm
+
+    keys: list[tuple[Callable[[Switch], Hashable], str]] = [
+        (pair, "pair"), (lambda e: e.comm, "key"), (ByComm(), "key")
+    ]  # fmt: skip
+    for by, column in keys:
+        h = OperatorHarness(count(by))
+        h.feed([Switch(1, 2, "a")])
+        table = table_of(h.finish())
+        assert table.key_fields == [column]
+        assert [row.key for row in table.rows] == [{column: by(Switch(1, 2, "a"))}]
 
 
 def test_bad_arguments() -> None:

@@ -342,3 +342,30 @@ async def test_side_records_pass_every_custom_form() -> None:
     sink = CollectSink[Any]()
     await (ListSource([*batch, 4, side], batch_size=5) | running_total() | sink).run()
     assert sink.items == [side, side, 1, 3, 6, side, 10]
+
+
+class Lifecycle(EventOperator[int, int]):
+    """Records setup and teardown."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def on_event(self, event: int) -> None:
+        pass
+
+    def setup(self) -> None:
+        self.log.append("setup")
+
+    def teardown(self) -> None:
+        self.log.append("teardown")
+
+
+def test_teardown_runs_once_and_only_after_a_setup() -> None:
+    never_opened = Lifecycle()
+    never_opened.close()  # a run that failed before this stage opened closes it all the same
+    assert never_opened.log == []
+    op = Lifecycle()
+    h = OperatorHarness(op)
+    h.finish()
+    op.close()
+    assert op.log == ["setup", "teardown"]

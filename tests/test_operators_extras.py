@@ -81,6 +81,17 @@ def test_throttle_passes_the_first_per_interval_and_counts_the_rest() -> None:
     assert h.stats.dropped == {"throttled": 3}
 
 
+def test_throttle_intervals_count_from_the_open() -> None:
+    clock = ManualClock(100.7)
+    h = OperatorHarness(throttle(2, per=1.0), clock)
+    assert [e.n for e in h.feed([Ev(1), Ev(2), Ev(3)])] == [1, 2]
+    clock.advance(0.6)  # 101.3: still the first interval, [100.7, 101.7)
+    assert h.feed([Ev(4)]) == []
+    clock.advance(0.4)
+    assert [e.n for e in h.feed([Ev(5), Ev(6), Ev(7)])] == [5, 6]
+    assert h.stats.dropped == {"throttled": 3}
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(PipelineDefinitionError, match="sample: n must be a positive integer"):
         sample(0)

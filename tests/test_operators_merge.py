@@ -16,6 +16,7 @@ from flowtrace.records import (
     Bucket,
     CountRow,
     CountTable,
+    EmptyWindows,
     Histogram,
     LateEvent,
     Receipt,
@@ -116,13 +117,32 @@ def test_window_results_merge_by_their_aggregate(
     h = OperatorHarness(merge_by(window=10.0))
     h.feed([
         WindowResult(
-            aggregate=aggregate, value=v, wall_start=utc(T0), wall_end=utc(T0 + 10), hosts=[host]
+            aggregate=aggregate, value=v, field="lat_ns", key={"disk": "vda"},
+            wall_start=utc(T0 + 2), wall_end=utc(T0 + 7), hosts=[host],
         )
         for v, host in zip(values, ["a", "b"], strict=True)
     ])  # fmt: skip
-    (result,) = h.finish()
-    assert isinstance(result, WindowResult)
-    assert (result.aggregate, result.value, result.hosts) == (aggregate, merged, ["a", "b"])
+    assert h.finish() == [
+        WindowResult(
+            aggregate=aggregate, value=merged, field="lat_ns", key={"disk": "vda"},
+            window_start=T0, window_end=T0 + 10, wall_start=utc(T0), wall_end=utc(T0 + 10),
+            hosts=["a", "b"], inputs=[f"{h}@{utc(T0 + 2).isoformat()}" for h in "ab"],
+        )
+    ]  # fmt: skip
+
+
+def test_results_of_other_fields_or_keys_stay_apart() -> None:
+    h = OperatorHarness(merge_by(window=10.0, keep=()))
+    h.feed([
+        WindowResult(aggregate="sum", value=v, field=f, key=k, wall_start=utc(T0),
+                     wall_end=utc(T0 + 10), hosts=[host])
+        for v, f, k, host in [(1, "a", None, "x"), (2, "b", None, "x"), (4, "a", {"cpu": 1}, "x"),
+                              (8, "a", None, "y"), (16, "b", None, "y")]
+    ])  # fmt: skip
+    out = h.finish()
+    assert [(r.field, r.key, r.value, r.hosts) for r in out if isinstance(r, WindowResult)] == [
+        ("a", None, 9, None), ("b", None, 18, None), ("a", {"cpu": 1}, 4, None)
+    ]  # fmt: skip
 
 
 def test_results_fall_in_the_fleet_window_holding_their_middle() -> None:
@@ -139,9 +159,10 @@ def test_late_and_duplicate_results_are_counted_not_merged() -> None:
     first = hist("a", 0, [(0, 1, 1)])
     h.feed([first, first, hist("a", 10, [(0, 1, 1)])])
     assert h.stats.dropped == {"duplicate": 1}
-    out = h.feed([hist("b", 0, [(0, 1, 1)])])  # window 0 went out when a passed it
-    assert len(out) == 1 and isinstance(out[0], LateEvent)
-    assert (out[0].window_start, out[0].window_end) == (T0, T0 + 10)
+    late = hist("b", 0, [(0, 1, 1)])
+    out = h.feed([late])  # window 0 went out when a passed it
+    # the watermark: the least advanced host's latest end (b's, now T0 + 10)
+    assert out == [LateEvent(event=late, watermark=T0 + 10, window_start=T0, window_end=T0 + 10)]
     assert h.stats.dropped == {"duplicate": 1, "late": 1}
 
 
@@ -160,12 +181,81 @@ def test_worst_hosts_by_99th_percentile() -> None:
         hist("slow", 0, [(0, 1, 50), (64, 127, 50)]),
         hist("mid", 0, [(0, 1, 99), (1024, 2047, 1)]),  # the 99th of 100 is in 0..1
     ])  # fmt: skip
-    _, worst = h.finish()
-    assert isinstance(worst, WindowResult) and worst.aggregate == "worst_hosts"
-    assert worst.value == [
-        {"host": "slow", "p99": 127, "count": 100},
-        {"host": "mid", "p99": 1, "count": 100},
+    merged, worst = h.finish()
+    assert isinstance(merged, Histogram)
+    described = (merged.field, merged.unit, merged.scale, merged.key)
+    assert described == ("lat_ns", "usecs", "log2", None)
+    at = utc(T0).isoformat()
+    assert worst == WindowResult(
+        aggregate="worst_hosts",
+        field="lat_ns",
+        value=[{"host": "slow", "p99": 127, "count": 100}, {"host": "mid", "p99": 1, "count": 100}],
+        window_start=T0, window_end=T0 + 10, wall_start=utc(T0), wall_end=utc(T0 + 10),
+        hosts=["fast", "mid", "slow"], inputs=[f"fast@{at}", f"mid@{at}", f"slow@{at}"],
+    )  # fmt: skip
+
+
+def test_whole_run_results_merge_into_one_window_emitted_at_the_end() -> None:
+    h = OperatorHarness(merge_by(window=10.0))
+    whole = [
+        WindowResult(aggregate="count", value=v, hosts=[host]) for v, host in [(2, "a"), (5, "b")]
     ]
+    passing = ["an event", EmptyWindows(windows=3, step=1.0)]
+    assert h.feed(whole[:1]) == []  # no wall-clock bounds: no host has passed any window
+    whole = whole[1:]
+    assert h.feed([passing[0], hist("a", 0, [(0, 1, 1)]), passing[1], whole[0]]) == (
+        passing
+    )  # other records pass on at once; nothing else is due: no host has passed a window
+    window_0, merged = h.finish()  # windows in order, the whole run last
+    assert isinstance(window_0, Histogram) and window_0.window_start == T0
+    assert merged == WindowResult(
+        aggregate="count", value=7, hosts=["a", "b"], inputs=["a@None", "b@None"]
+    )
+
+
+def test_the_end_emits_windows_oldest_first_whatever_order_they_came_in() -> None:
+    h = OperatorHarness(merge_by(window=10.0, lateness=100))
+    h.feed([WindowResult(aggregate="count", value=1, hosts=["a"]), hist("a", 20, [(0, 1, 1)]),
+            hist("a", 10, [(0, 1, 2)]), hist("a", 0, [(0, 1, 4)])])  # fmt: skip
+    assert [(type(r).__name__, r.window_start) for r in h.finish()] == [
+        ("Histogram", T0), ("Histogram", T0 + 10), ("Histogram", T0 + 20), ("WindowResult", None)
+    ]  # fmt: skip
+
+
+def test_groups_past_max_groups_are_counted_and_left_out() -> None:
+    h = OperatorHarness(merge_by(window=10.0, lateness=100, max_groups=2))
+    h.feed([hist("a", 0, [(0, 1, 1)]), hist("a", 10, [(0, 1, 2)]), hist("a", 20, [(0, 1, 4)]),
+            hist("b", 10, [(0, 1, 8)])])  # fmt: skip
+    assert [(r.window_start, r.total) for r in h.finish() if isinstance(r, Histogram)] == [
+        (T0, 1), (T0 + 10, 10)
+    ]  # fmt: skip
+    assert h.stats.dropped == {"group_limit": 1}
+
+
+def test_results_of_an_aggregate_merge_by_cannot_add_pass_as_the_first() -> None:
+    h = OperatorHarness(merge_by(window=10.0))
+    firsts = [
+        WindowResult(aggregate="p50", value=v, field="lat", wall_start=utc(T0),
+                     wall_end=utc(T0 + 10), hosts=[host])
+        for v, host in [(3, "a"), (9, "b")]
+    ]  # fmt: skip
+    h.feed(firsts)
+    assert h.finish() == [firsts[0]]
+
+
+def test_histograms_without_counts_and_of_other_scales() -> None:
+    h = OperatorHarness(merge_by(window=10.0, worst=1))
+    h.feed([hist("a", 0, [(0, 1, 0), (2, 3, 0)]), hist("b", 0, [])])
+    merged, worst = h.finish()
+    assert isinstance(merged, Histogram) and merged.buckets == []
+    assert isinstance(worst, WindowResult)
+    assert worst.value == [{"host": "a", "p99": 0, "count": 0}]  # ties: by host
+    h = OperatorHarness(merge_by(window=10.0))
+    h.feed([hist("a", 0, [(11, 100, 3), (1, 10, 2)], scale="exp"),
+            hist("b", 0, [(1, 10, 5), (101, 1000, 0)], scale="exp")])  # fmt: skip
+    (merged,) = h.finish()
+    assert isinstance(merged, Histogram)
+    assert merged_buckets(merged) == [(1, 10, 7), (11, 100, 3)]
 
 
 def test_bad_arguments_fail_in_one_line() -> None:

@@ -38,6 +38,24 @@ def test_each_event_gets_its_number_and_the_gap_to_the_previous_of_its_key() -> 
     assert h.stats.dropped == {}
 
 
+class Exit(Event, frozen=True):
+    ts: u64
+    pid: u32
+    code: s64
+
+
+def test_events_of_two_types_come_out_each_as_its_own_type() -> None:
+    h = OperatorHarness(running_count("pid"))
+    out = h.feed([Ev(100, 1, "a"), Exit(120, 1, 3), Ev(150, 2, "b")])
+    out += h.feed([Exit(170, 2, -1)])
+    assert [(type(e).__name__, e.ts, e.seq, e.gap) for e in out] == [
+        ("EvRunning", 100, 1, 0), ("ExitRunning", 120, 2, 20),
+        ("EvRunning", 150, 1, 0), ("ExitRunning", 170, 2, 20),
+    ]  # fmt: skip
+    assert [isinstance(e, Exit) for e in out] == [False, True, False, True]
+    assert (out[1].code, out[3].code) == (3, -1)
+
+
 def test_without_a_key_the_whole_stream_is_one_sequence() -> None:
     h = OperatorHarness(running_count(time="pid"))  # any integer field is a time
     out = h.feed([Ev(0, 5, "a"), Ev(0, 3, "b"), Ev(0, 10, "c")])

@@ -3,6 +3,7 @@ time, lateness, limits, end of stream; each checked against a reference."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from fractions import Fraction
@@ -22,6 +23,8 @@ from flowtrace.operators import (
     Count,
     CountBy,
     EventTime,
+    Linear,
+    Log2,
     Max,
     Min,
     Rate,
@@ -291,6 +294,72 @@ def test_scalar_aggregates_per_window_and_key() -> None:
     assert [r.value for r in collected(h.advance(1.0))] == [None]  # empty window
 
 
+def test_sliding_scalar_aggregates_merge_the_intervals_each_window_covers() -> None:
+    results = {}
+    for agg in (Count(), Sum("size"), Min("size"), Max("size"), Rate()):
+        h = OperatorHarness(window(agg, every=Sliding(2.0, 1.0)), ManualClock(0.0))
+        h.feed([Ev(1, size=5), Ev(2, size=9)])
+        emitted = h.advance(1.0)
+        h.feed([Ev(3, size=7)])
+        emitted += h.advance(1.0) + h.advance(1.0) + h.advance(1.0)
+        results[agg.name] = [(r.window_start, r.window_end, r.value) for r in collected(emitted)]
+    assert results == {
+        "count": [(0.0, 1.0, 2), (0.0, 2.0, 3), (1.0, 3.0, 1), (2.0, 4.0, 0)],
+        "sum": [(0.0, 1.0, 14), (0.0, 2.0, 21), (1.0, 3.0, 7), (2.0, 4.0, 0)],
+        "min": [(0.0, 1.0, 5), (0.0, 2.0, 5), (1.0, 3.0, 7), (2.0, 4.0, None)],
+        "max": [(0.0, 1.0, 9), (0.0, 2.0, 9), (1.0, 3.0, 7), (2.0, 4.0, None)],
+        "rate": [(0.0, 1.0, 2.0), (0.0, 2.0, 1.5), (1.0, 3.0, 0.5), (2.0, 4.0, 0.0)],
+    }
+
+
+@pytest.mark.parametrize(
+    "aggregate",
+    [
+        Count(), Rate(), Sum("size"), Min("size"), Max("size"), Collect(), CountBy("comm"),
+        Log2("size"), Linear("size"),
+    ],
+    ids=lambda a: type(a).__name__,
+)
+def test_an_aggregate_leaves_its_accumulator_as_it_was_for_an_empty_batch(
+    aggregate: Any,
+) -> None:
+    """The Aggregate contract, as a custom window calling ``add`` directly sees it."""
+    empty = aggregate.new()
+    assert aggregate.add(aggregate.new(), []) == empty
+    filled = aggregate.add(aggregate.new(), [Ev(1, size=3), Ev(2, size=9)])
+    assert aggregate.add(copy.copy(filled), []) == filled
+
+
+def test_min_and_max_keep_the_first_of_equal_values_whatever_the_batches() -> None:
+    """As Python's min and max do: 1.0 and 1 are equal, the first one stays."""
+
+    class Value(msgspec.Struct, frozen=True):
+        v: float
+
+    for aggregate in (Min("v"), Max("v")):
+        for batches in ([[Value(1.0), Value(1)]], [[Value(1.0)], [Value(1)]]):
+            h = OperatorHarness(window(aggregate))
+            for batch in batches:
+                h.feed(batch)
+            [result] = collected(h.finish())
+            assert (result.value, type(result.value)) == (1.0, float)
+
+
+def test_collect_keeps_at_most_max_items_per_interval_across_batches() -> None:
+    h = OperatorHarness(window(Collect(max_items=3)))
+    h.feed([Ev(1), Ev(2)])
+    h.feed([Ev(3), Ev(4)])
+    h.feed([Ev(5)])
+    [result] = collected(h.finish())
+    assert [e.n for e in result.value] == [1, 2, 3]
+    assert h.stats.dropped == {"collect_limit": 2}
+
+
+def test_min_and_max_merge_only_the_accumulators_that_saw_events() -> None:
+    assert (Min("size").merge([None, 4, None, 2]), Max("size").merge([None, 4, None, 2])) == (2, 4)
+    assert (Min("size").merge([None, None]), Max("size").merge([])) == (None, None)
+
+
 def test_whole_stream_histogram_per_key_at_end() -> None:
     clock = ManualClock(5.0)
     h = OperatorHarness(log2_histogram("size", unit="kbytes", by="comm"), clock)
@@ -425,6 +494,40 @@ def test_limit_emits_that_many_windows_then_asks_to_stop() -> None:
     assert [r.value for r in collected(out)] == [1, 2]
     assert h.finish() == []
     assert h.stats.dropped == {"after_limit": 1}
+
+
+def test_a_batch_that_closes_the_last_window_of_the_limit_is_counted_not_folded() -> None:
+    clock = ManualClock(0.0)
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), limit=1), clock)
+    h.feed([Ev(1)])
+    clock.advance(1.5)  # no tick: the next batch is the first to see window 0 ended
+    out = h.feed([Ev(2), Ev(3), Ev(4)])
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
+    assert h.pipeline_stop_requested
+    assert h.stats.dropped == {"after_limit": 3}
+
+
+def test_events_over_the_key_bound_are_not_counted_again_after_the_limit() -> None:
+    h = OperatorHarness(
+        window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), by="comm", max_keys=1, limit=1)
+    )
+    second = 1_000_000_000
+    batch = [Ev(1, ts=0), Ev(2, ts=second), Ev(3, ts=second, comm="b"),
+             Ev(4, ts=second + 5, comm="b"), Ev(5, ts=9 * second)]  # fmt: skip
+    out = h.feed(batch)
+    assert [(r.window_start, r.key, r.value) for r in collected(out)] == [(0.0, {"comm": "a"}, 1)]
+    # window 1 kept one event of a (b's two were over the bound), window 9 one
+    assert h.stats.dropped == {"key_limit": 2, "after_limit": 2}
+
+
+def test_event_time_stops_at_the_limit_within_one_batch() -> None:
+    h = OperatorHarness(window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), limit=1))
+    second = 1_000_000_000
+    out = h.feed([Ev(1, ts=0), Ev(2, ts=second), Ev(3, ts=second + 1), Ev(4, ts=9 * second)])
+    assert [(r.window_start, r.window_end, r.value) for r in collected(out)] == [(0.0, 1.0, 1)]
+    assert h.pipeline_stop_requested
+    assert h.stats.dropped == {"after_limit": 3}  # window 1's two and the newest
+    assert h.finish() == []
 
 
 @pytest.mark.anyio

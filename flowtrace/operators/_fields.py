@@ -10,7 +10,7 @@ name -> value) for result records, never a joined string.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -85,7 +85,7 @@ class KeyGetter:
         if callable(spec):
             name = _callable_name(spec, "key")
             return cls(spec, (name,), ())
-        names = tuple(spec)
+        names = tuple(spec) if isinstance(spec, Iterable) else ()
         if not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
             raise PipelineDefinitionError(
                 f"{what}: a key is a field name, a list of field names, or a function; got {spec!r}"

@@ -138,8 +138,6 @@ class _OfField(Aggregate[Any, A]):
         return (self.value.field,) if self.value.field else ()
 
     def kernel_aggregate(self) -> AggregateKind | UserOnly:
-        if self.name not in ("sum", "min", "max"):
-            return super().kernel_aggregate()
         if self.value.field is None:
             return UserOnly(f"{self.name} of a value a Python function computes")
         return AggregateKind(self.name, self.value.field)

@@ -45,7 +45,7 @@ _MERGES: dict[str, Callable[[list[Any]], Any]] = {
 
 
 def _frozen(key: dict[str, Any] | None) -> Hashable:
-    return None if key is None else tuple(sorted(key.items(), key=lambda kv: kv[0]))
+    return None if key is None else tuple(sorted(key.items()))  # keys are unique
 
 
 @dataclass
@@ -319,9 +319,8 @@ def _identity(item: Result) -> Hashable:
         return ("histogram", item.field, item.unit, item.scale, _frozen(item.key))
     if isinstance(item, CountTable):
         return ("count_table", tuple(item.key_fields))
-    if isinstance(item, WindowResult):
-        return ("window", item.aggregate, item.field, _frozen(item.key))
-    return (type(item).__name__,)
+    assert isinstance(item, WindowResult)  # the third and last kind of Result
+    return ("window", item.aggregate, item.field, _frozen(item.key))
 
 
 def _fold(group: _Group, item: Result, host: str) -> None:
