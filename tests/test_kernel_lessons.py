@@ -123,25 +123,34 @@ WRITES = 4
 WRITE_BYTES = 128 << 10
 
 
-def direct_writes(device: str, span: list[int] | None = None) -> Callable[[], None]:
+def direct_writes(
+    device: str, span: list[int] | None = None, pids: list[int] | None = None
+) -> Callable[[], None]:
     """dd writing WRITES blocks of WRITE_BYTES to ``device``, one after the
     other (O_DIRECT: each returns once its request completed). ``span``
-    receives the CLOCK_MONOTONIC times (ns, the BPF clock) before and after."""
+    receives the CLOCK_MONOTONIC times (ns, the BPF clock) before and after,
+    ``pids`` dd's pid."""
 
     def write() -> None:
         before = time.monotonic_ns()
-        dd("if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct")
+        pid = dd(
+            "if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct"
+        )
         if span is not None:
             span[:] = [before, time.monotonic_ns()]
+        if pids is not None:
+            pids[:] = [pid]
 
     return write
 
 
-async def loop_writes(source: Source[Any], span: list[int] | None = None) -> list[Any]:
+async def loop_writes(
+    source: Source[Any], span: list[int] | None = None, pids: list[int] | None = None
+) -> list[Any]:
     """The requests ``source`` sees on a fresh loop device while dd writes to
-    it (``span``: see :func:`direct_writes`)."""
+    it (``span``, ``pids``: see :func:`direct_writes`)."""
     with loop_device() as (device, dev):
-        events = await collect(source, direct_writes(device, span))
+        events = await collect(source, direct_writes(device, span, pids))
     return [e for e in events if e.dev == dev]
 
 
@@ -161,8 +170,12 @@ async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
 async def test_disksnoop_sees_each_direct_write() -> None:
     pipeline = lesson("disksnoop.py")
     span: list[int] = []
-    ours = await loop_writes(pipeline.source, span)
-    assert [(e.bytes, e.write) for e in ours] == [(WRITE_BYTES, 1)] * WRITES
+    pids: list[int] = []
+    ours = await loop_writes(pipeline.source, span, pids)
+    # dd issues its O_DIRECT writes itself (blk-mq dispatches them in its context)
+    assert [(e.bytes, e.write, e.pid, e.comm) for e in ours] == [
+        (WRITE_BYTES, 1, pids[0], "dd")
+    ] * WRITES
     latency_bounds([e.lat_ns for e in ours], span)
     assert all(span[0] <= e.ts - e.lat_ns and e.ts <= span[1] for e in ours)
     for e in ours:
@@ -222,6 +235,25 @@ async def test_disklatency_histogram_holds_each_write_latency() -> None:
     bits = [(lat // 1000).bit_length() for lat in latencies]
     expected = Counter((0, 1) if b < 2 else (1 << b - 1, (1 << b) - 1) for b in bits)
     assert {(b.low, b.high): b.count for b in hist.buckets if b.count} == expected
+
+
+def test_disk_lessons_explain_the_operators_their_programs_run() -> None:
+    """The source's first line in explain names both event types and the
+    operators the program runs, then what leaves it; its probe lines stay."""
+    own = lesson("disksnoop_tp.py").source.describe()
+    name, buffer = own[0].removeprefix("source ").split(": BlockIssue, BlockComplete via ")
+    joined = lesson("disksnoop_tp.py").placement().source.describe()
+    assert joined == [
+        f"source {name}: BlockIssue, BlockComplete through join in the kernel;"
+        f" join pairs via {buffer}",
+        *own[1:],
+    ]
+    histogram = lesson("disklatency.py").placement().source.describe()
+    assert histogram == [
+        f"source {name}: BlockIssue, BlockComplete into join, log2_histogram in the kernel;"
+        " results read from BPF maps by user space",
+        *own[1:],
+    ]
 
 
 # -- lesson 11: read latency ---------------------------------------------------

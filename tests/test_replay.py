@@ -18,6 +18,7 @@ import pytest
 
 from flowtrace import ManualClock, Operator, Pipeline, Run, SourceContext, StageError
 from flowtrace.recorder import RecordingSource
+from flowtrace.recording import MAX_LINE
 from flowtrace.replay import RecordingReader, ReplayError, replay
 from flowtrace.sinks.ndjson import NdjsonSink
 from flowtrace.sources.syscalls import SyncCall
@@ -193,40 +194,122 @@ def header_fields(fields: list[list[str]]) -> dict[str, Any]:
     return {"data.fields": fields}
 
 
+FIX = "; record it again with flowtrace run --record"
+OTHER = "; replay it into the pipeline that recorded it, or record this one"
+AT_4 = 10.0 + 0.3 + 0.3  # the arrival time of line 4 (the ManualClock's steps), as Python spells it
+
+# (case, change to the good recording's lines, the whole message after the path)
 BAD: list[tuple[str, Any, str]] = [
-    ("empty", lambda ls: [], ":1: empty file"),
-    ("not json", lambda ls: ["hello\n", *ls[1:]], ":1: not a flowtrace record"),
-    ("binary", lambda ls: ["\x00\xff\xfe\n"], ":1: not a flowtrace record"),
-    ("version", lambda ls: edit(ls, 3, {"v": 2}), ":4: schema version 2"),
-    ("outputs", lambda ls: ls[1:], ":1: starts with a record of type 'event'"),
-    ("header", lambda ls: edit(ls, 0, {"data.start": "soon"}), ":1: bad recording header"),
+    ("empty", lambda ls: [], f":1: empty file, not a recording{FIX}"),
+    (
+        "not json",
+        lambda ls: ["hello\n", *ls[1:]],
+        f":1: not a flowtrace record: JSON is malformed: invalid character (byte 0){FIX}",
+    ),
+    (
+        "binary",
+        lambda ls: ["\x00\xff\xfe\n"],
+        f":1: not a flowtrace record: JSON is malformed: invalid character (byte 0){FIX}",
+    ),
+    (
+        "version",
+        lambda ls: edit(ls, 3, {"v": 2}),
+        ":4: schema version 2, this flowtrace reads version 1;"
+        " replay it with the flowtrace that wrote it, or record it again",
+    ),
+    (
+        "outputs",
+        lambda ls: ls[1:],
+        ":1: starts with a record of type 'event', not a recording header"
+        f" (files from --sink ndjson hold outputs, not source events){FIX}",
+    ),
+    (
+        "header",
+        lambda ls: edit(ls, 0, {"data.start": "soon"}),
+        f":1: bad recording header: Expected `float`, got `str` - at `$.start`{FIX}",
+    ),
     (
         "other event",
         lambda ls: edit(ls, 0, {"data.event": "Clone"}),
-        ":1: recording holds Clone events, the pipeline's source emits SyncCall;"
-        " replay it into the pipeline that recorded it, or record this one",
+        f":1: recording holds Clone events, the pipeline's source emits SyncCall{OTHER}",
     ),
-    ("wall clock", lambda ls: edit(ls, 0, {"data.wall_start": -1.0}), ":1: wall_start -1.0 is not"),
+    (
+        "wall clock",
+        lambda ls: edit(ls, 0, {"data.wall_start": -1.0}),
+        f":1: wall_start -1.0 is not a time in Unix seconds between 1970 and 9999{FIX}",
+    ),
     (
         "layout",
         lambda ls: edit(ls, 0, header_fields([["ts", "u32"], ["pid", "u32"], ["comm", "c"]])),
-        ":1: recorded SyncCall fields differ",
+        f":1: recorded SyncCall fields differ: (ts u32, pid u32, comm c){OTHER}",
     ),
-    ("extra field", lambda ls: edit(ls, 2, {"data.cpu": 1}), ":3: bad SyncCall event"),
-    ("missing field", lambda ls: edit(ls, 2, {"data": {"ts": 1}}), "missing required field"),
-    ("type", lambda ls: edit(ls, 2, {"data.pid": "7"}), "Expected `int`, got `str`"),
-    ("negative", lambda ls: edit(ls, 2, {"data.pid": -1}), ":3: bad SyncCall event"),
-    ("u32 range", lambda ls: edit(ls, 2, {"data.pid": 2**32}), ":3: bad SyncCall event"),
-    ("u64 range", lambda ls: edit(ls, 2, {"data.ts": 2**64}), ":3: ts 1844"),
-    ("comm", lambda ls: edit(ls, 2, {"data.comm": "x" * 17}), "length <= 16"),
-    ("backwards", lambda ls: edit(ls, 4, {"at": 0.5}), ":5: arrival time 0.5"),
-    ("no time", lambda ls: edit(ls, 4, {"at": None}), ":5: arrival time None"),
-    ("unknown", lambda ls: edit(ls, 2, {"type": "histogram"}), ":3: unexpected histogram"),
-    ("foreign name", lambda ls: edit(ls, 2, {"name": "Clone"}), ":3: unexpected event record 'Clo"),
-    ("after end", lambda ls: [*ls, ls[2]], ":9: records after the end record"),
-    ("count", lambda ls: edit(ls, 7, {"data.events": 9}), ":8: end record counts 9 events"),
-    ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], ":4: empty line"),
-    ("huge", lambda ls: [ls[0], "[" * (1 << 20) + "\n"], ":2: line longer than"),
+    (
+        "extra field",
+        lambda ls: edit(ls, 2, {"data.cpu": 1}),
+        f":3: bad SyncCall event: Object contains unknown field `cpu`{FIX}",
+    ),
+    (
+        "missing field",
+        lambda ls: edit(ls, 2, {"data": {"ts": 1}}),
+        f":3: bad SyncCall event: Object missing required field `pid`{FIX}",
+    ),
+    (
+        "type",
+        lambda ls: edit(ls, 2, {"data.pid": "7"}),
+        f":3: bad SyncCall event: Expected `int`, got `str` - at `$.pid`{FIX}",
+    ),
+    (
+        "negative",
+        lambda ls: edit(ls, 2, {"data.pid": -1}),
+        f":3: bad SyncCall event: Expected `int` >= 0 - at `$.pid`{FIX}",
+    ),
+    (
+        "u32 range",
+        lambda ls: edit(ls, 2, {"data.pid": 2**32}),
+        f":3: bad SyncCall event: Expected `int` <= 4294967295 - at `$.pid`{FIX}",
+    ),
+    (
+        "u64 range",
+        lambda ls: edit(ls, 2, {"data.ts": 2**64}),
+        f":3: ts 18446744073709551616 does not fit its kernel type{FIX}",
+    ),
+    (
+        "comm",
+        lambda ls: edit(ls, 2, {"data.comm": "x" * 17}),
+        f":3: bad SyncCall event: Expected `str` of length <= 16 - at `$.comm`{FIX}",
+    ),
+    (
+        "backwards",
+        lambda ls: edit(ls, 4, {"at": 0.5}),
+        f":5: arrival time 0.5 missing or before {AT_4}{FIX}",
+    ),
+    (
+        "no time",
+        lambda ls: edit(ls, 4, {"at": None}),
+        f":5: arrival time None missing or before {AT_4}{FIX}",
+    ),
+    (
+        "unknown",
+        lambda ls: edit(ls, 2, {"type": "histogram"}),
+        f":3: unexpected histogram record 'SyncCall'{FIX}",
+    ),
+    (
+        "foreign name",
+        lambda ls: edit(ls, 2, {"name": "Clone"}),
+        f":3: unexpected event record 'Clone'{FIX}",
+    ),
+    ("after end", lambda ls: [*ls, ls[2]], f":9: records after the end record{FIX}"),
+    (
+        "count",
+        lambda ls: edit(ls, 7, {"data.events": 9}),
+        f":8: end record counts 9 events, the recording holds 6{FIX}",
+    ),
+    ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], f":4: empty line{FIX}"),
+    (
+        "huge",
+        lambda ls: [ls[0], "[" * (1 << 20) + "\n"],
+        f":2: line longer than 1048576 bytes, not a flowtrace record{FIX}",
+    ),
 ]
 
 
@@ -241,10 +324,50 @@ def test_bad_recordings_name_line_problem_and_fix(
     bad.write_text("".join(change(lines)), errors="surrogateescape")
     with pytest.raises(ReplayError) as info:
         RecordingReader(bad, SyncCall).check()
-    text = str(info.value)
-    assert text.startswith(f"{bad}:"), text
-    assert message in text, text
-    assert "\n" not in text and "; " in text
+    assert str(info.value) == f"{bad}{message}"
+
+
+TOO_LONG = f"line longer than {MAX_LINE} bytes, not a flowtrace record"
+
+
+def padded(line: str, size: int, newline: bool = True) -> str:
+    """``line`` (a JSON record) with spaces before its last brace: ``size``
+    bytes in all, with or without its newline."""
+    record = line.rstrip("\n")
+    body = size - len(record) - newline
+    return record[:-1] + " " * body + "}" + "\n" * newline
+
+
+def test_a_line_of_max_line_bytes_is_read_one_more_is_refused(tmp_path: Path) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    expected = list(RecordingReader(tmp_path / "good.rec", SyncCall))
+    longest = tmp_path / "longest.rec"
+    longest.write_text("".join([*lines[:2], padded(lines[2], MAX_LINE), *lines[3:]]))
+    reader = RecordingReader(longest, SyncCall)
+    assert list(reader) == expected
+    assert (reader.events, reader.cut_at) == (6, None)
+    over = tmp_path / "over.rec"
+    over.write_text("".join([*lines[:2], padded(lines[2], MAX_LINE + 1), *lines[3:]]))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(over, SyncCall).check()
+    assert str(info.value) == f"{over}:3: {TOO_LONG}{FIX}"
+
+
+def test_a_last_line_without_newline_is_cut_up_to_max_line_bytes(tmp_path: Path) -> None:
+    """A recording killed mid-line ends in a line without newline: up to
+    MAX_LINE bytes that is a cut record (the recording stops before it),
+    longer it is a line too long, whatever follows."""
+    lines = write_recording(tmp_path / "good.rec")[:-1]  # killed before the end record
+    cut = tmp_path / "cut.rec"
+    cut.write_text("".join([*lines[:-1], padded(lines[-1], MAX_LINE, newline=False)]))
+    reader = RecordingReader(cut, SyncCall)
+    assert [e.ts for _, batch in reader for e in batch] == [0, 1, 2, 3, 4]
+    assert (reader.events, reader.cut_at) == (5, 7)
+    over = tmp_path / "over.rec"
+    over.write_text("".join([*lines[:-1], padded(lines[-1], MAX_LINE + 1, newline=False)]))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(over, SyncCall).check()
+    assert str(info.value) == f"{over}:7: {TOO_LONG}{FIX}"
 
 
 def test_missing_or_unreadable_file(tmp_path: Path) -> None:

@@ -419,6 +419,16 @@ async def test_several_generated_types_record_and_replay(tmp_path: Path) -> None
     with pytest.raises(ReplayError, match="recording holds BlockRqIssue, BlockRqComplete events,"
                        " the pipeline's source emits BlockIssue, BlockRqComplete"):
         replay(Pipeline(declared, [], CollectSink()), recording)
+    # a generated type the recording lacks, beside a declared one: refused
+    # before reading a line, naming each type the source emits
+    lacking = tracepoints(("block:block_rq_issue", BlockIssue), "sched:sched_process_exec")
+    with pytest.raises(ReplayError) as info:
+        replay(Pipeline(lacking, [], CollectSink()), recording)
+    assert str(info.value) == (
+        f"{recording}:1: recording holds BlockRqIssue, BlockRqComplete events, the pipeline's"
+        " source emits BlockIssue, SchedProcessExec; replay it into the pipeline that recorded"
+        " it, or record this one"
+    )
 
 
 def test_a_format_field_named_like_a_keyword_gets_an_underscore() -> None:
