@@ -211,6 +211,7 @@ class _RecordingFile:
             try:
                 types = [(field, parse_c_type(spelled)) for field, spelled in fields]
                 rebuilt[name] = event_type(name, types)
+                layout_of(rebuilt[name])  # a record a BPF program can fill
             except (ValueError, EventDefinitionError) as exc:
                 raise self._fail(1, f"bad event type in the header: {exc}") from None
         return rebuilt

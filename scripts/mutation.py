@@ -364,8 +364,9 @@ def c_mutants(scratch: Path) -> list[tuple[str, str, str, str]]:
             ):
                 continue
             seen.add(body)
+            code = line.split("//", 1)[0]  # a comment is not code: not mutated
             for pattern, replacement in C_OPERATORS:
-                for match in re.finditer(pattern, line):
+                for match in re.finditer(pattern, code):
                     if replacement == "+1":
                         new = f"{int(match.group(1)) + 1}"
                     else:

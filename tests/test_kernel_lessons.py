@@ -30,7 +30,6 @@ from workloads import (
 from flowtrace import Operator, Pipeline, Source, usdt
 from flowtrace.ktypes import s32
 from flowtrace.loader import load_pipeline
-from flowtrace.operators import F, filter
 from flowtrace.records import CountTable, Histogram, JoinPair
 from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.sources.libc import strlen_calls
@@ -172,10 +171,11 @@ async def test_disksnoop_sees_each_direct_write() -> None:
     span: list[int] = []
     pids: list[int] = []
     ours = await loop_writes(pipeline.source, span, pids)
-    # dd issues its O_DIRECT writes itself (blk-mq dispatches them in its context)
-    assert [(e.bytes, e.write, e.pid, e.comm) for e in ours] == [
-        (WRITE_BYTES, 1, pids[0], "dd")
-    ] * WRITES
+    # one after the other from the device's start (512-byte sectors); dd
+    # issues its O_DIRECT writes itself (blk-mq dispatches them in its context)
+    assert [(e.sector, e.bytes, e.write, e.pid, e.comm) for e in ours] == [
+        (i * WRITE_BYTES // 512, WRITE_BYTES, 1, pids[0], "dd") for i in range(WRITES)
+    ]
     latency_bounds([e.lat_ns for e in ours], span)
     assert all(span[0] <= e.ts - e.lat_ns and e.ts <= span[1] for e in ours)
     for e in ours:
@@ -183,6 +183,32 @@ async def test_disksnoop_sees_each_direct_write() -> None:
         assert found, line(pipeline, e)
         assert abs((int(found[1]) * 10**6 + int(found[2])) * 1000 - e.ts) <= 1000  # microseconds
         assert abs(float(found[3]) - e.lat_ns / 1e6) <= 0.005  # milliseconds, rounded
+
+
+async def test_disksnoop_sees_each_dsync_write_and_flushes_that_write_nothing() -> None:
+    """O_DSYNC on a device with a write cache (a loop device): each write is
+    followed by a flush, a request of its own (rwbs "FF", no data), which the
+    lesson reports as not a write."""
+    pipeline = lesson("disksnoop.py")
+    pids: list[int] = []
+    with loop_device() as (device, dev):
+        events = await collect(
+            pipeline.source,
+            lambda: pids.append(
+                dd(
+                    "if=/dev/zero",
+                    f"of={device}",
+                    f"bs={WRITE_BYTES}",
+                    f"count={WRITES}",
+                    "oflag=direct,dsync",
+                )
+            ),
+        )
+    ours = [e for e in events if e.dev == dev]
+    writes = [(e.sector, e.bytes, e.write, e.pid) for e in ours if e.bytes]
+    assert writes == [(i * WRITE_BYTES // 512, WRITE_BYTES, 1, pids[0]) for i in range(WRITES)]
+    flushes = [(e.sector, e.bytes, e.write) for e in ours if not e.bytes]
+    assert len(flushes) >= WRITES and set(flushes) == {(0, 0, 0)}, ours
 
 
 def issue_then_complete(events: list[Any]) -> list[tuple[BlockIssue, BlockComplete]]:
@@ -265,10 +291,25 @@ async def test_vfsreadlat_histograms_hold_each_read(tmp_path: Path) -> None:
     reads = 25
     workload = file_reader(str(data), 4096, reads)
     pipeline = lesson("vfsreadlat.py", ["1"])
-    ours = filter((F.pid == workload.pid) & (F.ret == 4096))
-    results = await run(pipeline.source, [ours, *pipeline.operators], workload.go)
+    span: list[int] = []
+
+    def go() -> None:
+        before = time.monotonic_ns()
+        workload.go()
+        span[:] = [before, time.monotonic_ns()]
+
+    events = await collect(pipeline.source, go)
+    ours = [e for e in events if e.pid == workload.pid and e.ret == 4096]
+    assert len(ours) == reads
+    latency_bounds([e.lat_ns for e in ours], span)
+    results = await aggregate(pipeline, ours)
     assert results and all(isinstance(h, Histogram) and h.unit == "usecs" for h in results)
-    assert sum(h.total for h in results) == reads
+    bits = [(e.lat_ns // 1000).bit_length() for e in ours]
+    expected = Counter((0, 1) if b < 2 else (1 << b - 1, (1 << b) - 1) for b in bits)
+    counted: Counter[tuple[int, int]] = Counter()
+    for h in results:
+        counted.update({(b.low, b.high): b.count for b in h.buckets if b.count})
+    assert counted == expected
 
 
 def test_vfsreadlat_header_says_what_is_timed() -> None:
@@ -340,6 +381,21 @@ read(f)                                      # 12 urandom: a dup of descriptor 0
 os.close(a)
 assert os.open("/dev/zero", os.O_RDONLY) == a
 read(a)                                      # 13: a closed dup's number reused
+call(libc.dup2(z, 0))
+g = call(libc.dup(d))
+read(g)                                      # 14 urandom: a dup
+assert fcntl.fcntl(g, fcntl.F_GETFD) == 0    # not a dup (after one), returning 0
+read(0)                                      # 15: fd 0 is /dev/zero
+assert os.read(d, 0) == b""                  # a read of no bytes: no bits, not reported
+os.close(0)
+assert os.open("/dev/urandom", os.O_RDONLY) == 0
+read(0)                                      # 16 urandom: opened as descriptor 0
+import tempfile
+t = os.open(tempfile.mkdtemp(), os.O_RDONLY)
+os.mkdir("Xdev", dir_fd=t)
+os.write(os.open("Xdev/urandom", os.O_WRONLY | os.O_CREAT, dir_fd=t), bytes(64))
+x = os.open("Xdev/urandom", os.O_RDONLY, dir_fd=t)
+read(x)                                      # 17: a file whose path differs in its first byte
 """
 
 
@@ -347,7 +403,7 @@ async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_c
     workload = Gated(DESCRIPTOR_LIFECYCLE)
     events = await collect(lesson("urandomread.py").source, workload.go)
     ours = [e.got_bits // 8 for e in events if e.pid == workload.pid]
-    assert ours == [1, 2, 3, 5, 6, 7, 8, 12]
+    assert ours == [1, 2, 3, 5, 6, 7, 8, 12, 14, 16]
 
 
 # -- lesson 14: strlen through its IFUNC ---------------------------------------
