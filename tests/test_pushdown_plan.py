@@ -149,6 +149,39 @@ def test_pushdown_off_and_sources_that_are_not_programs_keep_everything_in_pytho
     assert "is not a BPF program" in listed.places()[1].why
 
 
+def test_a_source_whose_program_makes_no_records_keeps_operators_in_python() -> None:
+    from flowtrace.sources.exec import exec_calls
+    from flowtrace.sources.profile import cpu_samples
+    from flowtrace.sources.syscalls import quick_syncs_printed
+    from flowtrace.sources.xdp import protocol_packets
+
+    cases: list[tuple[Any, Any, str]] = [
+        (cpu_samples(), filter(F.count > 1), "StackCounts"),
+        (protocol_packets("lo"), filter(F.protocol == 6), "CounterArray"),
+        (exec_calls(), filter(F.pid == 1), "Converted"),
+    ]
+    for source, operator, output in cases:
+        placed = Pipeline(source, [operator], CollectSink[Any]()).places()
+        assert (placed[1].where, placed[1].why) == (
+            "user",
+            f"its output ({output}) takes no operators in the kernel",
+        )
+    printed = Pipeline(quick_syncs_printed(), [filter(F.pid == 1)], CollectSink[Any]())
+    assert printed.places()[1].why == (
+        "the source's probes print lines (trace_pipe) instead of filling a record"
+    )
+
+
+def test_a_kernel_source_takes_an_output_or_a_transport_not_both() -> None:
+    from flowtrace.outputs import buffer_output
+
+    probe = Probe("entry of write(2)", Tracepoint("syscalls", "sys_enter_write"), body="")
+    for extra in [{"transport": "perf"}, {"buffer_pages": 8}]:
+        with pytest.raises(ValueError) as info:
+            KernelSource(Write, probe, output=buffer_output("auto", 8), **extra)  # type: ignore[arg-type]
+        assert str(info.value) == "give either output= or transport=/buffer_pages=, not both"
+
+
 def test_explain_json_lists_every_stage_with_where_and_why() -> None:
     result = flowtrace(
         "explain", "--json", "-e", 'sync_calls() | filter(F.comm == "sync") | map(str) | count("x")'

@@ -362,8 +362,8 @@ def test_a_forged_header_is_refused(
 
 def header_of(events: list[list[Any]]) -> bytes:
     """A recording of no events whose header lists ``events`` ([name, fields])."""
-    header = {"source": "s", "event": None, "fields": None, "events": events, "clock": "x"}
-    header["start"] = 0
+    header: dict[str, Any] = {"source": "s", "event": None, "fields": None, "events": events}
+    header |= {"clock": "x", "start": 0}
     encoder = RecordEncoder()
     return encoder.json_line(msgspec.convert(header, RecordingHeader)) + encoder.json_line(
         RecordingEnd(events=0, received=0, lost=0), at=0.0
