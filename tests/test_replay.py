@@ -5,6 +5,7 @@ line number for every kind of bad recording."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from flowtrace import ManualClock, Operator, Pipeline, Run, SourceContext, StageError
 from flowtrace.recorder import RecordingSource
-from flowtrace.recording import MAX_LINE
+from flowtrace.recording import MAX_LINE, MAX_START, MAX_WALL_START, _RecordingFile
 from flowtrace.replay import RecordingReader, ReplayError, replay
+from flowtrace.schema import RecordingEnd
 from flowtrace.sinks.ndjson import NdjsonSink
 from flowtrace.sources.syscalls import SyncCall
 from flowtrace.stages import Emit, Source
@@ -363,11 +366,107 @@ def test_a_last_line_without_newline_is_cut_up_to_max_line_bytes(tmp_path: Path)
     reader = RecordingReader(cut, SyncCall)
     assert [e.ts for _, batch in reader for e in batch] == [0, 1, 2, 3, 4]
     assert (reader.events, reader.cut_at) == (5, 7)
+    assert reader.end == RecordingEnd(events=5, received=5, lost=0)  # what was written stands
     over = tmp_path / "over.rec"
     over.write_text("".join([*lines[:-1], padded(lines[-1], MAX_LINE + 1, newline=False)]))
     with pytest.raises(ReplayError) as info:
         RecordingReader(over, SyncCall).check()
     assert str(info.value) == f"{over}:7: {TOO_LONG}{FIX}"
+
+
+class Reading(msgspec.Struct, frozen=True):
+    """An event type that is a plain msgspec Struct, not a kernel record."""
+
+    sensor: str
+    value: float
+
+
+class Readings(Source[Reading]):
+    def event_type(self) -> type[Reading]:
+        return Reading
+
+    async def run(self, ctx: SourceContext, emit: Emit[Reading]) -> None:
+        ctx.ready()
+        batch = [Reading("a", 1.5), Reading("b", -2.0)]
+        ctx.stats.received += len(batch)
+        await emit(batch)
+
+
+@pytest.mark.anyio
+async def test_a_plain_struct_records_and_replays_with_its_own_field_types(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "readings.rec"
+    await Pipeline(RecordingSource(Readings(), path), [], CollectSink[Reading]()).run()
+    reader = RecordingReader(path, Reading)
+    assert [e for _, batch in reader for e in batch] == [Reading("a", 1.5), Reading("b", -2.0)]
+    lines = path.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.rec"
+    bad.write_text("".join(edit(lines, 1, {"data.unit": "C"})))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(bad, Reading).check()
+    unknown = "bad Reading event: Object contains unknown field `unit`"
+    assert str(info.value) == f"{bad}:2: {unknown}{FIX}"
+
+
+def test_a_u64_field_holds_its_largest_value(tmp_path: Path) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    largest = tmp_path / "largest.rec"
+    largest.write_text("".join(edit(lines, 2, {"data.ts": 2**64 - 1})))
+    assert [e.ts for _, batch in RecordingReader(largest, SyncCall) for e in batch][1] == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"data.wall_start": 0.0}, None),
+        ({"data.wall_start": MAX_WALL_START}, None),
+        (
+            {"data.wall_start": math.nextafter(MAX_WALL_START, math.inf)},
+            f"wall_start {math.nextafter(MAX_WALL_START, math.inf)} is not a time in Unix"
+            " seconds between 1970 and 9999",
+        ),
+        ({"data.start": -MAX_START}, None),
+        (
+            {"data.start": math.nextafter(-MAX_START, -math.inf)},
+            f"start time {math.nextafter(-MAX_START, -math.inf)} is not a finite number of"
+            " seconds within 1e12 of 0",
+        ),
+    ],
+)
+def test_header_times_at_their_bounds(
+    tmp_path: Path, change: dict[str, Any], problem: str | None
+) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    edited = tmp_path / "edited.rec"
+    header = edit(lines, 0, change)[0]
+    edited.write_text(header + "".join(lines[1:]))
+    if problem is None:
+        assert RecordingReader(edited, SyncCall).header.start == json.loads(header)["data"]["start"]
+        return
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(edited, SyncCall)
+    assert str(info.value) == f"{edited}:1: {problem}{FIX}"
+
+
+def test_event_lines_as_flowtrace_writes_them_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's quick path: a well-formed event line of a one-type
+    recording is decoded once; the checks that name a problem read only the
+    header and the end record."""
+    good = tmp_path / "good.rec"
+    write_recording(good)
+    checked: list[int] = []
+    check_line = _RecordingFile._line
+
+    def spy(self: _RecordingFile, lineno: int, raw: bytes) -> Any:
+        checked.append(lineno)
+        return check_line(self, lineno, raw)
+
+    monkeypatch.setattr(_RecordingFile, "_line", spy)
+    assert RecordingReader(good, SyncCall).check().events == 6
+    assert checked == [1, 8]
 
 
 def test_missing_or_unreadable_file(tmp_path: Path) -> None:
