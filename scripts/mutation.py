@@ -133,14 +133,8 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
         "the body of an abstract method: never called"
     ),
-    "flowtrace.recording.xǁRecordingReaderǁ_event_line__mutmut_1": (
-        "the one-type fast path off: the general path reads the same events"
-    ),
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
         "the name of an internal decoding struct: never shown"
-    ),
-    "flowtrace.recording.xǁ_Decodingǁof__mutmut_20": (
-        "the fast decoder misses every line: the general path reads the same events"
     ),
     "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_29": (
         "held events are flushed at the next wake-up, not at their due time: same events, later"
