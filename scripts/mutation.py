@@ -133,8 +133,15 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators._window_runs.xǁProcessingTimeRunǁprocess__mutmut_1": (
         "the body of an abstract method: never called"
     ),
+    "flowtrace.recording.xǁ_Decodingǁof__mutmut_23": (
+        "an Event built from keywords rather than positions: the same event"
+    ),
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
         "the name of an internal decoding struct: never shown"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_38": (
+        "the read rate is never measured, so records are never left to gather:"
+        " the same records, read as they come (fewer per read)"
     ),
     "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_29": (
         "held events are flushed at the next wake-up, not at their due time: same events, later"

@@ -307,6 +307,11 @@ BAD: list[tuple[str, Any, str]] = [
         lambda ls: edit(ls, 7, {"data.events": 9}),
         f":8: end record counts 9 events, the recording holds 6{FIX}",
     ),
+    (
+        "end",
+        lambda ls: edit(ls, 7, {"data.events": "six"}),
+        f":8: bad end record: Expected `int`, got `str` - at `$.events`{FIX}",
+    ),
     ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], f":4: empty line{FIX}"),
     (
         "huge",
