@@ -199,10 +199,10 @@ class KernelSource(Source[E], Generic[E]):
             raise  # not root: nothing can be placed here, nor run
         except (FlowtraceError, OSError) as exc:
             return f"the kernel record is not known here ({exc})"
+        if not self.output.takes_operators:  # its own program (counters, stacks, conversion)
+            return f"its output ({type(self.output).__name__}) takes no operators in the kernel"
         if layout is None:
             return "the source's probes print lines (trace_pipe) instead of filling a record"
-        if not self.output.takes_operators:
-            return f"its output ({type(self.output).__name__}) takes no operators in the kernel"
         return None
 
     async def run(self, ctx: SourceContext, emit: Emit[E]) -> None:

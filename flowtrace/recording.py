@@ -211,6 +211,7 @@ class _RecordingFile:
             try:
                 types = [(field, parse_c_type(spelled)) for field, spelled in fields]
                 rebuilt[name] = event_type(name, types)
+                layout_of(rebuilt[name])  # a record a BPF program can fill
             except (ValueError, EventDefinitionError) as exc:
                 raise self._fail(1, f"bad event type in the header: {exc}") from None
         return rebuilt
@@ -320,11 +321,10 @@ class RecordingReader(_RecordingFile, Generic[S]):
                     yield last_at, batch
                     batch = []
                 last_at = at
-                if read is None and line is not None and line.type == "end":
+                if read is None:  # the end record: _event_line raises for any other
+                    assert line is not None
                     self.end, self.end_at = self._read_end(lineno, line), at
                     continue
-                if read is None:
-                    raise self._fail(lineno, f"unexpected {line and line.type} record")
                 decoding, values = read
                 for i, high in decoding.limits:
                     if values[i] > high:
@@ -347,8 +347,8 @@ class RecordingReader(_RecordingFile, Generic[S]):
         self, lineno: int, raw: bytes
     ) -> tuple[_Line | None, float | None, tuple[_Decoding, tuple[Any, ...]] | None]:
         """(envelope, at, (its type's decoding, field values)): the values for
-        an event of an expected type, the envelope for other records; raises
-        for anything malformed."""
+        an event of an expected type, the envelope alone for the end record;
+        raises for anything else."""
         only = self._only
         if only is not None and len(raw) <= MAX_LINE:
             try:

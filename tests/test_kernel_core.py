@@ -25,6 +25,7 @@ from flowtrace import (
     syscall_entry_points,
 )
 from flowtrace.ktypes import ktime_ns, task_comm, task_pid
+from flowtrace.operators import F, filter
 from flowtrace.plan import Choice
 from flowtrace.testing import CollectSink
 
@@ -242,6 +243,18 @@ async def test_program_that_does_not_compile_is_a_clean_error() -> None:
     pipeline = Pipeline(KernelSource(Getppid, probe, name="broken"), [], CollectSink[Getppid]())
     with pytest.raises(StageError, match="stage 'broken' failed: KernelError: bcc could not load"):
         await pipeline.run()
+    # with an operator in its program, the error says how to run it without
+    source = KernelSource(Getppid, probe, name="broken")
+    pushed = Pipeline(source, [filter(F.pid == 1)], CollectSink[Getppid]())
+    assert pushed.placement().in_kernel == 1
+    with pytest.raises(StageError) as info:
+        await pushed.run()
+    message = str(info.value)
+    assert message.startswith("stage 'broken' failed: KernelError: bcc could not load"), message
+    assert message.endswith(
+        " (its program also runs operators; with --no-pushdown, Pipeline(pushdown=False),"
+        " they run in Python)"
+    ), message
 
 
 async def _count_syncs_embedded() -> tuple[list[int], list[int]]:

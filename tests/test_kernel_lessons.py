@@ -30,7 +30,6 @@ from workloads import (
 from flowtrace import Operator, Pipeline, Source, usdt
 from flowtrace.ktypes import s32
 from flowtrace.loader import load_pipeline
-from flowtrace.operators import F, filter
 from flowtrace.records import CountTable, Histogram, JoinPair
 from flowtrace.sources.block import BlockComplete, BlockIssue
 from flowtrace.sources.libc import strlen_calls
@@ -122,25 +121,34 @@ WRITES = 4
 WRITE_BYTES = 128 << 10
 
 
-def direct_writes(device: str, span: list[int] | None = None) -> Callable[[], None]:
+def direct_writes(
+    device: str, span: list[int] | None = None, pids: list[int] | None = None
+) -> Callable[[], None]:
     """dd writing WRITES blocks of WRITE_BYTES to ``device``, one after the
     other (O_DIRECT: each returns once its request completed). ``span``
-    receives the CLOCK_MONOTONIC times (ns, the BPF clock) before and after."""
+    receives the CLOCK_MONOTONIC times (ns, the BPF clock) before and after,
+    ``pids`` dd's pid."""
 
     def write() -> None:
         before = time.monotonic_ns()
-        dd("if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct")
+        pid = dd(
+            "if=/dev/zero", f"of={device}", f"bs={WRITE_BYTES}", f"count={WRITES}", "oflag=direct"
+        )
         if span is not None:
             span[:] = [before, time.monotonic_ns()]
+        if pids is not None:
+            pids[:] = [pid]
 
     return write
 
 
-async def loop_writes(source: Source[Any], span: list[int] | None = None) -> list[Any]:
+async def loop_writes(
+    source: Source[Any], span: list[int] | None = None, pids: list[int] | None = None
+) -> list[Any]:
     """The requests ``source`` sees on a fresh loop device while dd writes to
-    it (``span``: see :func:`direct_writes`)."""
+    it (``span``, ``pids``: see :func:`direct_writes`)."""
     with loop_device() as (device, dev):
-        events = await collect(source, direct_writes(device, span))
+        events = await collect(source, direct_writes(device, span, pids))
     return [e for e in events if e.dev == dev]
 
 
@@ -160,8 +168,13 @@ async def aggregate(pipeline: Pipeline, events: list[Any]) -> list[Any]:
 async def test_disksnoop_sees_each_direct_write() -> None:
     pipeline = lesson("disksnoop.py")
     span: list[int] = []
-    ours = await loop_writes(pipeline.source, span)
-    assert [(e.bytes, e.write) for e in ours] == [(WRITE_BYTES, 1)] * WRITES
+    pids: list[int] = []
+    ours = await loop_writes(pipeline.source, span, pids)
+    # one after the other from the device's start (512-byte sectors); dd
+    # issues its O_DIRECT writes itself (blk-mq dispatches them in its context)
+    assert [(e.sector, e.bytes, e.write, e.pid, e.comm) for e in ours] == [
+        (i * WRITE_BYTES // 512, WRITE_BYTES, 1, pids[0], "dd") for i in range(WRITES)
+    ]
     latency_bounds([e.lat_ns for e in ours], span)
     assert all(span[0] <= e.ts - e.lat_ns and e.ts <= span[1] for e in ours)
     for e in ours:
@@ -169,6 +182,32 @@ async def test_disksnoop_sees_each_direct_write() -> None:
         assert found, line(pipeline, e)
         assert abs((int(found[1]) * 10**6 + int(found[2])) * 1000 - e.ts) <= 1000  # microseconds
         assert abs(float(found[3]) - e.lat_ns / 1e6) <= 0.005  # milliseconds, rounded
+
+
+async def test_disksnoop_sees_each_dsync_write_and_flushes_that_write_nothing() -> None:
+    """O_DSYNC on a device with a write cache (a loop device): each write is
+    followed by a flush, a request of its own (rwbs "FF", no data), which the
+    lesson reports as not a write."""
+    pipeline = lesson("disksnoop.py")
+    pids: list[int] = []
+    with loop_device() as (device, dev):
+        events = await collect(
+            pipeline.source,
+            lambda: pids.append(
+                dd(
+                    "if=/dev/zero",
+                    f"of={device}",
+                    f"bs={WRITE_BYTES}",
+                    f"count={WRITES}",
+                    "oflag=direct,dsync",
+                )
+            ),
+        )
+    ours = [e for e in events if e.dev == dev]
+    writes = [(e.sector, e.bytes, e.write, e.pid) for e in ours if e.bytes]
+    assert writes == [(i * WRITE_BYTES // 512, WRITE_BYTES, 1, pids[0]) for i in range(WRITES)]
+    flushes = [(e.sector, e.bytes, e.write) for e in ours if not e.bytes]
+    assert len(flushes) >= WRITES and set(flushes) == {(0, 0, 0)}, ours
 
 
 def issue_then_complete(events: list[Any]) -> list[tuple[BlockIssue, BlockComplete]]:
@@ -223,6 +262,25 @@ async def test_disklatency_histogram_holds_each_write_latency() -> None:
     assert {(b.low, b.high): b.count for b in hist.buckets if b.count} == expected
 
 
+def test_disk_lessons_explain_the_operators_their_programs_run() -> None:
+    """The source's first line in explain names both event types and the
+    operators the program runs, then what leaves it; its probe lines stay."""
+    own = lesson("disksnoop_tp.py").source.describe()
+    name, buffer = own[0].removeprefix("source ").split(": BlockIssue, BlockComplete via ")
+    joined = lesson("disksnoop_tp.py").placement().source.describe()
+    assert joined == [
+        f"source {name}: BlockIssue, BlockComplete through join in the kernel;"
+        f" join pairs via {buffer}",
+        *own[1:],
+    ]
+    histogram = lesson("disklatency.py").placement().source.describe()
+    assert histogram == [
+        f"source {name}: BlockIssue, BlockComplete into join, log2_histogram in the kernel;"
+        " results read from BPF maps by user space",
+        *own[1:],
+    ]
+
+
 # -- lesson 11: read latency ---------------------------------------------------
 
 
@@ -232,10 +290,25 @@ async def test_vfsreadlat_histograms_hold_each_read(tmp_path: Path) -> None:
     reads = 25
     workload = file_reader(str(data), 4096, reads)
     pipeline = lesson("vfsreadlat.py", ["1"])
-    ours = filter((F.pid == workload.pid) & (F.ret == 4096))
-    results = await run(pipeline.source, [ours, *pipeline.operators], workload.go)
+    span: list[int] = []
+
+    def go() -> None:
+        before = time.monotonic_ns()
+        workload.go()
+        span[:] = [before, time.monotonic_ns()]
+
+    events = await collect(pipeline.source, go)
+    ours = [e for e in events if e.pid == workload.pid and e.ret == 4096]
+    assert len(ours) == reads
+    latency_bounds([e.lat_ns for e in ours], span)
+    results = await aggregate(pipeline, ours)
     assert results and all(isinstance(h, Histogram) and h.unit == "usecs" for h in results)
-    assert sum(h.total for h in results) == reads
+    bits = [(e.lat_ns // 1000).bit_length() for e in ours]
+    expected = Counter((0, 1) if b < 2 else (1 << b - 1, (1 << b) - 1) for b in bits)
+    counted: Counter[tuple[int, int]] = Counter()
+    for h in results:
+        counted.update({(b.low, b.high): b.count for b in h.buckets if b.count})
+    assert counted == expected
 
 
 def test_vfsreadlat_header_says_what_is_timed() -> None:
@@ -307,6 +380,21 @@ read(f)                                      # 12 urandom: a dup of descriptor 0
 os.close(a)
 assert os.open("/dev/zero", os.O_RDONLY) == a
 read(a)                                      # 13: a closed dup's number reused
+call(libc.dup2(z, 0))
+g = call(libc.dup(d))
+read(g)                                      # 14 urandom: a dup
+assert fcntl.fcntl(g, fcntl.F_GETFD) == 0    # not a dup (after one), returning 0
+read(0)                                      # 15: fd 0 is /dev/zero
+assert os.read(d, 0) == b""                  # a read of no bytes: no bits, not reported
+os.close(0)
+assert os.open("/dev/urandom", os.O_RDONLY) == 0
+read(0)                                      # 16 urandom: opened as descriptor 0
+import tempfile
+t = os.open(tempfile.mkdtemp(), os.O_RDONLY)
+os.mkdir("Xdev", dir_fd=t)
+os.write(os.open("Xdev/urandom", os.O_WRONLY | os.O_CREAT, dir_fd=t), bytes(64))
+x = os.open("Xdev/urandom", os.O_RDONLY, dir_fd=t)
+read(x)                                      # 17: a file whose path differs in its first byte
 """
 
 
@@ -314,7 +402,58 @@ async def test_urandomread_follows_descriptors_through_dup_dup2_dup3_fcntl_and_c
     workload = Gated(DESCRIPTOR_LIFECYCLE)
     events = await collect(lesson("urandomread.py").source, workload.go)
     ours = [e.got_bits // 8 for e in events if e.pid == workload.pid]
-    assert ours == [1, 2, 3, 5, 6, 7, 8, 12]
+    assert ours == [1, 2, 3, 5, 6, 7, 8, 12, 14, 16]
+
+
+# Two processes whose pids differ in the lowest bit only (2k and 2k+1) hold the
+# same descriptor number: the first on /dev/urandom, the second on /dev/zero.
+# Forks until two children get such pids, writes them to PIDS, then lets the
+# first read 1 byte and exit, and the second read 2 bytes.
+NEIGHBOURS = """
+def child(gate):
+    if os.read(gate, 1) == b"u":
+        fd = os.open("/dev/urandom", os.O_RDONLY)
+        assert len(os.read(fd, 1)) == 1
+    else:
+        fd = os.open("/dev/zero", os.O_RDONLY)
+        assert len(os.read(fd, 2)) == 2
+    os._exit(0)
+for _ in range(1000):
+    gates = [os.pipe(), os.pipe()]
+    first = os.fork()
+    if first == 0:
+        child(gates[0][0])
+    second = os.fork()
+    if second == 0:
+        child(gates[1][0])
+    if first % 2 == 0 and second == first + 1:
+        break
+    for (_, go), pid in zip(gates, [first, second]):
+        os.write(go, b"-")
+        os.waitpid(pid, 0)
+    for r, w in gates:
+        os.close(r), os.close(w)
+else:
+    raise SystemExit("no two neighbouring pids in 1000 tries")
+with open({pids!r}, "w") as out:
+    out.write(f"{{first}} {{second}}")
+os.write(gates[0][1], b"u")
+os.waitpid(first, 0)
+os.write(gates[1][1], b"z")
+os.waitpid(second, 0)
+"""
+
+
+async def test_urandomread_tells_a_descriptor_from_the_same_number_in_a_neighbour_pid(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "pids"
+    workload = Gated(NEIGHBOURS.format(pids=str(pids)))
+    events = await collect(lesson("urandomread.py").source, workload.go)
+    first, second = map(int, pids.read_text().split())
+    assert first >> 1 == second >> 1 and first != second
+    ours = [(e.pid, e.got_bits) for e in events if e.pid in (first, second)]
+    assert ours == [(first, 8)]
 
 
 # -- lesson 14: strlen through its IFUNC ---------------------------------------

@@ -20,7 +20,7 @@ from flowtrace.c_literals import (
     string_bytes,
 )
 from flowtrace.kernel_chain import FilterStage, Unsupported, condition_c
-from flowtrace.kernel_forms import Comparison
+from flowtrace.kernel_forms import Comparison, Place
 from flowtrace.kernel_view import record_view
 from flowtrace.ktypes import Char, KernelType, ktime_ns, s8, s64, task_comm, task_pid, u8, u32, u64
 from flowtrace.map_output import ChainOutput
@@ -140,6 +140,7 @@ def test_pushdown_off_and_sources_that_are_not_programs_keep_everything_in_pytho
     ops = [filter(F.fd == 1), count("comm")]
     off = Pipeline(writes(), ops, CollectSink[Any](), pushdown=False)
     assert off.placement().in_kernel == 0
+    assert off.placement().source is off.source  # its own program, operators left out
     assert {p.why for p in off.places()[1:3]} == {
         "pushdown is off (Pipeline(pushdown=False), --no-pushdown)"
     }
@@ -147,6 +148,58 @@ def test_pushdown_off_and_sources_that_are_not_programs_keep_everything_in_pytho
     listed = Pipeline(ListSource([]), ops, CollectSink[Any]())
     assert [p.where for p in listed.places()] == ["user"] * 4
     assert "is not a BPF program" in listed.places()[1].why
+
+
+def test_a_source_alone_or_before_an_operator_without_a_kernel_form_runs_as_it_is() -> None:
+    source = writes()
+    alone = source.placement([])
+    assert (alone.places, alone.source, alone.in_kernel) == (
+        (Place("writes", "kernel", "a BPF program attached to its probes"),),
+        source,
+        0,
+    )
+    first_in_python = source.placement([map(str), filter(F.fd == 1)])
+    assert (first_in_python.source, first_in_python.in_kernel) == (source, 0)
+    assert [p.where for p in first_in_python.places] == ["kernel", "user", "user"]
+
+
+def test_a_kernel_source_is_named_after_its_event_unless_named() -> None:
+    probe = Probe("entry of write(2)", Tracepoint("syscalls", "sys_enter_write"), body="")
+    assert KernelSource(Write, probe).name == "Write"
+    assert KernelSource(Write, probe, name="w").name == "w"
+
+
+def test_a_source_whose_program_makes_no_records_keeps_operators_in_python() -> None:
+    from flowtrace.sources.exec import exec_calls
+    from flowtrace.sources.profile import cpu_samples
+    from flowtrace.sources.syscalls import quick_syncs_printed
+    from flowtrace.sources.xdp import protocol_packets
+
+    cases: list[tuple[Any, Any, str]] = [
+        (cpu_samples(), filter(F.count > 1), "StackCounts"),
+        (protocol_packets("lo"), filter(F.protocol == 6), "CounterArray"),
+        (exec_calls(), filter(F.pid == 1), "Converted"),
+    ]
+    for source, operator, output in cases:
+        placed = Pipeline(source, [operator], CollectSink[Any]()).places()
+        assert (placed[1].where, placed[1].why) == (
+            "user",
+            f"its output ({output}) takes no operators in the kernel",
+        )
+    printed = Pipeline(quick_syncs_printed(), [filter(F.pid == 1)], CollectSink[Any]())
+    assert printed.places()[1].why == (
+        "the source's probes print lines (trace_pipe) instead of filling a record"
+    )
+
+
+def test_a_kernel_source_takes_an_output_or_a_transport_not_both() -> None:
+    from flowtrace.outputs import buffer_output
+
+    probe = Probe("entry of write(2)", Tracepoint("syscalls", "sys_enter_write"), body="")
+    for extra in [{"transport": "perf"}, {"buffer_pages": 8}]:
+        with pytest.raises(ValueError) as info:
+            KernelSource(Write, probe, output=buffer_output("auto", 8), **extra)  # type: ignore[arg-type]
+        assert str(info.value) == "give either output= or transport=/buffer_pages=, not both"
 
 
 def test_explain_json_lists_every_stage_with_where_and_why() -> None:

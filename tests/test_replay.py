@@ -5,6 +5,7 @@ line number for every kind of bad recording."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from flowtrace import ManualClock, Operator, Pipeline, Run, SourceContext, StageError
 from flowtrace.recorder import RecordingSource
+from flowtrace.recording import MAX_LINE, MAX_START, MAX_WALL_START, _RecordingFile
 from flowtrace.replay import RecordingReader, ReplayError, replay
+from flowtrace.schema import RecordingEnd
 from flowtrace.sinks.ndjson import NdjsonSink
 from flowtrace.sources.syscalls import SyncCall
 from flowtrace.stages import Emit, Source
@@ -193,40 +197,127 @@ def header_fields(fields: list[list[str]]) -> dict[str, Any]:
     return {"data.fields": fields}
 
 
+FIX = "; record it again with flowtrace run --record"
+OTHER = "; replay it into the pipeline that recorded it, or record this one"
+AT_4 = 10.0 + 0.3 + 0.3  # the arrival time of line 4 (the ManualClock's steps), as Python spells it
+
+# (case, change to the good recording's lines, the whole message after the path)
 BAD: list[tuple[str, Any, str]] = [
-    ("empty", lambda ls: [], ":1: empty file"),
-    ("not json", lambda ls: ["hello\n", *ls[1:]], ":1: not a flowtrace record"),
-    ("binary", lambda ls: ["\x00\xff\xfe\n"], ":1: not a flowtrace record"),
-    ("version", lambda ls: edit(ls, 3, {"v": 2}), ":4: schema version 2"),
-    ("outputs", lambda ls: ls[1:], ":1: starts with a record of type 'event'"),
-    ("header", lambda ls: edit(ls, 0, {"data.start": "soon"}), ":1: bad recording header"),
+    ("empty", lambda ls: [], f":1: empty file, not a recording{FIX}"),
+    (
+        "not json",
+        lambda ls: ["hello\n", *ls[1:]],
+        f":1: not a flowtrace record: JSON is malformed: invalid character (byte 0){FIX}",
+    ),
+    (
+        "binary",
+        lambda ls: ["\x00\xff\xfe\n"],
+        f":1: not a flowtrace record: JSON is malformed: invalid character (byte 0){FIX}",
+    ),
+    (
+        "version",
+        lambda ls: edit(ls, 3, {"v": 2}),
+        ":4: schema version 2, this flowtrace reads version 1;"
+        " replay it with the flowtrace that wrote it, or record it again",
+    ),
+    (
+        "outputs",
+        lambda ls: ls[1:],
+        ":1: starts with a record of type 'event', not a recording header"
+        f" (files from --sink ndjson hold outputs, not source events){FIX}",
+    ),
+    (
+        "header",
+        lambda ls: edit(ls, 0, {"data.start": "soon"}),
+        f":1: bad recording header: Expected `float`, got `str` - at `$.start`{FIX}",
+    ),
     (
         "other event",
         lambda ls: edit(ls, 0, {"data.event": "Clone"}),
-        ":1: recording holds Clone events, the pipeline's source emits SyncCall;"
-        " replay it into the pipeline that recorded it, or record this one",
+        f":1: recording holds Clone events, the pipeline's source emits SyncCall{OTHER}",
     ),
-    ("wall clock", lambda ls: edit(ls, 0, {"data.wall_start": -1.0}), ":1: wall_start -1.0 is not"),
+    (
+        "wall clock",
+        lambda ls: edit(ls, 0, {"data.wall_start": -1.0}),
+        f":1: wall_start -1.0 is not a time in Unix seconds between 1970 and 9999{FIX}",
+    ),
     (
         "layout",
         lambda ls: edit(ls, 0, header_fields([["ts", "u32"], ["pid", "u32"], ["comm", "c"]])),
-        ":1: recorded SyncCall fields differ",
+        f":1: recorded SyncCall fields differ: (ts u32, pid u32, comm c){OTHER}",
     ),
-    ("extra field", lambda ls: edit(ls, 2, {"data.cpu": 1}), ":3: bad SyncCall event"),
-    ("missing field", lambda ls: edit(ls, 2, {"data": {"ts": 1}}), "missing required field"),
-    ("type", lambda ls: edit(ls, 2, {"data.pid": "7"}), "Expected `int`, got `str`"),
-    ("negative", lambda ls: edit(ls, 2, {"data.pid": -1}), ":3: bad SyncCall event"),
-    ("u32 range", lambda ls: edit(ls, 2, {"data.pid": 2**32}), ":3: bad SyncCall event"),
-    ("u64 range", lambda ls: edit(ls, 2, {"data.ts": 2**64}), ":3: ts 1844"),
-    ("comm", lambda ls: edit(ls, 2, {"data.comm": "x" * 17}), "length <= 16"),
-    ("backwards", lambda ls: edit(ls, 4, {"at": 0.5}), ":5: arrival time 0.5"),
-    ("no time", lambda ls: edit(ls, 4, {"at": None}), ":5: arrival time None"),
-    ("unknown", lambda ls: edit(ls, 2, {"type": "histogram"}), ":3: unexpected histogram"),
-    ("foreign name", lambda ls: edit(ls, 2, {"name": "Clone"}), ":3: unexpected event record 'Clo"),
-    ("after end", lambda ls: [*ls, ls[2]], ":9: records after the end record"),
-    ("count", lambda ls: edit(ls, 7, {"data.events": 9}), ":8: end record counts 9 events"),
-    ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], ":4: empty line"),
-    ("huge", lambda ls: [ls[0], "[" * (1 << 20) + "\n"], ":2: line longer than"),
+    (
+        "extra field",
+        lambda ls: edit(ls, 2, {"data.cpu": 1}),
+        f":3: bad SyncCall event: Object contains unknown field `cpu`{FIX}",
+    ),
+    (
+        "missing field",
+        lambda ls: edit(ls, 2, {"data": {"ts": 1}}),
+        f":3: bad SyncCall event: Object missing required field `pid`{FIX}",
+    ),
+    (
+        "type",
+        lambda ls: edit(ls, 2, {"data.pid": "7"}),
+        f":3: bad SyncCall event: Expected `int`, got `str` - at `$.pid`{FIX}",
+    ),
+    (
+        "negative",
+        lambda ls: edit(ls, 2, {"data.pid": -1}),
+        f":3: bad SyncCall event: Expected `int` >= 0 - at `$.pid`{FIX}",
+    ),
+    (
+        "u32 range",
+        lambda ls: edit(ls, 2, {"data.pid": 2**32}),
+        f":3: bad SyncCall event: Expected `int` <= 4294967295 - at `$.pid`{FIX}",
+    ),
+    (
+        "u64 range",
+        lambda ls: edit(ls, 2, {"data.ts": 2**64}),
+        f":3: ts 18446744073709551616 does not fit its kernel type{FIX}",
+    ),
+    (
+        "comm",
+        lambda ls: edit(ls, 2, {"data.comm": "x" * 17}),
+        f":3: bad SyncCall event: Expected `str` of length <= 16 - at `$.comm`{FIX}",
+    ),
+    (
+        "backwards",
+        lambda ls: edit(ls, 4, {"at": 0.5}),
+        f":5: arrival time 0.5 missing or before {AT_4}{FIX}",
+    ),
+    (
+        "no time",
+        lambda ls: edit(ls, 4, {"at": None}),
+        f":5: arrival time None missing or before {AT_4}{FIX}",
+    ),
+    (
+        "unknown",
+        lambda ls: edit(ls, 2, {"type": "histogram"}),
+        f":3: unexpected histogram record 'SyncCall'{FIX}",
+    ),
+    (
+        "foreign name",
+        lambda ls: edit(ls, 2, {"name": "Clone"}),
+        f":3: unexpected event record 'Clone'{FIX}",
+    ),
+    ("after end", lambda ls: [*ls, ls[2]], f":9: records after the end record{FIX}"),
+    (
+        "count",
+        lambda ls: edit(ls, 7, {"data.events": 9}),
+        f":8: end record counts 9 events, the recording holds 6{FIX}",
+    ),
+    (
+        "end",
+        lambda ls: edit(ls, 7, {"data.events": "six"}),
+        f":8: bad end record: Expected `int`, got `str` - at `$.events`{FIX}",
+    ),
+    ("blank", lambda ls: [*ls[:3], "\n", *ls[3:]], f":4: empty line{FIX}"),
+    (
+        "huge",
+        lambda ls: [ls[0], "[" * (1 << 20) + "\n"],
+        f":2: line longer than 1048576 bytes, not a flowtrace record{FIX}",
+    ),
 ]
 
 
@@ -241,10 +332,146 @@ def test_bad_recordings_name_line_problem_and_fix(
     bad.write_text("".join(change(lines)), errors="surrogateescape")
     with pytest.raises(ReplayError) as info:
         RecordingReader(bad, SyncCall).check()
-    text = str(info.value)
-    assert text.startswith(f"{bad}:"), text
-    assert message in text, text
-    assert "\n" not in text and "; " in text
+    assert str(info.value) == f"{bad}{message}"
+
+
+TOO_LONG = f"line longer than {MAX_LINE} bytes, not a flowtrace record"
+
+
+def padded(line: str, size: int, newline: bool = True) -> str:
+    """``line`` (a JSON record) with spaces before its last brace: ``size``
+    bytes in all, with or without its newline."""
+    record = line.rstrip("\n")
+    body = size - len(record) - newline
+    return record[:-1] + " " * body + "}" + "\n" * newline
+
+
+def test_a_line_of_max_line_bytes_is_read_one_more_is_refused(tmp_path: Path) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    expected = list(RecordingReader(tmp_path / "good.rec", SyncCall))
+    longest = tmp_path / "longest.rec"
+    longest.write_text("".join([*lines[:2], padded(lines[2], MAX_LINE), *lines[3:]]))
+    reader = RecordingReader(longest, SyncCall)
+    assert list(reader) == expected
+    assert (reader.events, reader.cut_at) == (6, None)
+    over = tmp_path / "over.rec"
+    over.write_text("".join([*lines[:2], padded(lines[2], MAX_LINE + 1), *lines[3:]]))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(over, SyncCall).check()
+    assert str(info.value) == f"{over}:3: {TOO_LONG}{FIX}"
+
+
+def test_a_last_line_without_newline_is_cut_up_to_max_line_bytes(tmp_path: Path) -> None:
+    """A recording killed mid-line ends in a line without newline: up to
+    MAX_LINE bytes that is a cut record (the recording stops before it),
+    longer it is a line too long, whatever follows."""
+    lines = write_recording(tmp_path / "good.rec")[:-1]  # killed before the end record
+    cut = tmp_path / "cut.rec"
+    cut.write_text("".join([*lines[:-1], padded(lines[-1], MAX_LINE, newline=False)]))
+    reader = RecordingReader(cut, SyncCall)
+    assert [e.ts for _, batch in reader for e in batch] == [0, 1, 2, 3, 4]
+    assert (reader.events, reader.cut_at) == (5, 7)
+    assert reader.end == RecordingEnd(events=5, received=5, lost=0)  # what was written stands
+    over = tmp_path / "over.rec"
+    over.write_text("".join([*lines[:-1], padded(lines[-1], MAX_LINE + 1, newline=False)]))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(over, SyncCall).check()
+    assert str(info.value) == f"{over}:7: {TOO_LONG}{FIX}"
+
+
+class Reading(msgspec.Struct, frozen=True):
+    """An event type that is a plain msgspec Struct, not a kernel record."""
+
+    sensor: str
+    value: float
+
+
+class Readings(Source[Reading]):
+    def event_type(self) -> type[Reading]:
+        return Reading
+
+    async def run(self, ctx: SourceContext, emit: Emit[Reading]) -> None:
+        ctx.ready()
+        batch = [Reading("a", 1.5), Reading("b", -2.0)]
+        ctx.stats.received += len(batch)
+        await emit(batch)
+
+
+@pytest.mark.anyio
+async def test_a_plain_struct_records_and_replays_with_its_own_field_types(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "readings.rec"
+    await Pipeline(RecordingSource(Readings(), path), [], CollectSink[Reading]()).run()
+    reader = RecordingReader(path, Reading)
+    assert [e for _, batch in reader for e in batch] == [Reading("a", 1.5), Reading("b", -2.0)]
+    lines = path.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.rec"
+    bad.write_text("".join(edit(lines, 1, {"data.unit": "C"})))
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(bad, Reading).check()
+    unknown = "bad Reading event: Object contains unknown field `unit`"
+    assert str(info.value) == f"{bad}:2: {unknown}{FIX}"
+
+
+def test_a_u64_field_holds_its_largest_value(tmp_path: Path) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    largest = tmp_path / "largest.rec"
+    largest.write_text("".join(edit(lines, 2, {"data.ts": 2**64 - 1})))
+    assert [e.ts for _, batch in RecordingReader(largest, SyncCall) for e in batch][1] == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"data.wall_start": 0.0}, None),
+        ({"data.wall_start": MAX_WALL_START}, None),
+        (
+            {"data.wall_start": math.nextafter(MAX_WALL_START, math.inf)},
+            f"wall_start {math.nextafter(MAX_WALL_START, math.inf)} is not a time in Unix"
+            " seconds between 1970 and 9999",
+        ),
+        ({"data.start": -MAX_START}, None),
+        (
+            {"data.start": math.nextafter(-MAX_START, -math.inf)},
+            f"start time {math.nextafter(-MAX_START, -math.inf)} is not a finite number of"
+            " seconds within 1e12 of 0",
+        ),
+    ],
+)
+def test_header_times_at_their_bounds(
+    tmp_path: Path, change: dict[str, Any], problem: str | None
+) -> None:
+    lines = write_recording(tmp_path / "good.rec")
+    edited = tmp_path / "edited.rec"
+    header = edit(lines, 0, change)[0]
+    edited.write_text(header + "".join(lines[1:]))
+    if problem is None:
+        assert RecordingReader(edited, SyncCall).header.start == json.loads(header)["data"]["start"]
+        return
+    with pytest.raises(ReplayError) as info:
+        RecordingReader(edited, SyncCall)
+    assert str(info.value) == f"{edited}:1: {problem}{FIX}"
+
+
+def test_event_lines_as_flowtrace_writes_them_are_decoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader's quick path: a well-formed event line of a one-type
+    recording is decoded once; the checks that name a problem read only the
+    header and the end record."""
+    good = tmp_path / "good.rec"
+    write_recording(good)
+    checked: list[int] = []
+    check_line = _RecordingFile._line
+
+    def spy(self: _RecordingFile, lineno: int, raw: bytes) -> Any:
+        checked.append(lineno)
+        return check_line(self, lineno, raw)
+
+    monkeypatch.setattr(_RecordingFile, "_line", spy)
+    assert RecordingReader(good, SyncCall).check().events == 6
+    assert checked == [1, 8]
 
 
 def test_missing_or_unreadable_file(tmp_path: Path) -> None:

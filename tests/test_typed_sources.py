@@ -27,6 +27,7 @@ from flowtrace import (
 )
 from flowtrace.ktypes import Char, comm, ktime_ns, parse_c_type, s32, task_pid, u32, u64
 from flowtrace.recorder import RecordingSource
+from flowtrace.recording import MAX_FIELDS, MAX_TYPES, open_recording
 from flowtrace.replay import ReplayError, replay
 from flowtrace.schema import RecordEncoder, RecordingEnd, RecordingHeader
 from flowtrace.sources.block import BlockComplete, BlockIssue
@@ -315,11 +316,32 @@ async def test_a_recording_of_another_tracepoint_is_refused(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("fields_", "problem"),
     [
-        ([["ts", "float"]], "not a kernel type: 'float'"),
-        ([["__class__", "u32"]], "'__class__' is not a usable field name"),
-        ([["a b", "u32"]], "'a b' is not a usable field name"),
-        ([["x", "u32"], ["x", "u64"]], "field 'x' appears twice"),
+        (
+            [["ts", "float"]],
+            "bad event type in the header: not a kernel type: 'float' (u8..u64, s8..s64, char[N])",
+        ),
+        (
+            [["__class__", "u32"]],
+            "bad event type in the header: SysEnterWrite: '__class__' is not a usable field name"
+            " (an identifier, not starting with _)",
+        ),
+        (
+            [["a b", "u32"]],
+            "bad event type in the header: SysEnterWrite: 'a b' is not a usable field name"
+            " (an identifier, not starting with _)",
+        ),
+        (
+            [["x", "u32"], ["x", "u64"]],
+            "bad event type in the header: SysEnterWrite: field 'x' appears twice",
+        ),
         (None, "the header lists no event type and fields to rebuild"),
+        (  # as many fields as a header may list: refused by the record's size instead
+            [[f"f{i}", "u8"] for i in range(MAX_FIELDS)],
+            "bad event type in the header: SysEnterWrite: its record is 1024 bytes, and a BPF"
+            " program builds records on a 512-byte stack (at most 480): use shorter strings"
+            " (Char(N), string_size=) or fewer fields",
+        ),
+        ([[f"f{i}", "u8"] for i in range(MAX_FIELDS + 1)], "1025 fields, more than 1024"),
     ],
 )
 def test_a_forged_header_is_refused(
@@ -332,8 +354,35 @@ def test_a_forged_header_is_refused(
         encoder.json_line(msgspec.convert(header, RecordingHeader))
         + encoder.json_line(RecordingEnd(events=0, received=0, lost=0), at=0.0)
     )
-    with pytest.raises(ReplayError, match=f"forged.rec:1: .*{problem}"):
+    with pytest.raises(ReplayError) as info:
         replay(Pipeline(syscall_entry("write"), [], CollectSink()), recording)
+    fix = "record it again with flowtrace run --record"
+    assert str(info.value) == f"{recording}:1: {problem}; {fix}"
+
+
+def header_of(events: list[list[Any]]) -> bytes:
+    """A recording of no events whose header lists ``events`` ([name, fields])."""
+    header: dict[str, Any] = {"source": "s", "event": None, "fields": None, "events": events}
+    header |= {"clock": "x", "start": 0}
+    encoder = RecordEncoder()
+    return encoder.json_line(msgspec.convert(header, RecordingHeader)) + encoder.json_line(
+        RecordingEnd(events=0, received=0, lost=0), at=0.0
+    )
+
+
+def test_a_header_is_rebuilt_with_up_to_max_types(tmp_path: Path) -> None:
+    most = tmp_path / "most.rec"
+    most.write_bytes(header_of([[f"T{t}", [["x", "u8"]]] for t in range(MAX_TYPES)]))
+    reader = open_recording(most)
+    assert [t.__name__ for t in reader.types] == [f"T{t}" for t in range(MAX_TYPES)]
+    assert reader.check().events == 0
+    more = tmp_path / "more.rec"
+    more.write_bytes(header_of([[f"T{t}", [["x", "u8"]]] for t in range(MAX_TYPES + 1)]))
+    with pytest.raises(ReplayError) as info:
+        open_recording(more)
+    assert str(info.value) == (
+        f"{more}:1: 65 event types, more than 64; record it again with flowtrace run --record"
+    )
 
 
 @pytest.mark.anyio
@@ -419,6 +468,16 @@ async def test_several_generated_types_record_and_replay(tmp_path: Path) -> None
     with pytest.raises(ReplayError, match="recording holds BlockRqIssue, BlockRqComplete events,"
                        " the pipeline's source emits BlockIssue, BlockRqComplete"):
         replay(Pipeline(declared, [], CollectSink()), recording)
+    # a generated type the recording lacks, beside a declared one: refused
+    # before reading a line, naming each type the source emits
+    lacking = tracepoints(("block:block_rq_issue", BlockIssue), "sched:sched_process_exec")
+    with pytest.raises(ReplayError) as info:
+        replay(Pipeline(lacking, [], CollectSink()), recording)
+    assert str(info.value) == (
+        f"{recording}:1: recording holds BlockRqIssue, BlockRqComplete events, the pipeline's"
+        " source emits BlockIssue, SchedProcessExec; replay it into the pipeline that recorded"
+        " it, or record this one"
+    )
 
 
 def test_a_format_field_named_like_a_keyword_gets_an_underscore() -> None:
