@@ -92,6 +92,7 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
         ["sinks/*.py"],
         [
             "tests/test_sink_metrics.py",
+            "tests/test_sink_nats.py",
             "tests/test_sink_ndjson.py",
             "tests/test_sink_otlp.py",
             "tests/test_sink_socket.py",
@@ -101,6 +102,31 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_stacks.py",
         ],
     ),
+}
+
+# a mutated file -> those of its area's test files that import it (directly,
+# through another module, or in a ``flowtrace`` process they start, such as
+# the NATS tests' agent writing NDJSON); a file not listed runs the whole list
+TESTS_BY_FILE: dict[str, list[str]] = {
+    "sinks/console.py": ["tests/test_operators_console.py", "tests/test_sink_ndjson.py"],
+    "sinks/metrics.py": ["tests/test_sink_metrics.py"],
+    "sinks/nats.py": ["tests/test_sink_nats.py"],
+    "sinks/ndjson.py": [
+        "tests/test_sink_ndjson.py",
+        "tests/test_sink_tee.py",
+        "tests/test_sink_nats.py",
+    ],
+    "sinks/netio.py": ["tests/test_sink_socket.py"],
+    "sinks/otlp.py": ["tests/test_sink_otlp.py"],
+    "sinks/reporting.py": [
+        "tests/test_sink_ndjson.py",
+        "tests/test_sink_socket.py",
+        "tests/test_sink_tee.py",
+        "tests/test_sink_nats.py",
+    ],
+    "sinks/socket.py": ["tests/test_sink_socket.py"],
+    "sinks/stack_lines.py": ["tests/test_stacks.py"],
+    "sinks/stacks.py": ["tests/test_stacks.py"],
 }
 
 # lesson source -> the kernel lesson tests that drive it (-k expression)
@@ -467,7 +493,10 @@ def main() -> int:
             if args.only:
                 names = [(n, src) for n, src in names if n in args.only.split(",")]
             picked = rng.sample(names, min(args.sample, len(names))) if args.sample else names
-            outcomes = [run_python_mutant(scratch, name, source, tests) for name, source in picked]
+            outcomes = [
+                run_python_mutant(scratch, name, source, TESTS_BY_FILE.get(str(source), tests))
+                for name, source in picked
+            ]
             report(area, outcomes, len(names))
             results[area] = [dataclasses.asdict(o) for o in outcomes]
         if "c_bodies" in areas:
