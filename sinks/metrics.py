@@ -57,7 +57,7 @@ def _name(text: str) -> str:
 
 def _label(field_name: str) -> str:
     name = _name(field_name).lstrip("_") or "key"
-    return f"key_{name}" if name in _RESERVED else name
+    return f"key_{name}" if name in _RESERVED or name[0].isdigit() else name
 
 
 def metric_name(prefix: str, field_name: str, unit: str) -> tuple[str, tuple[float, float]]:

@@ -3,6 +3,7 @@ parsed with prometheus-client's text parser."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import socket
 import urllib.request
@@ -15,7 +16,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowtrace import Operator, Pipeline, Source, SourceContext
+from flowtrace import Operator, Pipeline, Source, SourceContext, StageError
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
 from flowtrace.sinks.metrics import MetricsSink, metric_name
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec
@@ -179,6 +180,26 @@ async def test_sums_in_base_units_and_a_name_from_the_pipeline() -> None:
     assert samples(family, "_sum") == {(("pipeline", ""),): 10240.0}
 
 
+async def test_key_fields_become_valid_label_names() -> None:
+    """Characters outside [a-zA-Z0-9_] become _, leading _ go (Prometheus
+    keeps __ for itself), and a name that is reserved, empty or starts with
+    a digit gets key_ in front."""
+    key = {"_pid_": 1, "le": 2, "__": 3, "a-b": 4, "1x": 5, "cpu": 6}
+    result = WindowResult(aggregate="count", value=9, key=key)
+    families = await scraped([result], MetricsSink(port=0), "p")
+    assert samples(families["flowtrace_window_count"]) == {
+        (
+            ("a_b", "4"),
+            ("cpu", "6"),
+            ("key", "3"),
+            ("key_1x", "5"),
+            ("key_le", "2"),
+            ("pid_", "1"),
+            ("pipeline", "p"),
+        ): 9
+    }
+
+
 async def test_label_sets_past_max_series_fold_into_other_and_are_counted() -> None:
     tables = [
         CountTable(
@@ -250,9 +271,17 @@ async def test_port_in_use_fails_with_the_fix() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        pipeline = Pipeline(Gated([], 0), [], MetricsSink(port=taken.getsockname()[1]))
-        with pytest.raises(Exception, match="choose another port"):
+        port = taken.getsockname()[1]
+        pipeline = Pipeline(Gated([], 0), [], MetricsSink(port=port))
+        with pytest.raises(StageError) as failed:
             await pipeline.run()
+    assert str(failed.value) == (
+        f"stage 'metrics' failed: OSError: [Errno {errno.EADDRINUSE}] cannot serve metrics on"
+        f" 127.0.0.1:{port}: Address already in use; choose another port with"
+        " --sink metrics:HOST:PORT"
+    )
+    assert isinstance(failed.value.__cause__, OSError)
+    assert failed.value.__cause__.errno == errno.EADDRINUSE
     del pipeline
     gc.collect()  # a stream left unclosed would warn here (warnings are errors)
 

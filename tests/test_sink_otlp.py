@@ -86,6 +86,9 @@ def test_log2_buckets_map_onto_scale_0() -> None:
     assert log2_exponential(HIST) == (3, 1, [0, 5, 1])
     only_zero = Histogram(field="x", unit="v", scale="log2", buckets=[Bucket(0, 1, 4)])
     assert log2_exponential(only_zero) == (4, 0, [])
+    buckets = [Bucket(2, 3, 2), Bucket(16, 31, 4)]
+    gaps = Histogram(field="x", unit="v", scale="log2", buckets=buckets)
+    assert log2_exponential(gaps) == (0, 1, [2, 0, 0, 4])  # slots between are empty
 
 
 async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiver) -> None:
@@ -110,6 +113,9 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         for r in request.resource_metrics
     }
     assert set(resources) == {"web1", socket.gethostname()}
+    for resource in request.resource_metrics:  # no schema is claimed
+        assert resource.schema_url == ""
+        assert [(s.schema_url, s.scope.name) for s in resource.scope_metrics] == [("", "flowtrace")]
     web1 = resources["web1"]
     attrs = {a.key: a.value.string_value for a in web1.resource.attributes}
     assert (attrs["service.name"], attrs["flowtrace.pipeline"]) == ("flowtrace", "disk")
