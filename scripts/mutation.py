@@ -91,6 +91,7 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
     "sinks": (
         ["sinks/*.py"],
         [
+            "tests/test_sink_console.py",
             "tests/test_sink_metrics.py",
             "tests/test_sink_nats.py",
             "tests/test_sink_ndjson.py",
@@ -108,7 +109,11 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
 # through another module, or in a ``flowtrace`` process they start, such as
 # the NATS tests' agent writing NDJSON); a file not listed runs the whole list
 TESTS_BY_FILE: dict[str, list[str]] = {
-    "sinks/console.py": ["tests/test_operators_console.py", "tests/test_sink_ndjson.py"],
+    "sinks/console.py": [
+        "tests/test_operators_console.py",
+        "tests/test_sink_console.py",
+        "tests/test_sink_ndjson.py",
+    ],
     "sinks/metrics.py": ["tests/test_sink_metrics.py"],
     "sinks/nats.py": ["tests/test_sink_nats.py"],
     "sinks/ndjson.py": [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -210,6 +211,28 @@ async def test_failing_report_write_counts_the_batch() -> None:
     stats = run.stats.stage("ndjson")
     assert stats.dropped == {"write_error": 100}
     assert stats.received == stats.emitted + stats.dropped_total
+
+
+@pytest.mark.anyio
+async def test_a_fifo_without_a_reader_is_waited_for_and_reported_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    pipeline = Pipeline(ListSource(range(5)), [], NdjsonSink(fifo, reports=False))
+    waiting = f"ndjson: waiting for a reader of the FIFO {fifo}"
+    async with anyio.create_task_group() as tg:
+        run = Run(pipeline)
+        tg.start_soon(run.run)
+        with anyio.fail_after(10):
+            while waiting not in run.stats.attached:  # noqa: ASYNC110 - polling a list
+                await anyio.sleep(0.01)  # poll interval of this bounded wait
+        await anyio.sleep(0.3)  # the scenario: no reader for 0.3 s (the sink tries every 0.05 s)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data = os.read(reader, 65536)
+    finally:
+        os.close(reader)
+    assert [json.loads(line)["data"] for line in data.splitlines()] == [0, 1, 2, 3, 4]
+    assert run.stats.attached == [waiting]
 
 
 CUT_BACK = """
