@@ -5,10 +5,12 @@ tests/test_fleet.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
 import re
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -83,7 +85,7 @@ async def stream_messages(url: str, subject: str) -> list[Any]:
         while True:
             try:
                 got += await sub.fetch(1000, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nats-py raises its own subclass, or this one
                 return got
     finally:
         await nc.close()
@@ -609,3 +611,52 @@ async def test_a_lost_connection_is_reported_and_everything_arrives_once(
     assert sink.disconnects == 1 and sink.connects >= 2
     messages = await stream_messages(server.url, "flowtrace.h.p")
     assert [json.loads(m.data)["data"] for m in messages] == list(range(80))
+
+
+def all_stopped(pid: int) -> bool:
+    """Every thread of process ``pid`` is stopped (SIGSTOP took effect)."""
+    states = [
+        (task / "stat").read_text().rpartition(")")[2].split()[0]
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    ]
+    return all(state == "T" for state in states)
+
+
+async def test_a_server_that_stops_answering_gets_the_records_again(
+    one_node: NatsCluster,
+) -> None:
+    """SIGSTOP: the connection stays up but nothing is acknowledged within
+    ack_timeout; the records go out again with their ids until the server
+    answers (SIGCONT), and are stored once."""
+    server = one_node.servers[0]
+    process = server.process
+    assert process is not None
+    source = FeedSource()
+    sink = NatsSink(
+        server.url + "/flowtrace.h.p", buffer=100, ack_timeout=0.5, backoff=0.02, backoff_max=0.05
+    )
+    stalled = "nats: 10 records not acknowledged; buffering up to 100 records"
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(Pipeline(source, [], sink).run)
+        sink = cast(NatsSink, run.sink)
+        await source.feed(50)
+        await until_true(lambda: sink.delivered == 50)
+        process.send_signal(signal.SIGSTOP)
+        try:
+            await until_true(lambda: all_stopped(process.pid))
+            await source.feed(10)
+            await until_true(lambda: sink._failures >= 2)  # sent again at least once
+        finally:
+            process.send_signal(signal.SIGCONT)
+        await until_true(lambda: sink.delivered == 60)
+        source.sender.close()
+    lines = run.stats.attached
+    assert lines[2:4] == [stalled, "nats: delivering again"], lines
+    assert (sink.connects, sink.disconnects, run.stats.stage("nats").dropped) == (1, 0, {})
+    messages = await stream_messages(server.url, "flowtrace.h.p")
+    assert [json.loads(m.data)["data"] for m in messages] == list(range(60))
+    assert lines[-1] == (
+        "nats: 60 records acknowledged by JetStream on flowtrace.h.p"
+        f" ({sink.duplicates} resends were duplicates; 1 connections)"
+    )
+    assert sink.duplicates <= 10
