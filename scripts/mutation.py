@@ -101,6 +101,8 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_operators_console.py",
             "tests/test_output_files.py",
             "tests/test_stacks.py",
+            "tests/test_live_text.py",  # fast runs that print through the console sink
+            "tests/test_replay_jumps.py",
         ],
     ),
 }
@@ -113,6 +115,8 @@ TESTS_BY_FILE: dict[str, list[str]] = {
         "tests/test_operators_console.py",
         "tests/test_sink_console.py",
         "tests/test_sink_ndjson.py",
+        "tests/test_live_text.py",
+        "tests/test_replay_jumps.py",
     ],
     "sinks/metrics.py": ["tests/test_sink_metrics.py"],
     "sinks/nats.py": ["tests/test_sink_nats.py"],

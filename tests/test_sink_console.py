@@ -1,14 +1,15 @@
-"""The console sink's histogram style options, each against bcc's exact text."""
+"""The console sink's histogram and count table styles, each against its exact text."""
 
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
-from flowtrace.records import Bucket, Histogram
-from flowtrace.sinks.console import ConsoleSink, HistogramStyle
+from flowtrace.records import Bucket, CountRow, CountTable, Histogram
+from flowtrace.sinks.console import ConsoleSink, HistogramStyle, TableStyle
 from flowtrace.testing import ListSource
 
 pytestmark = pytest.mark.anyio
@@ -40,3 +41,57 @@ async def test_strip_leading_zero_leaves_out_the_empty_rows_before_the_first_cou
     assert await printed(HistogramStyle(strip_leading_zero=True)) == ["", header, *counted]
     assert await printed(HistogramStyle()) == ["", header, *empty, *counted]
     assert await printed(HistogramStyle(blank_line=False)) == [header, *empty, *counted]
+
+
+TABLES = [
+    CountTable(
+        rows=[CountRow({"comm": c}, n) for c, n in [("bash", 12), ("sh", 3), ("a", 3)]],
+        others=2,
+        key_fields=["comm"],
+        wall_end=datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    ),
+    CountTable(rows=[CountRow({"comm": "systemd-journal"}, 1)], key_fields=["comm"]),
+]
+
+
+async def printed_tables(style: TableStyle | None) -> str:
+    out = io.StringIO()
+    await (ListSource(TABLES) | ConsoleSink[Any](stream=out, table=style)).run()
+    return out.getvalue()
+
+
+async def test_count_tables_by_default_are_aligned_columns_that_only_widen() -> None:
+    assert await printed_tables(None) == (
+        "COMM     COUNT\n"
+        "bash        12\n"
+        "sh           3\n"
+        "a            3\n"
+        "(others)     2\n"
+        "COMM            COUNT\n"
+        "systemd-journal     1\n"
+    )
+
+
+async def test_count_table_style_options() -> None:
+    ended = TABLES[0].wall_end
+    assert ended is not None
+    clock = ended.astimezone().strftime("%H:%M:%S")
+    style = TableStyle(ascending=True, blank_line=True, timestamp=True)
+    assert await printed_tables(style) == (
+        f"\n{clock}\n"
+        "COMM     COUNT\n"
+        "sh           3\n"
+        "a            3\n"
+        "bash        12\n"
+        "(others)     2\n"
+        "\n"  # the second table has no wall-clock end: no time line
+        "COMM            COUNT\n"
+        "systemd-journal     1\n"
+    )
+    own = TableStyle(line=lambda r: f"{r.count:3d} {r.key['comm']}", title="N  WHO\n-- ---")
+    assert await printed_tables(own) == (
+        "N  WHO\n-- ---\n 12 bash\n  3 sh\n  3 a\n(others: 2)\n"
+        "N  WHO\n-- ---\n  1 systemd-journal\n"
+    )
+    untitled = TableStyle(line=lambda r: r.key["comm"])
+    assert await printed_tables(untitled) == "bash\nsh\na\n(others: 2)\nsystemd-journal\n"
