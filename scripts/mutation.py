@@ -95,6 +95,7 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_sink_metrics.py",
             "tests/test_sink_nats.py",
             "tests/test_sink_ndjson.py",
+            "tests/test_sink_netio.py",
             "tests/test_sink_otlp.py",
             "tests/test_sink_socket.py",
             "tests/test_sink_tee.py",
@@ -125,7 +126,7 @@ TESTS_BY_FILE: dict[str, list[str]] = {
         "tests/test_sink_tee.py",
         "tests/test_sink_nats.py",
     ],
-    "sinks/netio.py": ["tests/test_sink_socket.py"],
+    "sinks/netio.py": ["tests/test_sink_netio.py", "tests/test_sink_socket.py"],
     "sinks/otlp.py": ["tests/test_sink_otlp.py"],
     "sinks/reporting.py": [
         "tests/test_sink_ndjson.py",

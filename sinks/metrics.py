@@ -274,8 +274,8 @@ class MetricsSink(Sink[Any]):
         key_fields = table.key_fields or sorted({k for row in table.rows for k in row.key})
         fields = "_".join(_name(f).lower() for f in key_fields) or "key"
         metric = self.metric or f"{self.prefix}_events_by_{fields}"
-        by = ", ".join(key_fields)
-        self._help.setdefault(metric, self.help or f"events counted by {by}")
+        by = f" by {', '.join(key_fields)}" if key_fields else ""
+        self._help.setdefault(metric, self.help or f"events counted{by}")
         if table.window_end is None:
             self._counts[metric] = {}
         counts = self._counts.setdefault(metric, {})

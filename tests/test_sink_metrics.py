@@ -135,6 +135,7 @@ async def test_scraped_histograms_counts_and_pipeline_counters() -> None:
     assert count[(("comm", "dd"), ("pipeline", "lesson"))] == 15
     assert samples(families["flowtrace_latency_seconds"], "_sum") == {}  # sums not known
 
+    assert families["flowtrace_events_by_comm_cpu"].documentation == "events counted by comm, cpu"
     keys = samples(families["flowtrace_events_by_comm_cpu"], "_total")
     assert keys == {
         (("comm", "sh"), ("cpu", "1"), ("pipeline", "lesson")): 5,
@@ -198,6 +199,14 @@ async def test_key_fields_become_valid_label_names() -> None:
             ("pipeline", "p"),
         ): 9
     }
+
+
+async def test_a_count_table_without_key_fields_is_events_by_key() -> None:
+    table = CountTable(rows=[CountRow({}, 7)], window_end=1.0)
+    families = await scraped([table], MetricsSink(port=0), "p")
+    family = families["flowtrace_events_by_key"]
+    assert samples(family, "_total") == {(("pipeline", "p"),): 7}
+    assert family.documentation == "events counted"
 
 
 async def test_label_sets_past_max_series_fold_into_other_and_are_counted() -> None:

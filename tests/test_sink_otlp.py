@@ -4,6 +4,7 @@ classes, checking every bucket."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Iterator
@@ -159,3 +160,18 @@ def test_spec_errors_name_the_form() -> None:
         OtlpSink.from_spec("127.0.0.1:4318")
     sink = OtlpSink.from_spec("http://collector:4318/v1/metrics,timeout=2")
     assert (sink.endpoint, sink.timeout) == ("http://collector:4318/v1/metrics", 2.0)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    for sink in (OtlpSink(), OtlpSink.from_spec("")):
+        assert vars(sink) == {
+            "endpoint": "http://127.0.0.1:4318/v1/metrics",
+            "timeout": 10.0,
+            "pipeline": None,
+            "name": "otlp",
+        }
+    assert OtlpSink.from_spec(",pipeline=disk").pipeline == "disk"
+    with pytest.raises(ValueError, match=r"^timeout 0\.0: need a positive number of seconds$"):
+        OtlpSink(timeout=0.0)
+    with pytest.raises(ValueError, match=r"^timeout inf: need a positive number of seconds$"):
+        OtlpSink(timeout=math.inf)
