@@ -184,6 +184,31 @@ EQUIVALENT: dict[str, str] = {
     "sinks.ndjson.xǁNdjsonSinkǁclose__mutmut_1": (
         "descriptor 0 is standard input, open for the whole run: never the sink's"
     ),
+    **{
+        f"sinks.netio.xǁConnectionǁopen__mutmut_{n}": (
+            "the error kept for an empty address list: getaddrinfo raises rather than"
+            " return none, so it is always replaced before it is raised"
+        )
+        for n in range(14, 21)
+    },
+    "sinks.netio.xǁConnectionǁ__init____mutmut_11": (
+        "the acknowledged-bytes base of a non-TCP connection: read only for TCP"
+    ),
+    "sinks.netio.xǁConnectionǁ_acked__mutmut_9": (
+        "tcp_info exactly 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
+    ),
+    "sinks.console.xǁConsoleSinkǁwrite__mutmut_2": (
+        "the one-line fast path off: the general path prints line(event) for the same events"
+    ),
+    "sinks.console.xǁConsoleSinkǁwrite__mutmut_27": (
+        "the encoding error policy when sys.stdout has none: a TextIOWrapper always has one"
+    ),
+    **{
+        f"sinks.nats.xǁNatsSinkǁ_message__mutmut_{n}": (
+            "the subject's last token, split more than once from the right: the same token"
+        )
+        for n in (50, 52, 55)
+    },
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
         "strict=None: the zipped sequences have one length by construction"
     ),

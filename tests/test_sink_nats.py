@@ -498,6 +498,18 @@ async def test_an_existing_stream_is_used_with_create_no(one_node: NatsCluster) 
     assert not any("created" in line for line in run.stats.attached)
 
 
+async def test_a_one_token_subject_is_its_own_pipeline_header(one_node: NatsCluster) -> None:
+    nc = await nats.connect(one_node.urls[0])
+    try:
+        await nc.jetstream().add_stream(name="ONE", subjects=["events"])
+    finally:
+        await nc.close()
+    sink = NatsSink(one_node.urls[0] + "/events", create_stream=False)
+    await Run(Pipeline(ListSource(range(2)), [], sink)).run()
+    messages = await stream_messages(one_node.urls[0], "events")
+    assert [m.headers["Flowtrace-Pipeline"] for m in messages] == ["events", "events"]
+
+
 async def test_a_stream_the_server_refuses_fails_the_run_in_one_line(
     one_node: NatsCluster,
 ) -> None:
