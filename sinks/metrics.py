@@ -151,7 +151,8 @@ class MetricsSink(Sink[Any]):
     sets (keys); results for further keys are folded into one series whose
     key labels are all ``other``, and each record or row folded is counted
     in ``<prefix>_series_folded_total{metric=...}``. Key fields named like
-    the sink's own labels (``pipeline``, ``le``, ...) become ``key_<name>``.
+    the sink's own labels (``pipeline``, ``le``, ...), or starting with a
+    digit, become ``key_<name>``.
 
     Holds one counter per label set (at most ``max_series + 1`` per metric),
     no events. The HTTP server runs in a thread (prometheus-client's); the
