@@ -95,3 +95,26 @@ async def test_count_table_style_options() -> None:
     )
     untitled = TableStyle(line=lambda r: r.key["comm"])
     assert await printed_tables(untitled) == "bash\nsh\na\n(others: 2)\nsystemd-journal\n"
+
+
+class Numbered:
+    """A line callable that numbers the events of its run (so has fresh())."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def fresh(self) -> Numbered:
+        return Numbered()
+
+    def __call__(self, event: int) -> str:
+        self.seen += 1
+        return f"{self.seen}: {event}"
+
+
+async def test_events_print_through_line_and_each_run_gets_fresh_state() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink[int](stream=out, line=Numbered())
+    pipeline = ListSource([7, 8]) | sink
+    await pipeline.run()
+    await pipeline.run()
+    assert out.getvalue() == "1: 7\n2: 8\n1: 7\n2: 8\n"

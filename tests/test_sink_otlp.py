@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,10 +103,12 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         hosts=["web1"],
     )
     rate = WindowResult(aggregate="count", value=12, window_start=5.0, window_end=6.0)
-    items: list[Any] = [HIST, table, rate, "an event, not a metric"]
+    running = WindowResult(aggregate="sum", value=30, window_start=5.0)  # no end: cumulative
+    items: list[Any] = [HIST, table, rate, running, "an event, not a metric"]
     run = Run(Pipeline(ListSource(items, name="disk"), [], OtlpSink(receiver.endpoint)))
+    started = time.time_ns()
     stats = await run.run()
-    assert run.sink.delivered == 3  # type: ignore[attr-defined]
+    assert run.sink.delivered == 4  # type: ignore[attr-defined]
     assert stats.stage("otlp").dropped == {"not_a_metric": 1}
     assert receiver.paths == ["/v1/metrics"]
     (request,) = receiver.requests
@@ -139,8 +142,11 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         for p in table_metric.sum.data_points
     ]
     assert rows == [({"comm": "dd"}, 7), ({"comm": "sh"}, 2), ({"flowtrace.others": True}, 4)]
-    local = resources[socket.gethostname()].scope_metrics[0].metrics[0]
+    local, total = resources[socket.gethostname()].scope_metrics[0].metrics
     assert (local.name, local.gauge.data_points[0].as_int) == ("flowtrace.count", 12)
+    (point,) = total.gauge.data_points
+    assert (total.name, point.as_int) == ("flowtrace.sum", 30)
+    assert started <= point.time_unix_nano <= time.time_ns()  # no window end: the export's time
 
 
 async def test_a_refused_export_is_counted(receiver: Receiver) -> None:
