@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -118,3 +121,23 @@ async def test_events_print_through_line_and_each_run_gets_fresh_state() -> None
     await pipeline.run()
     await pipeline.run()
     assert out.getvalue() == "1: 7\n2: 8\n1: 7\n2: 8\n"
+
+
+PRINT_TO_PIPE = """
+import anyio
+from flowtrace.sinks.console import ConsoleSink
+from flowtrace.testing import ListSource
+anyio.run((ListSource(["a\\udcffb", "c"]) | ConsoleSink(line=str)).run)
+"""
+
+
+def test_a_pipe_gets_the_bytes_standard_output_encodes() -> None:
+    """Written to a pipe, lines are encoded as sys.stdout would: with its
+    error policy (here surrogateescape, as Python sets up in the C locale:
+    an undecodable byte read in goes out again as itself)."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:surrogateescape")
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_TO_PIPE], capture_output=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"a\xffb\nc\n"
