@@ -540,6 +540,16 @@ def test_the_sink_needs_the_asyncio_loop() -> None:
     )
 
 
+async def test_a_record_that_cannot_be_encoded_fails_the_run_counted() -> None:
+    sink = NatsSink("nats://127.0.0.1:1/a.b", close_timeout=0.1)
+    run = Run(Pipeline(ListSource([1, 2, object(), 4], batch_size=2), [], sink))
+    with pytest.raises(StageError, match=r"^stage 'nats' failed: TypeError: "):
+        await run.run()
+    counts = run.stats.stage("nats")
+    assert counts.dropped == {"encode_error": 2, "undelivered": 2}
+    assert counts.received == 4
+
+
 # --- servers that come late or go away ------------------------------------
 
 

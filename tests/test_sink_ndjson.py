@@ -320,6 +320,27 @@ def test_stdout_sink_from_the_cli(tmp_path: Path) -> None:
     assert records[-1]["type"] == "summary"
 
 
+def test_spec_options_reach_the_sink(tmp_path: Path) -> None:
+    out = tmp_path / "x.ndjson"
+    defaults = NdjsonSink.from_spec(str(out))
+    assert (defaults.path, defaults.max_bytes, defaults.backups, defaults.reports) == (
+        out,
+        None,
+        5,
+        True,
+    )
+    assert defaults.name == "ndjson"
+    sink = NdjsonSink.from_spec(f"{out},rotate=2M,backups=2,reports=no")
+    assert (sink.path, sink.max_bytes, sink.backups, sink.reports) == (out, 2 << 20, 2, False)
+    assert NdjsonSink.from_spec(f"{out},reports=yes").reports is True
+    assert NdjsonSink.from_spec("-").path is None
+    with pytest.raises(SinkSpecError, match=r"^bad value for reports: 'No': write yes or no$"):
+        NdjsonSink.from_spec(f"{out},reports=No")
+    with pytest.raises(ValueError, match=r"^max_bytes must be positive$"):
+        NdjsonSink(out, max_bytes=0)
+    assert NdjsonSink(out, max_bytes=1, backups=1).max_bytes == 1
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
