@@ -9,7 +9,8 @@ hours on two cores.
 
 Python areas: mutmut generates the mutants of each area's files; each mutant
 is applied to a scratch copy of the repository (tracked files) and only the
-test files mapped to its area run against it (``pytest -x``). A failing run
+test files mapped to its area run against it (``pytest -x``; for a file in
+TESTS_BY_FILE, only those of them that import it). A failing run
 kills it; a run that passes lets it survive. Applying the mutant to the
 source itself (rather than mutmut's own runner, which switches mutants at run
 time) keeps mutants of default arguments and of code that runs at import
