@@ -353,9 +353,44 @@ def python_mutants(
     return found
 
 
-def run_python_mutant(scratch: Path, name: str, source: Path, tests: list[str]) -> Outcome:
-    from mutmut.mutation.diff_apply import apply_mutant  # type: ignore[import-not-found]
+def apply_mutant(name: str) -> None:
+    """mutmut's ``apply_mutant``, replacing the method of the mutant's own
+    class: mutmut's replaces the first function or method of that name in
+    the file (a mutant of ``ConsoleSink.fresh`` landed on a Protocol's
+    ``fresh``, a mutant of one ``__init__`` on another class's)."""
+    import libcst as cst  # type: ignore[import-not-found]
+    from mutmut.mutation import diff_apply  # type: ignore[import-not-found]
+    from mutmut.utils.format_utils import (  # type: ignore[import-not-found]
+        orig_function_and_class_names_from_key,
+    )
 
+    _, owner = orig_function_and_class_names_from_key(name)
+
+    def find(module: cst.Module, function: str) -> cst.FunctionDef | None:
+        function = function.split(".")[-1]
+        for child in module.body:
+            if owner is None and isinstance(child, cst.FunctionDef):
+                if child.name.value == function:
+                    return child
+            elif (
+                isinstance(child, cst.ClassDef)
+                and child.name.value == owner
+                and isinstance(child.body, cst.IndentedBlock)
+            ):
+                for method in child.body.body:
+                    if isinstance(method, cst.FunctionDef) and method.name.value == function:
+                        return method
+        return None
+
+    mutmut_find = diff_apply.find_top_level_function_or_method
+    diff_apply.find_top_level_function_or_method = find
+    try:
+        diff_apply.apply_mutant(name)
+    finally:
+        diff_apply.find_top_level_function_or_method = mutmut_find
+
+
+def run_python_mutant(scratch: Path, name: str, source: Path, tests: list[str]) -> Outcome:
     path = scratch / source
     original = path.read_text()
     started = time.monotonic()

@@ -9,10 +9,17 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import pytest
 
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram
-from flowtrace.sinks.console import ConsoleSink, HistogramStyle, TableStyle
+from flowtrace.sinks.console import (
+    Column,
+    ConsoleSink,
+    HistogramStyle,
+    RelativeSeconds,
+    TableStyle,
+)
 from flowtrace.testing import ListSource
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +148,23 @@ def test_a_pipe_gets_the_bytes_standard_output_encodes() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"a\xffb\nc\n"
+
+
+class Stamped(msgspec.Struct):
+    ts: int
+    comm: str
+
+
+async def test_columns_with_relative_seconds_start_afresh_each_run() -> None:
+    out = io.StringIO()
+    columns = [
+        Column("TIME(s)", RelativeSeconds(), width=8, spec=".3f"),
+        Column("COMM", lambda e: e.comm),
+    ]
+    sink = ConsoleSink[Stamped](columns, stream=out, header="Tracing...")
+    events = [Stamped(5_000_000_000, "dd"), Stamped(5_250_000_000, "sh")]
+    pipeline = ListSource(events) | sink
+    await pipeline.run()
+    await pipeline.run()
+    once = "Tracing...\nTIME(s)  COMM\n0.000    dd\n0.250    sh\n"
+    assert out.getvalue() == once + once

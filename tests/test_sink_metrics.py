@@ -322,3 +322,21 @@ def test_docstring_states_the_bounds_log2_buckets_get() -> None:
     """The class docstring agrees with what is scraped above (le 2, 4, 8, ...)."""
     doc = " ".join((MetricsSink.__doc__ or "").split())
     assert "``0 -> 1``, ``2 -> 3``, ``4 -> 7``, ...) get the power-of-two bounds 2, 4, 8" in doc
+
+
+def test_constructor_arguments() -> None:
+    sink = MetricsSink(name="disk io_total", help="h", prefix="my-app", pipeline="p", max_series=1)
+    assert (sink.metric, sink.help, sink.prefix, sink.pipeline) == ("disk_io", "h", "my_app", "p")
+    assert (sink.max_series, sink.host, sink.port) == (1, "127.0.0.1", 9464)
+    assert MetricsSink(name="events_total_count").metric == "events_total_count"
+    with pytest.raises(ValueError, match=r"^max_series 0 must be at least 1$"):
+        MetricsSink(max_series=0)
+    with pytest.raises(ValueError, match=r"^port -1 is not between 0 and 65535$"):
+        MetricsSink(port=-1)
+    assert MetricsSink(port=65535).port == 65535
+
+
+async def test_a_pipeline_label_given_to_the_sink() -> None:
+    result = WindowResult(aggregate="count", value=4)
+    families = await scraped([result], MetricsSink(port=0, pipeline="mine"), "run name")
+    assert samples(families["flowtrace_window_count"]) == {(("pipeline", "mine"),): 4}
