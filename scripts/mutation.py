@@ -99,7 +99,7 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_sink_netio.py",
             "tests/test_sink_otlp.py",
             "tests/test_sink_socket.py",
-            "tests/test_sink_socket_backoff.py",
+            "tests/test_sink_socket_failures.py",
             "tests/test_sink_tee.py",
             "tests/test_operators_console.py",
             "tests/test_output_files.py",
@@ -136,7 +136,7 @@ TESTS_BY_FILE: dict[str, list[str]] = {
         "tests/test_sink_tee.py",
         "tests/test_sink_nats.py",
     ],
-    "sinks/socket.py": ["tests/test_sink_socket.py", "tests/test_sink_socket_backoff.py"],
+    "sinks/socket.py": ["tests/test_sink_socket.py", "tests/test_sink_socket_failures.py"],
     "sinks/stack_lines.py": ["tests/test_stacks.py"],
     "sinks/stacks.py": ["tests/test_stacks.py"],
 }
