@@ -205,6 +205,9 @@ EQUIVALENT: dict[str, str] = {
     "sinks.console.xǁConsoleSinkǁwrite__mutmut_27": (
         "the encoding error policy when sys.stdout has none: a TextIOWrapper always has one"
     ),
+    "sinks.socket.xǁSocketSinkǁ_send_stream__mutmut_40": (
+        "report=None instead of False: the change is reported only when report is true"
+    ),
     **{
         f"sinks.nats.xǁNatsSinkǁ_message__mutmut_{n}": (
             "the subject's last token, split more than once from the right: the same token"

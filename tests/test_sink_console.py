@@ -124,10 +124,9 @@ class Numbered:
 async def test_events_print_through_line_and_each_run_gets_fresh_state() -> None:
     out = io.StringIO()
     sink = ConsoleSink[int](stream=out, line=Numbered())
-    pipeline = ListSource([7, 8]) | sink
-    await pipeline.run()
-    await pipeline.run()
-    assert out.getvalue() == "1: 7\n2: 8\n1: 7\n2: 8\n"
+    await (ListSource([7, 8]) | sink).run()
+    await (ListSource([9]) | sink).run()
+    assert out.getvalue() == "1: 7\n2: 8\n1: 9\n"
 
 
 PRINT_TO_PIPE = """
@@ -162,9 +161,9 @@ async def test_columns_with_relative_seconds_start_afresh_each_run() -> None:
         Column("COMM", lambda e: e.comm),
     ]
     sink = ConsoleSink[Stamped](columns, stream=out, header="Tracing...")
-    events = [Stamped(5_000_000_000, "dd"), Stamped(5_250_000_000, "sh")]
-    pipeline = ListSource(events) | sink
-    await pipeline.run()
-    await pipeline.run()
-    once = "Tracing...\nTIME(s)  COMM\n0.000    dd\n0.250    sh\n"
-    assert out.getvalue() == once + once
+    await (ListSource([Stamped(5_000_000_000, "dd"), Stamped(5_250_000_000, "sh")]) | sink).run()
+    await (ListSource([Stamped(9_000_000_000, "cc"), Stamped(9_500_000_000, "ld")]) | sink).run()
+    assert out.getvalue() == (
+        "Tracing...\nTIME(s)  COMM\n0.000    dd\n0.250    sh\n"
+        "Tracing...\nTIME(s)  COMM\n0.000    cc\n0.500    ld\n"
+    )
