@@ -205,6 +205,18 @@ EQUIVALENT: dict[str, str] = {
     "sinks.console.xǁConsoleSinkǁwrite__mutmut_27": (
         "the encoding error policy when sys.stdout has none: a TextIOWrapper always has one"
     ),
+    "sinks.nats.xǁNatsSinkǁopen__mutmut_30": (
+        "the subject's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.otlp.xǁOtlpSinkǁopen__mutmut_17": (
+        "the pipeline's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.nats.xǁNatsSinkǁ_connect__mutmut_20": (
+        "no closed callback instead of one that does nothing: nats-py calls none then"
+    ),
+    "sinks.netio.x__connect__mutmut_17": (
+        "the fallback text for an errno errno.errorcode lacks: connect returns known ones"
+    ),
     "sinks.socket.xǁSocketSinkǁ_send_stream__mutmut_40": (
         "report=None instead of False: the change is reported only when report is true"
     ),

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from flowtrace.records import Bucket, CountRow, CountTable, Histogram
+from flowtrace.records import Bucket, CountRow, CountTable, EmptyWindows, Histogram
 from flowtrace.sinks.console import (
     Column,
     ConsoleSink,
@@ -166,4 +166,17 @@ async def test_columns_with_relative_seconds_start_afresh_each_run() -> None:
     assert out.getvalue() == (
         "Tracing...\nTIME(s)  COMM\n0.000    dd\n0.250    sh\n"
         "Tracing...\nTIME(s)  COMM\n0.000    cc\n0.500    ld\n"
+    )
+
+
+async def test_empty_windows_print_wall_clock_bounds_only_when_both_are_known() -> None:
+    wall = datetime(2027, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    runs = [
+        EmptyWindows(windows=3, step=1.0, window_start=10.0, window_end=13.0, wall_start=wall),
+        EmptyWindows(windows=2, step=0.5, window_start=1.0, window_end=2.0, wall_end=wall),
+    ]
+    out = io.StringIO()
+    await (ListSource(runs) | ConsoleSink[Any](stream=out)).run()
+    assert out.getvalue() == (
+        "(3 empty windows of 1 s from 10 s to 13 s)\n(2 empty windows of 0.5 s from 1 s to 2 s)\n"
     )

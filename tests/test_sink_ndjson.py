@@ -149,6 +149,24 @@ async def test_rotation_keeps_whole_lines_within_the_size(tmp_path: Path) -> Non
     assert records[-1]["type"] == "summary"
 
 
+@pytest.mark.anyio
+async def test_rotation_fills_each_file_and_a_long_line_gets_a_file_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Room for three lines: a second batch tops the file up before it
+    rotates; a line longer than the size is written alone, in a file of
+    its own."""
+    out = tmp_path / "out.ndjson"
+    line = len(RecordEncoder().json_line(10))
+    sink = NdjsonSink(out, max_bytes=3 * line, backups=5, reports=False)
+    long = "x" * (4 * line)
+    await (ListSource([10, 11, 12, 13, long, 14], batch_size=2) | sink).run()
+    files = [out.with_name(f"out.ndjson.{n}") for n in (3, 2, 1)] + [out]
+    assert [[r["data"] for r in lines(f)] for f in files] == [[10, 11, 12], [13], [long], [14]]
+    assert not out.with_name("out.ndjson.4").exists()
+    assert NdjsonSink(out).backups == 5
+
+
 class Exploding(Operator[int, int]):
     name = "exploding"
 
