@@ -208,6 +208,21 @@ EQUIVALENT: dict[str, str] = {
     "sinks.nats.xǁNatsSinkǁopen__mutmut_30": (
         "the subject's fallback for a run without stages: a run's chain starts with its source"
     ),
+    "sinks.nats.xǁNatsSinkǁopen__mutmut_29": (
+        "the subject's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.nats.x_stream_config__mutmut_14": (
+        "discard=OLD left out: nats-py's StreamConfig defaults to DiscardPolicy.OLD"
+    ),
+    "sinks.otlp.xǁOtlpSinkǁwrite__mutmut_48": (
+        "a scope's schema URL None instead of empty: the exporter encodes both as empty"
+    ),
+    "sinks.socket.xǁSocketSinkǁwrite__mutmut_25": (
+        "> instead of >= against the next attempt's time: equal float clock readings only"
+    ),
+    "sinks.netio.xǁConnectionǁ_acked__mutmut_11": (
+        "tcp_info 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
+    ),
     "sinks.otlp.xǁOtlpSinkǁopen__mutmut_17": (
         "the pipeline's fallback for a run without stages: a run's chain starts with its source"
     ),

@@ -328,6 +328,7 @@ def test_constructor_arguments() -> None:
     sink = MetricsSink(name="disk io_total", help="h", prefix="my-app", pipeline="p", max_series=1)
     assert (sink.metric, sink.help, sink.prefix, sink.pipeline) == ("disk_io", "h", "my_app", "p")
     assert (sink.max_series, sink.host, sink.port) == (1, "127.0.0.1", 9464)
+    assert MetricsSink().max_series == 100
     assert MetricsSink(name="events_total_count").metric == "events_total_count"
     with pytest.raises(ValueError, match=r"^max_series 0 must be at least 1$"):
         MetricsSink(max_series=0)
@@ -340,3 +341,26 @@ async def test_a_pipeline_label_given_to_the_sink() -> None:
     result = WindowResult(aggregate="count", value=4)
     families = await scraped([result], MetricsSink(port=0, pipeline="mine"), "run name")
     assert samples(families["flowtrace_window_count"]) == {(("pipeline", "mine"),): 4}
+
+
+async def test_series_of_one_metric_with_other_keys_leave_the_missing_labels_empty() -> None:
+    results = [
+        WindowResult(aggregate="count", value=1, key={"a": 1}),
+        WindowResult(aggregate="count", value=2, key={"b": 2}),
+    ]
+    families = await scraped(results, MetricsSink(port=0), "p")
+    assert samples(families["flowtrace_window_count"]) == {
+        (("a", "1"), ("b", ""), ("pipeline", "p")): 1,
+        (("a", ""), ("b", "2"), ("pipeline", "p")): 2,
+    }
+    assert {name: family.documentation for name, family in families.items()} == {
+        "flowtrace_records": "records received",
+        "flowtrace_window_count": "latest window count",
+        "flowtrace_series_folded": (
+            "results of keys past max_series, folded into the 'other' series"
+        ),
+        "flowtrace_stage_received": "events a stage took in",
+        "flowtrace_stage_emitted": "events a stage passed on",
+        "flowtrace_stage_lost": "events lost before delivery (kernel buffer full)",
+        "flowtrace_stage_dropped": "events a stage dropped, by reason",
+    }

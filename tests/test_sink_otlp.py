@@ -177,6 +177,7 @@ def test_defaults_are_the_documented_ones() -> None:
             "name": "otlp",
         }
     assert OtlpSink.from_spec(",pipeline=disk").pipeline == "disk"
+    assert OtlpSink("https://c:4318/v1/metrics").endpoint == "https://c:4318/v1/metrics"
     with pytest.raises(ValueError, match=r"^timeout 0\.0: need a positive number of seconds$"):
         OtlpSink(timeout=0.0)
     with pytest.raises(ValueError, match=r"^timeout inf: need a positive number of seconds$"):
