@@ -9,9 +9,11 @@ hours on two cores.
 
 Python areas: mutmut generates the mutants of each area's files; each mutant
 is applied to a scratch copy of the repository (tracked files) and only the
-test files mapped to its area run against it (``pytest -x``). A failing run
+test files mapped to its area run against it (``pytest -x``; for a file in
+``TESTS_BY_FILE``, only those of them that import it). A failing run
 kills it; a run that passes lets it survive. Areas in ``COVERAGE_MAPPED``
-first run only the files that reach the mutated function (see there). Applying the mutant to the
+first run only the files that reach the mutated function (see there).
+Applying the mutant to the
 source itself (rather than mutmut's own runner, which switches mutants at run
 time) keeps mutants of default arguments and of code that runs at import
 honest, and lets kernel tests run in their own process.
@@ -98,14 +100,20 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
     "sinks": (
         ["sinks/*.py"],
         [
+            "tests/test_sink_console.py",
             "tests/test_sink_metrics.py",
+            "tests/test_sink_nats.py",
             "tests/test_sink_ndjson.py",
+            "tests/test_sink_netio.py",
             "tests/test_sink_otlp.py",
             "tests/test_sink_socket.py",
+            "tests/test_sink_socket_failures.py",
             "tests/test_sink_tee.py",
             "tests/test_operators_console.py",
             "tests/test_output_files.py",
             "tests/test_stacks.py",
+            "tests/test_live_text.py",  # fast runs that print through the console sink
+            "tests/test_replay_jumps.py",
         ],
     ),
 }
@@ -115,6 +123,37 @@ PYTHON_AREAS: dict[str, tuple[list[str], list[str]]] = {
 # that survives them runs the area's whole list again, so the selection only
 # saves time and never turns a kill into a survivor.
 COVERAGE_MAPPED = {"operators"}
+
+# a mutated file -> those of its area's test files that import it (directly,
+# through another module, or in a ``flowtrace`` process they start, such as
+# the NATS tests' agent writing NDJSON); a file not listed runs the whole list
+TESTS_BY_FILE: dict[str, list[str]] = {
+    "sinks/console.py": [
+        "tests/test_operators_console.py",
+        "tests/test_sink_console.py",
+        "tests/test_sink_ndjson.py",
+        "tests/test_live_text.py",
+        "tests/test_replay_jumps.py",
+    ],
+    "sinks/metrics.py": ["tests/test_sink_metrics.py"],
+    "sinks/nats.py": ["tests/test_sink_nats.py"],
+    "sinks/ndjson.py": [
+        "tests/test_sink_ndjson.py",
+        "tests/test_sink_tee.py",
+        "tests/test_sink_nats.py",
+    ],
+    "sinks/netio.py": ["tests/test_sink_netio.py", "tests/test_sink_socket.py"],
+    "sinks/otlp.py": ["tests/test_sink_otlp.py"],
+    "sinks/reporting.py": [
+        "tests/test_sink_ndjson.py",
+        "tests/test_sink_socket.py",
+        "tests/test_sink_tee.py",
+        "tests/test_sink_nats.py",
+    ],
+    "sinks/socket.py": ["tests/test_sink_socket.py", "tests/test_sink_socket_failures.py"],
+    "sinks/stack_lines.py": ["tests/test_stacks.py"],
+    "sinks/stacks.py": ["tests/test_stacks.py"],
+}
 
 # lesson source -> the kernel lesson tests that drive it (-k expression)
 C_LESSONS: dict[str, str] = {
@@ -159,6 +198,61 @@ EQUIVALENT: dict[str, str] = {
     "sinks.ndjson.xǁNdjsonSinkǁclose__mutmut_1": (
         "descriptor 0 is standard input, open for the whole run: never the sink's"
     ),
+    **{
+        f"sinks.netio.xǁConnectionǁopen__mutmut_{n}": (
+            "the error kept for an empty address list: getaddrinfo raises rather than"
+            " return none, so it is always replaced before it is raised"
+        )
+        for n in range(14, 21)
+    },
+    "sinks.netio.xǁConnectionǁ__init____mutmut_11": (
+        "the acknowledged-bytes base of a non-TCP connection: read only for TCP"
+    ),
+    "sinks.netio.xǁConnectionǁ_acked__mutmut_9": (
+        "tcp_info exactly 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
+    ),
+    "sinks.console.xǁConsoleSinkǁwrite__mutmut_2": (
+        "the one-line fast path off: the general path prints line(event) for the same events"
+    ),
+    "sinks.console.xǁConsoleSinkǁwrite__mutmut_27": (
+        "the encoding error policy when sys.stdout has none: a TextIOWrapper always has one"
+    ),
+    "sinks.nats.xǁNatsSinkǁopen__mutmut_30": (
+        "the subject's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.nats.xǁNatsSinkǁopen__mutmut_29": (
+        "the subject's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.nats.x_stream_config__mutmut_14": (
+        "discard=OLD left out: nats-py's StreamConfig defaults to DiscardPolicy.OLD"
+    ),
+    "sinks.otlp.xǁOtlpSinkǁwrite__mutmut_48": (
+        "a scope's schema URL None instead of empty: the exporter encodes both as empty"
+    ),
+    "sinks.socket.xǁSocketSinkǁwrite__mutmut_25": (
+        "> instead of >= against the next attempt's time: equal float clock readings only"
+    ),
+    "sinks.netio.xǁConnectionǁ_acked__mutmut_11": (
+        "tcp_info 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
+    ),
+    "sinks.otlp.xǁOtlpSinkǁopen__mutmut_17": (
+        "the pipeline's fallback for a run without stages: a run's chain starts with its source"
+    ),
+    "sinks.nats.xǁNatsSinkǁ_connect__mutmut_20": (
+        "no closed callback instead of one that does nothing: nats-py calls none then"
+    ),
+    "sinks.netio.x__connect__mutmut_17": (
+        "the fallback text for an errno errno.errorcode lacks: connect returns known ones"
+    ),
+    "sinks.socket.xǁSocketSinkǁ_send_stream__mutmut_40": (
+        "report=None instead of False: the change is reported only when report is true"
+    ),
+    **{
+        f"sinks.nats.xǁNatsSinkǁ_message__mutmut_{n}": (
+            "the subject's last token, split more than once from the right: the same token"
+        )
+        for n in (50, 52, 55)
+    },
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
         "strict=None: the zipped sequences have one length by construction"
     ),
@@ -674,7 +768,10 @@ def main() -> int:
                 names = [(n, src) for n, src in names if n in args.only.split(",")]
             picked = rng.sample(names, min(args.sample, len(names))) if args.sample else names
             outcomes = [
-                run_python_mutant(scratch, name, source, tests, test_map) for name, source in picked
+                run_python_mutant(
+                    scratch, name, source, TESTS_BY_FILE.get(str(source), tests), test_map
+                )
+                for name, source in picked
             ]
             report(area, outcomes, len(names))
             results[area] = [dataclasses.asdict(o) for o in outcomes]

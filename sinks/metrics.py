@@ -57,7 +57,7 @@ def _name(text: str) -> str:
 
 def _label(field_name: str) -> str:
     name = _name(field_name).lstrip("_") or "key"
-    return f"key_{name}" if name in _RESERVED else name
+    return f"key_{name}" if name in _RESERVED or name[0].isdigit() else name
 
 
 def metric_name(prefix: str, field_name: str, unit: str) -> tuple[str, tuple[float, float]]:
@@ -151,7 +151,8 @@ class MetricsSink(Sink[Any]):
     sets (keys); results for further keys are folded into one series whose
     key labels are all ``other``, and each record or row folded is counted
     in ``<prefix>_series_folded_total{metric=...}``. Key fields named like
-    the sink's own labels (``pipeline``, ``le``, ...) become ``key_<name>``.
+    the sink's own labels (``pipeline``, ``le``, ...), or starting with a
+    digit, become ``key_<name>``.
 
     Holds one counter per label set (at most ``max_series + 1`` per metric),
     no events. The HTTP server runs in a thread (prometheus-client's); the
@@ -274,8 +275,8 @@ class MetricsSink(Sink[Any]):
         key_fields = table.key_fields or sorted({k for row in table.rows for k in row.key})
         fields = "_".join(_name(f).lower() for f in key_fields) or "key"
         metric = self.metric or f"{self.prefix}_events_by_{fields}"
-        by = ", ".join(key_fields)
-        self._help.setdefault(metric, self.help or f"events counted by {by}")
+        by = f" by {', '.join(key_fields)}" if key_fields else ""
+        self._help.setdefault(metric, self.help or f"events counted{by}")
         if table.window_end is None:
             self._counts[metric] = {}
         counts = self._counts.setdefault(metric, {})

@@ -446,11 +446,14 @@ class NatsSink(Sink[Any]):
         servers = list(self.servers)
         self._random.shuffle(servers)
         try:
+            # one round: each server tried twice at once (nats-py retries 0
+            # attempts forever), then NoServersError and the sink's backoff
             nc = await nats.connect(
                 servers=servers,
                 allow_reconnect=False,
                 connect_timeout=self.connect_timeout,
-                max_reconnect_attempts=0,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
                 error_cb=_quiet,
                 disconnected_cb=self._on_disconnect,
                 closed_cb=_quiet_closed,

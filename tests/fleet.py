@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "buckets_of",
     "cli_env",
     "read_ndjson",
+    "unix_seconds",
     "write_recording",
 ]
 
@@ -237,3 +239,8 @@ class Agent(Process):
         assert acked and line, err
         dropped = {r: int(n) for n, r in re.findall(r"(\d+) dropped \((\w+)\)", line.group(2))}
         return int(line.group(1)), int(acked.group(1)), dropped
+
+
+def unix_seconds(iso: str) -> float:
+    """Unix seconds of an NDJSON wall-clock time (ISO 8601, UTC)."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

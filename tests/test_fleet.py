@@ -6,24 +6,25 @@ stopped, the collector killed), each with exact accounting."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
-from fleet import COLLECTOR, Agent, Process, buckets_of, cli_env, read_ndjson, write_recording
+from fleet import (
+    COLLECTOR,
+    Agent,
+    Process,
+    buckets_of,
+    cli_env,
+    read_ndjson,
+    unix_seconds,
+    write_recording,
+)
 from natsserver import NATS_SERVER, NatsCluster
-
-from flowtrace.records import Bucket, Histogram
-from flowtrace.runtime import Run
-from flowtrace.sinks.nats import NatsSink
-from flowtrace.stages import Pipeline
-from flowtrace.testing import ListSource
 
 pytestmark = [
     pytest.mark.anyio,
@@ -42,52 +43,12 @@ def _no_process_left() -> Iterator[None]:
 
 
 @pytest.fixture
-def one_node(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "nats", 1)
-    (tmp_path / "nats").mkdir()
-    cluster.start()
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture
 def three_nodes(tmp_path: Path) -> Iterator[NatsCluster]:
     (tmp_path / "nats").mkdir()
     cluster = NatsCluster(tmp_path / "nats", 3)
     cluster.start()
     yield cluster
     cluster.close()
-
-
-def histograms(n: int) -> list[Histogram]:
-    return [
-        Histogram(
-            field="lat_ns",
-            unit="usecs",
-            scale="log2",
-            buckets=[Bucket(0, 1, i), Bucket(2, 3, 1)],
-            window_start=float(i),
-            window_end=float(i + 1),
-        )
-        for i in range(n)
-    ]
-
-
-async def stream_messages(url: str, subject: str) -> list[Any]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        sub = await js.pull_subscribe(subject, durable="check")
-        stored = (await sub.consumer_info()).num_pending or 0  # what the stream holds
-        got: list[Any] = []
-        deadline = time.monotonic() + 30
-        while len(got) < stored:  # a fetch may time out under load: try again
-            assert time.monotonic() < deadline, f"read {len(got)} of {stored} messages"
-            with contextlib.suppress(asyncio.TimeoutError):  # nats' own is a subclass
-                got += await sub.fetch(min(1000, stored - len(got)), timeout=2)
-        return got
-    finally:
-        await nc.close()
 
 
 async def consumer_pending(urls: list[str], durable: str) -> tuple[int, int]:
@@ -123,87 +84,6 @@ def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
             pass
         time.sleep(0.2)  # poll interval of this bounded wait
     raise AssertionError("the collector never read everything")
-
-
-async def test_sink_delivers_with_message_ids_and_exact_accounting(one_node: NatsCluster) -> None:
-    url = one_node.urls[0] + "/flowtrace.web1.test"
-    run = Run(Pipeline(ListSource(histograms(250), batch_size=40), [], NatsSink(url, host="web1")))
-    stats = await run.run()
-    sink = run.sink
-    assert isinstance(sink, NatsSink)
-    assert (stats.stage("nats").received, sink.delivered, stats.dropped) == (250, 250, 0)
-    messages = await stream_messages(one_node.urls[0], "flowtrace.web1.test")
-    ids = [m.headers["Nats-Msg-Id"] for m in messages]
-    assert ids == [f"web1.{sink.run_id}.{i}" for i in range(1, 251)]
-    first = msgspec_json(messages[3].data)
-    assert first["type"] == "histogram" and first["data"]["hosts"] == ["web1"]
-    # the replay clock maps window bounds onto wall-clock time
-    data = first["data"]
-    assert unix_seconds(data["wall_end"]) - unix_seconds(data["wall_start"]) == pytest.approx(1.0)
-
-
-def msgspec_json(data: bytes) -> dict[str, Any]:
-    import json
-
-    parsed: dict[str, Any] = json.loads(data)
-    return parsed
-
-
-class SameRun(NatsSink):
-    """A sink whose every run has the same run id: a second run resends the
-    first one's message ids, as a resend after a lost acknowledgement does."""
-
-    async def open(self, ctx: Any) -> None:
-        await super().open(ctx)
-        self.run_id = "same"
-
-
-async def test_resent_message_ids_are_stored_once(one_node: NatsCluster) -> None:
-    url = one_node.urls[0] + "/flowtrace.web1.test"
-    for resend in (False, True):
-        run = Run(Pipeline(ListSource(histograms(100)), [], SameRun(url, host="web1")))
-        await run.run()
-        sink = run.sink
-        assert isinstance(sink, SameRun)
-        assert (sink.delivered, sink.duplicates) == (100, 100 if resend else 0)
-    messages = await stream_messages(one_node.urls[0], "flowtrace.web1.test")
-    assert len(messages) == 100
-
-
-async def test_default_subject_names_host_and_pipeline(one_node: NatsCluster) -> None:
-    sink = NatsSink(one_node.urls[0], host="db.2")
-    await Pipeline(ListSource(histograms(3), name="disk"), [], sink).run()
-    messages = await stream_messages(one_node.urls[0], "flowtrace.>")
-    assert {m.subject for m in messages} == {"flowtrace.db_2.disk"}
-
-
-def test_missing_stream_refused_in_one_line(one_node: NatsCluster, tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    rec = tmp_path / "a.rec"
-    write_recording(rec, 0, 0.5, 100, wall_start=WALL)
-    agent = Agent(tmp_path, "a", rec, one_node.urls, env, window=1.0, realtime=False,
-                  extra=",create=no")  # fmt: skip
-    assert agent.wait() == 1
-    error = [line for line in agent.stderr().splitlines() if "error" in line]
-    assert error == [
-        "flowtrace: error: stage 'sinks' failed: SinkFailed: sink 'nats' failed:"
-        " StreamMissing: no JetStream stream captures"
-        f" subject 'flowtrace.a.disk' on {one_node.urls[0]}; create one (nats stream add) or"
-        " let the sink create it (drop create=no)"
-    ]
-
-
-async def test_unreachable_servers_buffer_then_drop_newest(tmp_path: Path) -> None:
-    from natsserver import free_port
-
-    url = f"nats://127.0.0.1:{free_port()}/flowtrace.h.p"
-    sink = NatsSink(url, buffer=5, backoff=0.05, backoff_max=0.1, close_timeout=0.3)
-    run = Run(Pipeline(ListSource(histograms(12), batch_size=4), [], sink))
-    stats = await run.run()
-    counts = stats.stage("nats")
-    assert run.sink.delivered == 0  # type: ignore[attr-defined]
-    assert counts.dropped == {"buffer_full": 7, "undelivered": 5}
-    assert counts.received == run.sink.delivered + counts.dropped_total  # type: ignore[attr-defined]
 
 
 def agent_totals(agents: list[Agent]) -> Counter[tuple[int, int]]:
@@ -360,8 +240,3 @@ def test_collector_killed_resumes_from_its_durable_consumer(
     assert all(written[window(m)] == m["data"]["inputs"] for m in repeated)
     merged = emitted_before_kill + [m for m in again if m not in repeated]
     assert buckets_of(merged) == agent_totals(agents)
-
-
-def unix_seconds(iso: str) -> float:
-    """Unix seconds of an NDJSON wall-clock time (ISO 8601, UTC)."""
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

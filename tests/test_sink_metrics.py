@@ -3,6 +3,7 @@ parsed with prometheus-client's text parser."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import socket
 import urllib.request
@@ -15,7 +16,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowtrace import Operator, Pipeline, Source, SourceContext
+from flowtrace import Operator, Pipeline, Source, SourceContext, StageError
 from flowtrace.records import Bucket, CountRow, CountTable, Histogram, WindowResult
 from flowtrace.sinks.metrics import MetricsSink, metric_name
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec
@@ -134,6 +135,7 @@ async def test_scraped_histograms_counts_and_pipeline_counters() -> None:
     assert count[(("comm", "dd"), ("pipeline", "lesson"))] == 15
     assert samples(families["flowtrace_latency_seconds"], "_sum") == {}  # sums not known
 
+    assert families["flowtrace_events_by_comm_cpu"].documentation == "events counted by comm, cpu"
     keys = samples(families["flowtrace_events_by_comm_cpu"], "_total")
     assert keys == {
         (("comm", "sh"), ("cpu", "1"), ("pipeline", "lesson")): 5,
@@ -177,6 +179,34 @@ async def test_sums_in_base_units_and_a_name_from_the_pipeline() -> None:
     family = families["flowtrace_bytes"]  # not flowtrace_bytes_bytes
     assert samples(family, "_bucket")[(("le", "8192.0"), ("pipeline", ""))] == 2
     assert samples(family, "_sum") == {(("pipeline", ""),): 10240.0}
+
+
+async def test_key_fields_become_valid_label_names() -> None:
+    """Characters outside [a-zA-Z0-9_] become _, leading _ go (Prometheus
+    keeps __ for itself), and a name that is reserved, empty or starts with
+    a digit gets key_ in front."""
+    key = {"_pid_": 1, "le": 2, "__": 3, "a-b": 4, "1x": 5, "cpu": 6}
+    result = WindowResult(aggregate="count", value=9, key=key)
+    families = await scraped([result], MetricsSink(port=0), "p")
+    assert samples(families["flowtrace_window_count"]) == {
+        (
+            ("a_b", "4"),
+            ("cpu", "6"),
+            ("key", "3"),
+            ("key_1x", "5"),
+            ("key_le", "2"),
+            ("pid_", "1"),
+            ("pipeline", "p"),
+        ): 9
+    }
+
+
+async def test_a_count_table_without_key_fields_is_events_by_key() -> None:
+    table = CountTable(rows=[CountRow({}, 7)], window_end=1.0)
+    families = await scraped([table], MetricsSink(port=0), "p")
+    family = families["flowtrace_events_by_key"]
+    assert samples(family, "_total") == {(("pipeline", "p"),): 7}
+    assert family.documentation == "events counted"
 
 
 async def test_label_sets_past_max_series_fold_into_other_and_are_counted() -> None:
@@ -250,9 +280,17 @@ async def test_port_in_use_fails_with_the_fix() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        pipeline = Pipeline(Gated([], 0), [], MetricsSink(port=taken.getsockname()[1]))
-        with pytest.raises(Exception, match="choose another port"):
+        port = taken.getsockname()[1]
+        pipeline = Pipeline(Gated([], 0), [], MetricsSink(port=port))
+        with pytest.raises(StageError) as failed:
             await pipeline.run()
+    assert str(failed.value) == (
+        f"stage 'metrics' failed: OSError: [Errno {errno.EADDRINUSE}] cannot serve metrics on"
+        f" 127.0.0.1:{port}: Address already in use; choose another port with"
+        " --sink metrics:HOST:PORT"
+    )
+    assert isinstance(failed.value.__cause__, OSError)
+    assert failed.value.__cause__.errno == errno.EADDRINUSE
     del pipeline
     gc.collect()  # a stream left unclosed would warn here (warnings are errors)
 
@@ -284,3 +322,45 @@ def test_docstring_states_the_bounds_log2_buckets_get() -> None:
     """The class docstring agrees with what is scraped above (le 2, 4, 8, ...)."""
     doc = " ".join((MetricsSink.__doc__ or "").split())
     assert "``0 -> 1``, ``2 -> 3``, ``4 -> 7``, ...) get the power-of-two bounds 2, 4, 8" in doc
+
+
+def test_constructor_arguments() -> None:
+    sink = MetricsSink(name="disk io_total", help="h", prefix="my-app", pipeline="p", max_series=1)
+    assert (sink.metric, sink.help, sink.prefix, sink.pipeline) == ("disk_io", "h", "my_app", "p")
+    assert (sink.max_series, sink.host, sink.port) == (1, "127.0.0.1", 9464)
+    assert MetricsSink().max_series == 100
+    assert MetricsSink(name="events_total_count").metric == "events_total_count"
+    with pytest.raises(ValueError, match=r"^max_series 0 must be at least 1$"):
+        MetricsSink(max_series=0)
+    with pytest.raises(ValueError, match=r"^port -1 is not between 0 and 65535$"):
+        MetricsSink(port=-1)
+    assert MetricsSink(port=65535).port == 65535
+
+
+async def test_a_pipeline_label_given_to_the_sink() -> None:
+    result = WindowResult(aggregate="count", value=4)
+    families = await scraped([result], MetricsSink(port=0, pipeline="mine"), "run name")
+    assert samples(families["flowtrace_window_count"]) == {(("pipeline", "mine"),): 4}
+
+
+async def test_series_of_one_metric_with_other_keys_leave_the_missing_labels_empty() -> None:
+    results = [
+        WindowResult(aggregate="count", value=1, key={"a": 1}),
+        WindowResult(aggregate="count", value=2, key={"b": 2}),
+    ]
+    families = await scraped(results, MetricsSink(port=0), "p")
+    assert samples(families["flowtrace_window_count"]) == {
+        (("a", "1"), ("b", ""), ("pipeline", "p")): 1,
+        (("a", ""), ("b", "2"), ("pipeline", "p")): 2,
+    }
+    assert {name: family.documentation for name, family in families.items()} == {
+        "flowtrace_records": "records received",
+        "flowtrace_window_count": "latest window count",
+        "flowtrace_series_folded": (
+            "results of keys past max_series, folded into the 'other' series"
+        ),
+        "flowtrace_stage_received": "events a stage took in",
+        "flowtrace_stage_emitted": "events a stage passed on",
+        "flowtrace_stage_lost": "events lost before delivery (kernel buffer full)",
+        "flowtrace_stage_dropped": "events a stage dropped, by reason",
+    }

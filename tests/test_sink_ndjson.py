@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -148,6 +149,24 @@ async def test_rotation_keeps_whole_lines_within_the_size(tmp_path: Path) -> Non
     assert records[-1]["type"] == "summary"
 
 
+@pytest.mark.anyio
+async def test_rotation_fills_each_file_and_a_long_line_gets_a_file_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Room for three lines: a second batch tops the file up before it
+    rotates; a line longer than the size is written alone, in a file of
+    its own."""
+    out = tmp_path / "out.ndjson"
+    line = len(RecordEncoder().json_line(10))
+    sink = NdjsonSink(out, max_bytes=3 * line, backups=5, reports=False)
+    long = "x" * (4 * line)
+    await (ListSource([10, 11, 12, 13, long, 14], batch_size=2) | sink).run()
+    files = [out.with_name(f"out.ndjson.{n}") for n in (3, 2, 1)] + [out]
+    assert [[r["data"] for r in lines(f)] for f in files] == [[10, 11, 12], [13], [long], [14]]
+    assert not out.with_name("out.ndjson.4").exists()
+    assert NdjsonSink(out).backups == 5
+
+
 class Exploding(Operator[int, int]):
     name = "exploding"
 
@@ -210,6 +229,28 @@ async def test_failing_report_write_counts_the_batch() -> None:
     stats = run.stats.stage("ndjson")
     assert stats.dropped == {"write_error": 100}
     assert stats.received == stats.emitted + stats.dropped_total
+
+
+@pytest.mark.anyio
+async def test_a_fifo_without_a_reader_is_waited_for_and_reported_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    pipeline = Pipeline(ListSource(range(5)), [], NdjsonSink(fifo, reports=False))
+    waiting = f"ndjson: waiting for a reader of the FIFO {fifo}"
+    async with anyio.create_task_group() as tg:
+        run = Run(pipeline)
+        tg.start_soon(run.run)
+        with anyio.fail_after(10):
+            while waiting not in run.stats.attached:  # noqa: ASYNC110 - polling a list
+                await anyio.sleep(0.01)  # poll interval of this bounded wait
+        await anyio.sleep(0.3)  # the scenario: no reader for 0.3 s (the sink tries every 0.05 s)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        data = os.read(reader, 65536)
+    finally:
+        os.close(reader)
+    assert [json.loads(line)["data"] for line in data.splitlines()] == [0, 1, 2, 3, 4]
+    assert run.stats.attached == [waiting]
 
 
 CUT_BACK = """
@@ -295,6 +336,27 @@ def test_stdout_sink_from_the_cli(tmp_path: Path) -> None:
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["data"] for r in of_type(records, "value")] == list(range(25))
     assert records[-1]["type"] == "summary"
+
+
+def test_spec_options_reach_the_sink(tmp_path: Path) -> None:
+    out = tmp_path / "x.ndjson"
+    defaults = NdjsonSink.from_spec(str(out))
+    assert (defaults.path, defaults.max_bytes, defaults.backups, defaults.reports) == (
+        out,
+        None,
+        5,
+        True,
+    )
+    assert defaults.name == "ndjson"
+    sink = NdjsonSink.from_spec(f"{out},rotate=2M,backups=2,reports=no")
+    assert (sink.path, sink.max_bytes, sink.backups, sink.reports) == (out, 2 << 20, 2, False)
+    assert NdjsonSink.from_spec(f"{out},reports=yes").reports is True
+    assert NdjsonSink.from_spec("-").path is None
+    with pytest.raises(SinkSpecError, match=r"^bad value for reports: 'No': write yes or no$"):
+        NdjsonSink.from_spec(f"{out},reports=No")
+    with pytest.raises(ValueError, match=r"^max_bytes must be positive$"):
+        NdjsonSink(out, max_bytes=0)
+    assert NdjsonSink(out, max_bytes=1, backups=1).max_bytes == 1
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ classes, checking every bucket."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +88,9 @@ def test_log2_buckets_map_onto_scale_0() -> None:
     assert log2_exponential(HIST) == (3, 1, [0, 5, 1])
     only_zero = Histogram(field="x", unit="v", scale="log2", buckets=[Bucket(0, 1, 4)])
     assert log2_exponential(only_zero) == (4, 0, [])
+    buckets = [Bucket(2, 3, 2), Bucket(16, 31, 4)]
+    gaps = Histogram(field="x", unit="v", scale="log2", buckets=buckets)
+    assert log2_exponential(gaps) == (0, 1, [2, 0, 0, 4])  # slots between are empty
 
 
 async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiver) -> None:
@@ -98,10 +103,12 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         hosts=["web1"],
     )
     rate = WindowResult(aggregate="count", value=12, window_start=5.0, window_end=6.0)
-    items: list[Any] = [HIST, table, rate, "an event, not a metric"]
+    running = WindowResult(aggregate="sum", value=30, window_start=5.0)  # no end: cumulative
+    items: list[Any] = [HIST, table, rate, running, "an event, not a metric"]
     run = Run(Pipeline(ListSource(items, name="disk"), [], OtlpSink(receiver.endpoint)))
+    started = time.time_ns()
     stats = await run.run()
-    assert run.sink.delivered == 3  # type: ignore[attr-defined]
+    assert run.sink.delivered == 4  # type: ignore[attr-defined]
     assert stats.stage("otlp").dropped == {"not_a_metric": 1}
     assert receiver.paths == ["/v1/metrics"]
     (request,) = receiver.requests
@@ -110,6 +117,9 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         for r in request.resource_metrics
     }
     assert set(resources) == {"web1", socket.gethostname()}
+    for resource in request.resource_metrics:  # no schema is claimed
+        assert resource.schema_url == ""
+        assert [(s.schema_url, s.scope.name) for s in resource.scope_metrics] == [("", "flowtrace")]
     web1 = resources["web1"]
     attrs = {a.key: a.value.string_value for a in web1.resource.attributes}
     assert (attrs["service.name"], attrs["flowtrace.pipeline"]) == ("flowtrace", "disk")
@@ -132,8 +142,11 @@ async def test_results_arrive_as_otel_metrics_bucket_for_bucket(receiver: Receiv
         for p in table_metric.sum.data_points
     ]
     assert rows == [({"comm": "dd"}, 7), ({"comm": "sh"}, 2), ({"flowtrace.others": True}, 4)]
-    local = resources[socket.gethostname()].scope_metrics[0].metrics[0]
+    local, total = resources[socket.gethostname()].scope_metrics[0].metrics
     assert (local.name, local.gauge.data_points[0].as_int) == ("flowtrace.count", 12)
+    (point,) = total.gauge.data_points
+    assert (total.name, point.as_int) == ("flowtrace.sum", 30)
+    assert started <= point.time_unix_nano <= time.time_ns()  # no window end: the export's time
 
 
 async def test_a_refused_export_is_counted(receiver: Receiver) -> None:
@@ -153,3 +166,19 @@ def test_spec_errors_name_the_form() -> None:
         OtlpSink.from_spec("127.0.0.1:4318")
     sink = OtlpSink.from_spec("http://collector:4318/v1/metrics,timeout=2")
     assert (sink.endpoint, sink.timeout) == ("http://collector:4318/v1/metrics", 2.0)
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    for sink in (OtlpSink(), OtlpSink.from_spec("")):
+        assert vars(sink) == {
+            "endpoint": "http://127.0.0.1:4318/v1/metrics",
+            "timeout": 10.0,
+            "pipeline": None,
+            "name": "otlp",
+        }
+    assert OtlpSink.from_spec(",pipeline=disk").pipeline == "disk"
+    assert OtlpSink("https://c:4318/v1/metrics").endpoint == "https://c:4318/v1/metrics"
+    with pytest.raises(ValueError, match=r"^timeout 0\.0: need a positive number of seconds$"):
+        OtlpSink(timeout=0.0)
+    with pytest.raises(ValueError, match=r"^timeout inf: need a positive number of seconds$"):
+        OtlpSink(timeout=math.inf)

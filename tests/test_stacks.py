@@ -15,6 +15,7 @@ from flowtrace import Pipeline
 from flowtrace.elf_symbols import elf_functions
 from flowtrace.errors import StageError
 from flowtrace.flamegraph import flame_graph
+from flowtrace.sinks.stack_lines import stack_block
 from flowtrace.sinks.stacks import FlameGraphSink, FoldedSink
 from flowtrace.stack_counts import StackCount
 from flowtrace.stacks import MISSED_KERNEL, MISSED_USER, KernelSymbols, Symbolizer, folded
@@ -161,3 +162,16 @@ async def test_the_flame_graph_sink_writes_the_svg(tmp_path: Path) -> None:
     counts = [count(["f", "main"], 3), count(["g", "main"], 1)]
     await Pipeline(ListSource(counts), (), FlameGraphSink(str(out), title="g")).run()
     assert boxes(out.read_text())["f"][2] == 3
+
+
+def test_stack_block_prints_as_bcc_profile_does() -> None:
+    count = StackCount(
+        pid=42, comm="dd", user_stack=["main", "_start"], kernel_stack=["ksys_read"], count=7
+    )
+    assert stack_block(count) == (
+        "    ksys_read\n"
+        "    main\n"
+        "    _start\n"
+        "    -                dd (42)\n"
+        "        7\n"
+    )
