@@ -100,14 +100,14 @@ def _counting_wrapper(index: int, params: str, names: list[str]) -> str:
     args = "".join(f", {name}" for name in names)
     return f"""\
 static __always_inline int ft_probe_{index}(void *ctx{params}) {{
-    int zero = 0;
-    u64 *in_flight = {IN_FLIGHT_MAP}.lookup(&zero);
-    if (in_flight)
-        __sync_fetch_and_add(in_flight, 1);
-    int ret = ft_body_{index}(ctx{args});
-    if (in_flight)
-        __sync_fetch_and_add(in_flight, -1);
-    return ret;
+    int ft_zero = 0;  // names of the ft_ kind: the probe's parameters are in scope
+    u64 *ft_count = {IN_FLIGHT_MAP}.lookup(&ft_zero);
+    if (ft_count)
+        __sync_fetch_and_add(ft_count, 1);
+    int ft_ret = ft_body_{index}(ctx{args});
+    if (ft_count)
+        __sync_fetch_and_add(ft_count, -1);
+    return ft_ret;
 }}"""
 
 
