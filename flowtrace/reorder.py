@@ -37,7 +37,10 @@ count is not zero (a probe running, perhaps interrupted on its CPU), or
 the program has no count (a source whose C flowtrace does not wrap), the
 window alone applies. This relies on the probe's clock
 (``bpf_ktime_get_ns()``) and the reader's agreeing to within the time
-the reader takes to read the count after ``T0`` (a system call).
+the reader takes to read the count after ``T0`` (a system call), and on
+the timestamp being the one the probe took itself (a body that sets it
+to a time kept by another probe makes its events come late, under either
+rule, by as much as that time is older).
 
 Bounds: at most ``limit`` events are held; past that the oldest are
 released early (a burst larger than the window can hold comes out in order
