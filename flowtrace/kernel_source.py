@@ -306,10 +306,6 @@ class KernelSource(Source[E], Generic[E]):
         wake_per_record = getattr(reader, "wake_per_record", None)
         while not ctx.stop_requested:
             now = anyio.current_time()
-            if now >= next_refresh:
-                stats.lost = loaded.lost() + reader.lost()
-                channel.refresh(ctx)
-                next_refresh = now + _LOST_REFRESH
             # before the read: whatever it leaves in the kernel was committed
             # after this, so the reorder window only has to cover the time a
             # probe takes from its timestamp to its commit
@@ -330,6 +326,10 @@ class KernelSource(Source[E], Generic[E]):
                 wake_per_record(not gathering.fast)
             if batch:
                 await emit(batch)
+            if now >= next_refresh:  # after the emit: a record just read waits for none of it
+                stats.lost = loaded.lost() + reader.lost()
+                channel.refresh(ctx)
+                next_refresh = now + _LOST_REFRESH
             if pause:  # events the reorder holds come with the next read
                 await ctx.sleep(pause)
             elif not batch:
