@@ -29,7 +29,7 @@ import numpy as np
 
 from .events import Event, Layout
 
-__all__ = ["PerfBufferReader", "RingBufferReader"]
+__all__ = ["FEW", "PerfBufferReader", "PerfRecords", "RingBufferReader"]
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
@@ -260,25 +260,13 @@ class PerfBufferReader:
     """
 
     def __init__(self, table: Any, layout: Layout[Any], pages: int, cpus: list[int]) -> None:
-        self._layout = layout
-        raw = 4 + layout.size
-        self._stride = _PERF_HEADER.size + (raw + 7) // 8 * 8
-        self._payload = _PERF_HEADER.size + 4  # the header, then the raw data's size
-        self._dtype = layout.dtype(header=self._payload, stride=self._stride)
-        self._headers = np.dtype(
-            {
-                "names": ["type", "size"],
-                "formats": ["<u4", "<u2"],
-                "offsets": [0, 6],
-                "itemsize": self._stride,
-            }
-        )
+        self._records = PerfRecords(layout)
+        self._stride = self._records.stride
         self._rings: list[_PerfRing] = []  # bulk and prompt ring of each CPU, in turn
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self.capacity = pages * mmap.PAGESIZE // self._stride  # per CPU
         self.max_wait = 0.05  # bulk rings below their wake-up watermark wait this long
-        self._strings: dict[bytes, str] = {}
         self._table = table
         self._cpus = cpus
         self.per_record = True
@@ -325,19 +313,56 @@ class PerfBufferReader:
                     return events
                 data = ring.take()
                 if data:
-                    events += self._decode(data)
+                    events += self._records.decode(data)
         return events
 
-    def _decode(self, data: bytes) -> list[Event]:
-        count = len(data) // self._stride
-        if count > FEW and count * self._stride == len(data):
+    def close(self) -> None:
+        for ring in self._rings:
+            ring.close()
+        self._rings.clear()
+        self._epoll.close()
+
+
+class PerfRecords:
+    """Decoder of what a perf ring holds: samples carrying records of
+    ``layout``, and lost-record notices (skipped)."""
+
+    def __init__(self, layout: Layout[Any]) -> None:
+        self._layout = layout
+        raw = 4 + layout.size
+        self.stride = _PERF_HEADER.size + (raw + 7) // 8 * 8
+        """Bytes of one sample."""
+        self._payload = _PERF_HEADER.size + 4  # the header, then the raw data's size
+        self._dtype = layout.dtype(header=self._payload, stride=self.stride)
+        self._headers = np.dtype(
+            {
+                "names": ["type", "size"],
+                "formats": ["<u4", "<u2"],
+                "offsets": [0, 6],
+                "itemsize": self.stride,
+            }
+        )
+        self._strings: dict[bytes, str] = {}
+
+    def decode(self, data: bytes) -> list[Event]:
+        """The events of the samples in ``data``, in order."""
+        count = len(data) // self.stride
+        if count <= FEW:
+            return self._layout.decode_at(data, self._samples(data), self._strings)
+        if count * self.stride == len(data):
             headers = np.frombuffer(data, self._headers, count)
             if bool(
-                np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self._stride))
+                np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self.stride))
             ):
                 return self._layout.decode(np.frombuffer(data, self._dtype, count), self._strings)
-        # a few records, or lost-record notices among them: one by one
-        return self._layout.decode_at(data, self._samples(data), self._strings)
+        return self._decode_mixed(data)
+
+    def _decode_mixed(self, data: bytes) -> list[Event]:
+        """Many records, lost-record notices among them: the samples copied
+        together, then decoded in one pass."""
+        stride, payload = self.stride, self._payload
+        samples = b"".join(data[at - payload : at - payload + stride] for at in self._samples(data))
+        return self._layout.decode(np.frombuffer(samples, self._dtype), self._strings)
 
     def _samples(self, data: bytes) -> list[int]:
         """Where the records of the samples in ``data`` start, skipping
@@ -346,13 +371,7 @@ class PerfBufferReader:
         offset = 0
         while offset + _PERF_HEADER.size <= len(data):
             kind, _misc, size = _PERF_HEADER.unpack_from(data, offset)
-            if kind == _PERF_RECORD_SAMPLE and size == self._stride:
+            if kind == _PERF_RECORD_SAMPLE and size == self.stride:
                 starts.append(offset + self._payload)
             offset += size
         return starts
-
-    def close(self) -> None:
-        for ring in self._rings:
-            ring.close()
-        self._rings.clear()
-        self._epoll.close()
