@@ -17,7 +17,7 @@ from .codegen import Program, generate
 from .context import SourceContext
 from .errors import FlowtraceError, KernelError, KernelUnreadable
 from .events import Event, Layout, layout_of
-from .gathering import DEFAULT_LATENCY, Gathering
+from .gathering import DEFAULT_LATENCY, SMALL_BATCH, Gathering
 from .in_flight import InFlight
 from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
@@ -314,7 +314,8 @@ class KernelSource(Source[E], Generic[E]):
             read = len(batch)
             if reorder is not None:
                 batch = reorder.push(batch, read_at)
-                if reorder.held and in_flight is not None and read < _BATCH_LIMIT:
+                # only while the reader keeps up: when behind, the next read comes at once
+                if reorder.held and in_flight is not None and read < SMALL_BATCH:
                     settled = _settle(reader, reorder, in_flight)
                     read += settled.read
                     batch += settled.released
