@@ -109,7 +109,12 @@ class Layout(Generic[E]):
     ) -> list[E]:
         """Decode the records at ``offsets`` in ``data`` (any buffer), one by
         one: the same events as :meth:`decode`, cheaper for a handful (no
-        array to build), dearer for many."""
+        array to build), dearer for many. A layout that decodes its own way
+        (a subclass's :meth:`decode`) gets its records as an array."""
+        if type(self).decode is not Layout.decode:
+            dtype = self.dtype()
+            pieces = [np.frombuffer(data, dtype, 1, offset) for offset in offsets]
+            return self.decode(np.concatenate(pieces) if pieces else np.empty(0, dtype), strings)
         unpack = self._unpacker.unpack_from
         strings_at = self._string_positions
         cache = {} if strings is None else strings
