@@ -19,7 +19,7 @@ from flowtrace import Pipeline
 from flowtrace.loader import load_pipeline
 from flowtrace.records import CountTable, Histogram
 from flowtrace.stack_counts import StackCount
-from flowtrace.testing import ListSource
+from flowtrace.testing import CollectSink, ListSource
 
 pytestmark = [pytest.mark.kernel, pytest.mark.anyio]
 
@@ -33,8 +33,12 @@ def line(pipeline: Pipeline, item: Any) -> str:
 
 
 async def through(pipeline: Pipeline, events: list[Any]) -> list[Any]:
-    """What the tool's operators make of ``events``."""
-    return await collect(ListSource(events), lambda: None, pipeline.operators)
+    """What the tool's operators make of all of ``events``: the list runs to
+    its end (a stop, as ``collect`` makes, cuts it short between batches)."""
+    sink = CollectSink[Any]()
+    stats = await Pipeline(ListSource(events), pipeline.operators, sink).run()
+    assert stats.dropped == 0 and stats.stages[0].emitted == len(events), stats.summary()
+    return sink.items
 
 
 # -- execsnoop ---------------------------------------------------------------------
