@@ -288,6 +288,9 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.operators.buckets.xǁLog2ǁnew__mutmut_4": (
         "one more counter after the sum: nothing reads past the sum"
     ),
+    "flowtrace.operators._window_runs.xǁEventTimeRunǁprocess__mutmut_26": (
+        "strict=None: the stamps are one per event of the batch by construction"
+    ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
     ),

@@ -369,3 +369,17 @@ def test_teardown_runs_once_and_only_after_a_setup() -> None:
     h.finish()
     op.close()
     assert op.log == ["setup", "teardown"]
+
+
+class FailingSetup(Lifecycle):
+    def setup(self) -> None:
+        super().setup()
+        raise OSError("no such device")
+
+
+def test_teardown_does_not_run_after_a_setup_that_failed() -> None:
+    op = FailingSetup()
+    with pytest.raises(OSError, match="no such device"):
+        OperatorHarness(op)
+    op.close()
+    assert op.log == ["setup"]

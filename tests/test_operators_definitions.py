@@ -69,6 +69,10 @@ class Ev(msgspec.Struct):
         ),
         (lambda: count(["pid", "pid"]), "count: key fields ('pid', 'pid') repeat a field"),
         (
+            lambda: distinct([]),
+            "distinct: a key is a field name, a list of field names, or a function; got []",
+        ),
+        (
             lambda: count(3),
             "count: a key is a field name, a list of field names, or a function; got 3",
         ),

@@ -277,6 +277,16 @@ def test_merge_holds_a_receipt_until_its_results_are_emitted() -> None:
     assert h.finish()[-1] == r2
 
 
+def test_a_receipt_is_the_last_item_of_its_batch() -> None:
+    h = OperatorHarness(merge_by(window=10.0))
+    receipt = Receipt(source="s", token=1)
+    first, second = hist("a", 0, [(0, 1, 1)]), hist("b", 0, [(0, 1, 2)])
+    assert h.feed([first, second, receipt]) == []  # held with window 0
+    out = h.feed([hist("a", 10, [(0, 1, 1)]), hist("b", 10, [(0, 1, 1)])])
+    assert [type(r).__name__ for r in out] == ["Histogram", "Receipt"]
+    assert isinstance(out[0], Histogram) and out[0].total == 3 and out[1] == receipt
+
+
 class Batches(Source[Any]):
     """Emits each batch with a receipt behind it, as a durable source does."""
 

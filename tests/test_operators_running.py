@@ -62,6 +62,14 @@ def test_without_a_key_the_whole_stream_is_one_sequence() -> None:
     assert [(e.seq, e.gap) for e in out] == [(1, 0), (2, -2), (3, 7)]
 
 
+def test_the_gap_wraps_exactly_at_the_s64_bounds() -> None:
+    h = OperatorHarness(running_count())
+    top = 1 << 63
+    out = h.feed([Ev(0, 1, "a"), Ev(top - 1, 1, "a"), Ev(2 * top - 1, 1, "a"), Ev(0, 1, "a")])
+    # 2**63 - 1 fits; 2**63 wraps to -2**63; -(2**64 - 1) wraps to 1
+    assert [e.gap for e in out] == [0, top - 1, -top, 1]
+
+
 def test_events_of_keys_beyond_max_keys_are_dropped_and_counted() -> None:
     h = OperatorHarness(running_count("comm", max_keys=2))
     out = h.feed([Ev(i, 0, c) for i, c in enumerate("abcacd")])

@@ -520,6 +520,22 @@ def test_events_over_the_key_bound_are_not_counted_again_after_the_limit() -> No
     assert h.stats.dropped == {"key_limit": 2, "after_limit": 2}
 
 
+def test_windows_of_one_nanosecond_are_exact() -> None:
+    h = OperatorHarness(window(Count(), every=Tumbling(1e-9), clock=EventTime("ts")))
+    out = h.feed([Ev(1, ts=0), Ev(2, ts=1), Ev(3, ts=1), Ev(4, ts=2), Ev(5, ts=4)])
+    out += h.finish()
+    assert [(r.window_start, r.value) for r in collected(out)] == [
+        (0.0, 1), (1e-9, 2), (2e-9, 1), (4e-9, 1)
+    ]  # fmt: skip
+    clock = ManualClock(0.0)
+    h = OperatorHarness(window(Count(), every=Tumbling(1e-9)), clock)
+    out = h.feed([Ev(1)])
+    clock.advance(1e-9)
+    out += h.feed([Ev(2), Ev(3)])
+    clock.advance(2e-9)
+    assert [r.value for r in collected(out + h.feed([]) + h.finish())] == [1, 2, 0, 0]
+
+
 def test_event_time_stops_at_the_limit_within_one_batch() -> None:
     h = OperatorHarness(window(Count(), every=Tumbling(1.0), clock=EventTime("ts"), limit=1))
     second = 1_000_000_000
