@@ -185,8 +185,24 @@ EQUIVALENT: dict[str, str] = {
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_23": (
         "an Event built from keywords rather than positions: the same event"
     ),
+    "flowtrace.recording.x__strict_type__mutmut_29": (
+        "a u64 field's decode bound: Meta(ge=0) either way (2**64-1 is checked after decoding)"
+    ),
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
         "the name of an internal decoding struct: never shown"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_16": (
+        "perf rings woken per record always: the same records, more wake-ups"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_36": (
+        "no pause to let records gather: the same records, read as they come"
+    ),
+    "flowtrace.kernel_source.x__drain__mutmut_3": (
+        "one more drain read at the deadline's exact instant: the same records"
+    ),
+    "flowtrace.transport.x__perf_event_open__mutmut_4": (
+        "the errno of the refusal on an architecture without perf_event_open's number:"
+        " not reachable on x86-64"
     ),
     "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_38": (
         "the read rate is never measured, so records are never left to gather:"

@@ -163,6 +163,17 @@ def test_a_source_alone_or_before_an_operator_without_a_kernel_form_runs_as_it_i
     assert [p.where for p in first_in_python.places] == ["kernel", "user", "user"]
 
 
+def test_a_runs_reorder_window_is_no_longer_than_the_pipelines_latency() -> None:
+    source = writes()  # ts is bpf_ktime_get_ns(); this machine has several CPUs
+    windows = {latency: source._reorder(latency) for latency in [None, 0.5, 0.0002, 0.0]}
+    assert {k: (r.field, r.window_ns) for k, r in windows.items() if r is not None} == {
+        None: ("ts", 1_000_000),
+        0.5: ("ts", 1_000_000),
+        0.0002: ("ts", 200_000),
+        0.0: ("ts", 0),
+    }
+
+
 def test_a_kernel_source_is_named_after_its_event_unless_named() -> None:
     probe = Probe("entry of write(2)", Tracepoint("syscalls", "sys_enter_write"), body="")
     assert KernelSource(Write, probe).name == "Write"

@@ -379,6 +379,15 @@ def test_a_last_line_without_newline_is_cut_up_to_max_line_bytes(tmp_path: Path)
     assert str(info.value) == f"{over}:7: {TOO_LONG}{FIX}"
 
 
+
+def test_a_recording_killed_after_its_header_holds_no_events(tmp_path: Path) -> None:
+    header_only = tmp_path / "header.rec"
+    header_only.write_text(write_recording(tmp_path / "good.rec")[0])
+    reader = RecordingReader(header_only, SyncCall)
+    assert list(reader) == []
+    assert (reader.cut_at, reader.end) == (2, RecordingEnd(events=0, received=0, lost=0))
+
+
 class Reading(msgspec.Struct, frozen=True):
     """An event type that is a plain msgspec Struct, not a kernel record."""
 
