@@ -554,13 +554,15 @@ def _attached(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
 def test_7_a_recording_killed_replays_what_it_wrote(tmp_path: Path) -> None:
     recording = tmp_path / "sync.rec"
     process, _ = _attached("--record", str(recording), "pipelines/sys_sync.py")
-    run_syncs(3)
-    deadline = time.monotonic() + 30  # until the three syncs are in the file
-    while recording.read_text().count('"type":"event"') < 3:
-        assert time.monotonic() < deadline, recording.read_text()
-        time.sleep(0.02)  # poll interval of this bounded wait
-    process.kill()
-    process.communicate(timeout=30)
+    try:
+        run_syncs(3)
+        deadline = time.monotonic() + 30  # until the three syncs are in the file
+        while recording.read_text().count('"type":"event"') < 3:
+            assert time.monotonic() < deadline, recording.read_text()
+            time.sleep(0.02)  # poll interval of this bounded wait
+    finally:
+        process.kill()  # also when the wait fails: no run outlives the test
+        process.communicate(timeout=30)
     replayed = subprocess.run(
         [FLOWTRACE, "run", "--replay", str(recording), "pipelines/sys_sync.py"],
         cwd=ROOT,
