@@ -14,7 +14,7 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -24,18 +24,18 @@ import anyio.to_thread
 import msgspec
 import nats
 import pytest
+from feeding import FeedSource, until_true
 from fleet import Agent, Process, cli_env, unix_seconds, write_recording
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
 from natsserver import NATS_SERVER, NatsCluster, NatsServer
 
-from flowtrace.context import SourceContext
 from flowtrace.errors import StageError
 from flowtrace.records import Bucket, Histogram, WindowResult
 from flowtrace.runtime import Run
 from flowtrace.schema import RecordEncoder
 from flowtrace.sinks.nats import STREAM_LIMITS, NatsSink, NatsTarget, stream_config, subject_token
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec
-from flowtrace.stages import Emit, Pipeline, Source
+from flowtrace.stages import Pipeline
 from flowtrace.testing import ListSource
 
 pytestmark = [
@@ -556,38 +556,10 @@ async def test_a_record_that_cannot_be_encoded_fails_the_run_counted() -> None:
 # --- servers that come late or go away ------------------------------------
 
 
-class FeedSource(Source[int]):
-    """Emits the numbers the test feeds it, counting from 0; ends when the
-    test closes ``sender``."""
-
-    name = "feed"
-
-    def __init__(self) -> None:
-        self.sender, self.receiver = anyio.create_memory_object_stream[list[int]](100)
-        self.sent = 0
-
-    async def feed(self, count: int) -> None:
-        await self.sender.send(list(range(self.sent, self.sent + count)))
-        self.sent += count
-
-    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
-        ctx.ready()
-        async with self.receiver:
-            async for batch in self.receiver:
-                ctx.stats.received += len(batch)
-                await emit(batch)
-
-
-async def until_true(what: Callable[[], bool], within: float = 20) -> None:
-    with anyio.fail_after(within):
-        while not what():  # noqa: ASYNC110 - polling a counter
-            await anyio.sleep(0.01)  # poll interval of this bounded wait
-
-
 async def test_a_server_that_comes_up_late_gets_the_buffered_records(tmp_path: Path) -> None:
     (tmp_path / "nats").mkdir()
     server = NatsServer(tmp_path / "nats", "late")
-    source = FeedSource()
+    source = FeedSource[int](int)
     sink = NatsSink(server.url + "/flowtrace.h.p", buffer=50, backoff=0.02, backoff_max=0.05)
     async with anyio.create_task_group() as tg:
         run = await tg.start(Pipeline(source, [], sink).run)
@@ -620,7 +592,7 @@ async def test_a_lost_connection_is_reported_and_everything_arrives_once(
     one_node: NatsCluster,
 ) -> None:
     server = one_node.servers[0]
-    source = FeedSource()
+    source = FeedSource[int](int)
     sink = NatsSink(server.url + "/flowtrace.h.p", buffer=100, backoff=0.02, backoff_max=0.05)
     async with anyio.create_task_group() as tg:
         run = await tg.start(Pipeline(source, [], sink).run)
@@ -673,7 +645,7 @@ async def test_a_server_that_stops_answering_gets_the_records_again(
     server = one_node.servers[0]
     process = server.process
     assert process is not None
-    source = FeedSource()
+    source = FeedSource[int](int)
     sink = FewReports(
         server.url + "/flowtrace.h.p", buffer=100, ack_timeout=0.5, backoff=0.02, backoff_max=0.05
     )

@@ -17,12 +17,12 @@ import anyio
 import msgspec
 import pytest
 from anyio.abc import TaskStatus
+from feeding import FeedSource
 
-from flowtrace import Event, Pipeline, Run, Source, SourceContext, StageError
+from flowtrace import Event, Pipeline, Run, StageError
 from flowtrace.ktypes import u64
 from flowtrace.sinks.socket import SocketSink
 from flowtrace.sinkspec import SinkSpecError, sink_from_spec
-from flowtrace.stages import Emit
 from flowtrace.testing import ListSource
 
 pytestmark = pytest.mark.anyio
@@ -30,30 +30,6 @@ pytestmark = pytest.mark.anyio
 
 class Tick(Event, frozen=True):
     n: u64
-
-
-class FeedSource(Source[Tick]):
-    """Emits the batches the test feeds it; ends when the test says so."""
-
-    name = "feed"
-
-    def __init__(self) -> None:
-        self.sender, self.receiver = anyio.create_memory_object_stream[list[Tick]](100)
-        self.sent = 0
-
-    async def feed(self, count: int, batch: int = 20) -> None:
-        """Send ``count`` events numbered on from :attr:`sent`, which grows
-        once all are in: one caller at a time, or two number the same events."""
-        for start in range(self.sent, self.sent + count, batch):
-            await self.sender.send([Tick(n) for n in range(start, start + batch)])
-        self.sent += count
-
-    async def run(self, ctx: SourceContext, emit: Emit[Tick]) -> None:
-        ctx.ready()
-        async with self.receiver:
-            async for batch in self.receiver:
-                ctx.stats.received += len(batch)
-                await emit(batch)
 
 
 class Peer:
@@ -183,7 +159,7 @@ def where(kind: str, tmp_path: Path) -> Any:
 @pytest.mark.parametrize("kind", ["tcp", "unix", "unixgram"])
 async def test_peer_stopped_and_restarted_every_event_accounted(kind: str, tmp_path: Path) -> None:
     peer = Peer(kind, where(kind, tmp_path))
-    source = FeedSource()
+    source = FeedSource(Tick)
     async with anyio.create_task_group() as peers:
         await peer.start(peers)
         sink = SocketSink(peer.url, buffer=50, backoff=0.01, backoff_max=0.05)
@@ -192,11 +168,11 @@ async def test_peer_stopped_and_restarted_every_event_accounted(kind: str, tmp_p
             run = await tg.start(pipeline.run)
             sink = cast(SocketSink, run.sink)
             sink_stats = run.stats.stages[-1]
-            await source.feed(200)
+            await source.feed(200, batch=20)
             await until(lambda: len(peer.events()) == 200, "first peer has 200")
             peer.stop()
             first = peer.events()
-            await source.feed(200)  # the peer is away: 50 buffered, the rest dropped
+            await source.feed(200, batch=20)  # the peer is away: 50 buffered, the rest dropped
             await until(
                 lambda: sink_stats.emitted + sink_stats.dropped_total == 400, "sink took 400"
             )
@@ -206,10 +182,10 @@ async def test_peer_stopped_and_restarted_every_event_accounted(kind: str, tmp_p
             await second.start(peers)
             with anyio.fail_after(20):  # batches arriving after the backoff reconnect
                 while sink.delivered == 200:
-                    await source.feed(20)
+                    await source.feed(20, batch=20)
                     await anyio.sleep(0.01)  # feeding pace while the condition is polled
             dropped_before = sink_stats.dropped_total
-            await source.feed(200)
+            await source.feed(200, batch=20)
             source.sender.close()
         # the pipeline has ended: close delivered what was buffered
         await until(lambda: len(first) + len(second.events()) == sink.delivered, "all arrived")
@@ -236,7 +212,7 @@ async def test_tcp_msgpack_framing_delivers_records_in_order() -> None:
     async with anyio.create_task_group() as peers:
         await peer.start(peers)
         sink = SocketSink(peer.url, framing="msgpack")
-        source = FeedSource()
+        source = FeedSource(Tick)
         pipeline = Pipeline(source, [], sink)
         async with anyio.create_task_group() as tg:
             run = await tg.start(pipeline.run)
@@ -257,13 +233,13 @@ async def test_udp_delivers_while_the_peer_listens() -> None:
     async with anyio.create_task_group() as peers:
         await peer.start(peers)
         sink = SocketSink(peer.url, backoff=0.01, backoff_max=0.05)
-        source = FeedSource()
+        source = FeedSource(Tick)
         pipeline = Pipeline(source, [], sink)
         async with anyio.create_task_group() as tg:
             run = await tg.start(pipeline.run)
             sink = cast(SocketSink, run.sink)
             for round_ in range(1, 6):
-                await source.feed(20)
+                await source.feed(20, batch=20)
                 await until(lambda: len(peer.events()) == 20 * round_, "batch arrived")  # noqa: B023
             source.sender.close()
         peer.stop()
@@ -273,12 +249,12 @@ async def test_udp_delivers_while_the_peer_listens() -> None:
 
 async def test_peer_never_there_buffer_bound_then_undelivered(tmp_path: Path) -> None:
     sink = SocketSink(f"unix://{tmp_path}/nobody.sock", buffer=30, backoff=0.01, close_timeout=0.2)
-    source = FeedSource()
+    source = FeedSource(Tick)
     pipeline = Pipeline(source, [], sink)
     async with anyio.create_task_group() as tg:
         run = await tg.start(pipeline.run)
         sink = cast(SocketSink, run.sink)
-        await source.feed(60)
+        await source.feed(60, batch=20)
         source.sender.close()
     stats = run.stats.stages[-1]
     assert sink.delivered == 0
@@ -372,7 +348,7 @@ async def test_tcp_peer_reset_mid_send_every_event_once() -> None:
     listener.listen()
     listener.setblocking(False)
     port = listener.getsockname()[1]
-    source = FeedSource()
+    source = FeedSource(Tick)
     sink = SocketSink(f"tcp://127.0.0.1:{port}", buffer=10_000_000, backoff=0.01, backoff_max=0.05)
     pipeline = Pipeline(source, [], sink)
     feeding = True
@@ -466,7 +442,7 @@ async def test_flapping_peer_reports_a_bounded_number_of_changes(tmp_path: Path)
             await anyio.wait_readable(listener)
             listener.accept()[0].close()
 
-    source = FeedSource()
+    source = FeedSource(Tick)
     sink = SocketSink(f"unix://{path}", backoff=0.001, backoff_max=0.002)
     pipeline = Pipeline(source, [], sink)
     limit = sink.reported_changes
@@ -477,7 +453,7 @@ async def test_flapping_peer_reports_a_bounded_number_of_changes(tmp_path: Path)
             sink = cast(SocketSink, run.sink)
             with anyio.fail_after(20):
                 while sink.disconnects < 3 * limit:
-                    await source.feed(20)
+                    await source.feed(20, batch=20)
                     await anyio.sleep(0.003)  # feeding pace while the condition is polled
             source.sender.close()
         peers.cancel_scope.cancel()

@@ -9,45 +9,22 @@ import json
 import random
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import anyio
 import pytest
+from feeding import FeedSource, until_true
 
-from flowtrace.context import SourceContext
 from flowtrace.sinks.socket import SocketSink
-from flowtrace.stages import Emit, Pipeline, Source
+from flowtrace.stages import Pipeline
 
 pytestmark = pytest.mark.anyio
 
 
-class FeedSource(Source[int]):
-    """Emits the batches the test feeds it; ends when the test closes ``sender``."""
-
-    name = "feed"
-
-    def __init__(self) -> None:
-        self.sender, self.receiver = anyio.create_memory_object_stream[list[int]](100)
-
-    async def run(self, ctx: SourceContext, emit: Emit[int]) -> None:
-        ctx.ready()
-        async with self.receiver:
-            async for batch in self.receiver:
-                ctx.stats.received += len(batch)
-                await emit(batch)
-
-
-async def until_true(what: Callable[[], bool], within: float = 10) -> None:
-    with anyio.fail_after(within):
-        while not what():  # noqa: ASYNC110 - polling a counter
-            await anyio.sleep(0.005)  # poll interval of this bounded wait
-
-
 async def test_failed_attempts_back_off_doubling_to_the_bound(tmp_path: Path) -> None:
     address = f"unix://{tmp_path}/nobody.sock"
-    source = FeedSource()
+    source = FeedSource[int](int)
     sink = SocketSink(address, backoff=0.1, backoff_max=0.3, close_timeout=0.1, reports=False)
     draws = random.Random(7)
     async with anyio.create_task_group() as tg:
@@ -73,7 +50,7 @@ async def test_a_datagram_peer_that_went_away_is_reported_with_the_reason(tmp_pa
     path = str(tmp_path / "peer.sock")
     peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     peer.bind(path)
-    source = FeedSource()
+    source = FeedSource[int](int)
     sink = SocketSink(f"unixgram://{path}", close_timeout=0.1, reports=False)
     async with anyio.create_task_group() as tg:
         run = await tg.start(Pipeline(source, [], sink).run)
