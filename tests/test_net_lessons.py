@@ -162,13 +162,18 @@ async def test_tcpretrans_reports_the_syn_and_each_data_segment_dropped_once(
     ours = [e for e in events if (e.lport, e.rport) == (lport, port)]
     ip = 4 if family == "ipv4" else 6
     everything = [e for e in events if port in (e.lport, e.rport)]
-    # one retransmit event per copy the wire carried again (one per drop,
-    # unless a late acknowledgement made the kernel resend once more)
-    assert [(e.ip, e.laddr, e.raddr, e.state) for e in everything] == [
-        *[(ip, client_ip, server_ip, "SYN_SENT")] * seen.syns_resent,
-        *[(ip, client_ip, server_ip, "ESTABLISHED")] * seen.data_resent,
+    # the SYN's retransmits first, then the messages': each drop is reported,
+    # and never more often than the wire carried a copy again (a late ACK on
+    # a loaded machine adds a resend; under load the kernel has also handed a
+    # tracepoint hit to no BPF program, see test_runqlat_holds_each_wait_...)
+    states = [(e.ip, e.laddr, e.raddr, e.state) for e in everything]
+    syns = states.count((ip, client_ip, server_ip, "SYN_SENT"))
+    assert states == [
+        *[(ip, client_ip, server_ip, "SYN_SENT")] * syns,
+        *[(ip, client_ip, server_ip, "ESTABLISHED")] * (len(states) - syns),
     ], (everything, seen)
-    assert seen.syns_resent >= 1 and seen.data_resent >= MESSAGES, seen
+    assert 1 <= syns <= seen.syns_resent, (everything, seen)
+    assert MESSAGES <= len(states) - syns <= seen.data_resent, (everything, seen)
     assert everything == ours
     rest = f"{ip}  {f'{client_ip}:{lport}':<20} R> {f'{server_ip}:{port}':<20} SYN_SENT"
     assert re.fullmatch(r"\d\d:\d\d:\d\d [\d ]{7} " + re.escape(rest), line(pipeline, ours[0]))
