@@ -164,8 +164,7 @@ async def test_tcpretrans_reports_the_syn_and_each_data_segment_dropped_once(
     everything = [e for e in events if port in (e.lport, e.rport)]
     # the SYN's retransmits first, then the messages': each drop is reported,
     # and never more often than the wire carried a copy again (a late ACK on
-    # a loaded machine adds a resend; under load the kernel has also handed a
-    # tracepoint hit to no BPF program, see test_runqlat_holds_each_wait_...)
+    # a loaded machine adds a resend)
     states = [(e.ip, e.laddr, e.raddr, e.state) for e in everything]
     syns = states.count((ip, client_ip, server_ip, "SYN_SENT"))
     assert states == [
