@@ -292,6 +292,8 @@ class ConsoleSink(Sink[T], Generic[T]):
             texts = [visible_line(line(e)) + "\n" for e in batch]
         else:
             texts = ["".join(visible_line(t) + "\n" for t in self.lines(i)) for i in batch]
+        text = "".join(texts)
+        encoding, errors = out.encoding, out.errors or "strict"
         written = 0
 
         def wrote(n: int) -> None:
@@ -301,13 +303,12 @@ class ConsoleSink(Sink[T], Generic[T]):
         try:
             if self._pipe:  # a reader that stops reading must not hold the event loop
                 out.flush()
-                encoding, errors = out.encoding, out.errors or "strict"
-                await write_to_pipe(out.fileno(), "".join(texts).encode(encoding, errors), wrote)
+                await write_to_pipe(out.fileno(), text.encode(encoding, errors), wrote)
             else:
-                out.write("".join(texts))
+                out.write(text)
                 out.flush()
         except OSError:  # a closed pipe, a full disk: what was not printed whole
-            printed = _whole(texts, written, out.encoding, out.errors or "strict")
+            printed = _whole(texts, written, encoding, errors)
             self.ctx.stats.drop("write_error", len(batch) - printed)
             raise
 
