@@ -162,19 +162,23 @@ async def test_tcpretrans_reports_the_syn_and_each_data_segment_dropped_once(
     ours = [e for e in events if (e.lport, e.rport) == (lport, port)]
     ip = 4 if family == "ipv4" else 6
     everything = [e for e in events if port in (e.lport, e.rport)]
-    # the SYN's retransmits first, then the messages': each drop is reported,
-    # and never more often than the wire carried a copy again (a late ACK on
-    # a loaded machine adds a resend)
+    # the SYN's retransmits first, then the messages'
     states = [(e.ip, e.laddr, e.raddr, e.state) for e in everything]
     syns = states.count((ip, client_ip, server_ip, "SYN_SENT"))
     assert states == [
         *[(ip, client_ip, server_ip, "SYN_SENT")] * syns,
         *[(ip, client_ip, server_ip, "ESTABLISHED")] * (len(states) - syns),
     ], (everything, seen)
-    assert 1 <= syns <= seen.syns_resent, (everything, seen)
-    assert MESSAGES <= len(states) - syns <= seen.data_resent, (everything, seen)
+    # exactly what the kernel handed to BPF (an independent count): each copy
+    # the wire carried again (a late ACK on a loaded machine adds a resend),
+    # but for a rare one the kernel sent without running the tracepoint's
+    # programs (see first_copies_dropped); two in one test would be a change
+    traced = seen.syns_traced + seen.data_traced
+    assert (syns, len(states) - syns) == (seen.syns_traced, seen.data_traced), (everything, seen)
+    assert seen.syns_traced <= seen.syns_resent and seen.data_traced <= seen.data_resent, seen
+    assert traced >= seen.syns_resent + seen.data_resent - 1, seen
     assert everything == ours
-    rest = f"{ip}  {f'{client_ip}:{lport}':<20} R> {f'{server_ip}:{port}':<20} SYN_SENT"
+    rest = f"{ip}  {f'{client_ip}:{lport}':<20} R> {f'{server_ip}:{port}':<20} {ours[0].state}"
     assert re.fullmatch(r"\d\d:\d\d:\d\d [\d ]{7} " + re.escape(rest), line(pipeline, ours[0]))
     assert pipeline.sink.header == ["Tracing retransmits ... Hit Ctrl-C to end"]  # type: ignore[attr-defined]
 
