@@ -9,6 +9,17 @@ Layout of the generated text::
     the source's prelude (its own maps and helpers)
     per probe: ft_probe_N(ctx, params...) with the body as the output runs it,
                then one entry function per chosen attach point calling it
+
+With ``in_flight``, each probe that emits a record counts itself in flight
+while it runs: ``ft_probe_N`` becomes a wrapper that adds one to its CPU's
+slot of ``ft_in_flight`` (a per-CPU array), runs the body (``ft_body_N``,
+whatever path it returns by) and subtracts one after the record is output.
+Both are atomic adds, which on x86-64 are full barriers: the count is
+visible to other CPUs before the body reads the clock for the record's
+timestamp, and the record is committed before the count drops. A probe
+interrupted by another probe on the same CPU counts twice, which a count
+allows. The reader uses it to release events without waiting for the
+reorder window (see :mod:`flowtrace.reorder`).
 """
 
 from __future__ import annotations
@@ -21,9 +32,10 @@ from .events import Layout
 from .plan import Choice
 from .probes import AttachPoint
 
-__all__ = ["LOST_MAP", "OutputCode", "Program", "generate"]
+__all__ = ["IN_FLIGHT_MAP", "LOST_MAP", "OutputCode", "Program", "generate"]
 
 LOST_MAP = "ft_lost"
+IN_FLIGHT_MAP = "ft_in_flight"
 
 _KERNEL_HEADERS = "#include <linux/sched.h>\n"
 
@@ -55,15 +67,22 @@ class Program:
 
     text: str
     entries: tuple[tuple[AttachPoint, str], ...]
+    in_flight: str | None = None
+    """The per-CPU array counting emitting probes in flight, if the program has one."""
+
+
+_IN_FLIGHT = f"BPF_PERCPU_ARRAY({IN_FLIGHT_MAP}, u64, 1);  // emitting probes running now\n"
 
 
 def _probe_function(
-    index: int, choice: Choice, layout: Layout[Any] | None, output: OutputCode
+    index: int, choice: Choice, layout: Layout[Any] | None, output: OutputCode, in_flight: bool
 ) -> str:
     probe = choice.probe
     record = layout if probe.emits else None  # what the body fills, if anything
     params = "".join(f", {p.c_type} {p.name}" for p in probe.params)
-    lines = [f"static __always_inline int ft_probe_{index}(void *ctx{params}) {{"]
+    counted = in_flight and record is not None
+    name = f"ft_body_{index}" if counted else f"ft_probe_{index}"
+    lines = [f"static __always_inline int {name}(void *ctx{params}) {{"]
     if record is not None:
         lines.append(f"    struct {record.c_name} e = {{}};")
         lines += [f"    {line}" for line in record.c_fill("e").splitlines()]
@@ -71,7 +90,25 @@ def _probe_function(
     if record is not None:
         lines.append("    ft_submit(ctx, &e);")
     lines += ["    return 0;", "}"]
+    if counted:
+        lines += ["", _counting_wrapper(index, params, [p.name for p in probe.params])]
     return "\n".join(lines)
+
+
+def _counting_wrapper(index: int, params: str, names: list[str]) -> str:
+    """``ft_probe_N``: ``ft_body_N`` counted in flight (see the module docstring)."""
+    args = "".join(f", {name}" for name in names)
+    return f"""\
+static __always_inline int ft_probe_{index}(void *ctx{params}) {{
+    int ft_zero = 0;  // names of the ft_ kind: the probe's parameters are in scope
+    u64 *ft_count = {IN_FLIGHT_MAP}.lookup(&ft_zero);
+    if (ft_count)
+        __sync_fetch_and_add(ft_count, 1);
+    int ft_ret = ft_body_{index}(ctx{args});
+    if (ft_count)
+        __sync_fetch_and_add(ft_count, -1);
+    return ft_ret;
+}}"""
 
 
 def generate(
@@ -80,12 +117,17 @@ def generate(
     *,
     prelude: str,
     output: OutputCode,
+    in_flight: bool = False,
 ) -> Program:
     """The program for ``choices`` (one per probe). With a ``layout``, each
     emitting probe fills a record ``e`` and hands it to ``ft_submit``; without,
-    the probe bodies output by themselves (``ft_printk``)."""
+    the probe bodies output by themselves (``ft_printk``). ``in_flight``:
+    emitting probes count themselves in flight (see the module docstring)."""
     kernel_functions = any(p.needs_kernel_headers() for c in choices for p in c.chosen)
     parts = [_KERNEL_HEADERS + _HEADER if kernel_functions else _HEADER]
+    counted = in_flight and layout is not None and any(c.probe.emits for c in choices)
+    if counted:
+        parts.append(_IN_FLIGHT)
     if layout is not None:
         parts.append(layout.c_struct())
     if declarations := output.declarations():
@@ -94,10 +136,11 @@ def generate(
         parts.append(prelude.strip() + "\n")
     entries: list[tuple[AttachPoint, str]] = []
     for index, choice in enumerate(choices):
-        parts.append(_probe_function(index, choice, layout, output))
+        parts.append(_probe_function(index, choice, layout, output, counted))
         call = f"ft_probe_{index}({{args}})"
         for n, point in enumerate(choice.chosen):
             fn = f"ft_entry_{index}_{n}"
             parts.append(point.entry(fn, call, choice.probe.params))
             entries.append((point, fn))
-    return Program("\n\n".join(parts) + "\n", tuple(entries))
+    text = "\n\n".join(parts) + "\n"
+    return Program(text, tuple(entries), IN_FLIGHT_MAP if counted else None)

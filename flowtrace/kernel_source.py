@@ -17,7 +17,8 @@ from .codegen import Program, generate
 from .context import SourceContext
 from .errors import FlowtraceError, KernelError, KernelUnreadable
 from .events import Event, Layout, layout_of
-from .gathering import DEFAULT_LATENCY, Gathering
+from .gathering import DEFAULT_LATENCY, SMALL_BATCH, Gathering
+from .in_flight import InFlight
 from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
@@ -76,6 +77,9 @@ class KernelSource(Source[E], Generic[E]):
     past it, and one arriving later than that is passed on and counted as
     ``late`` (see :mod:`flowtrace.reorder`); ``reorder=None`` passes events
     on as read. So ``Pipeline(latency=0)`` holds no record on purpose.
+    The program counts its emitting probes in flight, and when none is,
+    events timestamped before the reader's clock are released at once
+    without waiting for the window (the in-flight rule of that module).
 
     On stop, the probes are detached first, then what the output already
     holds is read and emitted, waiting up to 0.1 s for records still being
@@ -153,7 +157,9 @@ class KernelSource(Source[E], Generic[E]):
         return self._program(chosen, self.output.channel(self.layout))
 
     def _program(self, choices: Sequence[Choice], channel: Channel) -> Program:
-        return generate(self.layout, choices, prelude=self.definition().prelude, output=channel)
+        prelude = self.definition().prelude
+        in_flight = self._reorders(channel)  # probes count themselves for the reorder
+        return generate(self.layout, choices, prelude=prelude, output=channel, in_flight=in_flight)
 
     def describe(self) -> list[str]:
         lines = [f"source {self.name}: {self.output.describe(self.event)}"]
@@ -211,12 +217,14 @@ class KernelSource(Source[E], Generic[E]):
         program = self._program(choices, channel)
         loaded = LoadedProgram()
         reader: Reader | None = None
-        # events are reordered, not what a program running operators emits
-        reorder = None if channel.counts_received else self._reorder(ctx.latency)
+        reorder = self._reorder(ctx.latency) if self._reorders(channel) else None
+        in_flight: InFlight | None = None
         try:
             channel.open()
             await anyio.to_thread.run_sync(loaded.load, program, self.cflags)
             reader = channel.connect(loaded)
+            if program.in_flight is not None and reorder is not None:
+                in_flight = InFlight(loaded.table(program.in_flight))
             # the run starts now: outputs that failed before the channel was
             # connected (perf rings not yet in place) are not part of it
             loaded.lost_before_start = loaded.lost()
@@ -227,7 +235,7 @@ class KernelSource(Source[E], Generic[E]):
                 ctx.report(f"attached {choice.describe()}")
             ctx.ready()
             channel.started(ctx)
-            await self._pump(ctx, emit, loaded, reader, reorder, channel)
+            await self._pump(ctx, emit, loaded, reader, reorder, in_flight, channel)
         finally:
             try:
                 # on every exit, cancellation included: detach, then count what
@@ -269,14 +277,20 @@ class KernelSource(Source[E], Generic[E]):
             names.add(filled[0])
         return names.pop() if len(names) == 1 else None
 
-    def _reorder(self, latency: float | None) -> Reorder | None:
-        """This run's reorder buffer: when several CPUs write and events have
-        a kernel timestamp; its window no longer than the pipeline's latency."""
-        if self.reorder is None or (os.cpu_count() or 1) < 2 or self.layout is None:
-            return None
+    def _reorders(self, channel: Channel) -> bool:
+        """Whether a run on ``channel`` puts events in timestamp order: when
+        several CPUs write and events have a kernel timestamp (events, not
+        what a program running operators emits)."""
+        if self.reorder is None or channel.counts_received or (os.cpu_count() or 1) < 2:
+            return False
+        return self.layout is not None and self.timestamp_field() is not None
+
+    def _reorder(self, latency: float | None) -> Reorder:
+        """This run's reorder buffer, its window no longer than the pipeline's latency."""
         field = self.timestamp_field()
+        assert field is not None and self.reorder is not None
         window = self.reorder if latency is None else min(self.reorder, latency)
-        return None if field is None else Reorder(field, window)
+        return Reorder(field, window)
 
     @staticmethod
     async def _pump(
@@ -285,6 +299,7 @@ class KernelSource(Source[E], Generic[E]):
         loaded: LoadedProgram,
         reader: Reader,
         reorder: Reorder | None,
+        in_flight: InFlight | None,
         channel: Channel,
     ) -> None:
         stats = ctx.stats
@@ -296,25 +311,31 @@ class KernelSource(Source[E], Generic[E]):
         wake_per_record = getattr(reader, "wake_per_record", None)
         while not ctx.stop_requested:
             now = anyio.current_time()
-            if now >= next_refresh:
-                stats.lost = loaded.lost() + reader.lost()
-                channel.refresh(ctx)
-                next_refresh = now + _LOST_REFRESH
             # before the read: whatever it leaves in the kernel was committed
             # after this, so the reorder window only has to cover the time a
             # probe takes from its timestamp to its commit
             read_at = time.monotonic_ns()
             batch = reader.read(_BATCH_LIMIT)
-            if counting:
-                stats.received += len(batch)
-            pause = gathering.after_read(len(batch), now)
-            if wake_per_record is not None:
-                wake_per_record(not gathering.fast)
+            read = len(batch)
             if reorder is not None:
                 batch = reorder.push(batch, read_at)
+                # only while the reader keeps up: when behind, the next read comes at once
+                if reorder.held and in_flight is not None and read < SMALL_BATCH:
+                    settled = _settle(reader, reorder, in_flight)
+                    read += settled.read
+                    batch += settled.released
                 stats.late = reorder.late
+            if counting:
+                stats.received += read
+            pause = gathering.after_read(read, now)
+            if wake_per_record is not None:
+                wake_per_record(not gathering.fast)
             if batch:
                 await emit(batch)
+            if now >= next_refresh:  # after the emit: a record just read waits for none of it
+                stats.lost = loaded.lost() + reader.lost()
+                channel.refresh(ctx)
+                next_refresh = now + _LOST_REFRESH
             if pause:  # events the reorder holds come with the next read
                 await ctx.sleep(pause)
             elif not batch:
@@ -324,6 +345,27 @@ class KernelSource(Source[E], Generic[E]):
         loaded.detach()
         channel.detached()
         await _drain(ctx, emit, reader, reorder, counting)
+
+
+@dataclass(frozen=True)
+class _Settled:
+    read: int
+    """Records read."""
+    released: list[Any]
+    """Events the reorder released, in order."""
+
+
+def _settle(reader: Reader, reorder: Reorder, in_flight: InFlight) -> _Settled:
+    """Release what the reorder holds without waiting for its window, if no
+    emitting probe is in flight: the clock, then the count, then a read to
+    the end of the output (the in-flight rule of :mod:`flowtrace.reorder`)."""
+    settled_at = time.monotonic_ns()
+    if not in_flight.idle():
+        return _Settled(0, [])
+    batch = reader.read(_BATCH_LIMIT)
+    whole = len(batch) < _BATCH_LIMIT  # else older records may be left behind
+    released = reorder.push(batch, settled_at, settled_at if whole else None)
+    return _Settled(len(batch), released)
 
 
 async def _drain(

@@ -79,15 +79,28 @@ async def write_to_pipe(
     """Write ``data`` to a pipe, FIFO or terminal without ever blocking the
     event loop, also on a blocking ``fd``: wait until it takes more, then
     write at most what it surely takes (``PIPE_BUF`` bytes), telling
-    ``written`` each time. A reader that stops reading holds this call, not
-    the event loop: cancelling it (a stop's deadline) ends the wait."""
+    ``written`` each time. The first piece goes without a wait when ``fd``
+    takes it already (a poll that does not wait: a line or two reach the
+    reader without a pass through the event loop). A reader that stops
+    reading holds this call, not the event loop: cancelling it (a stop's
+    deadline) ends the wait."""
     view = memoryview(data)
     done = 0
+    wait = not _takes_more(fd)
     while done < len(view):
-        await anyio.wait_writable(fd)
+        if wait:
+            await anyio.wait_writable(fd)
+        wait = True
         try:
             n = os.write(fd, view[done : done + select.PIPE_BUF])
         except BlockingIOError:
             continue
         done += n
         written(n)
+
+
+def _takes_more(fd: int) -> bool:
+    """Whether ``fd`` takes a write now, as ``anyio.wait_writable`` would say."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(0))

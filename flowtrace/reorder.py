@@ -22,6 +22,27 @@ clock and committing the record (a probe preempted in between), however
 long the reader itself was delayed. Probes take microseconds, so the
 default window is 1 ms: events wait at most that long to be put in order.
 
+Most events need not wait that long. A program flowtrace generates counts
+its emitting probes in flight per CPU (see :mod:`flowtrace.codegen`): a
+probe counts itself in before it reads the clock for its timestamp and out
+after its record is output. When the reader reads its clock (``T0``),
+then finds every CPU's count at zero, then reads the buffer to its end,
+every record timestamped before ``T0`` is in what it read: its probe had
+counted itself in before ``T0`` and so had finished, record output, when
+the count read zero. So those events are released at once, in order
+(``settled_ns`` of :meth:`Reorder.push`); the window still applies to the
+others. The loop reads the count only when it saves a hold: after a
+read of fewer than 512 records (the reader keeps up; one that is behind
+reads again at once anyway) that left events held. When the
+count is not zero (a probe running, perhaps interrupted on its CPU), or
+the program has no count (a source whose C flowtrace does not wrap), the
+window alone applies. This relies on the probe's clock
+(``bpf_ktime_get_ns()``) and the reader's agreeing to within the time
+the reader takes to read the count after ``T0`` (a system call), and on
+the timestamp being the one the probe took itself (a body that sets it
+to a time kept by another probe makes its events come late, under either
+rule, by as much as that time is older).
+
 Bounds: at most ``limit`` events are held; past that the oldest are
 released early (a burst larger than the window can hold comes out in order
 up to that point). Events wait at most ``window`` (the reader wakes for
@@ -70,12 +91,18 @@ class Reorder:
         """Events held now."""
         return len(self._held)
 
-    def push(self, batch: list[Any], now_ns: int) -> list[Any]:
-        """Take ``batch`` (read at ``now_ns``); return what is due, in order."""
+    def push(
+        self, batch: list[Any], now_ns: int, settled_ns: int | None = None
+    ) -> list[Any]:
+        """Take ``batch`` (read at ``now_ns``); return what is due, in order.
+        ``settled_ns``: no event older than this is still to come (the
+        in-flight rule of the module docstring), so those held are due now."""
         held = self._held + batch if self._held else list(batch)
         key = self._key
         held.sort(key=key)  # stable, and nearly linear on runs already in order
         due = bisect.bisect_right(held, now_ns - self.window_ns, key=key)
+        if settled_ns is not None:
+            due = max(due, bisect.bisect_left(held, settled_ns, key=key))
         due = max(due, len(held) - self.limit)
         out, self._held = held[:due], held[due:]
         return self._released(out)

@@ -29,11 +29,16 @@ import numpy as np
 
 from .events import Event, Layout
 
-__all__ = ["PerfBufferReader", "RingBufferReader"]
+__all__ = ["FEW", "PerfBufferReader", "PerfRecords", "RingBufferReader"]
 
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HEADER = 8
+_LENGTH = struct.Struct("<I")
+
+FEW = 8
+"""Reads of at most this many records decode them one by one: cheaper
+than building arrays for them (a record or two while records come slowly)."""
 
 
 class RingBufferReader:
@@ -91,6 +96,8 @@ class RingBufferReader:
         if count <= 0:
             return []
         offset = self._data_start + (consumer & self._mask)
+        if count <= FEW:
+            return self._read_few(consumer, offset, count)
         # one snapshot of the headers: a producer may commit while we look
         lengths = np.frombuffer(self._data, self._header, count, offset)["len"].copy()
         busy = np.flatnonzero(lengths & _BUSY)
@@ -104,6 +111,22 @@ class RingBufferReader:
         events = self._layout.decode(records, self._strings)
         del records
         self._consumer[0] = consumer + count * self._stride
+        return events
+
+    def _read_few(self, consumer: int, offset: int, count: int) -> list[Event]:
+        """:meth:`read` of a handful of records, one by one (no arrays to build)."""
+        taken: list[int] = []
+        stride = self._stride
+        done = 0
+        for at in range(offset, offset + count * stride, stride):
+            length = _LENGTH.unpack_from(self._data, at)[0]
+            if length & _BUSY:
+                break
+            done += 1
+            if not length & _DISCARD:
+                taken.append(at + _HEADER)
+        events = self._layout.decode_at(self._data, taken, self._strings)
+        self._consumer[0] = consumer + done * stride
         return events
 
     def close(self) -> None:
@@ -237,24 +260,13 @@ class PerfBufferReader:
     """
 
     def __init__(self, table: Any, layout: Layout[Any], pages: int, cpus: list[int]) -> None:
-        self._layout = layout
-        raw = 4 + layout.size
-        self._stride = _PERF_HEADER.size + (raw + 7) // 8 * 8
-        self._dtype = layout.dtype(header=_PERF_HEADER.size + 4, stride=self._stride)
-        self._headers = np.dtype(
-            {
-                "names": ["type", "size"],
-                "formats": ["<u4", "<u2"],
-                "offsets": [0, 6],
-                "itemsize": self._stride,
-            }
-        )
+        self._records = PerfRecords(layout)
+        self._stride = self._records.stride
         self._rings: list[_PerfRing] = []  # bulk and prompt ring of each CPU, in turn
         self._epoll = select.epoll()
         self.fd = self._epoll.fileno()
         self.capacity = pages * mmap.PAGESIZE // self._stride  # per CPU
         self.max_wait = 0.05  # bulk rings below their wake-up watermark wait this long
-        self._strings: dict[bytes, str] = {}
         self._table = table
         self._cpus = cpus
         self.per_record = True
@@ -301,34 +313,65 @@ class PerfBufferReader:
                     return events
                 data = ring.take()
                 if data:
-                    events += self._decode(data)
+                    events += self._records.decode(data)
         return events
-
-    def _decode(self, data: bytes) -> list[Event]:
-        count = len(data) // self._stride
-        if count * self._stride == len(data):
-            headers = np.frombuffer(data, self._headers, count)
-            if bool(
-                np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self._stride))
-            ):
-                return self._layout.decode(np.frombuffer(data, self._dtype, count), self._strings)
-        return self._decode_mixed(data)
-
-    def _decode_mixed(self, data: bytes) -> list[Event]:
-        """Walk records one by one, skipping lost-record notices."""
-        samples = bytearray()
-        offset = 0
-        while offset + _PERF_HEADER.size <= len(data):
-            kind, _misc, size = _PERF_HEADER.unpack_from(data, offset)
-            if kind == _PERF_RECORD_SAMPLE and size == self._stride:
-                samples += data[offset : offset + size]
-            offset += size
-        if not samples:
-            return []
-        return self._layout.decode(np.frombuffer(bytes(samples), self._dtype), self._strings)
 
     def close(self) -> None:
         for ring in self._rings:
             ring.close()
         self._rings.clear()
         self._epoll.close()
+
+
+class PerfRecords:
+    """Decoder of what a perf ring holds: samples carrying records of
+    ``layout``, and lost-record notices (skipped)."""
+
+    def __init__(self, layout: Layout[Any]) -> None:
+        self._layout = layout
+        raw = 4 + layout.size
+        self.stride = _PERF_HEADER.size + (raw + 7) // 8 * 8
+        """Bytes of one sample."""
+        self._payload = _PERF_HEADER.size + 4  # the header, then the raw data's size
+        self._dtype = layout.dtype(header=self._payload, stride=self.stride)
+        self._headers = np.dtype(
+            {
+                "names": ["type", "size"],
+                "formats": ["<u4", "<u2"],
+                "offsets": [0, 6],
+                "itemsize": self.stride,
+            }
+        )
+        self._strings: dict[bytes, str] = {}
+
+    def decode(self, data: bytes) -> list[Event]:
+        """The events of the samples in ``data``, in order."""
+        count = len(data) // self.stride
+        if count <= FEW:
+            return self._layout.decode_at(data, self._samples(data), self._strings)
+        if count * self.stride == len(data):
+            headers = np.frombuffer(data, self._headers, count)
+            if bool(
+                np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self.stride))
+            ):
+                return self._layout.decode(np.frombuffer(data, self._dtype, count), self._strings)
+        return self._decode_mixed(data)
+
+    def _decode_mixed(self, data: bytes) -> list[Event]:
+        """Many records, lost-record notices among them: the samples copied
+        together, then decoded in one pass."""
+        stride, payload = self.stride, self._payload
+        samples = b"".join(data[at - payload : at - payload + stride] for at in self._samples(data))
+        return self._layout.decode(np.frombuffer(samples, self._dtype), self._strings)
+
+    def _samples(self, data: bytes) -> list[int]:
+        """Where the records of the samples in ``data`` start, skipping
+        lost-record notices."""
+        starts = []
+        offset = 0
+        while offset + _PERF_HEADER.size <= len(data):
+            kind, _misc, size = _PERF_HEADER.unpack_from(data, offset)
+            if kind == _PERF_RECORD_SAMPLE and size == self.stride:
+                starts.append(offset + self._payload)
+            offset += size
+        return starts

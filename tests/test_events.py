@@ -105,6 +105,34 @@ def test_decodes_records_inside_a_larger_stride() -> None:
     assert [e.port for e in layout.decode(records)] == [1, 2, 3]
 
 
+def test_one_by_one_decoding_gives_the_same_events() -> None:
+    """decode_at (a read of a few records) agrees with the array decoder:
+    padding, signed values, strings cut at NUL, invalid UTF-8 replaced."""
+    layout = layout_of(Mixed)
+    data = b"HDRHDRHD" + _record(
+        flag=255, ts=2**64 - 1, small=-128, port=65535, name=b"abcde", delta=-(2**63), who=b"sync"
+    ) + b"HDRHDRHD" + _record(name=b"ab\0zz", who=b"\xff\xfebad\0junk")
+    records = np.frombuffer(data, layout.dtype(header=8, stride=8 + 56))
+    assert layout.decode_at(data, [8, 8 + 64]) == layout.decode(records)
+    assert layout.decode_at(data, [8 + 64]) == layout.decode(records)[1:]
+
+
+def test_one_by_one_decoding_of_tagged_records_gives_each_member() -> None:
+    from flowtrace.tagged import tagged_event
+
+    class Start(Event, frozen=True):
+        ts: u64
+
+    class Stop(Event, frozen=True):
+        ts: u64
+        who: comm
+
+    record, layout = tagged_event([Start, Stop])
+    data = layout.encode(record(0, 5, 0, "")) + layout.encode(record(1, 0, 9, "dd"))
+    assert layout.decode_at(data, [0, layout.size]) == [Start(5), Stop(9, "dd")]
+    assert layout.decode_at(data, [layout.size]) == [Stop(9, "dd")]
+
+
 def test_field_without_kernel_type_is_rejected() -> None:
     class Untyped(Event, frozen=True):
         pid: int

@@ -41,6 +41,17 @@ def test_an_event_later_than_the_window_is_passed_on_and_counted() -> None:
     assert ts(r.flush()) == [35 * MS]
 
 
+def test_settled_events_go_at_once_and_in_order() -> None:
+    """With no probe in flight at 10 ms (settled), events before it are due
+    whatever the window; one at exactly 10 ms may still have company."""
+    r = Reorder("ts", window=60.0)
+    assert r.push([E(4 * MS), E(2 * MS)], now_ns=5 * MS) == []
+    out = r.push([E(10 * MS), E(3 * MS)], now_ns=10 * MS, settled_ns=10 * MS)
+    assert ts(out) == [2 * MS, 3 * MS, 4 * MS]
+    assert r.held == 1 and r.late == 0
+    assert ts(r.push([E(12 * MS)], now_ns=13 * MS, settled_ns=13 * MS)) == [10 * MS, 12 * MS]
+
+
 def test_equal_timestamps_keep_their_arrival_order() -> None:
     r = Reorder("ts", window=0.0)
     out = r.push([E(5, 0), E(3, 1), E(5, 2), E(3, 3)], now_ns=100)

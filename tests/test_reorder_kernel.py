@@ -1,5 +1,6 @@
 """Events from per-CPU perf buffers and the ring buffer reach the pipeline
-in timestamp order (the reorder window), with two CPUs busy switching."""
+in timestamp order (the reorder window, and the in-flight count that lets
+events go without waiting for it), with two CPUs busy switching."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from kernelrun import collect
+from workloads import Gated, run_syncs
 
-from flowtrace import Pipeline, tracepoint
+from flowtrace import Event, Param, Pipeline, Probe, Tracepoint, tracepoint
+from flowtrace.codegen import IN_FLIGHT_MAP
+from flowtrace.kernel_source import KernelSource
+from flowtrace.ktypes import cpu_id, ktime_ns, task_pid, u64
 from flowtrace.reorder import DEFAULT_WINDOW
 from flowtrace.testing import CollectSink
 
@@ -42,17 +48,25 @@ def out_of_order(items: list[Any]) -> int:
     return count
 
 
-async def traced(transport: str, reorder: float | None) -> tuple[list[Any], int]:
+MINUTE = 60.0  # a window no event waits out here: only the in-flight count releases
+
+
+async def traced(
+    transport: str, reorder: float | None, latency: float | None = None
+) -> tuple[list[Any], int, int]:
+    """The events of ``busy_on_every_cpu``, the source's ``late`` count, and
+    how many events had reached the sink before the stop."""
     source = tracepoint("sched:sched_switch", transport=transport)
     source.reorder = reorder
     sink = CollectSink[Any]()
     async with anyio.create_task_group() as tg:
-        run = await tg.start(Pipeline(source, [], sink).run)
+        run = await tg.start(Pipeline(source, [], sink, latency=latency).run)
         await anyio.to_thread.run_sync(busy_on_every_cpu)
+        before_stop = len(sink.items)
         run.stop()
     stage = run.stats.stages[0]
     assert run.stats.lost == 0 and stage.received == stage.emitted == len(sink.items)
-    return sink.items, stage.late
+    return sink.items, stage.late, before_stop
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs writing")
@@ -64,15 +78,116 @@ async def test_events_of_several_cpus_arrive_in_timestamp_order(
     """The default window (1 ms) is enough: the reader's clock is read
     before each read, so only a probe's own time between its timestamp and
     its commit could make an event late, however slow the reader is."""
-    items, late = await traced(transport, window)
+    items, late, _ = await traced(transport, window)
     assert len(items) > 1000
     assert out_of_order(items) == late == 0
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs writing")
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+async def test_events_released_by_the_in_flight_count_are_in_timestamp_order(
+    transport: str,
+) -> None:
+    """With a window of a minute, every event the sink has before the stop
+    was released because no probe was in flight: those releases keep
+    timestamp order too, with both CPUs switching all the time."""
+    items, late, before_stop = await traced(transport, MINUTE, latency=MINUTE)
+    assert len(items) > 1000
+    assert before_stop > 0
+    assert out_of_order(items) == late == 0
+
+
+class Wrote:
+    """Set on each write (shared by the run's copy of the sink)."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def clear(self) -> None:
+        self._event = anyio.Event()
+
+
+class Signalling(CollectSink[Any]):
+    """Collects, and says when a batch was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = Wrote()
+
+    async def write(self, batch: list[Any]) -> None:
+        await super().write(batch)
+        self.wrote.set()
+
+
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+async def test_a_lone_event_goes_on_without_waiting_for_the_window(transport: str) -> None:
+    """One sync(2) with a reorder window of a minute reaches the sink while
+    the run goes on: the in-flight count said no earlier event could come."""
+    source = tracepoint("syscalls:sys_enter_sync", transport=transport)
+    source.reorder = MINUTE
+    sink = Signalling()
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(Pipeline(source, [], sink, latency=MINUTE).run)
+        [pid] = await anyio.to_thread.run_sync(run_syncs, 1)
+        with anyio.fail_after(MINUTE / 2):  # bounds the wait, well inside the window
+            while not any(e.pid == pid for e in sink.items):
+                await sink.wrote.wait()
+                sink.wrote.clear()
+        run.stop()
+    assert [e.pid for e in sink.items].count(pid) == 1
+    assert run.stats.stages[0].late == 0
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs writing")
 async def test_without_the_window_perf_buffer_events_are_out_of_order() -> None:
     """The problem the window solves, seen on this machine: per-CPU rings
     read one after another interleave out of order."""
-    items, late = await traced("perf", None)
+    items, late, _ = await traced("perf", None)
     assert out_of_order(items) > 0
     assert late == 0  # nothing counted when nothing is reordered
+
+
+class Closing(Event, frozen=True):
+    ts: ktime_ns
+    pid: task_pid
+    cpu: cpu_id
+    in_flight: u64
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the count is kept when several CPUs write")
+async def test_every_return_path_counts_its_probe_out() -> None:
+    """A process on CPU 0 closes fd 9998 and fd 9999 in turn, 50 times; the
+    probe returns early (skips) for 9998 and emits for 9999, each event
+    carrying the in-flight count its probe saw on its CPU: exactly 1 (itself)
+    every time, so each skipped call counted itself out too."""
+    workload = Gated(
+        "os.sched_setaffinity(0, {0})\n"
+        "for _ in range(50):\n"
+        "    for fd in (9998, 9999):\n"
+        "        try:\n"
+        "            os.close(fd)\n"
+        "        except OSError:\n"
+        "            pass\n"
+    )
+    probe = Probe(
+        "close(2) of fd 9999 by the workload",
+        Tracepoint("syscalls", "sys_enter_close"),
+        params=[Param("fd")],
+        body=f"""
+if (e.pid != {workload.pid} || fd != 9999)
+    return 0;
+int zero = 0;
+u64 *count = {IN_FLIGHT_MAP}.lookup(&zero);
+e.in_flight = count ? *count : 0;
+""",
+    )
+    source = KernelSource(Closing, probe)
+    assert source.program().in_flight == IN_FLIGHT_MAP
+    events = await collect(source, workload.go)
+    assert [(e.cpu, e.in_flight) for e in events] == [(0, 1)] * 50

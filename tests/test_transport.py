@@ -1,6 +1,7 @@
 """The ring-buffer reader on memory laid out like a BPF ring buffer map, so
 its handling of records still being written, discarded records and the
-wrap-around can be tested exactly, without a kernel."""
+wrap-around can be tested exactly, without a kernel; and the decoding of
+what a perf ring holds, lost-record notices among the samples."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from flowtrace import Event, layout_of
 from flowtrace.ktypes import u64
-from flowtrace.transport import RingBufferReader
+from flowtrace.transport import FEW, PerfRecords, RingBufferReader
 
 BUSY = 1 << 31
 DISCARD = 1 << 30
@@ -81,11 +82,15 @@ def test_reads_committed_records_in_order(ring: tuple[FakeRing, RingBufferReader
     assert not reader.pending()
 
 
-def test_stops_at_a_record_still_being_written(ring: tuple[FakeRing, RingBufferReader]) -> None:
+@pytest.mark.parametrize("lead", [0, FEW + 1])  # decoded one by one, and in one pass
+def test_stops_at_a_record_still_being_written(
+    ring: tuple[FakeRing, RingBufferReader], lead: int
+) -> None:
     fake, reader = ring
-    fake.write([(0, 1), (DISCARD, 2), (BUSY, 3), (0, 4)])
-    assert values(reader.read(100)) == [1]  # the discarded one is skipped
-    assert fake.consumer == 2 * STRIDE
+    first = list(range(100, 100 + lead))
+    fake.write([(0, v) for v in first] + [(0, 1), (DISCARD, 2), (BUSY, 3), (0, 4)])
+    assert values(reader.read(100)) == [*first, 1]  # the discarded one is skipped
+    assert fake.consumer == (lead + 2) * STRIDE
     assert reader.unread() == 2
     fake.commit(0)
     assert values(reader.read(100)) == [3, 4]
@@ -107,3 +112,25 @@ def test_records_that_wrap_around_the_end(ring: tuple[FakeRing, RingBufferReader
         fake.write(batch)
         assert values(reader.read(10_000)) == [v for _, v in batch]
     assert fake.consumer == fake.producer
+
+
+PERF_SAMPLE, PERF_LOST = 9, 2
+
+
+def perf_sample(records: PerfRecords, value: int) -> bytes:
+    """A PERF_RECORD_SAMPLE carrying one ``Value`` record (raw size, then data)."""
+    raw = struct.pack("<IQ", 8, value)
+    head = struct.pack("<IHH", PERF_SAMPLE, 0, records.stride)
+    return (head + raw).ljust(records.stride, b"\0")
+
+
+@pytest.mark.parametrize("count", [3, FEW + 5])  # one by one, and in one pass
+def test_perf_samples_decode_in_order_past_lost_record_notices(count: int) -> None:
+    records = PerfRecords(layout_of(Value))
+    lost = struct.pack("<IHHQQ", PERF_LOST, 0, 24, 0, 7)  # id, then 7 records lost
+    half = count // 2
+    data = b"".join(perf_sample(records, v) for v in range(half))
+    data += lost + b"".join(perf_sample(records, v) for v in range(half, count))
+    assert values(records.decode(data)) == list(range(count))
+    plain = b"".join(perf_sample(records, v) for v in range(count))
+    assert values(records.decode(plain)) == list(range(count))
