@@ -309,21 +309,22 @@ class KernelSource(Source[E], Generic[E]):
         gathering = Gathering(latency, reader.capacity)
         # perf rings: a wake-up per record while records come slowly only
         wake_per_record = getattr(reader, "wake_per_record", None)
+        small = True  # the last read kept up, so reading the in-flight count pays
         while not ctx.stop_requested:
             now = anyio.current_time()
             # before the read: whatever it leaves in the kernel was committed
             # after this, so the reorder window only has to cover the time a
             # probe takes from its timestamp to its commit
             read_at = time.monotonic_ns()
+            # the in-flight rule of flowtrace.reorder: the clock, then the
+            # count, then a read to the end of the output
+            settled = small and in_flight is not None and in_flight.idle()
             batch = reader.read(_BATCH_LIMIT)
             read = len(batch)
+            small = read < SMALL_BATCH
             if reorder is not None:
-                batch = reorder.push(batch, read_at)
-                # only while the reader keeps up: when behind, the next read comes at once
-                if reorder.held and in_flight is not None and read < SMALL_BATCH:
-                    settled = _settle(reader, reorder, in_flight)
-                    read += settled.read
-                    batch += settled.released
+                whole = read < _BATCH_LIMIT  # else older records may be left behind
+                batch = reorder.push(batch, read_at, read_at if settled and whole else None)
                 stats.late = reorder.late
             if counting:
                 stats.received += read
@@ -345,27 +346,6 @@ class KernelSource(Source[E], Generic[E]):
         loaded.detach()
         channel.detached()
         await _drain(ctx, emit, reader, reorder, counting)
-
-
-@dataclass(frozen=True)
-class _Settled:
-    read: int
-    """Records read."""
-    released: list[Any]
-    """Events the reorder released, in order."""
-
-
-def _settle(reader: Reader, reorder: Reorder, in_flight: InFlight) -> _Settled:
-    """Release what the reorder holds without waiting for its window, if no
-    emitting probe is in flight: the clock, then the count, then a read to
-    the end of the output (the in-flight rule of :mod:`flowtrace.reorder`)."""
-    settled_at = time.monotonic_ns()
-    if not in_flight.idle():
-        return _Settled(0, [])
-    batch = reader.read(_BATCH_LIMIT)
-    whole = len(batch) < _BATCH_LIMIT  # else older records may be left behind
-    released = reorder.push(batch, settled_at, settled_at if whole else None)
-    return _Settled(len(batch), released)
 
 
 async def _drain(
