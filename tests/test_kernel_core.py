@@ -48,6 +48,19 @@ async def test_sys_sync_sees_exactly_each_sync() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_run_reports_its_buffer_and_each_probe_attached() -> None:
+    pipeline = Pipeline(lesson_source("pipelines/sys_sync.py"), [], CollectSink[Any]())
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(pipeline.run)
+        run.stop()
+    assert run.stats.attached == [
+        "syscalls:sys_enter_sync: reading the ring buffer, 1024 pages",
+        "syscalls:sys_enter_sync: attached syscalls:sys_enter_sync"
+        " via tracepoint syscalls:sys_enter_sync",
+    ]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize(
     "lesson",
     ["pipelines/hello_world.py", "pipelines/hello_fields.py", "pipelines/hello_perf_output.py"],

@@ -92,6 +92,7 @@ def test_stops_at_a_record_still_being_written(
     assert values(reader.read(100)) == [*first, 1]  # the discarded one is skipped
     assert fake.consumer == (lead + 2) * STRIDE
     assert reader.unread() == 2
+    assert reader.pending()  # what a stop's drain waits for
     fake.commit(0)
     assert values(reader.read(100)) == [3, 4]
     assert reader.unread() == 0
