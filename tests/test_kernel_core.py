@@ -20,6 +20,7 @@ from flowtrace import (
     Pipeline,
     Probe,
     RawTracepoint,
+    Run,
     StageError,
     kernel,
     syscall_entry_points,
@@ -146,6 +147,32 @@ async def test_loss_is_read_again_after_the_stop(transport: str) -> None:
     assert source.lost > 0 and run.stats.dropped == 0, run.stats.summary()
     assert len(sink.items) == source.received
     assert source.received + source.lost == count
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["ringbuf", "perf"])
+async def test_records_still_in_the_buffer_when_a_stop_is_cut_off_count_as_unread(
+    transport: str,
+) -> None:
+    """The sink never takes its first batch: the source waits on the full
+    edge, the stop's deadline cuts the drain off, and every record the
+    reader never took is counted where it was left."""
+    count = 20_000
+    workload = getppid_loop(count)
+    sink = Held()  # never released
+    pipeline = Pipeline(getppid_source(workload.pid, 4096, transport), [], sink, capacity=1)
+    run = Run(pipeline, drain_timeout=0.2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(run.run)
+        await anyio.to_thread.run_sync(workload.go)
+        run.stop()
+    source = run.stats.stages[0]
+    assert (source.received, run.stats.lost) == (count, 0), run.stats.summary()
+    unread = source.dropped["unread_at_stop"]
+    assert unread > 0 and sink.items == []
+    # the rest: the batch the sink held, and what the edge and the reorder held
+    assert unread + source.dropped.get("stop_deadline", 0) + source.emitted == count
+    assert source.emitted == run.stats.stages[1].received
 
 
 @pytest.mark.anyio
