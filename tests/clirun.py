@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +53,7 @@ class Running:
 
 
 _COMMANDS_IN_ONE_PROCESS = """
-import json, os, sys, tempfile
+import json, os, sys, tempfile, time
 sys.argv = ["flowtrace"]
 from flowtrace.cli import main
 results = []
@@ -60,6 +62,7 @@ for argv in json.load(sys.stdin):
         saved = os.dup(1), os.dup(2)
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
+        started = time.monotonic()
         try:
             code = main(argv)
         except SystemExit as exc:
@@ -73,14 +76,24 @@ for argv in json.load(sys.stdin):
             os.close(saved[1])
         out.seek(0)
         err.seek(0)
-        results.append([code, out.read().decode(), err.read().decode()])
+        took = time.monotonic() - started
+        results.append([code, out.read().decode(), err.read().decode(), took])
 print(json.dumps(results))
 """
 
 
+class Ran(subprocess.CompletedProcess[str]):
+    """What a command of :func:`flowtrace_commands` did, and how long it took
+    (``seconds``, from the call of ``main`` to its return)."""
+
+    def __init__(self, args: list[str], code: int, out: str, err: str, seconds: float) -> None:
+        super().__init__(args, code, out, err)
+        self.seconds = seconds
+
+
 def flowtrace_commands(
-    commands: list[list[str]], cwd: Path, **popen: Any
-) -> list[subprocess.CompletedProcess[str]]:
+    commands: Sequence[Sequence[str]], cwd: Path | None = None, **popen: Any
+) -> list[Ran]:
     """Run each ``flowtrace ARGS`` of ``commands`` in turn through
     :func:`flowtrace.cli.main`, all in one new process (one start-up instead
     of one per command: the checks here are about what each command does,
@@ -89,7 +102,7 @@ def flowtrace_commands(
     ran. Anything the process writes besides (at start-up) fails the call."""
     done = subprocess.run(
         [sys.executable, "-c", _COMMANDS_IN_ONE_PROCESS],
-        input=json.dumps(commands),
+        input=json.dumps([list(c) for c in commands]),
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -98,6 +111,13 @@ def flowtrace_commands(
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return [
-        subprocess.CompletedProcess([FLOWTRACE, *argv], code, out, err)
-        for argv, (code, out, err) in zip(commands, json.loads(done.stdout), strict=True)
+        Ran([FLOWTRACE, *argv], code, out, err, seconds)
+        for argv, (code, out, err, seconds) in zip(commands, json.loads(done.stdout), strict=True)
     ]
+
+
+@functools.cache
+def flowtrace_table(commands: tuple[tuple[str, ...], ...]) -> dict[tuple[str, ...], Ran]:
+    """:func:`flowtrace_commands` of a parametrized test's whole table, run
+    once (by its first case), each case then reading its own command's result."""
+    return dict(zip(commands, flowtrace_commands(commands), strict=True))

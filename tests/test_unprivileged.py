@@ -159,9 +159,7 @@ def test_a_recording_made_as_root_replays_as_nobody(
     assert replayed is not None
     assert replayed.returncode == 0, replayed.stderr
     assert "Traceback" not in replayed.stderr
-    source_in = next(
-        int(m.group(1)) for m in re.finditer(r": (\d+) in, \d+ out", replayed.stderr)
-    )
+    source_in = next(int(m.group(1)) for m in re.finditer(r": (\d+) in, \d+ out", replayed.stderr))
     data = recorded.end["data"]
     assert isinstance(data, dict) and source_in == data["events"], replayed.stderr
 
