@@ -48,13 +48,13 @@ def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
     """``--latency`` at a small size: every contender, every rate, each
     event either arrived or counted as lost by the contender; the table
     lists them all (no figure is asserted)."""
-    seconds = 0.2
+    seconds = 0.1
     done = bench("--latency", "--seconds", str(seconds), "--results", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest-latency.json").read_text())
     names = ["ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson", "bcc-perf"]
     names.append("bcc-ringbuf")
-    rates = {"10": 2, "1000": 200, "100000": 20_000}
+    rates = {"10": 1, "1000": 100, "100000": 10_000}
     assert list(result["summary"]) == names
     for name in names:
         (run,) = result["runs"][name]

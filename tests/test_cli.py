@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from clirun import Running, flowtrace
+from clirun import Running, flowtrace, flowtrace_table
 from workloads import forker, run_syncs
 
 
@@ -197,32 +197,46 @@ def test_record_into_a_directory_is_refused_before_running(tmp_path: Path) -> No
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "-inf", "soon", "1e400"])
+BAD_DURATIONS = ["-1", "0", "nan", "inf", "-inf", "soon", "1e400"]
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS)
 def test_duration_must_be_a_finite_positive_number(value: str) -> None:
-    result = flowtrace("run", f"--duration={value}", "pipelines/sys_sync.py")
+    table = tuple(
+        command
+        for v in BAD_DURATIONS
+        for command in [
+            ("run", f"--duration={v}", "pipelines/sys_sync.py"),
+            ("run", "pipelines/sys_sync.py", f"--duration={v}"),  # after the file
+        ]
+    )
+    results = flowtrace_table(table)
+    result = results[("run", f"--duration={value}", "pipelines/sys_sync.py")]
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
         f"flowtrace: error: argument --duration: {value!r} is not a positive number of seconds;"
         " see flowtrace run --help\n"
     )
-    after = flowtrace("run", "pipelines/sys_sync.py", f"--duration={value}")  # after the file
+    after = results[("run", "pipelines/sys_sync.py", f"--duration={value}")]
     assert after.returncode == 2
     assert after.stderr == result.stderr.replace(
         "flowtrace run --help", "flowtrace run sys_sync --help"
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "problem"),
-    [
-        (["pipelines/vfsreadlat.py", "²"], "argument interval: '²' is not a whole number"),
-        (["pipelines/vfsreadlat.py", "1", "٣"], "argument count: '٣' is not a whole number"),
-        (["pipelines/nodejs_http_server.py", "²"], "argument pid: '²' is not a whole number"),
-    ],
-)
+DIGITS_NOT_NUMBERS = [
+    (["pipelines/vfsreadlat.py", "²"], "argument interval: '²' is not a whole number"),
+    (["pipelines/vfsreadlat.py", "1", "٣"], "argument count: '٣' is not a whole number"),
+    (["pipelines/nodejs_http_server.py", "²"], "argument pid: '²' is not a whole number"),
+]
+
+
+@pytest.mark.parametrize(("args", "problem"), DIGITS_NOT_NUMBERS)
 def test_lesson_arguments_that_are_digits_but_not_numbers(args: list[str], problem: str) -> None:
-    _one_line_error(flowtrace("run", *args), problem, "; see flowtrace run ")
+    table = tuple(("run", *a) for a, _ in DIGITS_NOT_NUMBERS)
+    command = ("run", *args)
+    _one_line_error(flowtrace_table(table)[command], problem, "; see flowtrace run ")
 
 
 def test_a_factory_value_error_is_one_line_exit_2(tmp_path: Path) -> None:

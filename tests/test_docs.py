@@ -4,7 +4,7 @@ the blocks marked ``run`` are executed here, as written.
 
 A python block is executed as a module; one that awaits at top level is run
 in an event loop and runs its own pipelines. Otherwise every pipeline the
-block binds at top level is run for half a second: against the kernel in a
+block binds at top level is run for 0.3 s: against the kernel in a
 ``run: kernel`` block, and never with a kernel source in a plain ``run``
 block (mark it ``run: kernel``). An sh block's commands must exit with 0.
 """
@@ -32,7 +32,7 @@ from flowtrace.trace_pipe import TracePipeSource
 
 RUN_OPTIONS = {"kernel", "after examples"}
 EXAMPLE_FILE = ROOT / "docs" / "operators.md"  # the one tests/test_operators_custom.py reads
-RUN_FOR = 0.5
+RUN_FOR = 0.3  # long enough for a kernel source to refresh its loss counters once (0.25 s)
 
 
 def _problem(block: Block) -> str | None:

@@ -6,6 +6,7 @@ stopped, the collector killed), each with exact accounting."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -51,14 +52,21 @@ def three_nodes(tmp_path: Path) -> Iterator[NatsCluster]:
     cluster.close()
 
 
-async def consumer_pending(urls: list[str], durable: str) -> tuple[int, int]:
-    """(messages not yet delivered, delivered but unacknowledged) of a consumer."""
+async def consumer_counts(urls: list[str], durable: str) -> tuple[int, int, int, int]:
+    """A consumer's messages (not yet delivered, delivered but unacknowledged,
+    redelivered and not yet acknowledged) and the last stream sequence delivered."""
     nc = await nats.connect(servers=urls)
     try:
         info = await nc.jetstream().consumer_info("FLOWTRACE", durable)
-        return info.num_pending or 0, info.num_ack_pending or 0
     finally:
         await nc.close()
+    last = info.delivered.stream_seq if info.delivered is not None else 0
+    return info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0, last or 0
+
+
+async def consumer_pending(urls: list[str], durable: str) -> tuple[int, int]:
+    """(messages not yet delivered, delivered but unacknowledged) of a consumer."""
+    return (await consumer_counts(urls, durable))[:2]
 
 
 def until(what: Callable[[], bool], within: float = 30) -> None:
@@ -72,6 +80,19 @@ def publishing(agents: list[Agent]) -> bool:
     """Every agent has written results of its own, and none has finished."""
     started = all(a.out.exists() and a.out.stat().st_size > 0 for a in agents)
     return started and all(a.process.poll() is None for a in agents)
+
+
+def produced_since(agents: list[Agent], before: list[int], more: int) -> bool:
+    """Every agent has produced ``more`` results since it had ``before``."""
+    return all(a.produced() >= b + more for a, b in zip(agents, before, strict=True))
+
+
+def interrupt(agents: list[Agent]) -> None:
+    """Ctrl-C to every agent: the scenario has run its course (their
+    recordings run longer, room for a loaded machine); each stops, sends
+    what it holds and exits (:func:`check_agents` waits for that)."""
+    for agent in agents:
+        agent.process.send_signal(signal.SIGINT)
 
 
 def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
@@ -175,12 +196,16 @@ def test_node_killed_mid_stream_and_restarted(three_nodes: NatsCluster, tmp_path
     # results held up by the outage and the stream's new leader arrive late by
     # more than the 2.5 s the node is down: the collector waits for them
     c = collector(tmp_path, servers, "collector", window=0.5, lateness=8.0)
-    agents = start_agents(tmp_path, servers, seconds=8.0, window=0.25, realtime=True)
+    agents = start_agents(tmp_path, servers, seconds=20.0, window=0.25, realtime=True)
     until(lambda: publishing(agents))
     time.sleep(1.0)  # the scenario: a second of streaming, then the kill
     three_nodes.servers[0].kill()
     time.sleep(2.5)  # the scenario: the node stays down 2.5 s
     three_nodes.servers[0].start()
+    # the scenario's end: a second more of results from every agent
+    back = [a.produced() for a in agents]
+    until(lambda: produced_since(agents, back, 4))
+    interrupt(agents)
     results = check_agents(agents)
     assert all(dropped == {} for _, _, dropped in results), results
     stop_collector(c, servers)
@@ -193,7 +218,7 @@ def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path)
     # a whole cluster restarted may take its streams' leaders more than the
     # default 10 s to elect: the agents wait up to 60 s for their acknowledgements
     agents = start_agents(
-        tmp_path, servers, seconds=12.0, window=0.25, realtime=True, close_timeout=60.0
+        tmp_path, servers, seconds=25.0, window=0.25, realtime=True, close_timeout=60.0
     )
     until(lambda: publishing(agents))
     time.sleep(1.0)  # the scenario: a second of streaming, then the outage
@@ -202,6 +227,10 @@ def test_whole_cluster_stopped_for_5_s(three_nodes: NatsCluster, tmp_path: Path)
     time.sleep(5.0)  # the scenario: the whole cluster is down 5 s
     for server in three_nodes.servers:
         server.start()
+    # the scenario's end: a second more of results from every agent
+    back = [a.produced() for a in agents]
+    until(lambda: produced_since(agents, back, 4))
+    interrupt(agents)
     results = check_agents(agents)
     assert all(dropped == {} for _, _, dropped in results), results
     c = collector(tmp_path, servers, "collector", window=0.5)
@@ -215,17 +244,32 @@ def test_collector_killed_resumes_from_its_durable_consumer(
 ) -> None:
     servers = three_nodes.urls
     first = collector(tmp_path, servers, "first", window=0.5)
-    # 15 s of results: on a loaded machine the first merged windows took
-    # more than 8 s to appear, and 10 s agents had ended before the kill
-    agents = start_agents(tmp_path, servers, seconds=15.0, window=0.25, realtime=True)
+    # 30 s of results, interrupted once the scenario has run its course: on
+    # a loaded machine the first merged windows took more than 8 s to appear
+    agents = start_agents(tmp_path, servers, seconds=30.0, window=0.25, realtime=True)
     until(lambda: bool(read_ndjson(tmp_path / "first.ndjson")))  # it has merged windows
     time.sleep(1.0)  # the scenario: a second more of merging, then the kill
     assert all(a.process.poll() is None for a in agents)  # mid-stream
     first.kill()
     emitted_before_kill = read_ndjson(tmp_path / "first.ndjson")
+    _, unacknowledged, _, last_read = asyncio.run(consumer_counts(servers, "fleet"))
+    assert unacknowledged, "the first had nothing unacknowledged to hand on"
     # what the first read unacknowledged comes again only after the 2 s ack
     # wait, behind results published since: the successor waits for it
     second = collector(tmp_path, servers, "second", window=0.5, lateness=8.0)
+
+    def handed_on() -> bool:
+        """The successor has had again all the first left unacknowledged
+        (each counted redelivered until acknowledged: the successor holds
+        them for its windows' lateness), and results published since."""
+        try:
+            _, _, redelivered, last = asyncio.run(consumer_counts(servers, "fleet"))
+        except Exception:  # a leader is being elected: ask again
+            return False
+        return redelivered >= unacknowledged and last > last_read
+
+    until(handed_on)
+    interrupt(agents)
     check_agents(agents)
     stop_collector(second, servers)
     again = read_ndjson(tmp_path / "second.ndjson")

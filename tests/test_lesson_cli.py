@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clirun import Running, flowtrace
+from clirun import Running, flowtrace, flowtrace_table
 from workloads import dd, file_reader, http_requests, strlen_caller, syncs_apart
 
 from flowtrace.kernel import tracefs
@@ -177,20 +177,22 @@ def test_lesson_under_the_cli_stops_cleanly_on_sigint(lesson: str, tmp_path: Pat
     assert _left_behind(run.process.pid) == []
 
 
-@pytest.mark.parametrize(
-    ("args", "problem"),
-    [
-        (["pipelines/vfsreadlat.py", "x"], "argument interval: 'x' is not a whole number"),
-        (["vfsreadlat", "0"], "argument interval: '0' is less than 1"),
-        (["vfsreadlat", "1", "2", "3"], "unrecognized arguments: 3"),
-        (["vfsreadlat", "-x"], "unrecognized arguments: -x"),
-        (["disklatency", "-m", "1", "0"], "argument count: '0' is less than 1"),
-        (["pipelines/nodejs_http_server.py"], "the following arguments are required: pid"),
-        (["nodejs_http_server", "node"], "argument pid: 'node' is not a whole number"),
-    ],
-)
+BAD_LESSON_ARGUMENTS = [
+    (["pipelines/vfsreadlat.py", "x"], "argument interval: 'x' is not a whole number"),
+    (["vfsreadlat", "0"], "argument interval: '0' is less than 1"),
+    (["vfsreadlat", "1", "2", "3"], "unrecognized arguments: 3"),
+    (["vfsreadlat", "-x"], "unrecognized arguments: -x"),
+    (["disklatency", "-m", "1", "0"], "argument count: '0' is less than 1"),
+    (["pipelines/nodejs_http_server.py"], "the following arguments are required: pid"),
+    (["nodejs_http_server", "node"], "argument pid: 'node' is not a whole number"),
+]
+
+
+@pytest.mark.parametrize(("args", "problem"), BAD_LESSON_ARGUMENTS)
 def test_bad_lesson_arguments_give_one_line_and_exit_2(args: list[str], problem: str) -> None:
-    result = flowtrace("run", *args)
+    table = tuple(("run", *a) for a, _ in BAD_LESSON_ARGUMENTS)
+    command = ("run", *args)
+    result = flowtrace_table(table)[command]
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import flowtrace
+from clirun import flowtrace_table
 
 from flowtrace.converted_output import Converted
 from flowtrace.counter_output import CounterArray
@@ -221,22 +221,24 @@ def test_interface_points_say_where_and_pass_the_packet_context() -> None:
 # -- the lessons' arguments ------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("args", "problem"),
-    [
-        (["pipelines/http_filter.py"], "the following arguments are required: interface"),
-        (["pipelines/http_filter.py", "a", "b", "c"], "unrecognized arguments: c"),
-        (["pipelines/xdp_drop_count.py"], "the following arguments are required: interface"),
-        (["pipelines/xdp_drop_count.py", "lo", "--drop", "x"], "--drop: 'x' is not a whole"),
-        (["pipelines/xdp_drop_count.py", "lo", "--drop", "0"], "--drop: '0' is less than 1"),
-        (["pipelines/xdp_drop_count.py", "lo", "--drop", "256"], "'256' is more than 255"),
-        (["pipelines/xdp_drop_count.py", "lo", "ns", "more"], "unrecognized arguments: more"),
-    ],
-)
+BAD_NETWORK_LESSON_ARGUMENTS = [
+    (["pipelines/http_filter.py"], "the following arguments are required: interface"),
+    (["pipelines/http_filter.py", "a", "b", "c"], "unrecognized arguments: c"),
+    (["pipelines/xdp_drop_count.py"], "the following arguments are required: interface"),
+    (["pipelines/xdp_drop_count.py", "lo", "--drop", "x"], "--drop: 'x' is not a whole"),
+    (["pipelines/xdp_drop_count.py", "lo", "--drop", "0"], "--drop: '0' is less than 1"),
+    (["pipelines/xdp_drop_count.py", "lo", "--drop", "256"], "'256' is more than 255"),
+    (["pipelines/xdp_drop_count.py", "lo", "ns", "more"], "unrecognized arguments: more"),
+]
+
+
+@pytest.mark.parametrize(("args", "problem"), BAD_NETWORK_LESSON_ARGUMENTS)
 def test_bad_network_lesson_arguments_give_one_line_and_exit_2(
     args: list[str], problem: str
 ) -> None:
-    result = flowtrace("run", *args)
+    table = tuple(("run", *a) for a, _ in BAD_NETWORK_LESSON_ARGUMENTS)
+    command = ("run", *args)
+    result = flowtrace_table(table)[command]
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert problem in result.stderr
@@ -246,22 +248,24 @@ def test_bad_network_lesson_arguments_give_one_line_and_exit_2(
 # -- the tools' arguments --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("args", "problem"),
-    [
-        (["execsnoop.py", "-z"], "unrecognized arguments: -z"),
-        (["biolatency.py", "0"], "argument interval: '0' is less than 1"),
-        (["runqlat.py", "1", "2", "3"], "unrecognized arguments: 3"),
-        (["profile.py", "-U", "-K"], "-U (user stacks only) and -K (kernel stacks only)"),
-        (["offcputime.py", "-K", "-U"], "-U (user stacks only) and -K (kernel stacks only)"),
-        (["offcputime.py", "-m", "x"], "argument --min-block-time/-m: 'x' is not a whole number"),
-        (["opensnoop.py", "-p", "0"], "argument --pid/-p: '0' is less than 1"),
-        (["tcplife.py", "-D", "65536"], "argument --remoteport/-D: '65536' is more than 65535"),
-    ],
-)
+BAD_TOOL_ARGUMENTS = [
+    (["execsnoop.py", "-z"], "unrecognized arguments: -z"),
+    (["biolatency.py", "0"], "argument interval: '0' is less than 1"),
+    (["runqlat.py", "1", "2", "3"], "unrecognized arguments: 3"),
+    (["profile.py", "-U", "-K"], "-U (user stacks only) and -K (kernel stacks only)"),
+    (["offcputime.py", "-K", "-U"], "-U (user stacks only) and -K (kernel stacks only)"),
+    (["offcputime.py", "-m", "x"], "argument --min-block-time/-m: 'x' is not a whole number"),
+    (["opensnoop.py", "-p", "0"], "argument --pid/-p: '0' is less than 1"),
+    (["tcplife.py", "-D", "65536"], "argument --remoteport/-D: '65536' is more than 65535"),
+]
+
+
+@pytest.mark.parametrize(("args", "problem"), BAD_TOOL_ARGUMENTS)
 def test_bad_tool_arguments_give_one_line_and_exit_2(args: list[str], problem: str) -> None:
     path = f"pipelines/tools/{args[0]}"
-    result = flowtrace("run", path, *args[1:])
+    table = tuple(("run", f"pipelines/tools/{a[0]}", *a[1:]) for a, _ in BAD_TOOL_ARGUMENTS)
+    command = ("run", path, *args[1:])
+    result = flowtrace_table(table)[command]
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert problem in result.stderr

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from kernelrun import collect
+from kernelrun import bpf_program, collect
 from workloads import Gated, Spinner, program
 
 from flowtrace import Pipeline, Probe
@@ -77,17 +77,65 @@ async def test_folded_stacks_and_the_flame_graph_of_the_spinning_program(
 BLOCKS = 5
 BLOCK_SECONDS = 0.1
 
+# counts the spells of thread TID asleep in clock_nanosleep (switched out in
+# TASK_INTERRUPTIBLE, 1) whose switch-out and switch-in both reached BPF programs
+NAPS = """
+BPF_ARRAY(inside, u64, 1);
+BPF_ARRAY(out, u64, 1);
+BPF_ARRAY(spells, u64, 1);
+TRACEPOINT_PROBE(syscalls, sys_enter_clock_nanosleep) {
+    int zero = 0;
+    u64 one = 1;
+    if ((u32)bpf_get_current_pid_tgid() == TID)
+        inside.update(&zero, &one);
+    return 0;
+}
+TRACEPOINT_PROBE(syscalls, sys_exit_clock_nanosleep) {
+    int zero = 0;
+    u64 none = 0;
+    if ((u32)bpf_get_current_pid_tgid() == TID)
+        inside.update(&zero, &none);
+    return 0;
+}
+TRACEPOINT_PROBE(sched, sched_switch) {
+    int zero = 0;
+    u64 one = 1, none = 0;
+    if (args->prev_pid == TID && args->prev_state == 1) {
+        u64 *in = inside.lookup(&zero);
+        if (in && *in)
+            out.update(&zero, &one);
+    }
+    if (args->next_pid == TID) {
+        u64 *was = out.lookup(&zero);
+        if (was && *was) {
+            out.update(&zero, &none);
+            spells.increment(zero);
+        }
+    }
+    return 0;
+}
+"""
+
 
 async def test_off_cpu_time_of_a_sleeping_thread_sits_under_its_sleep() -> None:
     # the workload sleeps: what is measured, not a wait
     sleeper = Gated(f"import time\nfor _ in range({BLOCKS}):\n    time.sleep({BLOCK_SECONDS})\n")
-    started = time.monotonic()
-    counts = await collect(off_cpu_time(pid=sleeper.pid, user=False), sleeper.go)
-    took = time.monotonic() - started
+    with bpf_program(NAPS.replace("TID", str(sleeper.pid))) as counter:
+        started = time.monotonic()
+        counts = await collect(off_cpu_time(pid=sleeper.pid, user=False), sleeper.go)
+        took = time.monotonic() - started
+        spells = counter[b"spells"][0].value
     assert {c.pid for c in counts} == {sleeper.pid}
     asleep = sum(c.count for c in counts if any("nanosleep" in f for f in c.kernel_stack))
-    # five sleeps of 100 ms: at least that long off the CPU in nanosleep
-    assert BLOCKS * BLOCK_SECONDS * 1e6 <= asleep <= took * 1e6, (asleep, took)
+    # Now and then the kernel hands a scheduler tracepoint hit to no BPF
+    # program at all, and counts it nowhere (a CI run measured 400,511 us
+    # for these five sleeps, nothing lost): a sleep whose switch-out or
+    # switch-in went missing cannot be measured. The independent counter
+    # sees which sleeps reached BPF whole: all five, unless the kernel
+    # skipped one (as runqlat's test, at most one)
+    assert BLOCKS - 1 <= spells <= BLOCKS, spells
+    # each sleep that reached BPF whole: at least 100 ms off the CPU in nanosleep
+    assert spells * BLOCK_SECONDS * 1e6 <= asleep <= took * 1e6, (asleep, spells, took)
     assert all(c.user_stack == [] for c in counts)  # user stacks were not asked for
 
 
