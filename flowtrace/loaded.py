@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,6 +12,11 @@ from .errors import AttachError, KernelError, one_line
 from .probes import AttachPoint
 
 __all__ = ["LoadedProgram"]
+
+_LOADING = threading.Lock()
+"""Held while a program is compiled, loaded and attached: bcc's compiler
+(clang and LLVM inside libbcc) crashes the process when two threads compile
+at once, as two pipelines started together in one process would."""
 
 
 class LoadedProgram:
@@ -31,7 +37,12 @@ class LoadedProgram:
 
     def load(self, program: Program, cflags: Sequence[str]) -> None:
         """Compile and load ``program`` and attach its entry functions (bcc
-        attaches tracepoints and USDT probes while it loads)."""
+        attaches tracepoints and USDT probes while it loads). Loads in one
+        process happen one at a time: another thread's load waits."""
+        with _LOADING:
+            self._load(program, cflags)
+
+    def _load(self, program: Program, cflags: Sequence[str]) -> None:
         try:
             from bcc import BPF
         except ImportError as exc:

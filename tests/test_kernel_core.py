@@ -49,6 +49,28 @@ async def test_sys_sync_sees_exactly_each_sync() -> None:
 
 
 @pytest.mark.anyio
+async def test_two_pipelines_started_at_once_in_one_process_both_see_each_sync() -> None:
+    """Their programs compile in worker threads; bcc's compiler crashed the
+    process when two compiled at once, so loads take turns."""
+    sinks = [CollectSink[Any]() for _ in range(2)]
+    pipelines = [Pipeline(lesson_source("pipelines/sys_sync.py"), [], s) for s in sinks]
+    runs: list[Run] = []
+    async with anyio.create_task_group() as tg:
+
+        async def start(pipeline: Pipeline) -> None:
+            runs.append(await tg.start(pipeline.run))
+
+        async with anyio.create_task_group() as starting:
+            for pipeline in pipelines:
+                starting.start_soon(start, pipeline)
+        pids = await anyio.to_thread.run_sync(run_syncs, 2)
+        for run in runs:
+            run.stop()
+    for sink in sinks:
+        assert sorted(e.pid for e in sink.items if e.pid in pids) == sorted(pids)
+
+
+@pytest.mark.anyio
 async def test_a_run_reports_its_buffer_and_each_probe_attached() -> None:
     pipeline = Pipeline(lesson_source("pipelines/sys_sync.py"), [], CollectSink[Any]())
     async with anyio.create_task_group() as tg:
