@@ -19,15 +19,22 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m bench ARGS --quiet``, as a user runs it."""
-    command = [sys.executable, "-m", "bench", *args, "--quiet"]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+def bench(results: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench ARGS --results RESULTS --quiet``, as a user runs it.
+    Past its time, the failure shows the end of each contender's log, the
+    last written last (the one that was running)."""
+    command = [sys.executable, "-m", "bench", *args, "--results", str(results), "--quiet"]
+    try:
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    except subprocess.TimeoutExpired as exc:
+        logs = sorted((results / "logs").rglob("*.log"), key=lambda p: p.stat().st_mtime)
+        tails = [f"{p.name}: {p.read_text(errors='replace')[-600:]}" for p in logs]
+        raise AssertionError(f"{exc}\n" + "\n".join(tails)) from None
 
 
 def test_every_contender_accounts_for_every_event(tmp_path: Path) -> None:
     count = 3000
-    done = bench("-n", str(count), "--rounds", "1", "--results", str(tmp_path))
+    done = bench(tmp_path, "-n", str(count), "--rounds", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest.json").read_text())
     expected = {"ft-count", "ft-count-kernel", "ft-ndjson", "ft-hist", "ft-hist-kernel"}
@@ -49,7 +56,7 @@ def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
     event either arrived or counted as lost by the contender; the table
     lists them all (no figure is asserted)."""
     seconds = 0.1
-    done = bench("--latency", "--seconds", str(seconds), "--results", str(tmp_path))
+    done = bench(tmp_path, "--latency", "--seconds", str(seconds))
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "latest-latency.json").read_text())
     names = ["ft-console", "ft-console-perf", "ft-console-0", "ft-ndjson", "bcc-perf"]
