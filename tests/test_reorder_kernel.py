@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -191,3 +192,66 @@ e.in_flight = count ? *count : 0;
     assert source.program().in_flight == IN_FLIGHT_MAP
     events = await collect(source, workload.go)
     assert [(e.cpu, e.in_flight) for e in events] == [(0, 1)] * 50
+
+
+class Call(Event, frozen=True):
+    ts: ktime_ns
+    pid: task_pid
+    cpu: cpu_id
+
+
+SLOW_CALLS, FAST_CALLS = 1000, 40_000
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs writing")
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+async def test_a_probe_in_flight_holds_back_newer_events_of_other_cpus(transport: str) -> None:
+    """A process on CPU 0 calls getppid(2) under a probe that runs on for a
+    while (some 0.2 ms) after taking its timestamp, pausing 0.3 ms between
+    calls; a process on CPU 1 calls it about every 10 us, its records
+    committed at once. With a window of a minute, only the in-flight count
+    releases events before the stop: released by the reader's clock alone,
+    CPU 1's newer events would go ahead of CPU 0's event still in flight,
+    which would then come late."""
+    pause = {  # each on its own CPU; CPU 0 between its probes' runs, CPU 1 just a little
+        0: "time.sleep(0.0003)",
+        1: "t = time.perf_counter()\n    while time.perf_counter() - t < 1e-5:\n        pass",
+    }
+    workloads = [
+        Gated(
+            f"import time\nos.sched_setaffinity(0, {{{cpu}}})\nfor _ in range({calls}):\n"
+            f"    os.getppid()\n    {pause[cpu]}\n"
+        )
+        for cpu, calls in ((0, SLOW_CALLS), (1, FAST_CALLS))
+    ]
+    slow, fast = (w.pid for w in workloads)
+    probe = Probe(
+        "getppid(2) of the two workloads",
+        Tracepoint("syscalls", "sys_enter_getppid"),
+        body=f"""
+if (e.pid != {slow} && e.pid != {fast})
+    return 0;
+if (e.pid == {slow})  // as long as the verifier lets a loop run
+    for (int i = 0; i < 8000 && bpf_ktime_get_ns() < e.ts + 1000000; i++)
+        ;""",
+    )
+    source = KernelSource(Call, probe, transport=transport)
+    source.reorder = MINUTE
+    sink = CollectSink[Any]()
+
+    def both() -> None:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: w.go(), workloads))
+
+    async with anyio.create_task_group() as tg:
+        run = await tg.start(Pipeline(source, [], sink, latency=MINUTE).run)
+        await anyio.to_thread.run_sync(both)
+        before_stop = len(sink.items)
+        run.stop()
+    events = sink.items
+    assert run.stats.lost == 0 and run.stats.dropped == 0, run.stats.summary()
+    assert sorted((e.pid, e.cpu) for e in events) == sorted(
+        [(slow, 0)] * SLOW_CALLS + [(fast, 1)] * FAST_CALLS
+    )
+    assert before_stop > 0  # released by the count
+    assert out_of_order(events) == run.stats.stages[0].late == 0
