@@ -27,7 +27,8 @@ invalid, not killed.
 
 With ``--sample N`` each area runs N mutants drawn at random (``--seed``); the
 score is then a sample's, and is printed as such. Survivors listed in
-EQUIVALENT are reported with their reason and left out of the score.
+EQUIVALENT (with the change they were judged for) are reported with their
+reason and left out of the score.
 """
 
 from __future__ import annotations
@@ -165,150 +166,261 @@ C_LESSONS: dict[str, str] = {
     "sources/processes.py": "hello",
 }
 
-# surviving mutants that cannot change behaviour, by mutant name: why
-EQUIVALENT: dict[str, str] = {
-    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_4": (
-        "the uniform-records fast path skipped: the general path decodes the same records"
-    ),
-    "flowtrace.transport.xǁPerfBufferReaderǁ_decode__mutmut_20": (
-        "the uniform-records check fails: the general path decodes the same records"
-    ),
+# surviving mutants that cannot change behaviour, by mutant name: (the change
+# judged, why). mutmut numbers a function's mutants in order, so editing the
+# function renumbers them: a name whose change is no longer the one judged
+# counts as a survivor again until it is judged anew.
+EQUIVALENT: dict[str, tuple[str, str]] = {
     "flowtrace.transport.x__perf_event_open__mutmut_21": (
+        "flags=_PERF_ATTR_WATERMARK, -> ",
         "no wakeup watermark: the reader is woken per record, reads the same records"
     ),
     "flowtrace.transport.xǁRingBufferReaderǁ__init____mutmut_72": (
+        "self._producer = memoryview(self._data)[:8].cast(\"Q\") -> self._producer = "
+        "memoryview(self._data)[:8].cast(\"q\")",
         "producer position read signed: equal below 2**63 bytes written"
     ),
     "flowtrace.transport.xǁRingBufferReaderǁread__mutmut_12": (
+        "if count <= 0: -> if count < 0:",
         "read(0) only: every caller asks for a positive batch limit"
     ),
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_23": (
+        "issubclass(event, Event), -> None,",
         "an Event built from keywords rather than positions: the same event"
     ),
     "flowtrace.recording.x__strict_type__mutmut_29": (
+        "high = _INT64_MAX -> high = None",
         "a u64 field's decode bound: Meta(ge=0) either way (2**64-1 is checked after decoding)"
     ),
     "flowtrace.recording.xǁ_Decodingǁof__mutmut_10": (
+        '"EventLine", [("v", int), ("type", str), ("name", str), ("at", float), ("data", '
+        'strict)] -> "EVENTLINE", [("v", int), ("type", str), ("name", str), ("at", float), '
+        '("data", strict)]',
         "the name of an internal decoding struct: never shown"
     ),
-    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_16": (
-        "perf rings woken per record always: the same records, more wake-ups"
-    ),
-    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_36": (
-        "no pause to let records gather: the same records, read as they come"
-    ),
     "flowtrace.kernel_source.x__drain__mutmut_3": (
+        "while anyio.current_time() < deadline: -> while anyio.current_time() <= deadline:",
         "one more drain read at the deadline's exact instant: the same records"
     ),
     "flowtrace.transport.x__perf_event_open__mutmut_4": (
-        "the errno of the refusal on an architecture without perf_event_open's number:"
-        " not reachable on x86-64"
-    ),
-    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_38": (
-        "the read rate is never measured, so records are never left to gather:"
-        " the same records, read as they come (fewer per read)"
-    ),
-    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_29": (
-        "held events are flushed at the next wake-up, not at their due time: same events, later"
+        "raise OSError(errno.ENOSYS, \"perf_event_open: unsupported architecture\") -> raise "
+        "OSError(\"perf_event_open: unsupported architecture\")",
+        "the errno of the refusal on an architecture without perf_event_open's number: not "
+        "reachable on x86-64"
     ),
     "sinks.ndjson.xǁNdjsonSinkǁclose__mutmut_1": (
+        "if self._fd < 0: -> if self._fd <= 0:",
         "descriptor 0 is standard input, open for the whole run: never the sink's"
     ),
-    **{
-        f"sinks.netio.xǁConnectionǁopen__mutmut_{n}": (
-            "the error kept for an empty address list: getaddrinfo raises rather than"
-            " return none, so it is always replaced before it is raised"
-        )
-        for n in range(14, 21)
-    },
+    "sinks.netio.xǁConnectionǁopen__mutmut_14": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = None",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_15": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(None, \"no address\")",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_16": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(errno.EHOSTUNREACH, None)",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_17": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(\"no address\")",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_18": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(errno.EHOSTUNREACH, )",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_19": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(errno.EHOSTUNREACH, \"XXno addressXX\")",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
+    "sinks.netio.xǁConnectionǁopen__mutmut_20": (
+        "error: OSError = OSError(errno.EHOSTUNREACH, \"no address\") -> error: OSError = "
+        "OSError(errno.EHOSTUNREACH, \"NO ADDRESS\")",
+        "the error kept for an empty address list: getaddrinfo raises rather than return "
+        "none, so it is always replaced before it is raised"
+    ),
     "sinks.netio.xǁConnectionǁ__init____mutmut_11": (
+        "self._ack_base = self._acked() if address.kind == \"tcp\" else 0 -> self._ack_base = "
+        "self._acked() if address.kind == \"tcp\" else 1",
         "the acknowledged-bytes base of a non-TCP connection: read only for TCP"
     ),
     "sinks.netio.xǁConnectionǁ_acked__mutmut_9": (
+        "if len(info) < _TCPI_BYTES_ACKED + 8: -> if len(info) <= _TCPI_BYTES_ACKED + 8:",
         "tcp_info exactly 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
     ),
     "sinks.console.xǁConsoleSinkǁwrite__mutmut_2": (
+        "line = self.line -> line = None",
         "the one-line fast path off: the general path prints line(event) for the same events"
     ),
     "sinks.console.xǁConsoleSinkǁwrite__mutmut_27": (
+        "written = 0 -> written = 1",
         "the encoding error policy when sys.stdout has none: a TextIOWrapper always has one"
     ),
     "sinks.nats.xǁNatsSinkǁopen__mutmut_30": (
+        "self._subject = self.describe_subject(chain[0].name if chain else \"pipeline\") -> "
+        "self._subject = self.describe_subject(chain[0].name if chain else \"PIPELINE\")",
         "the subject's fallback for a run without stages: a run's chain starts with its source"
     ),
     "sinks.nats.xǁNatsSinkǁopen__mutmut_29": (
+        "self._subject = self.describe_subject(chain[0].name if chain else \"pipeline\") -> "
+        "self._subject = self.describe_subject(chain[0].name if chain else \"XXpipelineXX\")",
         "the subject's fallback for a run without stages: a run's chain starts with its source"
     ),
     "sinks.nats.x_stream_config__mutmut_14": (
+        "discard=DiscardPolicy.OLD, -> ",
         "discard=OLD left out: nats-py's StreamConfig defaults to DiscardPolicy.OLD"
     ),
     "sinks.otlp.xǁOtlpSinkǁwrite__mutmut_48": (
+        "scope_metrics=[ScopeMetrics(scope=_SCOPE, metrics=metrics, schema_url=\"\")], -> "
+        "scope_metrics=[ScopeMetrics(scope=_SCOPE, metrics=metrics, schema_url=None)],",
         "a scope's schema URL None instead of empty: the exporter encodes both as empty"
     ),
     "sinks.socket.xǁSocketSinkǁwrite__mutmut_25": (
+        "if self._conn is None and time.monotonic() >= self._next_attempt: -> if self._conn "
+        "is None and time.monotonic() > self._next_attempt:",
         "> instead of >= against the next attempt's time: equal float clock readings only"
     ),
     "sinks.netio.xǁConnectionǁ_acked__mutmut_11": (
+        "if len(info) < _TCPI_BYTES_ACKED + 8: -> if len(info) < _TCPI_BYTES_ACKED + 9:",
         "tcp_info 128 bytes long: never (tcpi_bytes_received came with bytes_acked)"
     ),
     "sinks.otlp.xǁOtlpSinkǁopen__mutmut_17": (
+        "self._pipeline = self.pipeline or (chain[0].name if chain else \"pipeline\") -> "
+        "self._pipeline = self.pipeline or (chain[0].name if chain else \"PIPELINE\")",
         "the pipeline's fallback for a run without stages: a run's chain starts with its source"
     ),
     "sinks.nats.xǁNatsSinkǁ_connect__mutmut_20": (
+        "closed_cb=_quiet_closed, / ) -> )",
         "no closed callback instead of one that does nothing: nats-py calls none then"
     ),
     "sinks.netio.x__connect__mutmut_17": (
+        "raise OSError(code, errno.errorcode.get(code, str(code))) -> raise OSError(code, "
+        "errno.errorcode.get(code, ))",
         "the fallback text for an errno errno.errorcode lacks: connect returns known ones"
     ),
     "sinks.socket.xǁSocketSinkǁ_send_stream__mutmut_40": (
+        "self._failed(\"interrupted mid-record\", report=False) -> self._failed(\"interrupted "
+        "mid-record\", report=None)",
         "report=None instead of False: the change is reported only when report is true"
     ),
-    **{
-        f"sinks.nats.xǁNatsSinkǁ_message__mutmut_{n}": (
-            "the subject's last token, split more than once from the right: the same token"
-        )
-        for n in (50, 52, 55)
-    },
+    "sinks.nats.xǁNatsSinkǁ_message__mutmut_50": (
+        "HEADER_PIPELINE: self._subject.rsplit(\".\", 1)[-1], -> HEADER_PIPELINE: "
+        "self._subject.rsplit(\".\", None)[-1],",
+        "the subject's last token, split more than once from the right: the same token"
+    ),
+    "sinks.nats.xǁNatsSinkǁ_message__mutmut_52": (
+        "HEADER_PIPELINE: self._subject.rsplit(\".\", 1)[-1], -> HEADER_PIPELINE: "
+        "self._subject.rsplit(\".\", )[-1],",
+        "the subject's last token, split more than once from the right: the same token"
+    ),
+    "sinks.nats.xǁNatsSinkǁ_message__mutmut_55": (
+        "HEADER_PIPELINE: self._subject.rsplit(\".\", 1)[-1], -> HEADER_PIPELINE: "
+        "self._subject.rsplit(\".\", 2)[-1],",
+        "the subject's last token, split more than once from the right: the same token"
+    ),
     "flowtrace.operators.join.xǁJoinǁ_join__mutmut_15": (
+        "flags = zip(batch, self.is_start(batch), self.is_complete(batch), strict=True) -> "
+        "flags = zip(batch, self.is_start(batch), self.is_complete(batch), strict=None)",
         "strict=None: the zipped sequences have one length by construction"
     ),
     "flowtrace.operators._window_runs.xǁEmitterǁemit_empty__mutmut_12": (
-        "the limit counts no events after None: a run of empty windows starts once every"
-        " interval holding events was emitted and released"
+        "self._count(last, count) -> self._count(None, count)",
+        "the limit counts no events after None: a run of empty windows starts once every "
+        "interval holding events was emitted and released"
     ),
     "flowtrace.operators.custom.xǁ_GeneratorOperatorǁrun__mutmut_2": (
+        "current: Iterator[In] = iter(()) -> current: Iterator[In] = None",
         "no batch yet is None, not an empty iterator: length_hint gives 0 for both"
     ),
     "flowtrace.operators.windows.xǁWindowǁfinish__mutmut_1": (
+        "return [] if self._windows.stopped else self._run.finish() -> return [] if "
+        "(self._windows.stopped) and False else self._run.finish()",
         "a stopped run's finish emits nothing either: its state was cleared at the limit"
     ),
     "flowtrace.operators._window_runs.xǁEventTimeRunǁ_emit_through__mutmut_14": (
-        "the first window when nothing was settled and no interval holds events: none is"
-        " emitted from 0 or from 1"
+        "first = self.closed + 1 if self.closed is not None else min(self.state.accs, "
+        "default=0) -> first = self.closed + 1 if self.closed is not None else "
+        "min(self.state.accs, default=1)",
+        "the first window when nothing was settled and no interval holds events: none is "
+        "emitted from 0 or from 1"
     ),
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_16": (
+        "if min(values) < 0 or max(values) > U64: -> if min(values) < 1 or max(values) > U64:",
         "a 0 (or a float below 1) takes the u64 conversion, which gives it the same slot"
     ),
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_17": (
+        "if min(values) < 0 or max(values) > U64: -> if min(values) < 0 or max(None) > U64:",
         "max(None) raises TypeError, which takes the u64 conversion: the same slots"
     ),
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_25": (
+        "slots = Counter(map(int.bit_length, values)) -> slots = Counter(map(values))",
         "map() of one argument raises TypeError, which takes the u64 conversion: the same slots"
     ),
     "flowtrace.operators.buckets.xǁLog2ǁadd__mutmut_15": (
+        "if min(values) < 0 or max(values) > U64: -> if min(values) <= 0 or max(values) > U64:",
         "a 0 takes the u64 conversion, which gives it the same slot"
     ),
     "flowtrace.operators._fields.x__callable_name__mutmut_4": (
+        "name = getattr(fn, \"__name__\", \"\") -> name = getattr(fn, \"__name__\", None)",
         "a callable without __name__ gets None rather than '': both are no name"
     ),
     "flowtrace.operators.buckets.xǁLog2ǁnew__mutmut_4": (
+        "return [0] * (LOG2_SLOTS + 1)  # the slots, then the values' sum -> return [0] * "
+        "(LOG2_SLOTS + 2)  # the slots, then the values' sum",
         "one more counter after the sum: nothing reads past the sum"
     ),
     "flowtrace.operators._window_runs.xǁEventTimeRunǁprocess__mutmut_26": (
+        "for event, ts in zip(batch, stamps, strict=True): -> for event, ts in zip(batch, "
+        "stamps, strict=None):",
         "strict=None: the stamps are one per event of the batch by construction"
     ),
     "flowtrace.operators.windows.xǁWindowǁopen__mutmut_9": (
+        "panes = self.every.panes if self.every is not None else 1 -> panes = "
+        "self.every.panes if self.every is not None else 2",
         "a whole-stream window spans 2 intervals, not 1: it only ever folds into interval 0"
+    ),
+    "flowtrace.transport.xǁPerfRecordsǁdecode__mutmut_19": (
+        "headers = np.frombuffer(data, self._headers, count) -> headers = np.frombuffer(data,"
+        " self._headers, )",
+        "the headers read without a count: data is count records long whenever they are read"
+    ),
+    "flowtrace.transport.xǁPerfRecordsǁdecode__mutmut_28": (
+        "np.all((headers[\"type\"] == _PERF_RECORD_SAMPLE) & (headers[\"size\"] == self.stride)) "
+        "-> np.all((headers[\"type\"] == _PERF_RECORD_SAMPLE) & (headers[\"size\"] != "
+        "self.stride))",
+        "the uniform-records check fails: the general path decodes the same records"
+    ),
+    "flowtrace.transport.xǁPerfRecordsǁ__init____mutmut_36": (
+        "\"offsets\": [0, 6], -> \"OFFSETS\": [0, 6],",
+        "the header's size read at the wrong offset: the uniform-records check fails and the "
+        "general path decodes the same records"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_36": (
+        "small = read < SMALL_BATCH -> small = read <= SMALL_BATCH",
+        "the in-flight count also read after a read of exactly 512 records: a system call "
+        "more, the same events in the same order"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_53": (
+        "pause = gathering.after_read(read, now) -> pause = None",
+        "no pause to let records gather: the same records, read as they come"
+    ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_70": (
+        "held = None if reorder is None else reorder.wait(time.monotonic_ns()) -> held = None",
+        "held events go at the next wake-up, not at their due time: the same events, later"
     ),
 }
 
@@ -724,7 +836,8 @@ def why_equivalent(outcome: Outcome) -> str | None:
     """Why a survivor cannot change behaviour (EQUIVALENT by mutant name, or
     C_EQUIVALENT by the change made), or None."""
     if outcome.name in EQUIVALENT:
-        return EQUIVALENT[outcome.name]
+        change, reason = EQUIVALENT[outcome.name]
+        return reason if change == outcome.change else None
     source = outcome.name.split(": ", 1)[0]  # a C mutant's name starts with its source
     for pattern, reason in C_EQUIVALENT:
         if re.fullmatch(pattern, f"{source}: {outcome.change}"):
