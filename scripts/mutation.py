@@ -409,6 +409,22 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the header's size read at the wrong offset: the uniform-records check fails and the "
         "general path decodes the same records"
     ),
+    "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_23": (
+        "small = True  # the last read kept up, so reading the in-flight count pays -> small = "
+        "None  # the last read kept up, so reading the in-flight count pays",
+        "the in-flight count not read before the first read: its events wait for the window,"
+        " the same events in the same order"
+    ),
+    "flowtrace.transport.xǁPerfRecordsǁ__init____mutmut_37": (
+        '"offsets": [0, 6], -> "offsets": [1, 6],',
+        "the header's type read at the wrong offset: the uniform-records check fails and the"
+        " general path decodes the same records"
+    ),
+    "flowtrace.transport.xǁPerfRecordsǁdecode__mutmut_21": (
+        'np.all((headers["type"] == _PERF_RECORD_SAMPLE) & (headers["size"] == self.stride)) -> '
+        "np.all(None)",
+        "the uniform-records check fails: the general path decodes the same records"
+    ),
     "flowtrace.kernel_source.xǁKernelSourceǁ_pump__mutmut_36": (
         "small = read < SMALL_BATCH -> small = read <= SMALL_BATCH",
         "the in-flight count also read after a read of exactly 512 records: a system call "
