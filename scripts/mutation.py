@@ -172,7 +172,7 @@ C_LESSONS: dict[str, str] = {
 # counts as a survivor again until it is judged anew.
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "flowtrace.transport.x__perf_event_open__mutmut_21": (
-        "flags=_PERF_ATTR_WATERMARK, -> ",
+        "flags=_PERF_ATTR_WATERMARK, -> (dropped)",
         "no wakeup watermark: the reader is woken per record, reads the same records"
     ),
     "flowtrace.transport.xǁRingBufferReaderǁ__init____mutmut_72": (
@@ -281,7 +281,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the subject's fallback for a run without stages: a run's chain starts with its source"
     ),
     "sinks.nats.x_stream_config__mutmut_14": (
-        "discard=DiscardPolicy.OLD, -> ",
+        "discard=DiscardPolicy.OLD, -> (dropped)",
         "discard=OLD left out: nats-py's StreamConfig defaults to DiscardPolicy.OLD"
     ),
     "sinks.otlp.xǁOtlpSinkǁwrite__mutmut_48": (
@@ -580,11 +580,12 @@ def test_env(scratch: Path, **extra: str) -> dict[str, str]:
 
 
 def one_line_change(before: str, after: str) -> str:
-    """The lines a mutant changed: ``removed -> added``, shortened."""
+    """The lines a mutant changed: ``removed -> added``, shortened
+    (``(dropped)`` when nothing took their place)."""
     diff = list(difflib.ndiff(before.splitlines(), after.splitlines()))
     removed = " / ".join(d[2:].strip() for d in diff if d.startswith("- "))
     added = " / ".join(d[2:].strip() for d in diff if d.startswith("+ "))
-    return f"{removed[:90]} -> {added[:90]}"
+    return f"{removed[:90]} -> {added[:90] or '(dropped)'}"
 
 
 @contextlib.contextmanager
@@ -840,12 +841,7 @@ def run_c_mutant(scratch: Path, source: str, k: str, old: str, new: str) -> Outc
     else:
         status = "survived" if code == 0 else "killed"
     name = f"{source}: {old.strip()[:70]}"
-    return Outcome(
-        name,
-        status,
-        f"{old.strip()[:90]} -> {new.strip()[:90] or '(dropped)'}",
-        time.monotonic() - started,
-    )
+    return Outcome(name, status, one_line_change(old, new), time.monotonic() - started)
 
 
 def why_equivalent(outcome: Outcome) -> str | None:
