@@ -95,11 +95,26 @@ def interrupt(agents: list[Agent]) -> None:
         agent.process.send_signal(signal.SIGINT)
 
 
+async def stream_last(urls: list[str]) -> int:
+    """The last sequence the stream holds, as its leader knows it (every
+    message an agent had acknowledged is in it)."""
+    nc = await nats.connect(servers=urls)
+    try:
+        return (await nc.jetstream().stream_info("FLOWTRACE")).state.last_seq or 0
+    finally:
+        await nc.close()
+
+
 def wait_consumed(urls: list[str], durable: str, within: float = 60) -> None:
+    """Wait until the consumer has been delivered the stream's last message.
+    A consumer's own count of pending messages alone is not enough: a
+    consumer just created, or led from a replica still catching up, can
+    report 0 pending before it knows of the last messages."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
-            if asyncio.run(consumer_pending(urls, durable))[0] == 0:
+            pending, _, _, delivered = asyncio.run(consumer_counts(urls, durable))
+            if pending == 0 and delivered == asyncio.run(stream_last(urls)):
                 return
         except Exception:  # a leader is being elected: ask again
             pass
