@@ -12,8 +12,10 @@ Layout of the generated text::
 
 With ``in_flight``, each probe that emits a record counts itself in flight
 while it runs: ``ft_probe_N`` becomes a wrapper that adds one to its CPU's
-slot of ``ft_in_flight`` (a per-CPU array), runs the body (``ft_body_N``,
-whatever path it returns by) and subtracts one after the record is output.
+slot of ``ft_in_flight`` (an array of one cache line per CPU that user
+space maps into its memory, so reading every count is plain loads, no
+system call), runs the body (``ft_body_N``, whatever path it returns by)
+and subtracts one after the record is output.
 Both are atomic adds, which on x86-64 are full barriers: the count is
 visible to other CPUs before the body reads the clock for the record's
 timestamp, and the record is committed before the count drops. A probe
@@ -28,11 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .bpf_maps import possible_cpus
 from .events import Layout
 from .plan import Choice
 from .probes import AttachPoint
 
-__all__ = ["IN_FLIGHT_MAP", "LOST_MAP", "OutputCode", "Program", "generate"]
+__all__ = ["IN_FLIGHT_MAP", "IN_FLIGHT_SLOT", "LOST_MAP", "OutputCode", "Program", "generate"]
 
 LOST_MAP = "ft_lost"
 IN_FLIGHT_MAP = "ft_in_flight"
@@ -68,10 +71,19 @@ class Program:
     text: str
     entries: tuple[tuple[AttachPoint, str], ...]
     in_flight: str | None = None
-    """The per-CPU array counting emitting probes in flight, if the program has one."""
+    """The array counting emitting probes in flight by CPU, if the program has one."""
 
 
-_IN_FLIGHT = f"BPF_PERCPU_ARRAY({IN_FLIGHT_MAP}, u64, 1);  // emitting probes running now\n"
+IN_FLIGHT_SLOT = 64
+"""Bytes of one CPU's slot of the in-flight array: a cache line of its own."""
+
+
+def _in_flight_array(cpus: int) -> str:
+    return f"""\
+struct ft_in_flight_slot {{ u64 count; u64 unused[{IN_FLIGHT_SLOT // 8 - 1}]; }};
+// emitting probes running now, by CPU; mapped into the reader's memory
+BPF_F_TABLE("array", int, struct ft_in_flight_slot, {IN_FLIGHT_MAP}, {cpus}, BPF_F_MMAPABLE);
+"""
 
 
 def _probe_function(
@@ -100,13 +112,13 @@ def _counting_wrapper(index: int, params: str, names: list[str]) -> str:
     args = "".join(f", {name}" for name in names)
     return f"""\
 static __always_inline int ft_probe_{index}(void *ctx{params}) {{
-    int ft_zero = 0;  // names of the ft_ kind: the probe's parameters are in scope
-    u64 *ft_count = {IN_FLIGHT_MAP}.lookup(&ft_zero);
-    if (ft_count)
-        __sync_fetch_and_add(ft_count, 1);
+    int ft_cpu = bpf_get_smp_processor_id();  // ft_ names: the probe's parameters are in scope
+    struct ft_in_flight_slot *ft_slot = {IN_FLIGHT_MAP}.lookup(&ft_cpu);
+    if (ft_slot)
+        __sync_fetch_and_add(&ft_slot->count, 1);
     int ft_ret = ft_body_{index}(ctx{args});
-    if (ft_count)
-        __sync_fetch_and_add(ft_count, -1);
+    if (ft_slot)
+        __sync_fetch_and_add(&ft_slot->count, -1);
     return ft_ret;
 }}"""
 
@@ -127,7 +139,7 @@ def generate(
     parts = [_KERNEL_HEADERS + _HEADER if kernel_functions else _HEADER]
     counted = in_flight and layout is not None and any(c.probe.emits for c in choices)
     if counted:
-        parts.append(_IN_FLIGHT)
+        parts.append(_in_flight_array(possible_cpus()))
     if layout is not None:
         parts.append(layout.c_struct())
     if declarations := output.declarations():

@@ -1,40 +1,46 @@
 """Whether any of a program's emitting probes is running right now.
 
 A program generated with ``in_flight`` (see :mod:`flowtrace.codegen`)
-keeps a per-CPU count of its emitting probes between the moment each
+keeps, for each CPU, a count of its emitting probes between the moment each
 counts itself in (before it reads the clock for its record's timestamp)
-and the moment it counts itself out (after its record is output).
-:class:`InFlight` reads every CPU's count with one map lookup (one
-``bpf(2)`` call, some microseconds): when all are zero, every record
-timestamped before the caller last read ``CLOCK_MONOTONIC`` is already
-in the output (see :mod:`flowtrace.reorder`).
+and the moment it counts itself out (after its record is output). The
+counts live in an array the kernel lets user space map
+(``BPF_F_MMAPABLE``): :class:`InFlight` reads them as plain memory, with
+no system call. When all are zero, every record timestamped before the
+caller last read ``CLOCK_MONOTONIC`` is already in the output (see
+:mod:`flowtrace.reorder`).
+
+Ordering: the probes' atomic adds are full barriers on x86-64, and x86-64
+does not reorder a load with earlier loads, so a count read after the
+clock sees every probe that counted itself in before the clock was read.
 """
 
 from __future__ import annotations
 
-import ctypes
+import mmap
 from typing import Any
+
+from .bpf_maps import possible_cpus
+from .codegen import IN_FLIGHT_SLOT
 
 __all__ = ["InFlight"]
 
 
 class InFlight:
-    """Reader of the per-CPU in-flight count of a loaded program's ``table``
-    (a bcc ``BPF_PERCPU_ARRAY`` of one ``u64``)."""
+    """Reader of the in-flight counts of a loaded program's ``table`` (the
+    ``ft_in_flight`` array: one cache-line slot per possible CPU, the count
+    first). Holds a read-only mapping of it until :meth:`close`."""
 
     def __init__(self, table: Any) -> None:
-        from bcc.libbcc import lib
-
-        self._lookup = lib.bpf_lookup_elem
-        self._fd = table.map_fd
-        self._key = ctypes.c_int(0)
-        self._counts = table.Leaf()  # one u64 per possible CPU
-        self._key_p = ctypes.cast(ctypes.byref(self._key), ctypes.c_void_p)
-        self._counts_p = ctypes.cast(self._counts, ctypes.c_void_p)
+        size = possible_cpus() * IN_FLIGHT_SLOT
+        length = -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._memory = mmap.mmap(table.map_fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        self._counts = memoryview(self._memory).cast("Q")[: size // 8 : IN_FLIGHT_SLOT // 8]
 
     def idle(self) -> bool:
-        """True when no emitting probe runs on any CPU now (False when the
-        count cannot be read)."""
-        if self._lookup(self._fd, self._key_p, self._counts_p) != 0:
-            return False
+        """True when no emitting probe runs on any CPU now."""
         return not any(self._counts)
+
+    def close(self) -> None:
+        self._counts.release()
+        self._memory.close()

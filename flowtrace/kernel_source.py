@@ -260,6 +260,8 @@ class KernelSource(Source[E], Generic[E]):
                     ctx.stats.drop("stop_deadline", len(reorder.flush()))
             finally:
                 try:
+                    if in_flight is not None:
+                        in_flight.close()
                     loaded.release()
                 finally:
                     channel.close()

@@ -31,15 +31,15 @@ every record timestamped before ``T0`` is in what it read: its probe had
 counted itself in before ``T0`` and so had finished, record output, when
 the count read zero. So those events are released at once, in order
 (``settled_ns`` of :meth:`Reorder.push`); the window still applies to the
-others. The loop reads the count (one system call, about a microsecond)
-between its clock and each read that
+others. The loop reads the count (plain loads from an array mapped into
+its memory, no system call) between its clock and each read that
 follows a read of fewer than 512 records: the reader keeps up, and one
 that is behind reads again at once anyway. When the
 count is not zero (a probe running, perhaps interrupted on its CPU), or
 the program has no count (a source whose C flowtrace does not wrap), the
 window alone applies. This relies on the probe's clock
 (``bpf_ktime_get_ns()``) and the reader's agreeing to within the time
-the reader takes to read the count after ``T0`` (a system call), and on
+the reader takes to read the count after ``T0``, and on
 the timestamp being the one the probe took itself (a body that sets it
 to a time kept by another probe makes its events come late, under either
 rule, by as much as that time is older).

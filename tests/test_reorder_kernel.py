@@ -183,9 +183,9 @@ async def test_every_return_path_counts_its_probe_out() -> None:
         body=f"""
 if (e.pid != {workload.pid} || fd != 9999)
     return 0;
-int zero = 0;
-u64 *count = {IN_FLIGHT_MAP}.lookup(&zero);
-e.in_flight = count ? *count : 0;
+int cpu = bpf_get_smp_processor_id();
+struct ft_in_flight_slot *slot = {IN_FLIGHT_MAP}.lookup(&cpu);
+e.in_flight = slot ? slot->count : 0;
 """,
     )
     source = KernelSource(Closing, probe)
