@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import CONTENDERS, RESULTS, Options, run_benchmark
-from bench.latency import LATENCY_CONTENDERS, LatencyOptions, render_latency, run_latency
+from bench.latency import (
+    LATENCY_CONTENDERS,
+    RATES,
+    LatencyOptions,
+    render_latency,
+    run_latency,
+)
 from bench.report import render
 
 
@@ -51,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measure event-to-sink latency at 10, 1,000 and 100,000 events/s instead",
     )
     parser.add_argument(
+        "--rates",
+        default=",".join(f"{r:g}" for r in RATES),
+        help="with --latency: comma-separated events per second of the phases"
+        " (default: 10,1000,100000)",
+    )
+    parser.add_argument(
         "--seconds",
         type=float,
         default=2.0,
@@ -70,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1 or rounds < 1 or not args.seconds > 0:
         parser.error("--count, --rounds and --seconds must be positive")
     only = tuple(filter(None, args.only.split(",")))
+    try:
+        rates = tuple(float(r) for r in args.rates.split(","))
+    except ValueError:
+        parser.error(f"--rates takes numbers separated by commas, not {args.rates!r}")
+    if not all(0 < r < float("inf") for r in rates):
+        parser.error(f"--rates must be positive events per second: {args.rates}")
 
     def progress(line: str) -> None:
         if not args.quiet:
@@ -77,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.latency:
         return latency(
-            LatencyOptions(args.seconds, rounds=rounds, only=only, results=args.results.resolve()),
+            LatencyOptions(
+                args.seconds, rates, rounds=rounds, only=only, results=args.results.resolve()
+            ),
             progress,
         )
     options = Options(

@@ -77,3 +77,17 @@ def test_latency_table_has_every_contender_and_rate(tmp_path: Path) -> None:
     table = {(row[0], row[1]) for row in rows if len(row) == 7 and row[0] in names}
     assert table == {(n, r) for n in names for r in ("10", "1,000", "100,000")}
     assert not list((tmp_path / "scratch").glob("*.fifo")), "FIFO left behind"
+
+
+def test_latency_runs_the_rates_it_is_given(tmp_path: Path) -> None:
+    done = bench(tmp_path, "--latency", "--rates", "10,1000", "--seconds", "0.1",
+                 "--only", "ft-console,bcc-perf")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "latest-latency.json").read_text())
+    for name in ("ft-console", "bcc-perf"):
+        (run,) = result["runs"][name]
+        assert {r: v["generated"] for r, v in run["rates"].items()} == {"10": 1, "1000": 100}
+    for bad in ("10,x", "0", "nan"):
+        refused = bench(tmp_path, "--latency", "--rates", bad)
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines()[-1].startswith("python -m bench: error: --rates")
