@@ -68,7 +68,10 @@ class RingBufferReader:
         self._data_start = page
         self._strings: dict[bytes, str] = {}
         self.capacity = size // self._stride
-        self.max_wait = 0.25  # the kernel wakes the reader when records arrive
+        # the kernel wakes the reader when records arrive; the loop wakes on
+        # its own at this interval too, as the perf reader's does: a process
+        # that ran recently takes its next record sooner (docs/architecture.md)
+        self.max_wait = 0.05
         # Positions are read and written as whole 8-byte words: struct.pack_into
         # writes byte by byte, and the kernel could see a half-written position.
         self._consumer = memoryview(self._consumer_map).cast("Q")
