@@ -10,9 +10,12 @@ no system call. When all are zero, every record timestamped before the
 caller last read ``CLOCK_MONOTONIC`` is already in the output (see
 :mod:`flowtrace.reorder`).
 
-Ordering: the probes' atomic adds are full barriers on x86-64, and x86-64
-does not reorder a load with earlier loads, so a count read after the
-clock sees every probe that counted itself in before the clock was read.
+Ordering: the probes' atomic adds are full barriers on x86-64, so a probe
+is counted before it reads the clock. On the reader's side, reading the
+time stamp counter does not order the loads after it, but the interpreter
+runs far more instructions between the clock and this read than a CPU
+keeps in flight, so the count is read after the clock. (Were an event
+misjudged, it would be passed on as late and counted, never lost.)
 """
 
 from __future__ import annotations
