@@ -23,6 +23,7 @@ __all__ = [
     "features",
     "find_kernel_function",
     "kernel_headers",
+    "mmapable_arrays",
     "privileged",
     "struct_offsets_untrusted",
     "syscall_function",
@@ -41,7 +42,9 @@ _BPF_PROG_LOAD = 5
 _BPF_PROG_TYPE_KPROBE = 2
 _BPF_PROG_TYPE_TRACING = 26
 _BPF_TRACE_FENTRY = 24
+_BPF_MAP_TYPE_ARRAY = 2
 _BPF_MAP_TYPE_RINGBUF = 27
+_BPF_F_MMAPABLE = 1 << 10
 _ENOTSUPP = 524  # the kernel's internal "operation not supported"
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 
@@ -250,6 +253,18 @@ def _feature_ringbuf() -> Feature:
     if result >= 0:
         return Feature("ringbuf", True, "BPF ring buffer maps can be created")
     return Feature("ringbuf", False, f"ring buffer map refused: {errno.errorcode.get(err, err)}")
+
+
+@functools.cache
+def mmapable_arrays() -> bool:
+    """Whether this kernel lets user space map BPF arrays into its memory
+    (``BPF_F_MMAPABLE``, Linux 5.5+): tried by creating a one-element array
+    (False without root)."""
+    attr = _BpfAttr()
+    words = ctypes.cast(ctypes.byref(attr), ctypes.POINTER(ctypes.c_uint32))
+    # map_type, key_size, value_size, max_entries, map_flags
+    words[0], words[1], words[2], words[3], words[4] = _BPF_MAP_TYPE_ARRAY, 4, 8, 1, _BPF_F_MMAPABLE
+    return _bpf(_BPF_MAP_CREATE, attr)[0] >= 0
 
 
 def _feature_tracepoints() -> Feature:

@@ -15,8 +15,9 @@ import pytest
 from kernelrun import collect
 from workloads import Gated, run_syncs
 
-from flowtrace import Event, Param, Pipeline, Probe, Tracepoint, tracepoint
+from flowtrace import Event, Param, Pipeline, Probe, Tracepoint, codegen, tracepoint
 from flowtrace.codegen import IN_FLIGHT_MAP
+from flowtrace.kernel import mmapable_arrays
 from flowtrace.kernel_source import KernelSource
 from flowtrace.ktypes import cpu_id, ktime_ns, task_pid, u64
 from flowtrace.reorder import DEFAULT_WINDOW
@@ -95,6 +96,30 @@ async def test_events_released_by_the_in_flight_count_are_in_timestamp_order(
     items, late, before_stop = await traced(transport, MINUTE, latency=MINUTE)
     assert len(items) > 1000
     assert before_stop > 0
+    assert out_of_order(items) == late == 0
+
+
+def test_this_kernel_maps_the_in_flight_counts() -> None:
+    """The build kernel (6.x) lets user space map arrays: the program counts
+    its probes in flight in an array the reader maps."""
+    assert mmapable_arrays()
+    text = tracepoint("sched:sched_switch").program().text
+    assert "BPF_F_MMAPABLE" in text and IN_FLIGHT_MAP in text
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two CPUs writing")
+async def test_a_kernel_that_cannot_map_arrays_gets_no_count_and_the_window_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before Linux 5.5 arrays cannot be mapped: the program then has no
+    in-flight count (nothing for the reader to map), and the window alone
+    keeps events in timestamp order."""
+    monkeypatch.setattr(codegen, "mmapable_arrays", lambda: False)
+    source = tracepoint("sched:sched_switch", transport="ringbuf")
+    assert source.program().in_flight is None
+    assert IN_FLIGHT_MAP not in source.program().text
+    items, late, _ = await traced("ringbuf", DEFAULT_WINDOW)
+    assert len(items) > 1000
     assert out_of_order(items) == late == 0
 
 
