@@ -21,8 +21,7 @@ visible to other CPUs before the body reads the clock for the record's
 timestamp, and the record is committed before the count drops. A probe
 interrupted by another probe on the same CPU counts twice, which a count
 allows. The reader uses it to release events without waiting for the
-reorder window (see :mod:`flowtrace.reorder`). A kernel that cannot map
-arrays (before Linux 5.5) gets no count: the window alone applies there.
+reorder window (see :mod:`flowtrace.reorder`).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from typing import Any, Protocol
 
 from .bpf_maps import possible_cpus
 from .events import Layout
-from .kernel import mmapable_arrays
 from .plan import Choice
 from .probes import AttachPoint
 
@@ -140,7 +138,6 @@ def generate(
     kernel_functions = any(p.needs_kernel_headers() for c in choices for p in c.chosen)
     parts = [_KERNEL_HEADERS + _HEADER if kernel_functions else _HEADER]
     counted = in_flight and layout is not None and any(c.probe.emits for c in choices)
-    counted = counted and mmapable_arrays()  # else the reorder window alone applies
     if counted:
         parts.append(_in_flight_array(possible_cpus()))
     if layout is not None:

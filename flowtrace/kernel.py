@@ -244,13 +244,21 @@ def _feature_fentry() -> Feature:
     return Feature("fentry", True, "tracing programs load; BTF present")
 
 
-def _feature_ringbuf() -> Feature:
+def _try_map(
+    map_type: int, key_size: int, value_size: int, max_entries: int, flags: int = 0
+) -> int:
+    """Create a map of this kind and close it; returns the errno (0 when created)."""
     attr = _BpfAttr()
     words = ctypes.cast(ctypes.byref(attr), ctypes.POINTER(ctypes.c_uint32))
-    words[0] = _BPF_MAP_TYPE_RINGBUF
-    words[3] = os.sysconf("SC_PAGE_SIZE")  # max_entries
-    result, err = _bpf(_BPF_MAP_CREATE, attr)
-    if result >= 0:
+    words[0], words[1], words[2], words[3], words[4] = (
+        map_type, key_size, value_size, max_entries, flags
+    )  # fmt: skip
+    return _bpf(_BPF_MAP_CREATE, attr)[1]
+
+
+def _feature_ringbuf() -> Feature:
+    err = _try_map(_BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
+    if err == 0:
         return Feature("ringbuf", True, "BPF ring buffer maps can be created")
     return Feature("ringbuf", False, f"ring buffer map refused: {errno.errorcode.get(err, err)}")
 
@@ -260,11 +268,7 @@ def mmapable_arrays() -> bool:
     """Whether this kernel lets user space map BPF arrays into its memory
     (``BPF_F_MMAPABLE``, Linux 5.5+): tried by creating a one-element array
     (False without root)."""
-    attr = _BpfAttr()
-    words = ctypes.cast(ctypes.byref(attr), ctypes.POINTER(ctypes.c_uint32))
-    # map_type, key_size, value_size, max_entries, map_flags
-    words[0], words[1], words[2], words[3], words[4] = _BPF_MAP_TYPE_ARRAY, 4, 8, 1, _BPF_F_MMAPABLE
-    return _bpf(_BPF_MAP_CREATE, attr)[0] >= 0
+    return _try_map(_BPF_MAP_TYPE_ARRAY, 4, 8, 1, _BPF_F_MMAPABLE) == 0
 
 
 def _feature_tracepoints() -> Feature:

@@ -19,6 +19,7 @@ from .errors import FlowtraceError, KernelError, KernelUnreadable
 from .events import Event, Layout, layout_of
 from .gathering import DEFAULT_LATENCY, SMALL_BATCH, Gathering
 from .in_flight import InFlight
+from .kernel import mmapable_arrays
 from .kernel_forms import Place, Placement
 from .loaded import LoadedProgram
 from .outputs import DEFAULT_PAGES, Channel, Output, Reader, buffer_output
@@ -77,9 +78,10 @@ class KernelSource(Source[E], Generic[E]):
     past it, and one arriving later than that is passed on and counted as
     ``late`` (see :mod:`flowtrace.reorder`); ``reorder=None`` passes events
     on as read. So ``Pipeline(latency=0)`` holds no record on purpose.
-    The program counts its emitting probes in flight, and when none is,
-    events timestamped before the reader's clock are released at once
-    without waiting for the window (the in-flight rule of that module).
+    The program counts its emitting probes in flight (on kernels that let
+    user space map arrays, Linux 5.5+), and when none is, events
+    timestamped before the reader's clock are released at once without
+    waiting for the window (the in-flight rule of that module).
 
     On stop, the probes are detached first, then what the output already
     holds is read and emitted, waiting up to 0.1 s for records still being
@@ -158,7 +160,9 @@ class KernelSource(Source[E], Generic[E]):
 
     def _program(self, choices: Sequence[Choice], channel: Channel) -> Program:
         prelude = self.definition().prelude
-        in_flight = self._reorders(channel)  # probes count themselves for the reorder
+        # probes count themselves in flight for the reorder, where the reader
+        # can map the counts (Linux 5.5+; else the window alone applies)
+        in_flight = self._reorders(channel) and mmapable_arrays()
         return generate(self.layout, choices, prelude=prelude, output=channel, in_flight=in_flight)
 
     def describe(self) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from kernelrun import collect
 from workloads import Gated, run_syncs
 
-from flowtrace import Event, Param, Pipeline, Probe, Tracepoint, codegen, tracepoint
+from flowtrace import Event, Param, Pipeline, Probe, Tracepoint, kernel_source, tracepoint
 from flowtrace.codegen import IN_FLIGHT_MAP
 from flowtrace.kernel import mmapable_arrays
 from flowtrace.kernel_source import KernelSource
@@ -114,7 +114,7 @@ async def test_a_kernel_that_cannot_map_arrays_gets_no_count_and_the_window_orde
     """Before Linux 5.5 arrays cannot be mapped: the program then has no
     in-flight count (nothing for the reader to map), and the window alone
     keeps events in timestamp order."""
-    monkeypatch.setattr(codegen, "mmapable_arrays", lambda: False)
+    monkeypatch.setattr(kernel_source, "mmapable_arrays", lambda: False)
     source = tracepoint("sched:sched_switch", transport="ringbuf")
     assert source.program().in_flight is None
     assert IN_FLIGHT_MAP not in source.program().text
